@@ -1,0 +1,157 @@
+//! `bundle.json`: the signed index of a bundle. Everything a reader trusts about the archive is
+//! derived from it after its signature verified.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::entry_path::EntryPath;
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const INDEX_PATH: &str = "bundle.json";
+pub const SIGNATURE_PATH: &str = "bundle.json.sig";
+/// Bounds on the two entries read into memory before anything is verified.
+pub const MAX_INDEX_SIZE: u64 = 32 << 20;
+pub const MAX_SIGNATURE_SIZE: u64 = 64 << 10;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BundleIndex {
+    pub format_version: u32,
+    pub name: String,
+    pub version: String,
+    /// RFC 3339, UTC; from `SOURCE_DATE_EPOCH` when set.
+    pub created: String,
+    pub platforms: Vec<String>,
+    pub packs: Vec<PackRecord>,
+    pub images: Vec<ImageRecord>,
+    /// Every entry after the signature, in archive order.
+    pub entries: Vec<EntryRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseRecord>,
+    /// Blobs a delta bundle leaves out because the target already has them from its base.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_blobs: Vec<Digest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PackRecord {
+    pub name: String,
+    pub version: String,
+    pub layer: String,
+    /// Name inside the bundle's OCI layout and under the mirror prefix: `packs/<name>:<version>`.
+    pub reference: String,
+    /// Digest of the pack's OCI manifest.
+    pub digest: Digest,
+    /// Images the pack needs, as normalized references.
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImageRecord {
+    /// The reference as the spec or pack wrote it.
+    pub source: String,
+    /// The normalized reference (`host/path:tag` or `host/path@digest`); also its name in the
+    /// bundle's OCI layout.
+    pub reference: String,
+    /// Where it goes under a mirror prefix: `<host>/<path>`.
+    pub mirror_repository: String,
+    /// Digest of the manifest stored in the bundle.
+    pub digest: Digest,
+    /// Digest of the manifest as the source served it; differs from `digest` only when a
+    /// multi-platform index was filtered.
+    pub upstream_digest: Digest,
+    pub media_type: String,
+    /// Bytes of every blob this image uses, its manifests included.
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EntryRecord {
+    pub path: EntryPath,
+    pub size: u64,
+    pub sha256: Digest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BaseRecord {
+    pub name: String,
+    pub version: String,
+    /// sha256 of the base bundle's `bundle.json` bytes.
+    pub index_digest: Digest,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IndexError {
+    #[error("bundle.json is not valid: {0}")]
+    Malformed(String),
+    #[error("bundle format version {0} is not supported (this airgap reads version {FORMAT_VERSION}); use a newer airgap")]
+    UnsupportedVersion(u32),
+    #[error("bundle.json lists entry {0} twice")]
+    DuplicateEntry(EntryPath),
+    #[error("bundle.json lists the reserved entry {0}")]
+    ReservedEntry(EntryPath),
+    #[error("bundle.json lists blob {path} with sha256 {sha256}, which is not the digest its name says")]
+    BlobNameMismatch { path: EntryPath, sha256: Digest },
+    #[error("bundle.json does not list the OCI layout entry {0}")]
+    MissingLayoutEntry(&'static str),
+}
+
+impl BundleIndex {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    /// Parses and checks the invariants the rest of the code relies on.
+    pub fn parse(bytes: &[u8]) -> Result<Self, IndexError> {
+        let index: BundleIndex =
+            serde_json::from_slice(bytes).map_err(|e| IndexError::Malformed(e.to_string()))?;
+        index.check()?;
+        Ok(index)
+    }
+
+    pub fn check(&self) -> Result<(), IndexError> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(IndexError::UnsupportedVersion(self.format_version));
+        }
+        let mut seen = HashSet::new();
+        for entry in &self.entries {
+            if entry.path.as_str() == INDEX_PATH || entry.path.as_str() == SIGNATURE_PATH {
+                return Err(IndexError::ReservedEntry(entry.path.clone()));
+            }
+            if !seen.insert(entry.path.as_str()) {
+                return Err(IndexError::DuplicateEntry(entry.path.clone()));
+            }
+            if let Some(hex) = entry.path.as_str().strip_prefix("blobs/sha256/") {
+                if entry.sha256.hex() != hex {
+                    return Err(IndexError::BlobNameMismatch {
+                        path: entry.path.clone(),
+                        sha256: entry.sha256,
+                    });
+                }
+            }
+        }
+        for required in ["oci-layout", "index.json"] {
+            if !seen.contains(required) {
+                return Err(IndexError::MissingLayoutEntry(required));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn entry(&self, path: &str) -> Option<&EntryRecord> {
+        self.entries.iter().find(|e| e.path.as_str() == path)
+    }
+
+    /// Sum of the entry sizes: the content the bundle carries.
+    pub fn content_size(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+}

@@ -1,0 +1,84 @@
+//! Writes the bundle archive: `bundle.json`, `bundle.json.sig`, then each entry in index
+//! order, streamed and checked against the index as it goes, so a source that changed under
+//! us can never produce a bundle whose index lies.
+
+use std::io::{self, Read, Write};
+
+use crate::digest::{copy_hashed, Digest};
+use crate::index::{EntryRecord, INDEX_PATH, SIGNATURE_PATH};
+use crate::signing::SigningKey;
+use crate::tar::{padding, ustar_header, HeaderKind, TarError, END_OF_ARCHIVE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("write failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Tar(#[from] TarError),
+    #[error("{path}: source has sha256 {actual} and {actual_size} bytes, expected {expected} and {expected_size}: it changed or is corrupt")]
+    SourceMismatch { path: String, expected: Digest, expected_size: u64, actual: Digest, actual_size: u64 },
+}
+
+pub struct BundleWriter<W> {
+    out: W,
+    mtime: u64,
+    written: u64,
+}
+
+impl<W: Write> BundleWriter<W> {
+    /// Writes and signs the index. `mtime` stamps every header (the bundle's creation time).
+    pub fn start(out: W, index_bytes: &[u8], key: &SigningKey, mtime: u64) -> Result<Self, WriteError> {
+        let mut w = BundleWriter { out, mtime, written: 0 };
+        w.write_small(INDEX_PATH, index_bytes)?;
+        w.write_small(SIGNATURE_PATH, &key.sign(index_bytes).to_bytes())?;
+        Ok(w)
+    }
+
+    fn write_small(&mut self, path: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        self.header(path, bytes.len() as u64)?;
+        self.out.write_all(bytes)?;
+        self.pad(bytes.len() as u64)
+    }
+
+    fn header(&mut self, path: &str, size: u64) -> Result<(), WriteError> {
+        let h = ustar_header(path, HeaderKind::Regular, 0o644, size, self.mtime)?;
+        self.out.write_all(&h)?;
+        self.written += 512;
+        Ok(())
+    }
+
+    fn pad(&mut self, size: u64) -> Result<(), WriteError> {
+        let pad = padding(size) as usize;
+        self.out.write_all(&END_OF_ARCHIVE[..pad])?;
+        self.written += size + pad as u64;
+        Ok(())
+    }
+
+    /// Streams one entry from `source`, which must yield exactly what `record` says.
+    pub fn write_entry(&mut self, record: &EntryRecord, source: &mut dyn Read) -> Result<(), WriteError> {
+        self.header(record.path.as_str(), record.size)?;
+        let mut limited = source.take(record.size + 1);
+        let (actual, actual_size) = copy_hashed(&mut limited, &mut self.out)?;
+        if actual != record.sha256 || actual_size != record.size {
+            return Err(WriteError::SourceMismatch {
+                path: record.path.to_string(),
+                expected: record.sha256,
+                expected_size: record.size,
+                actual,
+                actual_size,
+            });
+        }
+        self.pad(record.size)
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub fn finish(mut self) -> Result<W, WriteError> {
+        self.out.write_all(&END_OF_ARCHIVE)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
