@@ -1,0 +1,260 @@
+//! `bundle.yaml`: what a bundle should contain. Parsing is strict (unknown fields are errors)
+//! and every error carries the file, line and column.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BundleSpec {
+    #[serde(deserialize_with = "api_version")]
+    pub api_version: String,
+    #[serde(deserialize_with = "kind_bundle")]
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: SpecBody,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecBody {
+    /// `os/arch[/variant]` entries to keep from multi-platform indexes; empty or `all` keeps all.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    #[serde(default)]
+    pub packs: Vec<PackSource>,
+    #[serde(default)]
+    pub images: Vec<ImageEntry>,
+    #[serde(default)]
+    pub registries: Vec<RegistrySettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistrySettings {
+    pub host: String,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub plain_http: bool,
+}
+
+/// Where a pack comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackSource {
+    Path(PathBuf),
+    Oci(String),
+}
+
+impl<'de> Deserialize<'de> for PackSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            path: Option<PathBuf>,
+            oci: Option<String>,
+        }
+        match Raw::deserialize(d)? {
+            Raw { path: Some(p), oci: None } => Ok(PackSource::Path(p)),
+            Raw { path: None, oci: Some(r) } => Ok(PackSource::Oci(r)),
+            _ => Err(de::Error::custom("a pack entry needs exactly one of `path: DIR` or `oci: REF`")),
+        }
+    }
+}
+
+/// An image to include: pulled by reference, or taken from a local layout under a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageEntry {
+    Pull(String),
+    Local { reference: String, from: LocalImage },
+}
+
+impl ImageEntry {
+    pub fn reference(&self) -> &str {
+        match self {
+            ImageEntry::Pull(r) => r,
+            ImageEntry::Local { reference, .. } => reference,
+        }
+    }
+}
+
+/// `oci:DIR[:REF]` or `oci-archive:FILE[:REF]`, as skopeo names them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LocalImage {
+    pub kind: LayoutKind,
+    pub path: PathBuf,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LayoutKind {
+    Directory,
+    Archive,
+}
+
+impl LocalImage {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (kind, rest) = if let Some(rest) = text.strip_prefix("oci-archive:") {
+            (LayoutKind::Archive, rest)
+        } else if let Some(rest) = text.strip_prefix("oci:") {
+            (LayoutKind::Directory, rest)
+        } else {
+            return Err(format!("`{text}` must start with `oci:` or `oci-archive:`"));
+        };
+        let (path, name) = match rest.split_once(':') {
+            Some((p, n)) => (p, Some(n.to_string()).filter(|n| !n.is_empty())),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(format!("`{text}` names no path"));
+        }
+        Ok(LocalImage { kind, path: PathBuf::from(path), name })
+    }
+
+    /// Relative paths are relative to the spec file.
+    pub fn resolved(&self, base: &Path) -> LocalImage {
+        LocalImage { path: base.join(&self.path), ..self.clone() }
+    }
+}
+
+impl fmt::Display for LocalImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.kind {
+            LayoutKind::Directory => "oci",
+            LayoutKind::Archive => "oci-archive",
+        };
+        write!(f, "{scheme}:{}", self.path.display())?;
+        if let Some(n) = &self.name {
+            write!(f, ":{n}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = ImageEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an image reference, or a map with `ref` and `from`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ImageEntry, E> {
+                Ok(ImageEntry::Pull(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ImageEntry, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Raw {
+                    #[serde(rename = "ref")]
+                    reference: String,
+                    from: Option<String>,
+                }
+                let raw = Raw::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                match raw.from {
+                    None => Ok(ImageEntry::Pull(raw.reference)),
+                    Some(from) => Ok(ImageEntry::Local {
+                        reference: raw.reference,
+                        from: LocalImage::parse(&from).map_err(de::Error::custom)?,
+                    }),
+                }
+            }
+        }
+        d.deserialize_any(EntryVisitor)
+    }
+}
+
+fn api_version<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    if v != "airgap/v1" {
+        return Err(de::Error::custom(format!("apiVersion is `{v}`, expected `airgap/v1`")));
+    }
+    Ok(v)
+}
+
+fn kind_bundle<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    if v != "Bundle" {
+        return Err(de::Error::custom(format!("kind is `{v}`, expected `Bundle`")));
+    }
+    Ok(v)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct SpecError {
+    pub file: String,
+    pub message: String,
+}
+
+impl BundleSpec {
+    pub fn parse(text: &str, file: &Path) -> Result<Self, SpecError> {
+        serde_yaml_ng::from_str(text)
+            .map_err(|e| SpecError { file: file.display().to_string(), message: e.to_string() })
+    }
+
+    pub fn load(file: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| SpecError { file: file.display().to_string(), message: format!("cannot read: {e}") })?;
+        Self::parse(&text, file)
+    }
+
+    /// True when every platform is kept.
+    pub fn keeps_all_platforms(&self) -> bool {
+        self.spec.platforms.is_empty() || self.spec.platforms.iter().any(|p| p == "all")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<BundleSpec, String> {
+        BundleSpec::parse(text, Path::new("bundle.yaml")).map_err(|e| e.to_string())
+    }
+
+    const HEAD: &str = "apiVersion: airgap/v1\nkind: Bundle\nmetadata: {name: n, version: 1.0.0}\n";
+
+    #[test]
+    fn parses_every_source_form() {
+        let s = parse(&format!(
+            "{HEAD}spec:\n  packs:\n    - path: packs/a\n    - oci: r.io/p/a:1\n  images:\n    - r.io/x:1\n    - ref: r.io/y:2\n      from: oci:layout:y\n    - ref: r.io/z:3\n      from: oci-archive:z.tar\n"
+        ))
+        .unwrap();
+        assert_eq!(s.spec.packs[0], PackSource::Path("packs/a".into()));
+        assert_eq!(s.spec.images[0], ImageEntry::Pull("r.io/x:1".into()));
+        match &s.spec.images[2] {
+            ImageEntry::Local { from, .. } => {
+                assert_eq!(from.kind, LayoutKind::Archive);
+                assert_eq!(from.name, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_file_position_and_expectation() {
+        let e = parse(&format!("{HEAD}spec:\n  packs:\n    - path: a\n      oci: b\n")).unwrap_err();
+        assert!(e.starts_with("bundle.yaml: spec.packs[0]"), "{e}");
+        assert!(e.contains("exactly one of"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+        let e = parse(&format!("{HEAD}spec:\n  imagez: []\n")).unwrap_err();
+        assert!(e.contains("unknown field `imagez`") && e.contains("line 5"), "{e}");
+        let e = parse("apiVersion: airgap/v2\nkind: Bundle\n").unwrap_err();
+        assert!(e.contains("expected `airgap/v1`"), "{e}");
+        let e = parse(&format!("{HEAD}spec:\n  images:\n    - ref: a\n      from: docker:x\n")).unwrap_err();
+        assert!(e.contains("must start with `oci:`"), "{e}");
+        let e = parse("apiVersion: [").unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+    }
+}

@@ -1,0 +1,213 @@
+use std::io::{BufReader, Read};
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use airgap::parts::PartsReader;
+use airgap::tar::{Strictness, TarReader};
+use airgap::verify::UnverifiedHeader;
+use airgap::{BundleStream, PublicKey, SigningKey};
+use anyhow::{bail, Context};
+
+use super::progress::{bytes_bar, HumanBytes};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BundleCommand {
+    /// Build a signed bundle from a bundle spec.
+    Build(BuildArgs),
+    /// Check a bundle's signature and every entry's size and digest.
+    Verify(VerifyArgs),
+    /// Show what a bundle holds (reads only its index; does not verify).
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The bundle spec (bundle.yaml).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub spec: PathBuf,
+    /// Where to write the bundle.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// The private signing key (from `airgap keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Cut the bundle into parts of at most SIZE (e.g. 4GiB, 700MB): out.tar.000, .001, ...
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub split: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The bundle (or the first part of a split bundle).
+    pub bundle: PathBuf,
+    /// The public key the bundle must be signed with.
+    #[arg(long = "pub", value_name = "FILE")]
+    pub public_key: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    pub bundle: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: BundleCommand) -> anyhow::Result<()> {
+    match cmd {
+        BundleCommand::Build(args) => build(args),
+        BundleCommand::Verify(args) => verify(args),
+        BundleCommand::Inspect(args) => inspect(args),
+    }
+}
+
+/// Parses `4GiB`, `700MB`, `512k`, `1048576`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: u64 = num.parse().map_err(|_| format!("`{text}` is not a size such as 4GiB or 700MB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1000u64.pow(4),
+        "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit `{other}` (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")),
+    };
+    let size = num.checked_mul(mult).ok_or_else(|| format!("`{text}` is too large"))?;
+    if size < 1024 {
+        return Err(format!("split size `{text}` is below the 1KiB minimum"));
+    }
+    Ok(size)
+}
+
+fn creation_time() -> anyhow::Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds")),
+        Err(_) => Ok(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)),
+    }
+}
+
+fn build(args: BuildArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let key = SigningKey::load(&args.key).context("loading the signing key")?;
+    let created = creation_time()?;
+    let bar = bytes_bar(0, "building");
+    let request = bundler::BuildRequest {
+        spec: &args.spec,
+        output: &args.output,
+        key: &key,
+        created,
+        split: args.split,
+    };
+    let report = bundler::build(
+        &request,
+        &|index| bar.set_length(index.content_size()),
+        &|n| bar.inc(n),
+    )
+    .with_context(|| format!("building {}", args.output.display()))?;
+    bar.finish_and_clear();
+    let index = &report.index;
+    let size = index.content_size();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "built {} {} -> {}: {} packs, {} images, {} entries, {} in {:.1}s ({}/s)",
+        index.name,
+        index.version,
+        report.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+        index.packs.len(),
+        index.images.len(),
+        index.entries.len(),
+        HumanBytes(size),
+        secs,
+        HumanBytes((size as f64 / secs.max(1e-6)) as u64)
+    );
+    Ok(())
+}
+
+fn open(bundle: &PathBuf) -> anyhow::Result<(BufReader<PartsReader>, u64)> {
+    let reader = PartsReader::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
+    let total = reader.total_size().with_context(|| format!("reading {}", bundle.display()))?;
+    Ok((BufReader::with_capacity(256 << 10, reader), total))
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let key = PublicKey::load(&args.public_key).context("loading the public key")?;
+    let fail = || format!("{} failed verification", args.bundle.display());
+    let (reader, total) = open(&args.bundle)?;
+    let bar = bytes_bar(total, "verifying");
+    let mut stream = BundleStream::open(reader, &key).with_context(fail)?;
+    let mut buf = vec![0u8; airgap::digest::COPY_BUFFER];
+    while stream.next_entry().with_context(fail)?.is_some() {
+        while stream.read_entry(&mut buf).with_context(fail)? > 0 {
+            bar.set_position(stream.position());
+        }
+    }
+    let verified = stream.finish().with_context(fail)?;
+    bar.finish_and_clear();
+    let index = verified.index();
+    println!(
+        "{}: OK, {} {} signed by {}, {} entries, {} verified in {:.1}s",
+        args.bundle.display(),
+        index.name,
+        index.version,
+        verified.signer(),
+        index.entries.len(),
+        HumanBytes(total),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn inspect(args: InspectArgs) -> anyhow::Result<()> {
+    let (reader, total) = open(&args.bundle)?;
+    let fail = || format!("{} is not a readable bundle", args.bundle.display());
+    let header = UnverifiedHeader::read(&mut TarReader::new(reader.take(u64::MAX), Strictness::Strict)).with_context(fail)?;
+    let index = header.index_unverified().with_context(fail)?;
+    let signers: Vec<String> = header.signatures.key_ids().iter().map(ToString::to_string).collect();
+    if args.json {
+        let value = serde_json::json!({
+            "name": index.name,
+            "version": index.version,
+            "created": index.created,
+            "platforms": index.platforms,
+            "signers": signers,
+            "verified": false,
+            "packs": index.packs,
+            "images": index.images,
+            "entries": index.entries.len(),
+            "contentSize": index.content_size(),
+            "archiveSize": total,
+            "base": index.base,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    if signers.is_empty() {
+        bail!("{} carries no signature", args.bundle.display());
+    }
+    println!("Bundle:    {} {} (created {})", index.name, index.version, index.created);
+    println!("Signed by: {} (not verified here; run `airgap bundle verify --pub KEY`)", signers.join(", "));
+    println!("Platforms: {}", index.platforms.join(", "));
+    println!("Packs ({}):", index.packs.len());
+    for p in &index.packs {
+        println!("  {:<32} {:<12} {:<6} {}", p.name, p.version, p.layer, p.digest);
+    }
+    println!("Images ({}):", index.images.len());
+    for i in &index.images {
+        println!("  {:<60} {} {:>10}", i.reference, i.digest, HumanBytes(i.size).to_string());
+    }
+    println!(
+        "Total:     {} entries, {} content, {} archive",
+        index.entries.len(),
+        HumanBytes(index.content_size()),
+        HumanBytes(total)
+    );
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! Argument definitions and dispatch.
+
+mod bundle;
+mod keygen;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "airgap", version, about = "Signed offline bundles and air-gapped installs of the management platform")]
+pub struct Cli {
+    /// More detail on stderr (-v: info, -vv: debug, -vvv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate an ed25519 signing key pair.
+    Keygen(keygen::KeygenArgs),
+    /// Build, verify and inspect bundles.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+}
+
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRGAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Bundle(cmd) => bundle::run(cmd),
+    }
+}
