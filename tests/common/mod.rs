@@ -1,0 +1,73 @@
+//! Shared by the end-to-end tests: running the built `airgap` binary and making fixtures.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn airgap() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_airgap"));
+    cmd.env_remove("SOURCE_DATE_EPOCH");
+    cmd
+}
+
+/// Runs and expects success, returning stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run airgap");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs and expects the failure contract: non-zero exit, exactly one line on stderr starting
+/// with `error:`. Returns that line.
+pub fn fails(cmd: &mut Command) -> String {
+    let out: Output = cmd.output().expect("run airgap");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{cmd:?} succeeded but should have failed");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+/// A fixture with a key pair: `root/bundle.yaml`, `root/k.key`, `root/k.pub`.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub fixture: testkit::Fixture,
+}
+
+impl Setup {
+    pub fn new(layer_size: u64) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fixture = testkit::fixture(dir.path(), 7, layer_size).expect("fixture");
+        ok(airgap().arg("keygen").arg("-o").arg(dir.path().join("k.key")));
+        Setup { dir, fixture }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    pub fn key(&self) -> PathBuf {
+        self.path("k.key")
+    }
+    pub fn public(&self) -> PathBuf {
+        self.path("k.pub")
+    }
+    /// Builds `name` from the fixture spec (or `spec`), returning its path.
+    pub fn build(&self, name: &str) -> PathBuf {
+        self.build_spec(&self.fixture.spec, name)
+    }
+    pub fn build_spec(&self, spec: &Path, name: &str) -> PathBuf {
+        let out = self.path(name);
+        ok(airgap().args(["bundle", "build", "-f"]).arg(spec).arg("-o").arg(&out).arg("--key").arg(self.key()));
+        out
+    }
+    pub fn verify(&self, bundle: &Path) -> Command {
+        let mut cmd = airgap();
+        cmd.args(["bundle", "verify"]).arg(bundle).arg("--pub").arg(self.public());
+        cmd
+    }
+}
