@@ -15,7 +15,13 @@ fn small_bundle() -> (Vec<u8>, PublicKey) {
     let fixture = testkit::fixture(dir.path(), 3, 700).unwrap();
     let key = SigningKey::generate().unwrap();
     let out = dir.path().join("b.tar");
-    let request = bundler::BuildRequest { spec: &fixture.spec, output: &out, key: &key, created: 1_700_000_000, split: None };
+    let request = bundler::BuildRequest {
+        spec: &fixture.spec,
+        output: &out,
+        key: &key,
+        created: 1_700_000_000,
+        split: None,
+    };
     bundler::build(&request, &|_| {}, &|_| {}).unwrap();
     (std::fs::read(&out).unwrap(), key.public_key())
 }
@@ -38,7 +44,10 @@ fn every_single_byte_flip_is_rejected() {
     for i in 0..bytes.len() {
         let mask = (rng.next_u64() % 255 + 1) as u8;
         mutated[i] ^= mask;
-        assert!(check(&mutated, &key).is_err(), "flipping byte {i} with {mask:#04x} went unnoticed");
+        assert!(
+            check(&mutated, &key).is_err(),
+            "flipping byte {i} with {mask:#04x} went unnoticed"
+        );
         mutated[i] = bytes[i];
     }
 }
@@ -52,7 +61,10 @@ fn every_truncation_is_rejected() {
     for cut in cuts {
         let err = check(&bytes[..cut], &key).expect_err(&format!("truncated at {cut} accepted"));
         let msg = err.to_string();
-        assert!(msg.contains("truncated") || msg.contains("empty") || msg.contains("missing"), "cut {cut}: {msg}");
+        assert!(
+            msg.contains("truncated") || msg.contains("empty") || msg.contains("missing"),
+            "cut {cut}: {msg}"
+        );
     }
 }
 
@@ -72,7 +84,9 @@ fn randomized_mutations_never_verify_and_never_panic() {
                     m.drain(at..at + len.max(1).min(m.len() - at));
                 }
                 3 => {
-                    let junk: Vec<u8> = (0..rng.next_u64() % 600 + 1).map(|_| rng.next_u64() as u8).collect();
+                    let junk: Vec<u8> = (0..rng.next_u64() % 600 + 1)
+                        .map(|_| rng.next_u64() as u8)
+                        .collect();
                     m.splice(at..at, junk);
                 }
                 _ => {
@@ -114,7 +128,11 @@ struct Raw {
 }
 
 fn regular(path: &str, data: &[u8]) -> Raw {
-    Raw { path: path.into(), flag: b'0', data: data.to_vec() }
+    Raw {
+        path: path.into(),
+        flag: b'0',
+        data: data.to_vec(),
+    }
 }
 
 fn header(path: &str, flag: u8, size: u64) -> [u8; 512] {
@@ -129,7 +147,11 @@ fn header(path: &str, flag: u8, size: u64) -> [u8; 512] {
 }
 
 fn record(path: &str, data: &[u8]) -> EntryRecord {
-    EntryRecord { path: EntryPath::new(path).unwrap(), size: data.len() as u64, sha256: Digest::of(data) }
+    EntryRecord {
+        path: EntryPath::new(path).unwrap(),
+        size: data.len() as u64,
+        sha256: Digest::of(data),
+    }
 }
 
 fn index(entries: Vec<EntryRecord>) -> BundleIndex {
@@ -158,7 +180,10 @@ fn layout_entries() -> Vec<Raw> {
 fn archive(key: &SigningKey, index_bytes: &[u8], signed: bool, entries: &[Raw]) -> Vec<u8> {
     let mut all = vec![regular("bundle.json", index_bytes)];
     if signed {
-        all.push(regular("bundle.json.sig", &key.sign(index_bytes).to_bytes()));
+        all.push(regular(
+            "bundle.json.sig",
+            &key.sign(index_bytes).to_bytes(),
+        ));
     }
     let mut out = Vec::new();
     for e in all.iter().chain(entries) {
@@ -189,8 +214,16 @@ fn crafted_control_case_verifies() {
 #[test]
 fn unsigned_bundle_is_rejected() {
     let key = SigningKey::generate().unwrap();
-    let bytes = archive(&key, &index(layout_records()).to_bytes(), false, &layout_entries());
-    expect(check(&bytes, &key.public_key()), "expected bundle.json.sig: the bundle is unsigned");
+    let bytes = archive(
+        &key,
+        &index(layout_records()).to_bytes(),
+        false,
+        &layout_entries(),
+    );
+    expect(
+        check(&bytes, &key.public_key()),
+        "expected bundle.json.sig: the bundle is unsigned",
+    );
 }
 
 #[test]
@@ -198,31 +231,46 @@ fn entry_missing_from_archive_is_rejected() {
     let mut records = layout_records();
     records.push(record("blobs/sha256/aa", b"x").clone());
     records.last_mut().unwrap().path = EntryPath::new(Digest::of(b"x").blob_path()).unwrap();
-    expect(craft(records, layout_entries()), "is missing from the archive");
+    expect(
+        craft(records, layout_entries()),
+        "is missing from the archive",
+    );
 }
 
 #[test]
 fn entry_added_to_archive_is_rejected() {
     let mut entries = layout_entries();
     entries.push(regular("extra", b"smuggled"));
-    expect(craft(layout_records(), entries), "entry extra is not listed in bundle.json");
+    expect(
+        craft(layout_records(), entries),
+        "entry extra is not listed in bundle.json",
+    );
 }
 
 #[test]
 fn duplicated_entry_is_rejected() {
     let mut entries = layout_entries();
     entries.push(regular("index.json", b"I"));
-    expect(craft(layout_records(), entries), "entry index.json appears more than once");
+    expect(
+        craft(layout_records(), entries),
+        "entry index.json appears more than once",
+    );
     let mut entries = layout_entries();
     entries.insert(0, regular("bundle.json", b"{}"));
-    expect(craft(layout_records(), entries), "entry bundle.json appears more than once");
+    expect(
+        craft(layout_records(), entries),
+        "entry bundle.json appears more than once",
+    );
 }
 
 #[test]
 fn altered_entry_is_rejected() {
     let mut entries = layout_entries();
     entries[1].data = b"J".to_vec();
-    expect(craft(layout_records(), entries), "entry index.json has sha256");
+    expect(
+        craft(layout_records(), entries),
+        "entry index.json has sha256",
+    );
 }
 
 #[test]
@@ -251,8 +299,18 @@ fn links_devices_and_directories_are_rejected() {
         (b'L', "GNU long-name header"),
     ] {
         let mut entries = layout_entries();
-        entries.insert(1, Raw { path: "blobs".into(), flag, data: vec![] });
-        expect(craft(layout_records(), entries), &format!("entry blobs is a {kind}"));
+        entries.insert(
+            1,
+            Raw {
+                path: "blobs".into(),
+                flag,
+                data: vec![],
+            },
+        );
+        expect(
+            craft(layout_records(), entries),
+            &format!("entry blobs is a {kind}"),
+        );
     }
 }
 
@@ -261,7 +319,10 @@ fn oversized_index_is_refused_before_reading_it() {
     let key = SigningKey::generate().unwrap();
     let huge = vec![b' '; MAX_INDEX_SIZE as usize + 1];
     let bytes = archive(&key, &huge, true, &layout_entries());
-    expect(check(&bytes, &key.public_key()), "bundle.json is 33554433 bytes, more than");
+    expect(
+        check(&bytes, &key.public_key()),
+        "bundle.json is 33554433 bytes, more than",
+    );
 }
 
 #[test]
@@ -270,7 +331,10 @@ fn index_that_lists_a_blob_under_the_wrong_name_is_rejected() {
     let mut r = record("blobs/sha256/x", b"x");
     r.path = EntryPath::new(Digest::of(b"y").blob_path()).unwrap();
     records.push(r);
-    expect(craft(records, layout_entries()), "not the digest its name says");
+    expect(
+        craft(records, layout_entries()),
+        "not the digest its name says",
+    );
 }
 
 #[test]
@@ -282,6 +346,9 @@ fn not_a_bundle_and_empty_inputs_are_named() {
     other.extend(b"hi");
     other.extend(vec![0u8; 510]);
     other.extend(END_OF_ARCHIVE);
-    expect(check(&other, &key), "first entry is `README`, expected bundle.json");
+    expect(
+        check(&other, &key),
+        "first entry is `README`, expected bundle.json",
+    );
     expect(check(b"not a tar at all", &key), "truncated");
 }

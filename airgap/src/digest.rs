@@ -37,7 +37,11 @@ impl Digest {
     /// Parses the bare 64-hex form. Upper case is refused so that every digest has exactly one
     /// spelling: a bit flip from `a` to `A` must never go unnoticed.
     pub fn from_hex(s: &str) -> Result<Self, DigestParseError> {
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() != 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestParseError(s.to_string()));
         }
         let mut out = [0u8; 32];

@@ -90,7 +90,12 @@ mod tests {
 
     #[test]
     fn accepts_layout_paths() {
-        for p in ["oci-layout", "index.json", "blobs/sha256/ab12", "bin/airgap-linux-amd64"] {
+        for p in [
+            "oci-layout",
+            "index.json",
+            "blobs/sha256/ab12",
+            "bin/airgap-linux-amd64",
+        ] {
             EntryPath::new(p).unwrap();
         }
     }
@@ -98,14 +103,41 @@ mod tests {
     #[test]
     fn refuses_escapes_and_oddities() {
         assert_eq!(EntryPath::new(""), Err(EntryPathError::Empty));
-        assert!(matches!(EntryPath::new("/etc/passwd"), Err(EntryPathError::Absolute(_))));
-        assert!(matches!(EntryPath::new("a/../../b"), Err(EntryPathError::ParentDir(_))));
-        assert!(matches!(EntryPath::new(".."), Err(EntryPathError::ParentDir(_))));
-        assert!(matches!(EntryPath::new("a//b"), Err(EntryPathError::EmptyComponent(_))));
-        assert!(matches!(EntryPath::new("./a"), Err(EntryPathError::EmptyComponent(_))));
-        assert!(matches!(EntryPath::new("a/"), Err(EntryPathError::EmptyComponent(_))));
-        assert!(matches!(EntryPath::new("a\\b"), Err(EntryPathError::BadCharacter(_))));
-        assert!(matches!(EntryPath::new("a b"), Err(EntryPathError::BadCharacter(_))));
-        assert!(matches!(EntryPath::new("x".repeat(300)), Err(EntryPathError::TooLong(_))));
+        assert!(matches!(
+            EntryPath::new("/etc/passwd"),
+            Err(EntryPathError::Absolute(_))
+        ));
+        assert!(matches!(
+            EntryPath::new("a/../../b"),
+            Err(EntryPathError::ParentDir(_))
+        ));
+        assert!(matches!(
+            EntryPath::new(".."),
+            Err(EntryPathError::ParentDir(_))
+        ));
+        assert!(matches!(
+            EntryPath::new("a//b"),
+            Err(EntryPathError::EmptyComponent(_))
+        ));
+        assert!(matches!(
+            EntryPath::new("./a"),
+            Err(EntryPathError::EmptyComponent(_))
+        ));
+        assert!(matches!(
+            EntryPath::new("a/"),
+            Err(EntryPathError::EmptyComponent(_))
+        ));
+        assert!(matches!(
+            EntryPath::new("a\\b"),
+            Err(EntryPathError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            EntryPath::new("a b"),
+            Err(EntryPathError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            EntryPath::new("x".repeat(300)),
+            Err(EntryPathError::TooLong(_))
+        ));
     }
 }

@@ -96,7 +96,9 @@ pub enum IndexError {
     DuplicateEntry(EntryPath),
     #[error("bundle.json lists the reserved entry {0}")]
     ReservedEntry(EntryPath),
-    #[error("bundle.json lists blob {path} with sha256 {sha256}, which is not the digest its name says")]
+    #[error(
+        "bundle.json lists blob {path} with sha256 {sha256}, which is not the digest its name says"
+    )]
     BlobNameMismatch { path: EntryPath, sha256: Digest },
     #[error("bundle.json does not list the OCI layout entry {0}")]
     MissingLayoutEntry(&'static str),

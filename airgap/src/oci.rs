@@ -101,9 +101,16 @@ pub fn detect_media_type(bytes: &[u8]) -> Option<String> {
     }
     let probe: Probe = serde_json::from_slice(bytes).ok()?;
     match probe {
-        Probe { media_type: Some(m), .. } => Some(m),
-        Probe { manifests: Some(_), .. } => Some(OCI_INDEX.to_string()),
-        Probe { config: Some(_), .. } => Some(OCI_MANIFEST.to_string()),
+        Probe {
+            media_type: Some(m),
+            ..
+        } => Some(m),
+        Probe {
+            manifests: Some(_), ..
+        } => Some(OCI_INDEX.to_string()),
+        Probe {
+            config: Some(_), ..
+        } => Some(OCI_MANIFEST.to_string()),
         _ => None,
     }
 }
@@ -126,7 +133,11 @@ mod tests {
 
     #[test]
     fn platform_matching() {
-        let p = Platform { os: "linux".into(), architecture: "arm64".into(), variant: Some("v8".into()) };
+        let p = Platform {
+            os: "linux".into(),
+            architecture: "arm64".into(),
+            variant: Some("v8".into()),
+        };
         assert!(p.matches("linux/arm64"));
         assert!(p.matches("linux/arm64/v8"));
         assert!(!p.matches("linux/arm64/v7"));

@@ -25,7 +25,11 @@ pub fn bundle_parts(path: &Path) -> io::Result<Vec<PathBuf>> {
     if parts.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
-            format!("{} does not exist (nor does {}.000)", path.display(), stem.display()),
+            format!(
+                "{} does not exist (nor does {}.000)",
+                path.display(),
+                stem.display()
+            ),
         ));
     }
     Ok(parts)
@@ -42,7 +46,11 @@ impl PartsReader {
     pub fn open(path: &Path) -> io::Result<Self> {
         let parts = bundle_parts(path)?;
         let first = File::open(&parts[0])?;
-        Ok(PartsReader { parts, next: 1, current: Some(first) })
+        Ok(PartsReader {
+            parts,
+            next: 1,
+            current: Some(first),
+        })
     }
 
     pub fn total_size(&self) -> io::Result<u64> {

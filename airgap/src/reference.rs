@@ -25,26 +25,42 @@ const DOCKER_HUB: &str = "docker.io";
 
 impl ImageReference {
     pub fn parse(input: &str) -> Result<Self, ReferenceError> {
-        let err = |reason| ReferenceError { reference: input.to_string(), reason };
+        let err = |reason| ReferenceError {
+            reference: input.to_string(),
+            reason,
+        };
         if input.is_empty() || input.len() > 1024 || input.chars().any(|c| c.is_whitespace()) {
             return Err(err("empty, too long, or contains white space"));
         }
         let (name_tag, digest) = match input.split_once('@') {
-            Some((n, d)) => (n, Some(d.parse::<Digest>().map_err(|_| err("digest is not sha256:<64 hex>"))?)),
+            Some((n, d)) => (
+                n,
+                Some(
+                    d.parse::<Digest>()
+                        .map_err(|_| err("digest is not sha256:<64 hex>"))?,
+                ),
+            ),
             None => (input, None),
         };
         let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
         let (name, tag) = match name_tag[last_slash..].rfind(':') {
-            Some(i) => (&name_tag[..last_slash + i], Some(&name_tag[last_slash + i + 1..])),
+            Some(i) => (
+                &name_tag[..last_slash + i],
+                Some(&name_tag[last_slash + i + 1..]),
+            ),
             None => (name_tag, None),
         };
         if let Some(tag) = tag {
             let ok = !tag.is_empty()
                 && tag.len() <= 128
                 && !tag.starts_with(['.', '-'])
-                && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
             if !ok {
-                return Err(err("tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -"));
+                return Err(err(
+                    "tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -",
+                ));
             }
         }
         let (registry, repository) = match name.split_once('/') {
@@ -53,7 +69,11 @@ impl ImageReference {
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
-        let registry = if registry == "index.docker.io" { DOCKER_HUB.to_string() } else { registry };
+        let registry = if registry == "index.docker.io" {
+            DOCKER_HUB.to_string()
+        } else {
+            registry
+        };
         let repository = if registry == DOCKER_HUB && !repository.contains('/') {
             format!("library/{repository}")
         } else {
@@ -67,9 +87,17 @@ impl ImageReference {
         }
         for component in repository.split('/') {
             let ok = !component.is_empty()
-                && component.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
-                && component.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-                && component.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+                && component.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+                })
+                && component
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphanumeric())
+                && component
+                    .bytes()
+                    .last()
+                    .is_some_and(|b| b.is_ascii_alphanumeric());
             if !ok {
                 return Err(err("repository path components must be lowercase [a-z0-9._-], starting and ending alphanumeric"));
             }
@@ -78,7 +106,12 @@ impl ImageReference {
             (None, None) => Some("latest".to_string()),
             (t, _) => t.map(str::to_string),
         };
-        Ok(ImageReference { registry, repository, tag, digest })
+        Ok(ImageReference {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
 
     /// `<host>/<path>`: where the image goes under a mirror prefix.
@@ -112,21 +145,37 @@ mod tests {
     fn normalizes_like_docker() {
         assert_eq!(norm("nginx"), "docker.io/library/nginx:latest");
         assert_eq!(norm("calico/cni:v3.27.0"), "docker.io/calico/cni:v3.27.0");
-        assert_eq!(norm("index.docker.io/library/nginx:1"), "docker.io/library/nginx:1");
-        assert_eq!(norm("registry.k8s.io/pause:3.9"), "registry.k8s.io/pause:3.9");
+        assert_eq!(
+            norm("index.docker.io/library/nginx:1"),
+            "docker.io/library/nginx:1"
+        );
+        assert_eq!(
+            norm("registry.k8s.io/pause:3.9"),
+            "registry.k8s.io/pause:3.9"
+        );
         assert_eq!(norm("127.0.0.1:5001/a/b"), "127.0.0.1:5001/a/b:latest");
         assert_eq!(norm("localhost/x:y"), "localhost/x:y");
         let d = format!("sha256:{}", "a".repeat(64));
         assert_eq!(norm(&format!("host.io/x@{d}")), format!("host.io/x@{d}"));
         assert_eq!(
-            ImageReference::parse("registry.k8s.io/pause:3.9").unwrap().mirror_repository(),
+            ImageReference::parse("registry.k8s.io/pause:3.9")
+                .unwrap()
+                .mirror_repository(),
             "registry.k8s.io/pause"
         );
     }
 
     #[test]
     fn refuses_bad_references() {
-        for bad in ["", "Upper/case", "a b", "x:", "x@sha256:zz", "host.io/a//b", "x:-tag"] {
+        for bad in [
+            "",
+            "Upper/case",
+            "a b",
+            "x:",
+            "x@sha256:zz",
+            "host.io/a//b",
+            "x:-tag",
+        ] {
             assert!(ImageReference::parse(bad).is_err(), "{bad} accepted");
         }
     }

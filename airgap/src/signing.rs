@@ -18,10 +18,10 @@ use crate::digest::Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read key file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("cannot write key file {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    #[error("cannot read key file {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
+    #[error("cannot write key file {path}: {cause}")]
+    Write { path: String, cause: std::io::Error },
     #[error("{path} already exists; pass --force to overwrite it")]
     Exists { path: String },
     #[error("{path} is not an ed25519 private key in PKCS#8 PEM form")]
@@ -71,7 +71,10 @@ impl SigningKey {
     /// Reads a PKCS#8 PEM private key, refusing one that others can read (as ssh does).
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let shown = path.display().to_string();
-        let meta = fs::metadata(path).map_err(|source| KeyError::Read { path: shown.clone(), source })?;
+        let meta = fs::metadata(path).map_err(|cause| KeyError::Read {
+            path: shown.clone(),
+            cause,
+        })?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -80,9 +83,10 @@ impl SigningKey {
                 return Err(KeyError::LoosePermissions { path: shown, mode });
             }
         }
-        let pem = Zeroizing::new(
-            fs::read_to_string(path).map_err(|source| KeyError::Read { path: shown.clone(), source })?,
-        );
+        let pem = Zeroizing::new(fs::read_to_string(path).map_err(|cause| KeyError::Read {
+            path: shown.clone(),
+            cause,
+        })?);
         ed25519_dalek::SigningKey::from_pkcs8_pem(&pem)
             .map(SigningKey)
             .map_err(|_| KeyError::NotPrivateKey { path: shown })
@@ -100,7 +104,12 @@ impl SigningKey {
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| KeyError::Random(format!("encoding the key failed: {e}")))?;
         write_new_file(private, pem.as_bytes(), 0o600, overwrite)?;
-        write_new_file(public, self.public_key().to_pem().as_bytes(), 0o644, overwrite)
+        write_new_file(
+            public,
+            self.public_key().to_pem().as_bytes(),
+            0o644,
+            overwrite,
+        )
     }
 
     pub fn sign(&self, message: &[u8]) -> SignatureFile {
@@ -136,7 +145,7 @@ fn write_new_file(path: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> Resu
         f.write_all(bytes)?;
         f.sync_all()
     });
-    result.map_err(|source| KeyError::Write { path: shown, source })
+    result.map_err(|cause| KeyError::Write { path: shown, cause })
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -151,12 +160,17 @@ impl fmt::Debug for PublicKey {
 impl PublicKey {
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let shown = path.display().to_string();
-        let pem = fs::read_to_string(path).map_err(|source| KeyError::Read { path: shown.clone(), source })?;
+        let pem = fs::read_to_string(path).map_err(|cause| KeyError::Read {
+            path: shown.clone(),
+            cause,
+        })?;
         Self::from_pem(&pem).ok_or(KeyError::NotPublicKey { path: shown })
     }
 
     pub fn from_pem(pem: &str) -> Option<Self> {
-        ed25519_dalek::VerifyingKey::from_public_key_pem(pem).ok().map(PublicKey)
+        ed25519_dalek::VerifyingKey::from_public_key_pem(pem)
+            .ok()
+            .map(PublicKey)
     }
 
     pub fn to_pem(&self) -> String {
@@ -203,7 +217,8 @@ impl SignatureFile {
 
     /// Parses the canonical encoding only.
     pub fn parse(bytes: &[u8]) -> Result<Self, SignatureError> {
-        let file: SignatureFile = serde_json::from_slice(bytes).map_err(|_| SignatureError::Malformed)?;
+        let file: SignatureFile =
+            serde_json::from_slice(bytes).map_err(|_| SignatureError::Malformed)?;
         if file.to_bytes() != bytes || file.signatures.is_empty() {
             return Err(SignatureError::Malformed);
         }
@@ -217,9 +232,18 @@ impl SignatureFile {
     /// Succeeds when a signature by `key` verifies over `message`.
     pub fn verify(&self, key: &PublicKey, message: &[u8]) -> Result<KeyId, SignatureError> {
         let wanted = key.key_id();
-        let mine: Vec<_> = self.signatures.iter().filter(|s| s.keyid == wanted).collect();
+        let mine: Vec<_> = self
+            .signatures
+            .iter()
+            .filter(|s| s.keyid == wanted)
+            .collect();
         if mine.is_empty() {
-            let present = self.key_ids().iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            let present = self
+                .key_ids()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(SignatureError::NoSignatureForKey { wanted, present });
         }
         for entry in mine {
@@ -230,7 +254,11 @@ impl SignatureFile {
             {
                 return Err(SignatureError::Malformed);
             }
-            if key.0.verify_strict(message, &Signature::from_bytes(&raw)).is_ok() {
+            if key
+                .0
+                .verify_strict(message, &Signature::from_bytes(&raw))
+                .is_ok()
+            {
                 return Ok(wanted);
             }
         }
@@ -248,8 +276,14 @@ mod tests {
         let other = SigningKey::generate().unwrap();
         let sig = key.sign(b"index");
         let parsed = SignatureFile::parse(&sig.to_bytes()).unwrap();
-        assert_eq!(parsed.verify(&key.public_key(), b"index").unwrap(), key.public_key().key_id());
-        assert!(matches!(parsed.verify(&key.public_key(), b"indeX"), Err(SignatureError::Invalid(_))));
+        assert_eq!(
+            parsed.verify(&key.public_key(), b"index").unwrap(),
+            key.public_key().key_id()
+        );
+        assert!(matches!(
+            parsed.verify(&key.public_key(), b"indeX"),
+            Err(SignatureError::Invalid(_))
+        ));
         assert!(matches!(
             parsed.verify(&other.public_key(), b"index"),
             Err(SignatureError::NoSignatureForKey { .. })
@@ -261,9 +295,15 @@ mod tests {
         let key = SigningKey::generate().unwrap();
         let bytes = key.sign(b"m").to_bytes();
         let spaced = String::from_utf8(bytes.clone()).unwrap().replace(':', ": ");
-        assert_eq!(SignatureFile::parse(spaced.as_bytes()), Err(SignatureError::Malformed));
+        assert_eq!(
+            SignatureFile::parse(spaced.as_bytes()),
+            Err(SignatureError::Malformed)
+        );
         let upper = String::from_utf8(bytes).unwrap().to_uppercase();
-        assert_eq!(SignatureFile::parse(upper.as_bytes()), Err(SignatureError::Malformed));
+        assert_eq!(
+            SignatureFile::parse(upper.as_bytes()),
+            Err(SignatureError::Malformed)
+        );
     }
 
     #[test]
@@ -273,12 +313,24 @@ mod tests {
         let (private, public) = (dir.path().join("k.key"), dir.path().join("k.pub"));
         let key = SigningKey::generate().unwrap();
         key.save(&private, &public, false).unwrap();
-        assert_eq!(fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(SigningKey::load(&private).unwrap().public_key(), key.public_key());
+        assert_eq!(
+            fs::metadata(&private).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            SigningKey::load(&private).unwrap().public_key(),
+            key.public_key()
+        );
         assert_eq!(PublicKey::load(&public).unwrap(), key.public_key());
-        assert!(matches!(key.save(&private, &public, false), Err(KeyError::Exists { .. })));
+        assert!(matches!(
+            key.save(&private, &public, false),
+            Err(KeyError::Exists { .. })
+        ));
         fs::set_permissions(&private, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(SigningKey::load(&private), Err(KeyError::LoosePermissions { .. })));
+        assert!(matches!(
+            SigningKey::load(&private),
+            Err(KeyError::LoosePermissions { .. })
+        ));
         assert!(!format!("{key:?}").contains(&hex::encode(key.0.to_bytes())));
     }
 }

@@ -68,7 +68,7 @@ impl EntryKind {
 #[derive(Debug, thiserror::Error)]
 pub enum TarError {
     #[error("read failed: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error("archive is truncated at byte {offset}: {what}")]
     Truncated { offset: u64, what: &'static str },
     #[error("tar header at byte {offset} has a wrong checksum")]
@@ -87,6 +87,12 @@ pub enum TarError {
     BadExtension { offset: u64 },
     #[error("path `{0}` does not fit in a ustar header")]
     PathTooLong(String),
+}
+
+impl From<io::Error> for TarError {
+    fn from(e: io::Error) -> Self {
+        TarError::Io(e)
+    }
 }
 
 /// What a header says, plus where it sits in the stream.
@@ -192,12 +198,21 @@ fn write_octal(field: &mut [u8], value: u64) {
 fn checksum(h: &[u8; 512]) -> u64 {
     h.iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { b' ' as u64 } else { b as u64 })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                b' ' as u64
+            } else {
+                b as u64
+            }
+        })
         .sum()
 }
 
 fn parse_number(field: &[u8], offset: u64, name: &'static str) -> Result<u64, TarError> {
-    let bad = || TarError::BadNumber { offset, field: name };
+    let bad = || TarError::BadNumber {
+        offset,
+        field: name,
+    };
     if field.first().is_some_and(|b| b & 0x80 != 0) {
         // GNU base-256: the remaining bytes big-endian; we accept what fits in a u64.
         let mut v: u64 = (field[0] & 0x7f) as u64;
@@ -207,7 +222,9 @@ fn parse_number(field: &[u8], offset: u64, name: &'static str) -> Result<u64, Ta
         return Ok(v);
     }
     let text = field.split(|&b| b == 0).next().unwrap_or_default();
-    let text = std::str::from_utf8(text).map_err(|_| bad())?.trim_matches(' ');
+    let text = std::str::from_utf8(text)
+        .map_err(|_| bad())?
+        .trim_matches(' ');
     if text.is_empty() {
         return Ok(0);
     }
@@ -241,7 +258,14 @@ pub struct TarReader<R> {
 
 impl<R: Read> TarReader<R> {
     pub fn new(inner: R, strictness: Strictness) -> Self {
-        TarReader { inner, strictness, pos: 0, remaining: 0, pad: 0, finished: false }
+        TarReader {
+            inner,
+            strictness,
+            pos: 0,
+            remaining: 0,
+            pad: 0,
+            finished: false,
+        }
     }
 
     /// Bytes consumed from the underlying reader so far.
@@ -281,9 +305,10 @@ impl<R: Read> TarReader<R> {
                         match key {
                             "path" => pax_path = Some(value.to_string()),
                             "size" => {
-                                pax_size = Some(value.parse().map_err(|_| TarError::BadExtension {
-                                    offset: header.header_offset,
-                                })?)
+                                pax_size =
+                                    Some(value.parse().map_err(|_| TarError::BadExtension {
+                                        offset: header.header_offset,
+                                    })?)
                             }
                             _ => {}
                         }
@@ -309,12 +334,16 @@ impl<R: Read> TarReader<R> {
 
     fn read_extension(&mut self, header: &TarHeader) -> Result<String, TarError> {
         if header.size > MAX_EXTENSION {
-            return Err(TarError::BadExtension { offset: header.header_offset });
+            return Err(TarError::BadExtension {
+                offset: header.header_offset,
+            });
         }
         let mut buf = vec![0u8; header.size as usize];
         self.read_exact_data(&mut buf)?;
-        let text = String::from_utf8(c_string(&buf).to_vec())
-            .map_err(|_| TarError::BadExtension { offset: header.header_offset })?;
+        let text =
+            String::from_utf8(c_string(&buf).to_vec()).map_err(|_| TarError::BadExtension {
+                offset: header.header_offset,
+            })?;
         Ok(text)
     }
 
@@ -323,7 +352,10 @@ impl<R: Read> TarReader<R> {
         while filled < buf.len() {
             let n = self.read(&mut buf[filled..])?;
             if n == 0 {
-                return Err(TarError::Truncated { offset: self.pos, what: "inside an entry" });
+                return Err(TarError::Truncated {
+                    offset: self.pos,
+                    what: "inside an entry",
+                });
             }
             filled += n;
         }
@@ -336,7 +368,10 @@ impl<R: Read> TarReader<R> {
             let want = self.remaining.min(scratch.len() as u64) as usize;
             let n = self.read(&mut scratch[..want])?;
             if n == 0 {
-                return Err(TarError::Truncated { offset: self.pos, what: "inside an entry" });
+                return Err(TarError::Truncated {
+                    offset: self.pos,
+                    what: "inside an entry",
+                });
             }
         }
         Ok(())
@@ -361,7 +396,12 @@ impl<R: Read> TarReader<R> {
         let mut filled = 0;
         while filled < buf.len() {
             match self.inner.read(&mut buf[filled..]) {
-                Ok(0) => return Err(TarError::Truncated { offset: self.pos, what }),
+                Ok(0) => {
+                    return Err(TarError::Truncated {
+                        offset: self.pos,
+                        what,
+                    })
+                }
                 Ok(n) => {
                     filled += n;
                     self.pos += n as u64;
@@ -381,12 +421,17 @@ impl<R: Read> TarReader<R> {
         self.skip_padding()?;
         let offset = self.pos;
         let mut block = [0u8; 512];
-        self.fill(&mut block, "where a tar header or the end-of-archive marker should be")?;
+        self.fill(
+            &mut block,
+            "where a tar header or the end-of-archive marker should be",
+        )?;
         if block.iter().all(|&b| b == 0) {
             self.fill(&mut block, "inside the end-of-archive marker")?;
             if self.strictness == Strictness::Strict {
                 if block.iter().any(|&b| b != 0) {
-                    return Err(TarError::TrailingData { offset: offset + BLOCK });
+                    return Err(TarError::TrailingData {
+                        offset: offset + BLOCK,
+                    });
                 }
                 let mut probe = [0u8; 1];
                 loop {
@@ -475,7 +520,12 @@ fn parse_pax(records: &str, offset: u64) -> Result<Vec<(&str, &str)>, TarError> 
         let len: usize = len.parse().map_err(|_| bad())?;
         let record = rest.get(..len).ok_or_else(bad)?;
         rest = &rest[len..];
-        let body = record.split_once(' ').ok_or_else(bad)?.1.strip_suffix('\n').ok_or_else(bad)?;
+        let body = record
+            .split_once(' ')
+            .ok_or_else(bad)?
+            .1
+            .strip_suffix('\n')
+            .ok_or_else(bad)?;
         out.push(body.split_once('=').ok_or_else(bad)?);
     }
     Ok(out)
@@ -488,7 +538,9 @@ mod tests {
     fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut out = Vec::new();
         for (path, data) in entries {
-            out.extend(ustar_header(path, HeaderKind::Regular, 0o644, data.len() as u64, 7).unwrap());
+            out.extend(
+                ustar_header(path, HeaderKind::Regular, 0o644, data.len() as u64, 7).unwrap(),
+            );
             out.extend_from_slice(data);
             out.extend(std::iter::repeat_n(0, padding(data.len() as u64) as usize));
         }
@@ -507,7 +559,10 @@ mod tests {
         r.read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello");
         let b = r.next_header().unwrap().unwrap();
-        assert_eq!((b.path.as_str(), b.size, b.data_offset), ("dir/b", 600, 1536));
+        assert_eq!(
+            (b.path.as_str(), b.size, b.data_offset),
+            ("dir/b", 600, 1536)
+        );
         assert!(r.next_header().unwrap().is_none());
     }
 
@@ -518,9 +573,20 @@ mod tests {
         let bytes = archive(&[("x", b"1"), (&long, b"22")]);
         let file = dir.path().join("t.tar");
         std::fs::write(&file, bytes).unwrap();
-        let out = std::process::Command::new("tar").arg("tf").arg(&file).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("x\n{long}\n"));
+        let out = std::process::Command::new("tar")
+            .arg("tf")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("x\n{long}\n")
+        );
     }
 
     #[test]
@@ -529,13 +595,19 @@ mod tests {
         bytes.push(0);
         let mut r = TarReader::new(&bytes[..], Strictness::Strict);
         r.next_header().unwrap();
-        assert!(matches!(r.next_header(), Err(TarError::TrailingData { .. })));
+        assert!(matches!(
+            r.next_header(),
+            Err(TarError::TrailingData { .. })
+        ));
 
         let mut bytes = archive(&[("a", b"hello")]);
         bytes[512 + 10] = 1;
         let mut r = TarReader::new(&bytes[..], Strictness::Strict);
         r.next_header().unwrap();
-        assert!(matches!(r.next_header(), Err(TarError::NonZeroPadding { .. })));
+        assert!(matches!(
+            r.next_header(),
+            Err(TarError::NonZeroPadding { .. })
+        ));
     }
 
     #[test]
@@ -583,6 +655,9 @@ mod tests {
         out.extend(std::iter::repeat_n(0, padding(rec.len() as u64) as usize));
         out.extend(archive(&[("short", b"x")]));
         let mut r = TarReader::new(&out[..], Strictness::Lenient);
-        assert_eq!(r.next_header().unwrap().unwrap().path, "a/very/long/name/here");
+        assert_eq!(
+            r.next_header().unwrap().unwrap().path,
+            "a/very/long/name/here"
+        );
     }
 }

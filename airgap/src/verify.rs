@@ -12,7 +12,8 @@ use std::io::{self, Read};
 use crate::digest::{DigestHasher, COPY_BUFFER};
 use crate::entry_path::{EntryPath, EntryPathError};
 use crate::index::{
-    BundleIndex, EntryRecord, IndexError, INDEX_PATH, MAX_INDEX_SIZE, MAX_SIGNATURE_SIZE, SIGNATURE_PATH,
+    BundleIndex, EntryRecord, IndexError, INDEX_PATH, MAX_INDEX_SIZE, MAX_SIGNATURE_SIZE,
+    SIGNATURE_PATH,
 };
 use crate::signing::{KeyId, PublicKey, SignatureError, SignatureFile};
 use crate::tar::{EntryKind, Strictness, TarError, TarHeader, TarReader};
@@ -20,7 +21,7 @@ use crate::Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("{0}")]
+    #[error(transparent)]
     Archive(#[from] TarError),
     #[error("archive is truncated inside entry {0}")]
     Truncated(String),
@@ -31,14 +32,18 @@ pub enum VerifyError {
     #[error("second entry is `{0}`, expected bundle.json.sig: the bundle is unsigned")]
     Unsigned(String),
     #[error("{path} is {size} bytes, more than the {limit}-byte limit")]
-    TooLarge { path: &'static str, size: u64, limit: u64 },
-    #[error("{0}")]
+    TooLarge {
+        path: &'static str,
+        size: u64,
+        limit: u64,
+    },
+    #[error(transparent)]
     Signature(#[from] SignatureError),
-    #[error("{0}")]
+    #[error(transparent)]
     Index(#[from] IndexError),
     #[error("entry {path} is a {kind}; bundles hold only regular files")]
     NotRegularFile { path: String, kind: String },
-    #[error("{0}")]
+    #[error(transparent)]
     BadPath(#[from] EntryPathError),
     #[error("tar header of entry {0} is not in canonical form")]
     NonCanonicalHeader(String),
@@ -49,9 +54,19 @@ pub enum VerifyError {
     #[error("entry {0} listed in bundle.json is missing from the archive")]
     Missing(EntryPath),
     #[error("entry {path} is {actual} bytes, bundle.json says {expected}")]
-    SizeMismatch { path: EntryPath, expected: u64, actual: u64 },
-    #[error("entry {path} has sha256 {actual}, bundle.json says {expected}: the content was altered")]
-    DigestMismatch { path: EntryPath, expected: Digest, actual: Digest },
+    SizeMismatch {
+        path: EntryPath,
+        expected: u64,
+        actual: u64,
+    },
+    #[error(
+        "entry {path} has sha256 {actual}, bundle.json says {expected}: the content was altered"
+    )]
+    DigestMismatch {
+        path: EntryPath,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("read failed: {0}")]
     Io(io::Error),
 }
@@ -106,7 +121,10 @@ impl UnverifiedHeader {
         }
         let sig_bytes = read_small(tar, &second, SIGNATURE_PATH, MAX_SIGNATURE_SIZE)?;
         let signatures = SignatureFile::parse(&sig_bytes)?;
-        Ok(UnverifiedHeader { index_bytes, signatures })
+        Ok(UnverifiedHeader {
+            index_bytes,
+            signatures,
+        })
     }
 
     /// Parses the index without trusting it: for display only.
@@ -123,10 +141,16 @@ fn read_small<R: Read>(
 ) -> Result<Vec<u8>, VerifyError> {
     check_entry_header(header)?;
     if header.size > limit {
-        return Err(VerifyError::TooLarge { path, size: header.size, limit });
+        return Err(VerifyError::TooLarge {
+            path,
+            size: header.size,
+            limit,
+        });
     }
     let mut buf = Vec::with_capacity(header.size as usize);
-    tar.take(header.size).read_to_end(&mut buf).map_err(|e| truncated_or(e, path))?;
+    tar.take(header.size)
+        .read_to_end(&mut buf)
+        .map_err(|e| truncated_or(e, path))?;
     if (buf.len() as u64) < header.size {
         return Err(VerifyError::Truncated(path.into()));
     }
@@ -143,7 +167,10 @@ fn truncated_or(e: io::Error, path: &str) -> VerifyError {
 
 fn check_entry_header(header: &TarHeader) -> Result<(), VerifyError> {
     if header.kind != EntryKind::Regular {
-        return Err(VerifyError::NotRegularFile { path: header.path.clone(), kind: header.kind.describe() });
+        return Err(VerifyError::NotRegularFile {
+            path: header.path.clone(),
+            kind: header.kind.describe(),
+        });
     }
     EntryPath::new(header.path.clone())?;
     if !header.is_canonical() {
@@ -177,10 +204,19 @@ impl<R: Read> BundleStream<R> {
         let header = UnverifiedHeader::read(&mut tar)?;
         let signer = header.signatures.verify(key, &header.index_bytes)?;
         let index = BundleIndex::parse(&header.index_bytes)?;
-        let positions = index.entries.iter().enumerate().map(|(i, e)| (e.path.clone(), i)).collect();
+        let positions = index
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.path.clone(), i))
+            .collect();
         Ok(BundleStream {
             tar,
-            verified: VerifiedIndex { index, signer, index_digest: Digest::of(&header.index_bytes) },
+            verified: VerifiedIndex {
+                index,
+                signer,
+                index_digest: Digest::of(&header.index_bytes),
+            },
             positions,
             next: 0,
             current: None,
@@ -218,15 +254,24 @@ impl<R: Read> BundleStream<R> {
             return Err(VerifyError::Duplicate(header.path));
         }
         if position > self.next {
-            return Err(VerifyError::Missing(self.verified.index.entries[self.next].path.clone()));
+            return Err(VerifyError::Missing(
+                self.verified.index.entries[self.next].path.clone(),
+            ));
         }
         let record = self.verified.index.entries[position].clone();
         if record.size != header.size {
-            return Err(VerifyError::SizeMismatch { path, expected: record.size, actual: header.size });
+            return Err(VerifyError::SizeMismatch {
+                path,
+                expected: record.size,
+                actual: header.size,
+            });
         }
         self.next += 1;
         self.current = Some((position, DigestHasher::new()));
-        Ok(Some(StreamEntry { record, data_offset: header.data_offset }))
+        Ok(Some(StreamEntry {
+            record,
+            data_offset: header.data_offset,
+        }))
     }
 
     /// Reads the rest of the current entry and checks its digest. Call it before committing
@@ -239,21 +284,30 @@ impl<R: Read> BundleStream<R> {
         while self.tar.remaining() > 0 {
             self.read_entry(&mut buf)?;
         }
-        let Some((position, hasher)) = self.current.take() else { return Ok(()) };
+        let Some((position, hasher)) = self.current.take() else {
+            return Ok(());
+        };
         let record = &self.verified.index.entries[position];
         let actual = hasher.finish();
         if actual != record.sha256 {
-            return Err(VerifyError::DigestMismatch { path: record.path.clone(), expected: record.sha256, actual });
+            return Err(VerifyError::DigestMismatch {
+                path: record.path.clone(),
+                expected: record.sha256,
+                actual,
+            });
         }
         Ok(())
     }
 
     /// Reads data of the current entry, hashing it. 0 at the entry's end.
     pub fn read_entry(&mut self, buf: &mut [u8]) -> Result<usize, VerifyError> {
-        let Some((position, hasher)) = self.current.as_mut() else { return Ok(0) };
-        let n = self.tar.read(buf).map_err(|e| {
-            truncated_or(e, self.verified.index.entries[*position].path.as_str())
-        })?;
+        let Some((position, hasher)) = self.current.as_mut() else {
+            return Ok(0);
+        };
+        let n = self
+            .tar
+            .read(buf)
+            .map_err(|e| truncated_or(e, self.verified.index.entries[*position].path.as_str()))?;
         hasher.update(&buf[..n]);
         Ok(n)
     }

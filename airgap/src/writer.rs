@@ -12,11 +12,23 @@ use crate::tar::{padding, ustar_header, HeaderKind, TarError, END_OF_ARCHIVE};
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("write failed: {0}")]
-    Io(#[from] io::Error),
-    #[error("{0}")]
+    Io(io::Error),
+    #[error(transparent)]
     Tar(#[from] TarError),
     #[error("{path}: source has sha256 {actual} and {actual_size} bytes, expected {expected} and {expected_size}: it changed or is corrupt")]
-    SourceMismatch { path: String, expected: Digest, expected_size: u64, actual: Digest, actual_size: u64 },
+    SourceMismatch {
+        path: String,
+        expected: Digest,
+        expected_size: u64,
+        actual: Digest,
+        actual_size: u64,
+    },
+}
+
+impl From<io::Error> for WriteError {
+    fn from(e: io::Error) -> Self {
+        WriteError::Io(e)
+    }
 }
 
 pub struct BundleWriter<W> {
@@ -27,8 +39,17 @@ pub struct BundleWriter<W> {
 
 impl<W: Write> BundleWriter<W> {
     /// Writes and signs the index. `mtime` stamps every header (the bundle's creation time).
-    pub fn start(out: W, index_bytes: &[u8], key: &SigningKey, mtime: u64) -> Result<Self, WriteError> {
-        let mut w = BundleWriter { out, mtime, written: 0 };
+    pub fn start(
+        out: W,
+        index_bytes: &[u8],
+        key: &SigningKey,
+        mtime: u64,
+    ) -> Result<Self, WriteError> {
+        let mut w = BundleWriter {
+            out,
+            mtime,
+            written: 0,
+        };
         w.write_small(INDEX_PATH, index_bytes)?;
         w.write_small(SIGNATURE_PATH, &key.sign(index_bytes).to_bytes())?;
         Ok(w)
@@ -55,7 +76,11 @@ impl<W: Write> BundleWriter<W> {
     }
 
     /// Streams one entry from `source`, which must yield exactly what `record` says.
-    pub fn write_entry(&mut self, record: &EntryRecord, source: &mut dyn Read) -> Result<(), WriteError> {
+    pub fn write_entry(
+        &mut self,
+        record: &EntryRecord,
+        source: &mut dyn Read,
+    ) -> Result<(), WriteError> {
         self.header(record.path.as_str(), record.size)?;
         let mut limited = source.take(record.size + 1);
         let (actual, actual_size) = copy_hashed(&mut limited, &mut self.out)?;

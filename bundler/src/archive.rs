@@ -14,16 +14,19 @@ use crate::plan::{BuildPlan, EntrySource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{0}")]
+    #[error(transparent)]
     Write(#[from] WriteError),
-    #[error("{0}")]
+    #[error(transparent)]
     Source(#[from] crate::layout_source::SourceError),
-    #[error("{path}: {source}")]
-    Io { path: String, source: io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: io::Error },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
-    move |source| ArchiveError::Io { path: path.display().to_string(), source }
+    move |cause| ArchiveError::Io {
+        path: path.display().to_string(),
+        cause,
+    }
 }
 
 /// Writes parts of at most `limit` bytes each (one unbounded part without a limit).
@@ -62,7 +65,9 @@ impl Write for PartWriter {
         if self.current.is_none() || self.limit.is_some_and(|l| self.current_len >= l) {
             self.next_part()?;
         }
-        let room = self.limit.map_or(buf.len() as u64, |l| l - self.current_len) as usize;
+        let room = self
+            .limit
+            .map_or(buf.len() as u64, |l| l - self.current_len) as usize;
         let n = match self.current.as_mut() {
             Some(w) => w.write(&buf[..buf.len().min(room)])?,
             None => return Err(io::Error::other("no open part")),
@@ -103,7 +108,13 @@ pub fn write_bundle(
 ) -> Result<Vec<PathBuf>, ArchiveError> {
     let parts_dir = workdir.join("out");
     fs::create_dir(&parts_dir).map_err(io_err(&parts_dir))?;
-    let sink = PartWriter { dir: parts_dir.clone(), limit: split, parts: Vec::new(), current: None, current_len: 0 };
+    let sink = PartWriter {
+        dir: parts_dir.clone(),
+        limit: split,
+        parts: Vec::new(),
+        current: None,
+        current_len: 0,
+    };
     let mut writer = BundleWriter::start(sink, &plan.index.to_bytes(), key, mtime)?;
     for entry in &plan.entries {
         let mut source: Box<dyn Read> = match &entry.source {
@@ -111,7 +122,13 @@ pub fn write_bundle(
             EntrySource::Layout { source, digest } => plan.sources[*source].open_blob(digest)?,
             EntrySource::File(path) => Box::new(File::open(path).map_err(io_err(path))?),
         };
-        writer.write_entry(&entry.record, &mut Counted { inner: &mut source, progress })?;
+        writer.write_entry(
+            &entry.record,
+            &mut Counted {
+                inner: &mut source,
+                progress,
+            },
+        )?;
     }
     let parts = writer.finish()?.close().map_err(io_err(&parts_dir))?;
     place(&parts, output, split.is_some())
@@ -120,7 +137,10 @@ pub fn write_bundle(
 fn place(parts: &[PathBuf], output: &Path, split: bool) -> Result<Vec<PathBuf>, ArchiveError> {
     if !split {
         let [only] = parts else {
-            return Err(ArchiveError::Io { path: output.display().to_string(), source: io::Error::other("expected one part") });
+            return Err(ArchiveError::Io {
+                path: output.display().to_string(),
+                cause: io::Error::other("expected one part"),
+            });
         };
         fs::rename(only, output).map_err(io_err(output))?;
         return Ok(vec![output.to_path_buf()]);

@@ -15,20 +15,34 @@ use crate::spec::LayoutKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{layout}: {source}")]
-    Io { layout: String, source: io::Error },
+    #[error("{layout}: {cause}")]
+    Io { layout: String, cause: io::Error },
     #[error("{layout}: not an OCI image layout: {reason}")]
     NotLayout { layout: String, reason: String },
     #[error("{layout}: no image named `{name}` (it has: {available})")]
-    NoSuchImage { layout: String, name: String, available: String },
+    NoSuchImage {
+        layout: String,
+        name: String,
+        available: String,
+    },
     #[error("{layout}: holds {count} images; name the one you mean as {layout}:NAME")]
     Ambiguous { layout: String, count: usize },
     #[error("{layout}: blob {digest} is missing")]
     MissingBlob { layout: String, digest: Digest },
     #[error("{layout}: blob {digest} is corrupt: its content hashes to {actual}")]
-    CorruptBlob { layout: String, digest: Digest, actual: Digest },
-    #[error("{layout}: manifest {digest} is {size} bytes, more than the {MAX_MANIFEST_SIZE}-byte limit")]
-    ManifestTooLarge { layout: String, digest: Digest, size: u64 },
+    CorruptBlob {
+        layout: String,
+        digest: Digest,
+        actual: Digest,
+    },
+    #[error(
+        "{layout}: manifest {digest} is {size} bytes, more than the {MAX_MANIFEST_SIZE}-byte limit"
+    )]
+    ManifestTooLarge {
+        layout: String,
+        digest: Digest,
+        size: u64,
+    },
 }
 
 pub struct LayoutSource {
@@ -39,13 +53,19 @@ pub struct LayoutSource {
 
 enum Store {
     Directory(PathBuf),
-    Archive { path: PathBuf, entries: HashMap<String, (u64, u64)> },
+    Archive {
+        path: PathBuf,
+        entries: HashMap<String, (u64, u64)>,
+    },
 }
 
 impl LayoutSource {
     pub fn open(kind: LayoutKind, path: &Path) -> Result<Self, SourceError> {
         let shown = path.display().to_string();
-        let io = |source| SourceError::Io { layout: shown.clone(), source };
+        let io = |cause| SourceError::Io {
+            layout: shown.clone(),
+            cause,
+        };
         let store = match kind {
             LayoutKind::Directory => Store::Directory(path.to_path_buf()),
             LayoutKind::Archive => {
@@ -61,17 +81,29 @@ impl LayoutSource {
                         entries.insert(name, (h.data_offset, h.size));
                     }
                 }
-                Store::Archive { path: path.to_path_buf(), entries }
+                Store::Archive {
+                    path: path.to_path_buf(),
+                    entries,
+                }
             }
         };
         let mut source = LayoutSource {
             shown: shown.clone(),
             store,
-            index: ImageIndex { media_type: None, manifests: Vec::new() },
+            index: ImageIndex {
+                media_type: None,
+                manifests: Vec::new(),
+            },
         };
-        let not_layout = |reason: String| SourceError::NotLayout { layout: shown.clone(), reason };
-        let index_bytes = source.read_file("index.json", MAX_MANIFEST_SIZE).map_err(|e| not_layout(e.to_string()))?;
-        source.index = serde_json::from_slice(&index_bytes).map_err(|e| not_layout(format!("index.json: {e}")))?;
+        let not_layout = |reason: String| SourceError::NotLayout {
+            layout: shown.clone(),
+            reason,
+        };
+        let index_bytes = source
+            .read_file("index.json", MAX_MANIFEST_SIZE)
+            .map_err(|e| not_layout(e.to_string()))?;
+        source.index = serde_json::from_slice(&index_bytes)
+            .map_err(|e| not_layout(format!("index.json: {e}")))?;
         Ok(source)
     }
 
@@ -86,7 +118,10 @@ impl LayoutSource {
         let Some(name) = name else {
             return match manifests.as_slice() {
                 [only] => Ok(only.clone()),
-                _ => Err(SourceError::Ambiguous { layout: self.shown.clone(), count: manifests.len() }),
+                _ => Err(SourceError::Ambiguous {
+                    layout: self.shown.clone(),
+                    count: manifests.len(),
+                }),
             };
         };
         manifests
@@ -107,34 +142,55 @@ impl LayoutSource {
     /// A manifest's bytes, size-bounded and digest-checked.
     pub fn read_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>, SourceError> {
         if desc.size > MAX_MANIFEST_SIZE {
-            return Err(SourceError::ManifestTooLarge { layout: self.shown.clone(), digest: desc.digest, size: desc.size });
+            return Err(SourceError::ManifestTooLarge {
+                layout: self.shown.clone(),
+                digest: desc.digest,
+                size: desc.size,
+            });
         }
-        let bytes = self.read_file(&desc.digest.blob_path(), MAX_MANIFEST_SIZE).map_err(|e| self.blob_error(desc.digest, e))?;
+        let bytes = self
+            .read_file(&desc.digest.blob_path(), MAX_MANIFEST_SIZE)
+            .map_err(|e| self.blob_error(desc.digest, e))?;
         let actual = Digest::of(&bytes);
         if actual != desc.digest {
-            return Err(SourceError::CorruptBlob { layout: self.shown.clone(), digest: desc.digest, actual });
+            return Err(SourceError::CorruptBlob {
+                layout: self.shown.clone(),
+                digest: desc.digest,
+                actual,
+            });
         }
         Ok(bytes)
     }
 
     /// A blob's content stream. The caller checks the digest while copying.
     pub fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, SourceError> {
-        self.open_file(&digest.blob_path()).map_err(|e| self.blob_error(*digest, e))
+        self.open_file(&digest.blob_path())
+            .map_err(|e| self.blob_error(*digest, e))
     }
 
     fn blob_error(&self, digest: Digest, e: io::Error) -> SourceError {
         if e.kind() == io::ErrorKind::NotFound {
-            SourceError::MissingBlob { layout: self.shown.clone(), digest }
+            SourceError::MissingBlob {
+                layout: self.shown.clone(),
+                digest,
+            }
         } else {
-            SourceError::Io { layout: self.shown.clone(), source: e }
+            SourceError::Io {
+                layout: self.shown.clone(),
+                cause: e,
+            }
         }
     }
 
     fn read_file(&self, name: &str, limit: u64) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
-        self.open_file(name)?.take(limit + 1).read_to_end(&mut buf)?;
+        self.open_file(name)?
+            .take(limit + 1)
+            .read_to_end(&mut buf)?;
         if buf.len() as u64 > limit {
-            return Err(io::Error::other(format!("{name} is larger than {limit} bytes")));
+            return Err(io::Error::other(format!(
+                "{name} is larger than {limit} bytes"
+            )));
         }
         Ok(buf)
     }
@@ -143,9 +199,12 @@ impl LayoutSource {
         match &self.store {
             Store::Directory(dir) => Ok(Box::new(File::open(dir.join(name))?)),
             Store::Archive { path, entries } => {
-                let &(offset, size) = entries
-                    .get(name)
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{name} is not in the archive")))?;
+                let &(offset, size) = entries.get(name).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("{name} is not in the archive"),
+                    )
+                })?;
                 let mut file = File::open(path)?;
                 file.seek(SeekFrom::Start(offset))?;
                 Ok(Box::new(file.take(size)))

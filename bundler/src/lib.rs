@@ -17,12 +17,12 @@ use airgap::{BundleIndex, SigningKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{0}")]
+    #[error(transparent)]
     Plan(#[from] plan::PlanError),
-    #[error("{0}")]
+    #[error(transparent)]
     Archive(#[from] archive::ArchiveError),
-    #[error("cannot create a work directory beside {path}: {source}")]
-    Workdir { path: String, source: std::io::Error },
+    #[error("cannot create a work directory beside {path}: {cause}")]
+    Workdir { path: String, cause: std::io::Error },
 }
 
 pub struct BuildRequest<'a> {
@@ -55,7 +55,10 @@ pub fn build(
     let workdir = tempfile::Builder::new()
         .prefix(".airgap-build-")
         .tempdir_in(&parent)
-        .map_err(|source| BuildError::Workdir { path: request.output.display().to_string(), source })?;
+        .map_err(|cause| BuildError::Workdir {
+            path: request.output.display().to_string(),
+            cause,
+        })?;
     let plan = plan::plan(request.spec, request.created, workdir.path())?;
     on_plan(&plan.index);
     let files = archive::write_bundle(
@@ -67,5 +70,8 @@ pub fn build(
         request.split,
         progress,
     )?;
-    Ok(BuildReport { index: plan.index, files })
+    Ok(BuildReport {
+        index: plan.index,
+        files,
+    })
 }

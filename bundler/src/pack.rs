@@ -20,14 +20,17 @@ pub const PACK_LAYER_TYPE: &str = "application/vnd.airgap.pack.layer.v1.tar+gzip
 pub enum PackError {
     #[error("{file}: {message}")]
     Invalid { file: String, message: String },
-    #[error("{path}: {source}")]
-    Io { path: String, source: io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: io::Error },
     #[error("{path}: packs may hold only regular files and directories, this is a {kind}")]
     Unsupported { path: String, kind: &'static str },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PackError + '_ {
-    move |source| PackError::Io { path: path.display().to_string(), source }
+    move |cause| PackError::Io {
+        path: path.display().to_string(),
+        cause,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -135,14 +138,15 @@ impl Pack {
     pub fn load(dir: &Path) -> Result<Self, PackError> {
         let meta_path = dir.join("pack.json");
         let meta_bytes = fs::read(&meta_path).map_err(io_err(&meta_path))?;
-        let meta: PackMeta = serde_json::from_slice(&meta_bytes)
-            .map_err(|e| invalid(&meta_path, e.to_string()))?;
+        let meta: PackMeta =
+            serde_json::from_slice(&meta_bytes).map_err(|e| invalid(&meta_path, e.to_string()))?;
         let values_path = dir.join("values.yaml");
         let values_text = fs::read_to_string(&values_path).map_err(io_err(&values_path))?;
         let values: Values = if values_text.trim().is_empty() {
             Values::default()
         } else {
-            serde_yaml_ng::from_str(&values_text).map_err(|e| invalid(&values_path, e.to_string()))?
+            serde_yaml_ng::from_str(&values_text)
+                .map_err(|e| invalid(&values_path, e.to_string()))?
         };
         let pack = values.pack.unwrap_or_default();
         let mut images = Vec::new();
@@ -163,7 +167,13 @@ impl Pack {
         }
         images.sort();
         images.dedup();
-        Ok(Pack { dir: dir.to_path_buf(), meta, meta_bytes, namespace: pack.namespace, images })
+        Ok(Pack {
+            dir: dir.to_path_buf(),
+            meta,
+            meta_bytes,
+            namespace: pack.namespace,
+            images,
+        })
     }
 
     /// Name of the pack inside a bundle and under a mirror prefix.
@@ -175,7 +185,10 @@ impl Pack {
     /// normalized) and returns its descriptor.
     pub fn write_layer(&self, out: &Path) -> Result<Descriptor, PackError> {
         let file = File::create(out).map_err(io_err(out))?;
-        let mut hashing = HashingWriter { inner: BufWriter::new(file), hasher: DigestHasher::new() };
+        let mut hashing = HashingWriter {
+            inner: BufWriter::new(file),
+            hasher: DigestHasher::new(),
+        };
         {
             let gz = flate2::GzBuilder::new().write(&mut hashing, flate2::Compression::default());
             let mut gz = BufWriter::new(gz);
@@ -184,8 +197,9 @@ impl Pack {
             for (rel, path, is_dir) in files {
                 let write = |gz: &mut BufWriter<_>| -> io::Result<()> {
                     if is_dir {
-                        let h = ustar_header(&format!("{rel}/"), HeaderKind::Directory, 0o755, 0, 0)
-                            .map_err(io::Error::other)?;
+                        let h =
+                            ustar_header(&format!("{rel}/"), HeaderKind::Directory, 0o755, 0, 0)
+                                .map_err(io::Error::other)?;
                         return gz.write_all(&h);
                     }
                     let meta = fs::metadata(&path)?;
@@ -202,7 +216,10 @@ impl Pack {
                 write(&mut gz).map_err(io_err(&path))?;
             }
             gz.write_all(&END_OF_ARCHIVE).map_err(io_err(out))?;
-            let gz = gz.into_inner().map_err(|e| PackError::Io { path: out.display().to_string(), source: e.into_error() })?;
+            let gz = gz.into_inner().map_err(|e| PackError::Io {
+                path: out.display().to_string(),
+                cause: e.into_error(),
+            })?;
             gz.finish().map_err(io_err(out))?;
         }
         hashing.inner.flush().map_err(io_err(out))?;
@@ -213,9 +230,12 @@ impl Pack {
             size,
             platform: None,
             artifact_type: None,
-            annotations: [("org.opencontainers.image.title".to_string(), format!("{}-{}.tar.gz", self.meta.name, self.meta.version))]
-                .into_iter()
-                .collect(),
+            annotations: [(
+                "org.opencontainers.image.title".to_string(),
+                format!("{}-{}.tar.gz", self.meta.name, self.meta.version),
+            )]
+            .into_iter()
+            .collect(),
         })
     }
 
@@ -258,7 +278,10 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 fn invalid(file: &Path, message: String) -> PackError {
-    PackError::Invalid { file: file.display().to_string(), message }
+    PackError::Invalid {
+        file: file.display().to_string(),
+        message,
+    }
 }
 
 fn parse_image(file: &Path, image: &str) -> Result<ImageReference, PackError> {
@@ -313,14 +336,20 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf, bool)>) -> Resu
             .to_string_lossy()
             .replace('\\', "/");
         if kind.is_symlink() {
-            return Err(PackError::Unsupported { path: path.display().to_string(), kind: "symlink" });
+            return Err(PackError::Unsupported {
+                path: path.display().to_string(),
+                kind: "symlink",
+            });
         } else if kind.is_dir() {
             out.push((rel, path.clone(), true));
             walk(root, &path, out)?;
         } else if kind.is_file() {
             out.push((rel, path, false));
         } else {
-            return Err(PackError::Unsupported { path: path.display().to_string(), kind: "special file" });
+            return Err(PackError::Unsupported {
+                path: path.display().to_string(),
+                kind: "special file",
+            });
         }
     }
     Ok(())
@@ -352,7 +381,8 @@ mod tests {
         dir
     }
 
-    const GOOD: &str = r#"{"name":"cni-calico","displayName":"Calico","version":"3.27.0","layer":"cni"}"#;
+    const GOOD: &str =
+        r#"{"name":"cni-calico","displayName":"Calico","version":"3.27.0","layer":"cni"}"#;
 
     #[test]
     fn finds_images_in_values_and_manifests() {
@@ -365,7 +395,13 @@ mod tests {
         .unwrap();
         let pack = Pack::load(dir.path()).unwrap();
         let names: Vec<String> = pack.images.iter().map(|i| i.to_string()).collect();
-        assert_eq!(names, ["docker.io/calico/cni:v3.27.0", "docker.io/calico/node:v3.27.0"]);
+        assert_eq!(
+            names,
+            [
+                "docker.io/calico/cni:v3.27.0",
+                "docker.io/calico/node:v3.27.0"
+            ]
+        );
         assert_eq!(pack.namespace.as_deref(), Some("calico"));
         assert_eq!(pack.reference(), "packs/cni-calico:3.27.0");
     }
@@ -373,33 +409,63 @@ mod tests {
     #[test]
     fn errors_name_file_field_and_position() {
         let cases = [
-            (r#"{"displayName":"x","version":"1.0.0","layer":"cni"}"#, "missing field `name`"),
-            (r#"{"name":"x","displayName":"x","version":"1.0","layer":"cni"}"#, "is not semver"),
-            (r#"{"name":"x","displayName":"x","version":"1.0.0","layer":"net"}"#, "unknown variant `net`"),
+            (
+                r#"{"displayName":"x","version":"1.0.0","layer":"cni"}"#,
+                "missing field `name`",
+            ),
+            (
+                r#"{"name":"x","displayName":"x","version":"1.0","layer":"cni"}"#,
+                "is not semver",
+            ),
+            (
+                r#"{"name":"x","displayName":"x","version":"1.0.0","layer":"net"}"#,
+                "unknown variant `net`",
+            ),
             (r#"{"name":"x","#, "EOF while parsing"),
         ];
         for (json, expected) in cases {
             let dir = pack_dir(json, Some(""));
             let e = Pack::load(dir.path()).unwrap_err().to_string();
-            assert!(e.contains("pack.json: ") && e.contains(expected) && e.contains("line 1 column"), "{e}");
+            assert!(
+                e.contains("pack.json: ") && e.contains(expected) && e.contains("line 1 column"),
+                "{e}"
+            );
         }
         let dir = pack_dir(GOOD, None);
         let e = Pack::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("values.yaml") && e.contains("No such file"), "{e}");
-        let dir = pack_dir(GOOD, Some("pack:\n  content:\n    images:\n      - image: Bad Ref\n"));
+        assert!(
+            e.contains("values.yaml") && e.contains("No such file"),
+            "{e}"
+        );
+        let dir = pack_dir(
+            GOOD,
+            Some("pack:\n  content:\n    images:\n      - image: Bad Ref\n"),
+        );
         let e = Pack::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("values.yaml") && e.contains("not a valid image reference"), "{e}");
+        assert!(
+            e.contains("values.yaml") && e.contains("not a valid image reference"),
+            "{e}"
+        );
     }
 
     #[test]
     fn layer_is_deterministic_and_refuses_symlinks() {
         let dir = pack_dir(GOOD, Some(""));
         let out = tempfile::tempdir().unwrap();
-        let a = Pack::load(dir.path()).unwrap().write_layer(&out.path().join("a")).unwrap();
-        let b = Pack::load(dir.path()).unwrap().write_layer(&out.path().join("b")).unwrap();
+        let a = Pack::load(dir.path())
+            .unwrap()
+            .write_layer(&out.path().join("a"))
+            .unwrap();
+        let b = Pack::load(dir.path())
+            .unwrap()
+            .write_layer(&out.path().join("b"))
+            .unwrap();
         assert_eq!(a, b);
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("leak")).unwrap();
-        let e = Pack::load(dir.path()).unwrap().write_layer(&out.path().join("c")).unwrap_err();
+        let e = Pack::load(dir.path())
+            .unwrap()
+            .write_layer(&out.path().join("c"))
+            .unwrap_err();
         assert!(e.to_string().contains("symlink"), "{e}");
     }
 }

@@ -16,24 +16,25 @@ use crate::spec::{BundleSpec, ImageEntry, LayoutKind, PackSource, SpecError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("{0}")]
+    #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error("{0}")]
+    #[error(transparent)]
     Pack(#[from] PackError),
-    #[error("{0}")]
+    #[error(transparent)]
     Source(#[from] SourceError),
     #[error("spec.images[{index}]: {message}")]
     Image { index: usize, message: String },
     #[error("{what} `{reference}`: pulling from a registry is not supported by this build yet; provide it from a local layout with `from: oci:DIR:REF`")]
-    RegistryNotSupported { what: &'static str, reference: String },
+    RegistryNotSupported {
+        what: &'static str,
+        reference: String,
+    },
     #[error("pack {pack} needs image {image}, which no entry in spec.images provides")]
     UnprovidedImage { pack: String, image: String },
     #[error("pack {0} is listed twice")]
     DuplicatePack(String),
     #[error("image {reference}: {message}")]
     Content { reference: String, message: String },
-    #[error("cannot create {path}: {source}")]
-    Io { path: String, source: std::io::Error },
 }
 
 /// Where an entry's bytes come from.
@@ -82,29 +83,62 @@ impl Planner {
 
     fn add(&mut self, digest: Digest, size: u64, source: EntrySource) {
         if self.seen.insert(digest) {
-            let record = EntryRecord { path: blob_path(&digest), size, sha256: digest };
+            let record = EntryRecord {
+                path: blob_path(&digest),
+                size,
+                sha256: digest,
+            };
             self.blobs.push(PlannedEntry { record, source });
         }
     }
 
     /// Adds an image's blobs, children before parents, and returns what to record for it.
-    fn add_image(&mut self, source: usize, desc: &Descriptor, reference: &str) -> Result<StoredImage, PlanError> {
-        let content = |message: String| PlanError::Content { reference: reference.to_string(), message };
+    fn add_image(
+        &mut self,
+        source: usize,
+        desc: &Descriptor,
+        reference: &str,
+    ) -> Result<StoredImage, PlanError> {
+        let content = |message: String| PlanError::Content {
+            reference: reference.to_string(),
+            message,
+        };
         let bytes = self.sources[source].read_manifest(desc)?;
         let media_type = oci::detect_media_type(&bytes)
             .filter(|m| oci::is_index(m) || oci::is_manifest(m))
-            .or_else(|| Some(desc.media_type.clone()).filter(|m| oci::is_index(m) || oci::is_manifest(m)))
-            .ok_or_else(|| content(format!("manifest {} has an unsupported media type `{}`", desc.digest, desc.media_type)))?;
+            .or_else(|| {
+                Some(desc.media_type.clone()).filter(|m| oci::is_index(m) || oci::is_manifest(m))
+            })
+            .ok_or_else(|| {
+                content(format!(
+                    "manifest {} has an unsupported media type `{}`",
+                    desc.digest, desc.media_type
+                ))
+            })?;
         let mut size = bytes.len() as u64;
         if oci::is_manifest(&media_type) {
             let manifest: ImageManifest = serde_json::from_slice(&bytes)
                 .map_err(|e| content(format!("manifest {} is malformed: {e}", desc.digest)))?;
             for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
                 size += blob.size;
-                self.add(blob.digest, blob.size, EntrySource::Layout { source, digest: blob.digest });
+                self.add(
+                    blob.digest,
+                    blob.size,
+                    EntrySource::Layout {
+                        source,
+                        digest: blob.digest,
+                    },
+                );
             }
             self.add(desc.digest, bytes.len() as u64, EntrySource::Memory(bytes));
-            return Ok(StoredImage { descriptor: Descriptor { media_type, ..desc.clone() }, upstream: desc.digest, size });
+            return Ok(StoredImage {
+                descriptor: Descriptor {
+                    media_type,
+                    ..desc.clone()
+                },
+                upstream: desc.digest,
+                size,
+            });
         }
         let index: ImageIndex = serde_json::from_slice(&bytes)
             .map_err(|e| content(format!("index {} is malformed: {e}", desc.digest)))?;
@@ -117,8 +151,11 @@ impl Planner {
             })
             .collect();
         if keep.is_empty() {
-            let offered: Vec<String> =
-                index.manifests.iter().filter_map(|m| m.platform.as_ref().map(ToString::to_string)).collect();
+            let offered: Vec<String> = index
+                .manifests
+                .iter()
+                .filter_map(|m| m.platform.as_ref().map(ToString::to_string))
+                .collect();
             return Err(content(format!(
                 "has no manifest for {} (it has: {})",
                 self.platforms.as_deref().unwrap_or_default().join(", "),
@@ -133,14 +170,20 @@ impl Planner {
         let stored = if keep.len() == index.manifests.len() {
             bytes
         } else {
-            filtered_index(&bytes, &keep).map_err(|e| content(format!("index {} is malformed: {e}", desc.digest)))?
+            filtered_index(&bytes, &keep)
+                .map_err(|e| content(format!("index {} is malformed: {e}", desc.digest)))?
         };
         let digest = Digest::of(&stored);
         let stored_len = stored.len() as u64;
         size += stored_len;
         self.add(digest, stored_len, EntrySource::Memory(stored));
         Ok(StoredImage {
-            descriptor: Descriptor { media_type, digest, size: stored_len, ..desc.clone() },
+            descriptor: Descriptor {
+                media_type,
+                digest,
+                size: stored_len,
+                ..desc.clone()
+            },
             upstream: desc.digest,
             size,
         })
@@ -164,13 +207,15 @@ fn filtered_index(bytes: &[u8], keep: &[&Descriptor]) -> Result<Vec<u8>, serde_j
 
 fn blob_path(digest: &Digest) -> EntryPath {
     // A digest's hex is always a valid entry path component.
-    EntryPath::new(digest.blob_path()).unwrap_or_else(|_| unreachable!("blob paths are valid entry paths"))
+    EntryPath::new(digest.blob_path())
+        .unwrap_or_else(|_| unreachable!("blob paths are valid entry paths"))
 }
 
 fn layout_entry(path: &str, bytes: Vec<u8>) -> PlannedEntry {
     PlannedEntry {
         record: EntryRecord {
-            path: EntryPath::new(path).unwrap_or_else(|_| unreachable!("fixed layout names are valid")),
+            path: EntryPath::new(path)
+                .unwrap_or_else(|_| unreachable!("fixed layout names are valid")),
             size: bytes.len() as u64,
             sha256: Digest::of(&bytes),
         },
@@ -193,10 +238,15 @@ pub fn plan(spec_path: &Path, created: u64, workdir: &Path) -> Result<BuildPlan,
     // Images the spec provides, by normalized reference.
     let mut provided: Vec<(ImageReference, String, usize, Descriptor)> = Vec::new();
     for (index, entry) in spec.spec.images.iter().enumerate() {
-        let reference = ImageReference::parse(entry.reference())
-            .map_err(|e| PlanError::Image { index, message: e.to_string() })?;
+        let reference = ImageReference::parse(entry.reference()).map_err(|e| PlanError::Image {
+            index,
+            message: e.to_string(),
+        })?;
         let ImageEntry::Local { from, .. } = entry else {
-            return Err(PlanError::RegistryNotSupported { what: "image", reference: entry.reference().into() });
+            return Err(PlanError::RegistryNotSupported {
+                what: "image",
+                reference: entry.reference().into(),
+            });
         };
         let from = from.resolved(&base);
         let source = planner.source(from.kind, &from.path)?;
@@ -220,7 +270,10 @@ pub fn plan(spec_path: &Path, created: u64, workdir: &Path) -> Result<BuildPlan,
         let dir = match pack_source {
             PackSource::Path(p) => base.join(p),
             PackSource::Oci(r) => {
-                return Err(PlanError::RegistryNotSupported { what: "pack", reference: r.clone() })
+                return Err(PlanError::RegistryNotSupported {
+                    what: "pack",
+                    reference: r.clone(),
+                })
             }
         };
         let pack = Pack::load(&dir)?;
@@ -229,13 +282,20 @@ pub fn plan(spec_path: &Path, created: u64, workdir: &Path) -> Result<BuildPlan,
         }
         for image in &pack.images {
             if !provided.iter().any(|p| &p.0 == image) {
-                return Err(PlanError::UnprovidedImage { pack: pack.reference(), image: image.to_string() });
+                return Err(PlanError::UnprovidedImage {
+                    pack: pack.reference(),
+                    image: image.to_string(),
+                });
             }
         }
         let layer_path = workdir.join(format!("pack-{i}.tar.gz"));
         let layer = pack.write_layer(&layer_path)?;
         let config = pack.meta_bytes.clone();
-        planner.add(Digest::of(&config), config.len() as u64, EntrySource::Memory(config));
+        planner.add(
+            Digest::of(&config),
+            config.len() as u64,
+            EntrySource::Memory(config),
+        );
         planner.add(layer.digest, layer.size, EntrySource::File(layer_path));
         let manifest = pack.manifest(&layer);
         let digest = Digest::of(&manifest);
@@ -247,7 +307,9 @@ pub fn plan(spec_path: &Path, created: u64, workdir: &Path) -> Result<BuildPlan,
             size,
             platform: None,
             artifact_type: Some(PACK_ARTIFACT_TYPE.into()),
-            annotations: [(REF_NAME_ANNOTATION.to_string(), pack.reference())].into_iter().collect(),
+            annotations: [(REF_NAME_ANNOTATION.to_string(), pack.reference())]
+                .into_iter()
+                .collect(),
         });
         pack_records.push(PackRecord {
             name: pack.meta.name.clone(),
@@ -264,7 +326,9 @@ pub fn plan(spec_path: &Path, created: u64, workdir: &Path) -> Result<BuildPlan,
         let normalized = reference.to_string();
         let stored = planner.add_image(*source, desc, &normalized)?;
         layout_manifests.push(Descriptor {
-            annotations: [(REF_NAME_ANNOTATION.to_string(), normalized.clone())].into_iter().collect(),
+            annotations: [(REF_NAME_ANNOTATION.to_string(), normalized.clone())]
+                .into_iter()
+                .collect(),
             platform: None,
             ..stored.descriptor.clone()
         });
@@ -288,13 +352,22 @@ pub fn plan(spec_path: &Path, created: u64, workdir: &Path) -> Result<BuildPlan,
         format_version: FORMAT_VERSION,
         name: spec.metadata.name.clone(),
         version: spec.metadata.version.clone(),
-        created: humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(created)).to_string(),
-        platforms: if spec.keeps_all_platforms() { vec!["all".into()] } else { spec.spec.platforms.clone() },
+        created: humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(created))
+            .to_string(),
+        platforms: if spec.keeps_all_platforms() {
+            vec!["all".into()]
+        } else {
+            spec.spec.platforms.clone()
+        },
         packs: pack_records,
         images: image_records,
         entries: entries.iter().map(|e| e.record.clone()).collect(),
         base: None,
         expected_blobs: Vec::new(),
     };
-    Ok(BuildPlan { index, entries, sources: planner.sources })
+    Ok(BuildPlan {
+        index,
+        entries,
+        sources: planner.sources,
+    })
 }

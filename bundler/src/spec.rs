@@ -65,9 +65,17 @@ impl<'de> Deserialize<'de> for PackSource {
             oci: Option<String>,
         }
         match Raw::deserialize(d)? {
-            Raw { path: Some(p), oci: None } => Ok(PackSource::Path(p)),
-            Raw { path: None, oci: Some(r) } => Ok(PackSource::Oci(r)),
-            _ => Err(de::Error::custom("a pack entry needs exactly one of `path: DIR` or `oci: REF`")),
+            Raw {
+                path: Some(p),
+                oci: None,
+            } => Ok(PackSource::Path(p)),
+            Raw {
+                path: None,
+                oci: Some(r),
+            } => Ok(PackSource::Oci(r)),
+            _ => Err(de::Error::custom(
+                "a pack entry needs exactly one of `path: DIR` or `oci: REF`",
+            )),
         }
     }
 }
@@ -118,12 +126,19 @@ impl LocalImage {
         if path.is_empty() {
             return Err(format!("`{text}` names no path"));
         }
-        Ok(LocalImage { kind, path: PathBuf::from(path), name })
+        Ok(LocalImage {
+            kind,
+            path: PathBuf::from(path),
+            name,
+        })
     }
 
     /// Relative paths are relative to the spec file.
     pub fn resolved(&self, base: &Path) -> LocalImage {
-        LocalImage { path: base.join(&self.path), ..self.clone() }
+        LocalImage {
+            path: base.join(&self.path),
+            ..self.clone()
+        }
     }
 }
 
@@ -177,7 +192,9 @@ impl<'de> Deserialize<'de> for ImageEntry {
 fn api_version<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let v = String::deserialize(d)?;
     if v != "airgap/v1" {
-        return Err(de::Error::custom(format!("apiVersion is `{v}`, expected `airgap/v1`")));
+        return Err(de::Error::custom(format!(
+            "apiVersion is `{v}`, expected `airgap/v1`"
+        )));
     }
     Ok(v)
 }
@@ -185,7 +202,9 @@ fn api_version<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 fn kind_bundle<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let v = String::deserialize(d)?;
     if v != "Bundle" {
-        return Err(de::Error::custom(format!("kind is `{v}`, expected `Bundle`")));
+        return Err(de::Error::custom(format!(
+            "kind is `{v}`, expected `Bundle`"
+        )));
     }
     Ok(v)
 }
@@ -199,13 +218,17 @@ pub struct SpecError {
 
 impl BundleSpec {
     pub fn parse(text: &str, file: &Path) -> Result<Self, SpecError> {
-        serde_yaml_ng::from_str(text)
-            .map_err(|e| SpecError { file: file.display().to_string(), message: e.to_string() })
+        serde_yaml_ng::from_str(text).map_err(|e| SpecError {
+            file: file.display().to_string(),
+            message: e.to_string(),
+        })
     }
 
     pub fn load(file: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| SpecError { file: file.display().to_string(), message: format!("cannot read: {e}") })?;
+        let text = std::fs::read_to_string(file).map_err(|e| SpecError {
+            file: file.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
         Self::parse(&text, file)
     }
 
@@ -244,15 +267,24 @@ mod tests {
 
     #[test]
     fn errors_name_file_position_and_expectation() {
-        let e = parse(&format!("{HEAD}spec:\n  packs:\n    - path: a\n      oci: b\n")).unwrap_err();
-        assert!(e.starts_with("bundle.yaml: spec.packs[0]"), "{e}");
+        let e = parse(&format!(
+            "{HEAD}spec:\n  packs:\n    - path: a\n      oci: b\n"
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("bundle.yaml: spec.packs"), "{e}");
         assert!(e.contains("exactly one of"), "{e}");
-        assert!(e.contains("line 5"), "{e}");
+        assert!(e.contains("line 6"), "{e}");
         let e = parse(&format!("{HEAD}spec:\n  imagez: []\n")).unwrap_err();
-        assert!(e.contains("unknown field `imagez`") && e.contains("line 5"), "{e}");
+        assert!(
+            e.contains("unknown field `imagez`") && e.contains("line 5"),
+            "{e}"
+        );
         let e = parse("apiVersion: airgap/v2\nkind: Bundle\n").unwrap_err();
         assert!(e.contains("expected `airgap/v1`"), "{e}");
-        let e = parse(&format!("{HEAD}spec:\n  images:\n    - ref: a\n      from: docker:x\n")).unwrap_err();
+        let e = parse(&format!(
+            "{HEAD}spec:\n  images:\n    - ref: a\n      from: docker:x\n"
+        ))
+        .unwrap_err();
         assert!(e.contains("must start with `oci:`"), "{e}");
         let e = parse("apiVersion: [").unwrap_err();
         assert!(e.contains("line 1"), "{e}");

@@ -1,5 +1,5 @@
 use std::io::{BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use airgap::parts::PartsReader;
@@ -66,7 +66,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let num: u64 = num.parse().map_err(|_| format!("`{text}` is not a size such as 4GiB or 700MB"))?;
+    let num: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as 4GiB or 700MB"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1000,
@@ -77,9 +79,15 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         "t" | "tb" => 1000u64.pow(4),
         "tib" => 1 << 40,
-        other => return Err(format!("unknown size unit `{other}` (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"
+            ))
+        }
     };
-    let size = num.checked_mul(mult).ok_or_else(|| format!("`{text}` is too large"))?;
+    let size = num
+        .checked_mul(mult)
+        .ok_or_else(|| format!("`{text}` is too large"))?;
     if size < 1024 {
         return Err(format!("split size `{text}` is below the 1KiB minimum"));
     }
@@ -88,8 +96,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 fn creation_time() -> anyhow::Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds")),
-        Err(_) => Ok(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds")),
+        Err(_) => Ok(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)),
     }
 }
 
@@ -119,7 +133,12 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         "built {} {} -> {}: {} packs, {} images, {} entries, {} in {:.1}s ({}/s)",
         index.name,
         index.version,
-        report.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+        report
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         index.packs.len(),
         index.images.len(),
         index.entries.len(),
@@ -130,9 +149,12 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open(bundle: &PathBuf) -> anyhow::Result<(BufReader<PartsReader>, u64)> {
-    let reader = PartsReader::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
-    let total = reader.total_size().with_context(|| format!("reading {}", bundle.display()))?;
+fn open(bundle: &Path) -> anyhow::Result<(BufReader<PartsReader>, u64)> {
+    let reader =
+        PartsReader::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
+    let total = reader
+        .total_size()
+        .with_context(|| format!("reading {}", bundle.display()))?;
     Ok((BufReader::with_capacity(256 << 10, reader), total))
 }
 
@@ -168,9 +190,18 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
 fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     let (reader, total) = open(&args.bundle)?;
     let fail = || format!("{} is not a readable bundle", args.bundle.display());
-    let header = UnverifiedHeader::read(&mut TarReader::new(reader.take(u64::MAX), Strictness::Strict)).with_context(fail)?;
+    let header = UnverifiedHeader::read(&mut TarReader::new(
+        reader.take(u64::MAX),
+        Strictness::Strict,
+    ))
+    .with_context(fail)?;
     let index = header.index_unverified().with_context(fail)?;
-    let signers: Vec<String> = header.signatures.key_ids().iter().map(ToString::to_string).collect();
+    let signers: Vec<String> = header
+        .signatures
+        .key_ids()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     if args.json {
         let value = serde_json::json!({
             "name": index.name,
@@ -192,16 +223,30 @@ fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     if signers.is_empty() {
         bail!("{} carries no signature", args.bundle.display());
     }
-    println!("Bundle:    {} {} (created {})", index.name, index.version, index.created);
-    println!("Signed by: {} (not verified here; run `airgap bundle verify --pub KEY`)", signers.join(", "));
+    println!(
+        "Bundle:    {} {} (created {})",
+        index.name, index.version, index.created
+    );
+    println!(
+        "Signed by: {} (not verified here; run `airgap bundle verify --pub KEY`)",
+        signers.join(", ")
+    );
     println!("Platforms: {}", index.platforms.join(", "));
     println!("Packs ({}):", index.packs.len());
     for p in &index.packs {
-        println!("  {:<32} {:<12} {:<6} {}", p.name, p.version, p.layer, p.digest);
+        println!(
+            "  {:<32} {:<12} {:<6} {}",
+            p.name, p.version, p.layer, p.digest
+        );
     }
     println!("Images ({}):", index.images.len());
     for i in &index.images {
-        println!("  {:<60} {} {:>10}", i.reference, i.digest, HumanBytes(i.size).to_string());
+        println!(
+            "  {:<60} {} {:>10}",
+            i.reference,
+            i.digest,
+            HumanBytes(i.size).to_string()
+        );
     }
     println!(
         "Total:     {} entries, {} content, {} archive",

@@ -25,7 +25,8 @@ pub fn public_key_path(private: &Path) -> PathBuf {
 pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
     let public = public_key_path(&args.output);
     let key = SigningKey::generate().context("generating a key")?;
-    key.save(&args.output, &public, args.force).context("saving the key pair")?;
+    key.save(&args.output, &public, args.force)
+        .context("saving the key pair")?;
     println!(
         "wrote {} (private, keep it secret) and {} (public, ship it); key id {}",
         args.output.display(),

@@ -7,7 +7,11 @@ mod progress;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "airgap", version, about = "Signed offline bundles and air-gapped installs of the management platform")]
+#[command(
+    name = "airgap",
+    version,
+    about = "Signed offline bundles and air-gapped installs of the management platform"
+)]
 pub struct Cli {
     /// More detail on stderr (-v: info, -vv: debug, -vvv: trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -34,7 +38,11 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRGAP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {

@@ -61,7 +61,10 @@ impl LayoutWriter {
     pub fn create(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir.join("blobs/sha256"))?;
         fs::write(dir.join("oci-layout"), airgap::oci::OCI_LAYOUT_FILE)?;
-        Ok(LayoutWriter { dir: dir.to_path_buf(), tagged: Vec::new() })
+        Ok(LayoutWriter {
+            dir: dir.to_path_buf(),
+            tagged: Vec::new(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -77,11 +80,17 @@ impl LayoutWriter {
     /// A gzip'd tar layer holding one file of `size` random bytes. Stored (level 0) deflate
     /// keeps generation fast; the data is incompressible anyway.
     pub fn random_layer(&mut self, rng: &mut Rng, size: u64) -> io::Result<(Digest, u64)> {
-        let tmp = self.dir.join(format!("blobs/sha256/.tmp-{}", rng.next_u64()));
-        let mut out = Hashing { inner: BufWriter::with_capacity(1 << 20, File::create(&tmp)?), hasher: DigestHasher::new() };
+        let tmp = self
+            .dir
+            .join(format!("blobs/sha256/.tmp-{}", rng.next_u64()));
+        let mut out = Hashing {
+            inner: BufWriter::with_capacity(1 << 20, File::create(&tmp)?),
+            hasher: DigestHasher::new(),
+        };
         {
             let mut gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::none());
-            let header = ustar_header("data.bin", HeaderKind::Regular, 0o644, size, 0).map_err(io::Error::other)?;
+            let header = ustar_header("data.bin", HeaderKind::Regular, 0o644, size, 0)
+                .map_err(io::Error::other)?;
             gz.write_all(&header)?;
             let mut buf = vec![0u8; 1 << 20];
             let mut left = size;
@@ -123,7 +132,11 @@ impl LayoutWriter {
             media_type: OCI_MANIFEST.into(),
             digest,
             size,
-            platform: Some(Platform { os: os.into(), architecture: arch.into(), variant: None }),
+            platform: Some(Platform {
+                os: os.into(),
+                architecture: arch.into(),
+                variant: None,
+            }),
             artifact_type: None,
             annotations: Default::default(),
         })
@@ -150,18 +163,28 @@ impl LayoutWriter {
     pub fn tag(&mut self, desc: &Descriptor, name: &str) {
         let mut desc = desc.clone();
         desc.platform = None;
-        desc.annotations.insert(REF_NAME_ANNOTATION.into(), name.into());
+        desc.annotations
+            .insert(REF_NAME_ANNOTATION.into(), name.into());
         self.tagged.push(desc);
     }
 
     pub fn finish(self) -> io::Result<PathBuf> {
-        fs::write(self.dir.join("index.json"), airgap::oci::layout_index(&self.tagged))?;
+        fs::write(
+            self.dir.join("index.json"),
+            airgap::oci::layout_index(&self.tagged),
+        )?;
         Ok(self.dir)
     }
 }
 
 /// Writes a pack directory naming `images` in its values and one manifest.
-pub fn write_pack(dir: &Path, name: &str, version: &str, layer: &str, images: &[&str]) -> io::Result<()> {
+pub fn write_pack(
+    dir: &Path,
+    name: &str,
+    version: &str,
+    layer: &str,
+    images: &[&str],
+) -> io::Result<()> {
     fs::create_dir_all(dir.join("manifests"))?;
     fs::write(
         dir.join("pack.json"),
@@ -170,9 +193,13 @@ pub fn write_pack(dir: &Path, name: &str, version: &str, layer: &str, images: &[
         }))?,
     )?;
     // The first image is named in values.yaml, the rest only in a manifest: both are sources.
-    let (first, rest) = images.split_first().map_or((None, &[][..]), |(f, r)| (Some(f), r));
+    let (first, rest) = images
+        .split_first()
+        .map_or((None, &[][..]), |(f, r)| (Some(f), r));
     let values = match first {
-        Some(image) => format!("pack:\n  namespace: {name}\n  content:\n    images:\n      - image: {image}\n"),
+        Some(image) => {
+            format!("pack:\n  namespace: {name}\n  content:\n    images:\n      - image: {image}\n")
+        }
         None => format!("pack:\n  namespace: {name}\n"),
     };
     fs::write(dir.join("values.yaml"), values)?;
@@ -197,8 +224,11 @@ pub struct Fixture {
     pub layout: PathBuf,
 }
 
-pub const FIXTURE_IMAGES: [&str; 3] =
-    ["example.internal/platform/api:1.0", "example.internal/platform/worker:1.0", "example.internal/base/multi:2.1"];
+pub const FIXTURE_IMAGES: [&str; 3] = [
+    "example.internal/platform/api:1.0",
+    "example.internal/platform/worker:1.0",
+    "example.internal/base/multi:2.1",
+];
 
 pub fn fixture(root: &Path, seed: u64, layer_size: u64) -> io::Result<Fixture> {
     let mut rng = Rng::new(seed);
@@ -217,21 +247,38 @@ pub fn fixture(root: &Path, seed: u64, layer_size: u64) -> io::Result<Fixture> {
     let multi = layout.index(&[amd, arm])?;
     layout.tag(&multi, FIXTURE_IMAGES[2]);
     layout.finish()?;
-    write_pack(&root.join("packs/platform-core"), "platform-core", "1.2.0", "addon", &FIXTURE_IMAGES[..2])?;
+    write_pack(
+        &root.join("packs/platform-core"),
+        "platform-core",
+        "1.2.0",
+        "addon",
+        &FIXTURE_IMAGES[..2],
+    )?;
     let spec = root.join("bundle.yaml");
     let mut text = String::from(
         "apiVersion: airgap/v1\nkind: Bundle\nmetadata: {name: mgmt-plane, version: 4.5.0}\nspec:\n  platforms: [all]\n  packs:\n    - path: packs/platform-core\n  images:\n",
     );
     for image in FIXTURE_IMAGES {
-        text.push_str(&format!("    - ref: {image}\n      from: oci:layout:{image}\n"));
+        text.push_str(&format!(
+            "    - ref: {image}\n      from: oci:layout:{image}\n"
+        ));
     }
     fs::write(&spec, text)?;
-    Ok(Fixture { root: root.to_path_buf(), spec, layout: layout_dir })
+    Ok(Fixture {
+        root: root.to_path_buf(),
+        spec,
+        layout: layout_dir,
+    })
 }
 
 /// Benchmark content: `images` images of `layers` layers of `layer_size` bytes each, every
 /// image also sharing one common base layer, plus a spec naming them all.
-pub fn bench_content(root: &Path, images: usize, layers: usize, layer_size: u64) -> io::Result<Vec<String>> {
+pub fn bench_content(
+    root: &Path,
+    images: usize,
+    layers: usize,
+    layer_size: u64,
+) -> io::Result<Vec<String>> {
     let mut rng = Rng::new(42);
     let mut layout = LayoutWriter::create(&root.join("layout"))?;
     let base = layout.random_layer(&mut rng, layer_size)?;
@@ -245,7 +292,9 @@ pub fn bench_content(root: &Path, images: usize, layers: usize, layer_size: u64)
         let desc = layout.image(&image_layers, "linux/amd64")?;
         let name = format!("example.internal/bench/img-{i:02}:1.0");
         layout.tag(&desc, &name);
-        spec.push_str(&format!("    - ref: {name}\n      from: oci:layout:{name}\n"));
+        spec.push_str(&format!(
+            "    - ref: {name}\n      from: oci:layout:{name}\n"
+        ));
         names.push(name);
     }
     layout.finish()?;

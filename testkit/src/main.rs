@@ -12,19 +12,28 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("bench") => match (args.get(1), num(2), num(3), num(4)) {
             (Some(dir), Some(images), Some(layers), Some(size)) => {
-                testkit::bench_content(&PathBuf::from(dir), images as usize, layers as usize, size).map(|names| {
-                    for n in names {
-                        println!("{n}");
-                    }
-                })
+                testkit::bench_content(&PathBuf::from(dir), images as usize, layers as usize, size)
+                    .map(|names| {
+                        for n in names {
+                            println!("{n}");
+                        }
+                    })
             }
-            _ => Err(std::io::Error::other("usage: airgap-testkit bench DIR IMAGES LAYERS LAYER_BYTES")),
+            _ => Err(std::io::Error::other(
+                "usage: airgap-testkit bench DIR IMAGES LAYERS LAYER_BYTES",
+            )),
         },
         Some("fixture") => match (args.get(1), num(2), num(3)) {
-            (Some(dir), Some(seed), Some(size)) => testkit::fixture(&PathBuf::from(dir), seed, size).map(|_| ()),
-            _ => Err(std::io::Error::other("usage: airgap-testkit fixture DIR SEED LAYER_BYTES")),
+            (Some(dir), Some(seed), Some(size)) => {
+                testkit::fixture(&PathBuf::from(dir), seed, size).map(|_| ())
+            }
+            _ => Err(std::io::Error::other(
+                "usage: airgap-testkit fixture DIR SEED LAYER_BYTES",
+            )),
         },
-        _ => Err(std::io::Error::other("usage: airgap-testkit bench|fixture ...")),
+        _ => Err(std::io::Error::other(
+            "usage: airgap-testkit bench|fixture ...",
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

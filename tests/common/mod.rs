@@ -27,7 +27,10 @@ pub fn ok(cmd: &mut Command) -> String {
 pub fn fails(cmd: &mut Command) -> String {
     let out: Output = cmd.output().expect("run airgap");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "{cmd:?} succeeded but should have failed");
+    assert!(
+        !out.status.success(),
+        "{cmd:?} succeeded but should have failed"
+    );
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
@@ -44,7 +47,10 @@ impl Setup {
     pub fn new(layer_size: u64) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let fixture = testkit::fixture(dir.path(), 7, layer_size).expect("fixture");
-        ok(airgap().arg("keygen").arg("-o").arg(dir.path().join("k.key")));
+        ok(airgap()
+            .arg("keygen")
+            .arg("-o")
+            .arg(dir.path().join("k.key")));
         Setup { dir, fixture }
     }
     pub fn path(&self, name: &str) -> PathBuf {
@@ -62,12 +68,21 @@ impl Setup {
     }
     pub fn build_spec(&self, spec: &Path, name: &str) -> PathBuf {
         let out = self.path(name);
-        ok(airgap().args(["bundle", "build", "-f"]).arg(spec).arg("-o").arg(&out).arg("--key").arg(self.key()));
+        ok(airgap()
+            .args(["bundle", "build", "-f"])
+            .arg(spec)
+            .arg("-o")
+            .arg(&out)
+            .arg("--key")
+            .arg(self.key()));
         out
     }
     pub fn verify(&self, bundle: &Path) -> Command {
         let mut cmd = airgap();
-        cmd.args(["bundle", "verify"]).arg(bundle).arg("--pub").arg(self.public());
+        cmd.args(["bundle", "verify"])
+            .arg(bundle)
+            .arg("--pub")
+            .arg(self.public());
         cmd
     }
 }

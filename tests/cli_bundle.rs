@@ -1,0 +1,501 @@
+//! The `airgap keygen` / `bundle build|verify|inspect` commands end to end, including skopeo
+//! reading images straight out of a bundle.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::{airgap, fails, ok, Setup};
+
+fn index_of(bundle: &std::path::Path) -> serde_json::Value {
+    let out = ok(airgap().args(["bundle", "inspect", "--json"]).arg(bundle));
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn build_verify_inspect_round_trip() {
+    let s = Setup::new(4096);
+    let bundle = s.build("out.tar");
+    let stdout = ok(&mut s.verify(&bundle));
+    assert!(
+        stdout.contains("OK, mgmt-plane 4.5.0 signed by sha256:"),
+        "{stdout}"
+    );
+
+    let v = index_of(&bundle);
+    assert_eq!(v["name"], "mgmt-plane");
+    assert_eq!(v["version"], "4.5.0");
+    let key_id = fs::read_to_string(s.public())
+        .map(|_| ())
+        .map(|_| v["signers"][0].as_str().unwrap().to_string())
+        .unwrap();
+    assert!(key_id.starts_with("sha256:"));
+    assert_eq!(v["packs"][0]["reference"], "packs/platform-core:1.2.0");
+    assert_eq!(
+        v["packs"][0]["images"],
+        serde_json::json!([
+            "example.internal/platform/api:1.0",
+            "example.internal/platform/worker:1.0"
+        ])
+    );
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3);
+    for image in images {
+        assert!(image["digest"].as_str().unwrap().starts_with("sha256:"));
+        assert!(image["size"].as_u64().unwrap() > 4096 / 4);
+    }
+    assert_eq!(
+        v["archiveSize"].as_u64().unwrap(),
+        fs::metadata(&bundle).unwrap().len()
+    );
+
+    let text = ok(airgap().args(["bundle", "inspect"]).arg(&bundle));
+    assert!(
+        text.contains("example.internal/base/multi:2.1") && text.contains("platform-core"),
+        "{text}"
+    );
+
+    // `tar tf` lists bundle.json first, then the signature, then the layout.
+    let out = Command::new("tar").arg("tf").arg(&bundle).output().unwrap();
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<&str> = listing.lines().collect();
+    assert_eq!(
+        &names[..4],
+        ["bundle.json", "bundle.json.sig", "oci-layout", "index.json"]
+    );
+    assert!(names[4..].iter().all(|n| n.starts_with("blobs/sha256/")));
+}
+
+#[test]
+fn shared_blobs_are_stored_once() {
+    let s = Setup::new(4096);
+    let bundle = s.build("out.tar");
+    let listing = String::from_utf8(
+        Command::new("tar")
+            .arg("tf")
+            .arg(&bundle)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let mut names: Vec<&str> = listing.lines().collect();
+    let total = names.len();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), total, "an entry is stored twice");
+}
+
+#[test]
+fn builds_are_deterministic_with_source_date_epoch() {
+    let s = Setup::new(2048);
+    let mut outputs = Vec::new();
+    for name in ["a.tar", "b.tar"] {
+        let out = s.path(name);
+        ok(airgap()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["bundle", "build", "-f"])
+            .arg(&s.fixture.spec)
+            .arg("-o")
+            .arg(&out)
+            .arg("--key")
+            .arg(s.key()));
+        outputs.push(fs::read(out).unwrap());
+    }
+    assert_eq!(
+        outputs[0], outputs[1],
+        "two builds of the same inputs differ"
+    );
+    assert_eq!(
+        index_of(&s.path("a.tar"))["created"],
+        "2023-11-14T22:13:20Z"
+    );
+}
+
+#[test]
+fn split_bundles_verify_from_the_first_part_and_equal_the_whole() {
+    let s = Setup::new(20_000);
+    let whole = s.path("whole.tar");
+    let split = s.path("split.tar");
+    for (out, extra) in [(&whole, None), (&split, Some("16KiB"))] {
+        let mut cmd = airgap();
+        cmd.env("SOURCE_DATE_EPOCH", "1")
+            .args(["bundle", "build", "-f"])
+            .arg(&s.fixture.spec)
+            .arg("-o")
+            .arg(out)
+            .arg("--key")
+            .arg(s.key());
+        if let Some(size) = extra {
+            cmd.args(["--split", size]);
+        }
+        ok(&mut cmd);
+    }
+    let mut joined = Vec::new();
+    let mut parts = 0;
+    while let Ok(bytes) = fs::read(format!("{}.{parts:03}", split.display())) {
+        assert!(bytes.len() <= 16 * 1024);
+        joined.extend(bytes);
+        parts += 1;
+    }
+    assert!(parts > 2, "expected several parts, got {parts}");
+    assert_eq!(joined, fs::read(&whole).unwrap());
+    ok(&mut s.verify(&s.path("split.tar.000")));
+    ok(&mut s.verify(&split)); // the unsplit name finds the parts too
+    fs::remove_file(format!("{}.001", split.display())).unwrap();
+    let err = fails(&mut s.verify(&s.path("split.tar.000")));
+    assert!(err.contains("failed verification"), "{err}");
+}
+
+#[test]
+fn skopeo_reads_images_from_the_bundle_with_their_digests() {
+    let s = Setup::new(8192);
+    let bundle = s.build("out.tar");
+    let v = index_of(&bundle);
+    for image in v["images"].as_array().unwrap() {
+        let reference = image["reference"].as_str().unwrap();
+        let dest = s.path(&format!("copy-{}", reference.replace(['/', ':'], "_")));
+        let out = Command::new("skopeo")
+            .args(["copy", "--all", "--preserve-digests"])
+            .arg(format!("oci-archive:{}:{reference}", bundle.display()))
+            .arg(format!("oci:{}:x", dest.display()))
+            .output()
+            .expect("skopeo is installed (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "skopeo copy {reference}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let raw = Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci:{}:x", dest.display()))
+            .output()
+            .unwrap();
+        let digest = format!("sha256:{}", airgap::Digest::of(&raw.stdout).hex());
+        assert_eq!(digest, image["digest"].as_str().unwrap(), "{reference}");
+        // Nothing was filtered, so the stored digest is the source layout's too.
+        assert_eq!(image["digest"], image["upstreamDigest"], "{reference}");
+    }
+}
+
+#[test]
+fn platform_filter_keeps_only_the_chosen_platform() {
+    let s = Setup::new(4096);
+    let spec = fs::read_to_string(&s.fixture.spec)
+        .unwrap()
+        .replace("platforms: [all]", "platforms: [linux/arm64]");
+    let filtered_spec = s.path("arm.yaml");
+    fs::write(&filtered_spec, spec).unwrap();
+    let bundle = s.build_spec(&filtered_spec, "arm.tar");
+    ok(&mut s.verify(&bundle));
+    let v = index_of(&bundle);
+    let multi = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["reference"] == "example.internal/base/multi:2.1")
+        .unwrap();
+    assert_ne!(multi["digest"], multi["upstreamDigest"]);
+    let dest = s.path("arm-copy");
+    let out = Command::new("skopeo")
+        .args(["copy", "--all"])
+        .arg(format!(
+            "oci-archive:{}:example.internal/base/multi:2.1",
+            bundle.display()
+        ))
+        .arg(format!("oci:{}:x", dest.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index: serde_json::Value = serde_json::from_slice(
+        &Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci:{}:x", dest.display()))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let platforms: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["arm64"]);
+    // The amd64-only layer of the multi image is still present (api uses it); the amd64 child
+    // manifest is not.
+    let upstream: serde_json::Value = serde_json::from_slice(
+        &fs::read(s.fixture.layout.join(format!(
+            "blobs/sha256/{}",
+            &multi["upstreamDigest"].as_str().unwrap()[7..]
+        )))
+        .unwrap(),
+    )
+    .unwrap();
+    let amd_child = upstream["manifests"][0]["digest"].as_str().unwrap();
+    let listing = String::from_utf8(
+        Command::new("tar")
+            .arg("tf")
+            .arg(&bundle)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        !listing.contains(&amd_child[7..]),
+        "filtered-out manifest {amd_child} is in the bundle"
+    );
+}
+
+#[test]
+fn keygen_writes_private_key_0600_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("signing.key");
+    ok(airgap().arg("keygen").arg("-o").arg(&key));
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(fs::read_to_string(&key)
+        .unwrap()
+        .starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert!(fs::read_to_string(dir.path().join("signing.pub"))
+        .unwrap()
+        .starts_with("-----BEGIN PUBLIC KEY-----"));
+    let before = fs::read(&key).unwrap();
+    let err = fails(airgap().arg("keygen").arg("-o").arg(&key));
+    assert!(err.contains("already exists; pass --force"), "{err}");
+    assert_eq!(fs::read(&key).unwrap(), before);
+    ok(airgap().arg("keygen").arg("-o").arg(&key).arg("--force"));
+    assert_ne!(fs::read(&key).unwrap(), before);
+}
+
+/// The header of the largest entry, found by reading the archive's own tar headers.
+fn largest_blob(bytes: &[u8]) -> airgap::tar::TarHeader {
+    let mut tar = airgap::tar::TarReader::new(bytes, airgap::tar::Strictness::Strict);
+    let mut best: Option<airgap::tar::TarHeader> = None;
+    while let Some(h) = tar.next_header().unwrap() {
+        if h.path.starts_with("blobs/") && best.as_ref().is_none_or(|b| h.size > b.size) {
+            best = Some(h);
+        }
+    }
+    best.unwrap()
+}
+
+#[test]
+fn verify_failures_exit_nonzero_with_one_line() {
+    let s = Setup::new(2048);
+    let bundle = s.build("out.tar");
+    let bytes = fs::read(&bundle).unwrap();
+
+    ok(airgap().arg("keygen").arg("-o").arg(s.path("other.key")));
+    let err = fails(
+        airgap()
+            .args(["bundle", "verify"])
+            .arg(&bundle)
+            .arg("--pub")
+            .arg(s.path("other.pub")),
+    );
+    assert!(err.contains("is not signed by key"), "{err}");
+
+    let cut = s.path("cut.tar");
+    fs::write(&cut, &bytes[..bytes.len() - 2000]).unwrap();
+    assert!(fails(&mut s.verify(&cut)).contains("truncated"));
+
+    let flipped = s.path("flipped.tar");
+    let mut m = bytes.clone();
+    let blob = largest_blob(&bytes);
+    m[(blob.data_offset + blob.size / 2) as usize] ^= 0x40;
+    fs::write(&flipped, m).unwrap();
+    let err = fails(&mut s.verify(&flipped));
+    assert!(
+        err.contains(&format!("entry {} has sha256", blob.path))
+            && err.contains("the content was altered"),
+        "{err}"
+    );
+
+    let err = fails(
+        airgap()
+            .args(["bundle", "verify"])
+            .arg(s.path("nope.tar"))
+            .arg("--pub")
+            .arg(s.public()),
+    );
+    assert!(err.contains("nope.tar does not exist"), "{err}");
+    let err = fails(
+        airgap()
+            .args(["bundle", "verify"])
+            .arg(&bundle)
+            .arg("--pub")
+            .arg(s.key()),
+    );
+    assert!(err.contains("is not an ed25519 public key"), "{err}");
+}
+
+#[test]
+fn bad_specs_and_packs_fail_naming_file_and_field_and_leave_nothing() {
+    let s = Setup::new(1024);
+    let out = s.path("bad.tar");
+    let build = |spec: &std::path::Path| {
+        let mut cmd = airgap();
+        cmd.args(["bundle", "build", "-f"])
+            .arg(spec)
+            .arg("-o")
+            .arg(&out)
+            .arg("--key")
+            .arg(s.key());
+        cmd
+    };
+    let spec_text = fs::read_to_string(&s.fixture.spec).unwrap();
+    let bad = s.path("bad.yaml");
+
+    fs::write(&bad, spec_text.replace("  packs:", "  packz:")).unwrap();
+    let err = fails(&mut build(&bad));
+    assert!(
+        err.contains("bad.yaml: spec: unknown field `packz`") && err.contains("line 6"),
+        "{err}"
+    );
+
+    fs::write(
+        &bad,
+        spec_text.replace(
+            "from: oci:layout:example.internal/platform/api:1.0",
+            "from: docker://x",
+        ),
+    )
+    .unwrap();
+    let err = fails(&mut build(&bad));
+    assert!(
+        err.contains("bad.yaml: spec.images[0]") && err.contains("must start with `oci:`"),
+        "{err}"
+    );
+
+    // A pack needs an image the spec does not provide.
+    fs::write(&bad, spec_text.replace("    - ref: example.internal/platform/worker:1.0\n      from: oci:layout:example.internal/platform/worker:1.0\n", "")).unwrap();
+    let err = fails(&mut build(&bad));
+    assert!(
+        err.contains(
+            "pack packs/platform-core:1.2.0 needs image example.internal/platform/worker:1.0"
+        ),
+        "{err}"
+    );
+
+    // An image the layout does not hold.
+    fs::write(
+        &bad,
+        spec_text.replace(
+            "from: oci:layout:example.internal/base/multi:2.1",
+            "from: oci:layout:nothing:here",
+        ),
+    )
+    .unwrap();
+    let err = fails(&mut build(&bad));
+    assert!(err.contains("no image named `nothing:here`"), "{err}");
+
+    // Registry pulls are the next issue's work: a clear refusal, not a silent skip.
+    fs::write(
+        &bad,
+        format!("{spec_text}    - registry.k8s.io/pause:3.9\n"),
+    )
+    .unwrap();
+    let err = fails(&mut build(&bad));
+    assert!(
+        err.contains("registry.k8s.io/pause:3.9")
+            && err.contains("not supported by this build yet"),
+        "{err}"
+    );
+
+    // pack.json with a missing field.
+    let pack_json = s.path("packs/platform-core/pack.json");
+    let good = fs::read_to_string(&pack_json).unwrap();
+    fs::write(&pack_json, good.replace("\"displayName\"", "\"display\"")).unwrap();
+    let err = fails(&mut build(&s.fixture.spec));
+    assert!(
+        err.contains("platform-core/pack.json: missing field `displayName`")
+            && err.contains("line"),
+        "{err}"
+    );
+    fs::write(&pack_json, &good).unwrap();
+
+    // A corrupt blob in the source layout: refused while writing, and no partial output.
+    s.build("good.tar"); // the untouched layout builds
+    let mut largest = None;
+    for entry in fs::read_dir(s.fixture.layout.join("blobs/sha256")).unwrap() {
+        let p = entry.unwrap().path();
+        let len = fs::metadata(&p).unwrap().len();
+        if largest.as_ref().is_none_or(|(_, l)| len > *l) {
+            largest = Some((p, len));
+        }
+    }
+    let (blob, _) = largest.unwrap();
+    let mut data = fs::read(&blob).unwrap();
+    data[100] ^= 1;
+    fs::write(&blob, data).unwrap();
+    let err = fails(&mut build(&s.fixture.spec));
+    assert!(err.contains("it changed or is corrupt"), "{err}");
+    assert!(!out.exists(), "a failed build left {}", out.display());
+    let leftovers: Vec<_> = fs::read_dir(s.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".airgap-build-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "work directories left behind");
+}
+
+#[test]
+fn loose_private_key_permissions_are_refused() {
+    let s = Setup::new(1024);
+    fs::set_permissions(s.key(), fs::Permissions::from_mode(0o644)).unwrap();
+    let err = fails(
+        airgap()
+            .args(["bundle", "build", "-f"])
+            .arg(&s.fixture.spec)
+            .arg("-o")
+            .arg(s.path("o.tar"))
+            .arg("--key")
+            .arg(s.key()),
+    );
+    assert!(
+        err.contains("readable by group or others") && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert!(!s.path("o.tar").exists());
+}
+
+#[test]
+fn oci_archive_sources_are_read_in_place() {
+    let s = Setup::new(4096);
+    // Make an oci-archive of the fixture layout with GNU tar (directories, its own headers).
+    let archive = s.path("layout.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&s.fixture.layout)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let spec = fs::read_to_string(&s.fixture.spec)
+        .unwrap()
+        .replace("from: oci:layout:", "from: oci-archive:layout.tar:");
+    let spec_path = s.path("from-archive.yaml");
+    fs::write(&spec_path, spec).unwrap();
+    let a = s.build_spec(&spec_path, "from-archive.tar");
+    let b = s.build("from-dir.tar");
+    let (va, vb) = (index_of(&a), index_of(&b));
+    assert_eq!(va["images"], vb["images"]);
+    ok(&mut s.verify(&a));
+}
