@@ -94,14 +94,8 @@ fn builds_are_deterministic_with_source_date_epoch() {
     let mut outputs = Vec::new();
     for name in ["a.tar", "b.tar"] {
         let out = s.path(name);
-        ok(airgap()
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args(["bundle", "build", "-f"])
-            .arg(&s.fixture.spec)
-            .arg("-o")
-            .arg(&out)
-            .arg("--key")
-            .arg(s.key()));
+        ok(s.build_command(&s.fixture.spec, &out)
+            .env("SOURCE_DATE_EPOCH", "1700000000"));
         outputs.push(fs::read(out).unwrap());
     }
     assert_eq!(
@@ -120,14 +114,8 @@ fn split_bundles_verify_from_the_first_part_and_equal_the_whole() {
     let whole = s.path("whole.tar");
     let split = s.path("split.tar");
     for (out, extra) in [(&whole, None), (&split, Some("16KiB"))] {
-        let mut cmd = airgap();
-        cmd.env("SOURCE_DATE_EPOCH", "1")
-            .args(["bundle", "build", "-f"])
-            .arg(&s.fixture.spec)
-            .arg("-o")
-            .arg(out)
-            .arg("--key")
-            .arg(s.key());
+        let mut cmd = s.build_command(&s.fixture.spec, out);
+        cmd.env("SOURCE_DATE_EPOCH", "1");
         if let Some(size) = extra {
             cmd.args(["--split", size]);
         }

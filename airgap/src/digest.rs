@@ -116,6 +116,40 @@ impl DigestHasher {
     }
 }
 
+/// A writer that hashes what passes through it: for content whose digest is only known once
+/// it has been written (a pack's tar.gz, a generated layer).
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: DigestHasher,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: DigestHasher::new(),
+        }
+    }
+
+    /// Flushes and returns the inner writer with the digest and length of what was written.
+    pub fn finish(mut self) -> io::Result<(W, Digest, u64)> {
+        self.inner.flush()?;
+        let len = self.hasher.len();
+        Ok((self.inner, self.hasher.finish(), len))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Copies everything `reader` yields into `writer`, hashing on the way, with one bounded
 /// buffer: the building block for every "stream and verify" path.
 pub fn copy_hashed<R: Read + ?Sized, W: Write + ?Sized>(

@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use airgap::digest::{Digest, DigestHasher};
+use airgap::digest::{Digest, HashingWriter};
 use airgap::oci::{Descriptor, OCI_MANIFEST};
 use airgap::tar::{padding, ustar_header, HeaderKind, END_OF_ARCHIVE};
 use airgap::ImageReference;
@@ -185,10 +185,7 @@ impl Pack {
     /// normalized) and returns its descriptor.
     pub fn write_layer(&self, out: &Path) -> Result<Descriptor, PackError> {
         let file = File::create(out).map_err(io_err(out))?;
-        let mut hashing = HashingWriter {
-            inner: BufWriter::new(file),
-            hasher: DigestHasher::new(),
-        };
+        let mut hashing = HashingWriter::new(BufWriter::new(file));
         {
             let gz = flate2::GzBuilder::new().write(&mut hashing, flate2::Compression::default());
             let mut gz = BufWriter::new(gz);
@@ -222,11 +219,10 @@ impl Pack {
             })?;
             gz.finish().map_err(io_err(out))?;
         }
-        hashing.inner.flush().map_err(io_err(out))?;
-        let size = hashing.hasher.len();
+        let (_, digest, size) = hashing.finish().map_err(io_err(out))?;
         Ok(Descriptor {
             media_type: PACK_LAYER_TYPE.into(),
-            digest: hashing.hasher.finish(),
+            digest,
             size,
             platform: None,
             artifact_type: None,
@@ -258,22 +254,6 @@ impl Pack {
             },
         });
         serde_json::to_vec(&value).unwrap_or_default()
-    }
-}
-
-struct HashingWriter<W> {
-    inner: W,
-    hasher: DigestHasher,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 

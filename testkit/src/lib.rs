@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use airgap::digest::DigestHasher;
+use airgap::digest::HashingWriter;
 use airgap::oci::{Descriptor, Platform, OCI_INDEX, OCI_MANIFEST, REF_NAME_ANNOTATION};
 use airgap::tar::{padding, ustar_header, HeaderKind, END_OF_ARCHIVE};
 use airgap::Digest;
@@ -32,22 +32,6 @@ impl Rng {
             let v = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
-    }
-}
-
-struct Hashing<W> {
-    inner: W,
-    hasher: DigestHasher,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -83,10 +67,7 @@ impl LayoutWriter {
         let tmp = self
             .dir
             .join(format!("blobs/sha256/.tmp-{}", rng.next_u64()));
-        let mut out = Hashing {
-            inner: BufWriter::with_capacity(1 << 20, File::create(&tmp)?),
-            hasher: DigestHasher::new(),
-        };
+        let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, File::create(&tmp)?));
         {
             let mut gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::none());
             let header = ustar_header("data.bin", HeaderKind::Regular, 0o644, size, 0)
@@ -104,9 +85,7 @@ impl LayoutWriter {
             gz.write_all(&END_OF_ARCHIVE)?;
             gz.finish()?;
         }
-        out.flush()?;
-        let len = out.hasher.len();
-        let digest = out.hasher.finish();
+        let (_, digest, len) = out.finish()?;
         fs::rename(&tmp, self.dir.join(digest.blob_path()))?;
         Ok((digest, len))
     }

@@ -68,14 +68,19 @@ impl Setup {
     }
     pub fn build_spec(&self, spec: &Path, name: &str) -> PathBuf {
         let out = self.path(name);
-        ok(airgap()
-            .args(["bundle", "build", "-f"])
+        ok(&mut self.build_command(spec, &out));
+        out
+    }
+    /// `airgap bundle build -f SPEC -o OUT --key k.key`, for tests that add to it.
+    pub fn build_command(&self, spec: &Path, out: &Path) -> Command {
+        let mut cmd = airgap();
+        cmd.args(["bundle", "build", "-f"])
             .arg(spec)
             .arg("-o")
-            .arg(&out)
+            .arg(out)
             .arg("--key")
-            .arg(self.key()));
-        out
+            .arg(self.key());
+        cmd
     }
     pub fn verify(&self, bundle: &Path) -> Command {
         let mut cmd = airgap();
