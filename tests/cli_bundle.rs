@@ -9,6 +9,28 @@ use std::process::Command;
 
 use common::{airgap, fails, ok, Setup};
 
+/// What `tar tf` lists, as one string.
+fn tar_listing(bundle: &std::path::Path) -> String {
+    let out = Command::new("tar").arg("tf").arg(bundle).output().unwrap();
+    assert!(out.status.success(), "tar tf {}", bundle.display());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The raw manifest skopeo reads from `oci:DIR:x`.
+fn skopeo_raw(dir: &std::path::Path) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:x", dir.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 fn index_of(bundle: &std::path::Path) -> serde_json::Value {
     let out = ok(airgap().args(["bundle", "inspect", "--json"]).arg(bundle));
     serde_json::from_str(&out).unwrap()
@@ -27,11 +49,11 @@ fn build_verify_inspect_round_trip() {
     let v = index_of(&bundle);
     assert_eq!(v["name"], "mgmt-plane");
     assert_eq!(v["version"], "4.5.0");
-    let key_id = fs::read_to_string(s.public())
-        .map(|_| ())
-        .map(|_| v["signers"][0].as_str().unwrap().to_string())
-        .unwrap();
-    assert!(key_id.starts_with("sha256:"));
+    let key_id = airgap::PublicKey::load(&s.public())
+        .unwrap()
+        .key_id()
+        .to_string();
+    assert_eq!(v["signers"], serde_json::json!([key_id]));
     assert_eq!(v["packs"][0]["reference"], "packs/platform-core:1.2.0");
     assert_eq!(
         v["packs"][0]["images"],
@@ -58,8 +80,7 @@ fn build_verify_inspect_round_trip() {
     );
 
     // `tar tf` lists bundle.json first, then the signature, then the layout.
-    let out = Command::new("tar").arg("tf").arg(&bundle).output().unwrap();
-    let listing = String::from_utf8(out.stdout).unwrap();
+    let listing = tar_listing(&bundle);
     let names: Vec<&str> = listing.lines().collect();
     assert_eq!(
         &names[..4],
@@ -72,15 +93,7 @@ fn build_verify_inspect_round_trip() {
 fn shared_blobs_are_stored_once() {
     let s = Setup::new(4096);
     let bundle = s.build("out.tar");
-    let listing = String::from_utf8(
-        Command::new("tar")
-            .arg("tf")
-            .arg(&bundle)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let listing = tar_listing(&bundle);
     let mut names: Vec<&str> = listing.lines().collect();
     let total = names.len();
     names.sort();
@@ -156,12 +169,8 @@ fn skopeo_reads_images_from_the_bundle_with_their_digests() {
             "skopeo copy {reference}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let raw = Command::new("skopeo")
-            .args(["inspect", "--raw"])
-            .arg(format!("oci:{}:x", dest.display()))
-            .output()
-            .unwrap();
-        let digest = format!("sha256:{}", airgap::Digest::of(&raw.stdout).hex());
+        let raw = skopeo_raw(&dest);
+        let digest = format!("sha256:{}", airgap::Digest::of(&raw).hex());
         assert_eq!(digest, image["digest"].as_str().unwrap(), "{reference}");
         // Nothing was filtered, so the stored digest is the source layout's too.
         assert_eq!(image["digest"], image["upstreamDigest"], "{reference}");
@@ -201,15 +210,7 @@ fn platform_filter_keeps_only_the_chosen_platform() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let index: serde_json::Value = serde_json::from_slice(
-        &Command::new("skopeo")
-            .args(["inspect", "--raw"])
-            .arg(format!("oci:{}:x", dest.display()))
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&skopeo_raw(&dest)).unwrap();
     let platforms: Vec<&str> = index["manifests"]
         .as_array()
         .unwrap()
@@ -228,15 +229,7 @@ fn platform_filter_keeps_only_the_chosen_platform() {
     )
     .unwrap();
     let amd_child = upstream["manifests"][0]["digest"].as_str().unwrap();
-    let listing = String::from_utf8(
-        Command::new("tar")
-            .arg("tf")
-            .arg(&bundle)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let listing = tar_listing(&bundle);
     assert!(
         !listing.contains(&amd_child[7..]),
         "filtered-out manifest {amd_child} is in the bundle"

@@ -1,4 +1,4 @@
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -190,11 +190,8 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
 fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     let (reader, total) = open(&args.bundle)?;
     let fail = || format!("{} is not a readable bundle", args.bundle.display());
-    let header = UnverifiedHeader::read(&mut TarReader::new(
-        reader.take(u64::MAX),
-        Strictness::Strict,
-    ))
-    .with_context(fail)?;
+    let header = UnverifiedHeader::read(&mut TarReader::new(reader, Strictness::Strict))
+        .with_context(fail)?;
     let index = header.index_unverified().with_context(fail)?;
     let signers: Vec<String> = header
         .signatures
