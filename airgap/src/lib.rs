@@ -8,6 +8,7 @@
 //! This crate knows nothing of where content comes from (the `bundler` crate) or what is done
 //! with it on the air-gapped side (the `installer` crate); both depend on it, never the reverse.
 
+pub mod archive;
 pub mod digest;
 pub mod entry_path;
 pub mod index;
@@ -19,6 +20,7 @@ pub mod tar;
 pub mod verify;
 pub mod writer;
 
+pub use archive::BundleArchive;
 pub use digest::Digest;
 pub use entry_path::EntryPath;
 pub use index::{BundleIndex, EntryRecord, ImageRecord, PackRecord};

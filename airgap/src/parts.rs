@@ -74,3 +74,80 @@ impl Read for PartsReader {
         Ok(0)
     }
 }
+
+/// The parts of a bundle as one file read at any offset, from any number of threads at once:
+/// what lets a seeder or a server read many entries in parallel without a second copy.
+#[derive(Debug)]
+pub struct BundleFile {
+    /// Each part with the offset of its first byte in the whole stream.
+    parts: Vec<(File, u64)>,
+    len: u64,
+}
+
+impl BundleFile {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let mut parts = Vec::new();
+        let mut len = 0;
+        for part in bundle_parts(path)? {
+            let file = File::open(&part)?;
+            let size = file.metadata()?.len();
+            parts.push((file, len));
+            len += size;
+        }
+        Ok(BundleFile { parts, len })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the stream or at a
+    /// part boundary (callers loop, as with `Read`).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let i = self.parts.partition_point(|&(_, start)| start <= offset);
+        let Some((file, start)) = i.checked_sub(1).and_then(|i| self.parts.get(i)) else {
+            return Ok(0);
+        };
+        file.read_at(buf, offset - start)
+    }
+
+    /// Fills `buf` from `offset`, or fails with `UnexpectedEof`.
+    pub fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.read_at(buf, offset)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            buf = &mut buf[n..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_across_part_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        for (i, chunk) in data.chunks(1024).enumerate() {
+            std::fs::write(dir.path().join(format!("b.tar.{i:03}")), chunk).unwrap();
+        }
+        let file = BundleFile::open(&dir.path().join("b.tar.000")).unwrap();
+        assert_eq!(file.len(), 3000);
+        let mut buf = vec![0u8; 2000];
+        file.read_exact_at(&mut buf, 500).unwrap();
+        assert_eq!(buf, data[500..2500]);
+        let mut tail = [0u8; 10];
+        let err = file.read_exact_at(&mut tail, 2995).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}

@@ -114,9 +114,14 @@ impl ImageReference {
         })
     }
 
-    /// `<host>/<path>`: where the image goes under a mirror prefix.
+    /// `<host>/<path>`: where the image goes under a mirror prefix. A port is written
+    /// `host_port`, because `:` is not allowed in a repository name and `_` is.
     pub fn mirror_repository(&self) -> String {
-        format!("{}/{}", self.registry, self.repository)
+        format!(
+            "{}/{}",
+            self.registry.to_ascii_lowercase().replace(':', "_"),
+            self.repository
+        )
     }
 }
 
@@ -162,6 +167,12 @@ mod tests {
                 .unwrap()
                 .mirror_repository(),
             "registry.k8s.io/pause"
+        );
+        assert_eq!(
+            ImageReference::parse("127.0.0.1:5001/a/b:1")
+                .unwrap()
+                .mirror_repository(),
+            "127.0.0.1_5001/a/b"
         );
     }
 

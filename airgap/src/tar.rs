@@ -9,6 +9,8 @@
 use std::io::{self, Read};
 
 pub const BLOCK: u64 = 512;
+/// Mode of every entry the bundle writer emits.
+pub const ENTRY_MODE: u32 = 0o644;
 /// Largest size the 11 octal digits of a ustar size field hold; beyond it, GNU base-256.
 const OCTAL_SIZE_LIMIT: u64 = 0o77777777777;
 /// Bound on pax and GNU long-name records, so a hostile archive cannot make us allocate.

@@ -69,6 +69,10 @@ pub enum VerifyError {
     },
     #[error("read failed: {0}")]
     Io(io::Error),
+    #[error("entry {0} is not where bundle.json puts it: the archive was altered")]
+    Misplaced(EntryPath),
+    #[error("no entry {0} in the bundle")]
+    NoSuchEntry(String),
 }
 
 impl From<io::Error> for VerifyError {
@@ -77,7 +81,8 @@ impl From<io::Error> for VerifyError {
     }
 }
 
-/// A bundle index whose signature verified. Only [`BundleStream`] makes one.
+/// A bundle index whose signature verified. Only [`BundleStream`] and
+/// [`crate::BundleArchive`] make one.
 #[derive(Debug, Clone)]
 pub struct VerifiedIndex {
     index: BundleIndex,
@@ -86,6 +91,16 @@ pub struct VerifiedIndex {
 }
 
 impl VerifiedIndex {
+    pub(crate) fn from_header(header: &UnverifiedHeader, key: &PublicKey) -> Result<Self, VerifyError> {
+        let signer = header.signatures.verify(key, &header.index_bytes)?;
+        let index = BundleIndex::parse(&header.index_bytes)?;
+        Ok(VerifiedIndex {
+            index,
+            signer,
+            index_digest: Digest::of(&header.index_bytes),
+        })
+    }
+
     pub fn index(&self) -> &BundleIndex {
         &self.index
     }
@@ -103,6 +118,8 @@ impl VerifiedIndex {
 pub struct UnverifiedHeader {
     pub index_bytes: Vec<u8>,
     pub signatures: SignatureFile,
+    /// The mtime every canonical header of this archive carries.
+    pub mtime: u64,
 }
 
 impl UnverifiedHeader {
@@ -124,6 +141,7 @@ impl UnverifiedHeader {
         Ok(UnverifiedHeader {
             index_bytes,
             signatures,
+            mtime: first.mtime,
         })
     }
 
@@ -157,7 +175,7 @@ fn read_small<R: Read>(
     Ok(buf)
 }
 
-fn truncated_or(e: io::Error, path: &str) -> VerifyError {
+pub(crate) fn truncated_or(e: io::Error, path: &str) -> VerifyError {
     if e.kind() == io::ErrorKind::UnexpectedEof {
         VerifyError::Truncated(path.into())
     } else {
@@ -202,9 +220,9 @@ impl<R: Read> BundleStream<R> {
     pub fn open(reader: R, key: &PublicKey) -> Result<Self, VerifyError> {
         let mut tar = TarReader::new(reader, Strictness::Strict);
         let header = UnverifiedHeader::read(&mut tar)?;
-        let signer = header.signatures.verify(key, &header.index_bytes)?;
-        let index = BundleIndex::parse(&header.index_bytes)?;
-        let positions = index
+        let verified = VerifiedIndex::from_header(&header, key)?;
+        let positions = verified
+            .index
             .entries
             .iter()
             .enumerate()
@@ -212,11 +230,7 @@ impl<R: Read> BundleStream<R> {
             .collect();
         Ok(BundleStream {
             tar,
-            verified: VerifiedIndex {
-                index,
-                signer,
-                index_digest: Digest::of(&header.index_bytes),
-            },
+            verified,
             positions,
             next: 0,
             current: None,

@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use crate::digest::{copy_hashed, Digest};
 use crate::index::{EntryRecord, INDEX_PATH, SIGNATURE_PATH};
 use crate::signing::SigningKey;
-use crate::tar::{padding, ustar_header, HeaderKind, TarError, END_OF_ARCHIVE};
+use crate::tar::{padding, ustar_header, HeaderKind, TarError, END_OF_ARCHIVE, ENTRY_MODE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -62,7 +62,7 @@ impl<W: Write> BundleWriter<W> {
     }
 
     fn header(&mut self, path: &str, size: u64) -> Result<(), WriteError> {
-        let h = ustar_header(path, HeaderKind::Regular, 0o644, size, self.mtime)?;
+        let h = ustar_header(path, HeaderKind::Regular, ENTRY_MODE, size, self.mtime)?;
         self.out.write_all(&h)?;
         self.written += 512;
         Ok(())

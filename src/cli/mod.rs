@@ -3,6 +3,7 @@
 mod bundle;
 mod keygen;
 mod progress;
+mod registry;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,9 @@ pub enum Command {
     /// Build, verify and inspect bundles.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// Seed a registry from a bundle, or serve one.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
 }
 
 pub fn init_logging(verbose: u8) {
@@ -49,5 +53,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Bundle(cmd) => bundle::run(cmd),
+        Command::Registry(cmd) => registry::run(cmd),
     }
 }

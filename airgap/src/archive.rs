@@ -1,0 +1,178 @@
+//! A bundle on disk read at any entry, in any order, by any number of threads: what seeding
+//! and serving need, where [`crate::BundleStream`] reads front to back.
+//!
+//! The archive's layout is fully determined by the signed index: entries in index order, each
+//! a canonical header plus padded data. So once the signature verified, every entry's offset is
+//! known without scanning, and an entry is trusted exactly when its header block equals the
+//! canonical one and its data hashes to the index's digest — the same checks a streaming
+//! verification makes, one entry at a time. Nothing outside the entries used is read.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::digest::DigestHasher;
+use crate::index::EntryRecord;
+use crate::parts::{BundleFile, PartsReader};
+use crate::signing::PublicKey;
+use crate::tar::{padding, ustar_header, HeaderKind, Strictness, TarReader, BLOCK, ENTRY_MODE};
+use crate::verify::{truncated_or, UnverifiedHeader, VerifiedIndex, VerifyError};
+
+/// A verified bundle index plus where each entry sits in the archive.
+#[derive(Debug, Clone)]
+pub struct BundleArchive {
+    file: Arc<BundleFile>,
+    verified: VerifiedIndex,
+    mtime: u64,
+    /// Entry path -> (index position, header offset).
+    offsets: HashMap<String, (usize, u64)>,
+}
+
+impl BundleArchive {
+    /// Verifies the signature on `bundle.json` and lays out the entry table. Entry data is
+    /// checked later, as each entry is read.
+    pub fn open(path: &Path, key: &PublicKey) -> Result<Self, VerifyError> {
+        let file = Arc::new(BundleFile::open(path)?);
+        let mut tar = TarReader::new(PartsReader::open(path)?, Strictness::Strict);
+        let header = UnverifiedHeader::read(&mut tar)?;
+        let verified = VerifiedIndex::from_header(&header, key)?;
+        // The reader is past the signature's data; its padding ends the block.
+        let mut offset = tar.position() + padding(tar.position());
+        let mut offsets = HashMap::with_capacity(verified.index().entries.len());
+        for (i, entry) in verified.index().entries.iter().enumerate() {
+            offsets.insert(entry.path.as_str().to_string(), (i, offset));
+            offset += BLOCK + entry.size + padding(entry.size);
+        }
+        Ok(BundleArchive {
+            file,
+            verified,
+            mtime: header.mtime,
+            offsets,
+        })
+    }
+
+    pub fn verified(&self) -> &VerifiedIndex {
+        &self.verified
+    }
+
+    pub fn file(&self) -> &Arc<BundleFile> {
+        &self.file
+    }
+
+    /// Opens an entry after checking its header block. Its bytes are trustworthy once
+    /// [`EntryReader::finish`] succeeded.
+    pub fn open_entry(&self, path: &str) -> Result<EntryReader, VerifyError> {
+        let located = self.locate(path)?;
+        let mut header = [0u8; BLOCK as usize];
+        self.file
+            .read_exact_at(&mut header, located.header_offset)
+            .map_err(|e| truncated_or(e, path))?;
+        let record = &located.record;
+        let expected = ustar_header(
+            record.path.as_str(),
+            HeaderKind::Regular,
+            ENTRY_MODE,
+            record.size,
+            self.mtime,
+        )?;
+        if header != expected {
+            return Err(VerifyError::Misplaced(record.path.clone()));
+        }
+        Ok(EntryReader {
+            file: self.file.clone(),
+            offset: located.data_offset,
+            remaining: record.size,
+            hasher: DigestHasher::new(),
+            record: located.record,
+        })
+    }
+
+    /// Where an entry's data starts, for readers that already verified the whole archive
+    /// (a server answering Range requests).
+    pub fn locate(&self, path: &str) -> Result<LocatedEntry, VerifyError> {
+        let &(position, header_offset) = self
+            .offsets
+            .get(path)
+            .ok_or_else(|| VerifyError::NoSuchEntry(path.to_string()))?;
+        Ok(LocatedEntry {
+            record: self.verified.index().entries[position].clone(),
+            header_offset,
+            data_offset: header_offset + BLOCK,
+        })
+    }
+
+    /// Reads a small entry whole (a manifest, `index.json`) and checks it.
+    pub fn read_small(&self, path: &str, limit: u64) -> Result<Vec<u8>, VerifyError> {
+        let mut reader = self.open_entry(path)?;
+        if reader.record.size > limit {
+            return Err(VerifyError::TooLarge {
+                path: "manifest",
+                size: reader.record.size,
+                limit,
+            });
+        }
+        let mut buf = Vec::with_capacity(reader.record.size as usize);
+        reader.read_to_end(&mut buf)?;
+        reader.finish()?;
+        Ok(buf)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LocatedEntry {
+    pub record: EntryRecord,
+    pub header_offset: u64,
+    pub data_offset: u64,
+}
+
+/// One entry's data, hashed as it is read.
+pub struct EntryReader {
+    file: Arc<BundleFile>,
+    offset: u64,
+    remaining: u64,
+    hasher: DigestHasher,
+    record: EntryRecord,
+}
+
+impl EntryReader {
+    pub fn record(&self) -> &EntryRecord {
+        &self.record
+    }
+
+    /// Succeeds only when every byte was read and they hash to the index's digest.
+    pub fn finish(self) -> Result<(), VerifyError> {
+        if self.remaining > 0 {
+            return Err(VerifyError::Truncated(self.record.path.to_string()));
+        }
+        let actual = self.hasher.finish();
+        if actual != self.record.sha256 {
+            return Err(VerifyError::DigestMismatch {
+                path: self.record.path,
+                expected: self.record.sha256,
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Read for EntryReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.offset)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("archive is truncated inside entry {}", self.record.path),
+            ));
+        }
+        self.hasher.update(&buf[..n]);
+        self.offset += n as u64;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}

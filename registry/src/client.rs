@@ -1,0 +1,622 @@
+//! A client for the OCI distribution API: just the calls pulling and pushing need, with
+//! basic and bearer-token auth, a custom CA or plain HTTP per registry, and retries with
+//! backoff on what is worth retrying (5xx, 429, resets, timeouts) — never on a digest or
+//! auth failure.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use airgap::Digest;
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::auth::{Challenge, Credentials};
+
+pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot reach registry {host}: {cause}")]
+    Unreachable { host: String, cause: String },
+    #[error("{host} refused the credentials{user}: check the username and password")]
+    Unauthorized { host: String, user: String },
+    #[error("{host} requires authentication: pass --username with --password-stdin, or log in so an auth file holds credentials for it")]
+    CredentialsRequired { host: String },
+    #[error("{host} denied {action} on {repository}: the account lacks permission")]
+    Denied {
+        host: String,
+        action: &'static str,
+        repository: String,
+    },
+    #[error("{method} {url} failed: HTTP {status}{detail}")]
+    Status {
+        method: Method,
+        url: String,
+        status: StatusCode,
+        detail: String,
+    },
+    #[error("{url}: response lacks the {header} header")]
+    MissingHeader { url: String, header: &'static str },
+    #[error("cannot read CA file {path}: {cause}")]
+    CaFile { path: String, cause: String },
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl RegistryError {
+    /// Whether trying the same thing again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Unreachable { .. } => true,
+            RegistryError::Status { status, .. } => is_retryable_status(*status),
+            _ => false,
+        }
+    }
+}
+
+fn is_retryable_status(status: StatusCode) -> bool {
+    status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+}
+
+/// How often and how patiently to retry a request that failed for a transient reason.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            first_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(8),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.first_delay
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.max_delay)
+    }
+}
+
+/// How to reach one registry.
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    /// PEM certificates trusted in addition to the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    pub plain_http: bool,
+    pub credentials: Option<Credentials>,
+    pub retry: RetryPolicy,
+}
+
+impl ClientConfig {
+    pub fn with_ca_file(mut self, path: &Path) -> Result<Self, RegistryError> {
+        let pem = std::fs::read(path).map_err(|e| RegistryError::CaFile {
+            path: path.display().to_string(),
+            cause: e.to_string(),
+        })?;
+        self.ca_pem = Some(pem);
+        Ok(self)
+    }
+}
+
+#[derive(Debug, Default)]
+struct AuthState {
+    challenge: Option<Challenge>,
+    /// Bearer tokens by repository.
+    tokens: HashMap<String, String>,
+}
+
+/// A session with one registry. Cheap to share: requests run concurrently over one pool.
+#[derive(Debug)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    base: Url,
+    host: String,
+    credentials: Option<Credentials>,
+    retry: RetryPolicy,
+    auth: Mutex<AuthState>,
+}
+
+/// An upload in progress: where the next request for it goes.
+#[derive(Debug, Clone)]
+pub struct UploadSession {
+    pub location: Url,
+}
+
+#[derive(Debug)]
+pub enum MountOutcome {
+    Mounted,
+    /// The registry declined the mount and opened an upload instead.
+    Declined(UploadSession),
+}
+
+impl RegistryClient {
+    /// A client for `host[:port]`. Nothing is sent until the first request.
+    pub fn new(host: &str, config: ClientConfig) -> Result<Self, RegistryError> {
+        let scheme = if config.plain_http { "http" } else { "https" };
+        let base = Url::parse(&format!("{scheme}://{host}/"))
+            .map_err(|e| RegistryError::Setup(format!("`{host}` is not a registry host: {e}")))?;
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("airgap/", env!("CARGO_PKG_VERSION")))
+            .min_tls_version(reqwest::tls::Version::TLS_1_2)
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(64)
+            // Redirects to blob storage must not carry our Authorization header; reqwest
+            // strips it on cross-host redirects.
+            .redirect(reqwest::redirect::Policy::limited(5));
+        if let Some(pem) = &config.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| RegistryError::Setup(format!("CA file is not PEM certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(RegistryError::Setup(
+                    "CA file holds no PEM certificate".into(),
+                ));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| RegistryError::Setup(format!("cannot set up HTTP client: {e}")))?;
+        Ok(RegistryClient {
+            http,
+            base,
+            host: host.to_string(),
+            credentials: config.credentials,
+            retry: config.retry,
+            auth: Mutex::new(AuthState::default()),
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// `GET /v2/`: checks the registry answers and learns how it wants to be authenticated.
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let url = self.url("v2/")?;
+        let response = self
+            .execute(None, Method::GET, || self.http.get(url.clone()), true)
+            .await?;
+        self.expect(response, &[StatusCode::OK], Method::GET, None)
+            .await
+            .map(drop)
+    }
+
+    pub async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
+        let response = self
+            .execute(Some(repo), Method::HEAD, || self.http.head(url.clone()), true)
+            .await?;
+        match response.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.status_error(response, Method::HEAD, Some(repo)).await),
+        }
+    }
+
+    /// The digest a manifest reference resolves to, or `None` when the registry lacks it.
+    pub async fn manifest_digest(
+        &self,
+        repo: &str,
+        reference: &str,
+        accept: &[&str],
+    ) -> Result<Option<Digest>, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"))?;
+        let accept = accept.join(", ");
+        let response = self
+            .execute(
+                Some(repo),
+                Method::HEAD,
+                || self.http.head(url.clone()).header(ACCEPT, &accept),
+                true,
+            )
+            .await?;
+        match response.status() {
+            StatusCode::OK => {
+                let digest = response
+                    .headers()
+                    .get(DOCKER_CONTENT_DIGEST)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| RegistryError::MissingHeader {
+                        url: url.to_string(),
+                        header: "Docker-Content-Digest",
+                    })?;
+                Ok(Some(digest))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.status_error(response, Method::HEAD, Some(repo)).await),
+        }
+    }
+
+    /// Asks the registry to link a blob it holds in `from` into `repo`.
+    pub async fn mount_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        from: &str,
+    ) -> Result<MountOutcome, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/blobs/uploads/?mount={digest}&from={from}"))?;
+        let response = self
+            .execute(Some(repo), Method::POST, || self.http.post(url.clone()), true)
+            .await?;
+        match response.status() {
+            StatusCode::CREATED => Ok(MountOutcome::Mounted),
+            StatusCode::ACCEPTED => Ok(MountOutcome::Declined(self.session(&response)?)),
+            _ => Err(self.status_error(response, Method::POST, Some(repo)).await),
+        }
+    }
+
+    pub async fn start_upload(&self, repo: &str) -> Result<UploadSession, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/blobs/uploads/"))?;
+        let response = self
+            .execute(Some(repo), Method::POST, || self.http.post(url.clone()), true)
+            .await?;
+        let response = self
+            .expect(response, &[StatusCode::ACCEPTED], Method::POST, Some(repo))
+            .await?;
+        self.session(&response)
+    }
+
+    /// Streams `body` into the upload (one PATCH). Not retried here: a body stream cannot be
+    /// replayed, so the caller starts the upload over.
+    pub async fn upload_chunk(
+        &self,
+        repo: &str,
+        session: UploadSession,
+        body: reqwest::Body,
+    ) -> Result<UploadSession, RegistryError> {
+        let mut body = Some(body);
+        let response = self
+            .execute(
+                Some(repo),
+                Method::PATCH,
+                || {
+                    let mut req = self
+                        .http
+                        .patch(session.location.clone())
+                        .header(CONTENT_TYPE, "application/octet-stream");
+                    if let Some(body) = body.take() {
+                        req = req.body(body);
+                    }
+                    req
+                },
+                false,
+            )
+            .await?;
+        let response = self
+            .expect(response, &[StatusCode::ACCEPTED], Method::PATCH, Some(repo))
+            .await?;
+        self.session(&response)
+    }
+
+    /// Commits an upload under `digest`; the registry checks the digest too.
+    pub async fn commit_upload(
+        &self,
+        repo: &str,
+        session: UploadSession,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        let mut url = session.location;
+        url.query_pairs_mut().append_pair("digest", &digest.to_string());
+        let response = self
+            .execute(
+                Some(repo),
+                Method::PUT,
+                || self.http.put(url.clone()).header("content-length", "0"),
+                true,
+            )
+            .await?;
+        self.expect(response, &[StatusCode::CREATED], Method::PUT, Some(repo))
+            .await
+            .map(drop)
+    }
+
+    /// Abandons an upload; failures are ignored (the registry expires it anyway).
+    pub async fn cancel_upload(&self, repo: &str, session: UploadSession) {
+        let header = self.auth_header(repo).await.ok().flatten();
+        let mut req = self.http.delete(session.location);
+        if let Some(h) = header {
+            req = req.header(AUTHORIZATION, h);
+        }
+        let _ = req.send().await;
+    }
+
+    /// Pushes a manifest byte for byte; returns the digest the registry reports.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"))?;
+        let body = bytes::Bytes::copy_from_slice(bytes);
+        let response = self
+            .execute(
+                Some(repo),
+                Method::PUT,
+                || {
+                    self.http
+                        .put(url.clone())
+                        .header(CONTENT_TYPE, media_type)
+                        .body(body.clone())
+                },
+                true,
+            )
+            .await?;
+        self.expect(response, &[StatusCode::CREATED], Method::PUT, Some(repo))
+            .await
+            .map(drop)
+    }
+
+    fn url(&self, path: &str) -> Result<Url, RegistryError> {
+        self.base
+            .join(path)
+            .map_err(|e| RegistryError::Setup(format!("bad request path {path}: {e}")))
+    }
+
+    fn session(&self, response: &Response) -> Result<UploadSession, RegistryError> {
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| response.url().join(v).ok())
+            .ok_or_else(|| RegistryError::MissingHeader {
+                url: response.url().to_string(),
+                header: "Location",
+            })?;
+        Ok(UploadSession { location })
+    }
+
+    async fn expect(
+        &self,
+        response: Response,
+        ok: &[StatusCode],
+        method: Method,
+        repo: Option<&str>,
+    ) -> Result<Response, RegistryError> {
+        if ok.contains(&response.status()) {
+            Ok(response)
+        } else {
+            Err(self.status_error(response, method, repo).await)
+        }
+    }
+
+    async fn status_error(
+        &self,
+        response: Response,
+        method: Method,
+        repo: Option<&str>,
+    ) -> RegistryError {
+        let status = response.status();
+        let url = response.url().to_string();
+        if status == StatusCode::FORBIDDEN {
+            return RegistryError::Denied {
+                host: self.host.clone(),
+                action: if method == Method::GET || method == Method::HEAD {
+                    "pull"
+                } else {
+                    "push"
+                },
+                repository: repo.unwrap_or_default().to_string(),
+            };
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        RegistryError::Status {
+            method,
+            url,
+            status,
+            detail: error_detail(&body),
+        }
+    }
+
+    /// Sends a request with authentication, answering one auth challenge and retrying
+    /// transient failures when the request can be replayed.
+    async fn execute(
+        &self,
+        repo: Option<&str>,
+        method: Method,
+        mut make: impl FnMut() -> RequestBuilder,
+        replayable: bool,
+    ) -> Result<Response, RegistryError> {
+        let mut attempt = 0;
+        let mut answered_challenge = false;
+        loop {
+            let mut req = make();
+            if let Some(h) = self.auth_header(repo.unwrap_or("")).await? {
+                req = req.header(AUTHORIZATION, h);
+            }
+            tracing::debug!(%method, host = %self.host, repo, "request");
+            let result = req.send().await;
+            let retry_after = match result {
+                Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
+                    if answered_challenge || !replayable {
+                        return Err(self.unauthorized());
+                    }
+                    answered_challenge = true;
+                    self.learn_challenge(response.headers(), repo.unwrap_or(""))
+                        .await?;
+                    continue;
+                }
+                Ok(response) if is_retryable_status(response.status()) => {
+                    tracing::info!(%method, url = %response.url(), status = %response.status(), "registry error, retrying");
+                    if !replayable || attempt + 1 >= self.retry.attempts {
+                        return Ok(response);
+                    }
+                    self.retry.delay(attempt)
+                }
+                Ok(response) => return Ok(response),
+                Err(e) => {
+                    let error = RegistryError::Unreachable {
+                        host: self.host.clone(),
+                        cause: describe_reqwest_error(&e),
+                    };
+                    tracing::info!(%method, host = %self.host, error = %error, "request failed");
+                    if !replayable || attempt + 1 >= self.retry.attempts {
+                        return Err(error);
+                    }
+                    self.retry.delay(attempt)
+                }
+            };
+            attempt += 1;
+            tokio::time::sleep(retry_after).await;
+        }
+    }
+
+    fn unauthorized(&self) -> RegistryError {
+        match &self.credentials {
+            None => RegistryError::CredentialsRequired {
+                host: self.host.clone(),
+            },
+            Some(c) => RegistryError::Unauthorized {
+                host: self.host.clone(),
+                user: format!(" for user {}", c.username),
+            },
+        }
+    }
+
+    async fn learn_challenge(&self, headers: &HeaderMap, repo: &str) -> Result<(), RegistryError> {
+        let challenge = headers
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Challenge::parse)
+            .ok_or_else(|| self.unauthorized())?;
+        if challenge == Challenge::Basic && self.credentials.is_none() {
+            return Err(self.unauthorized());
+        }
+        let mut state = self.auth.lock().await;
+        state.tokens.remove(repo);
+        state.challenge = Some(challenge);
+        Ok(())
+    }
+
+    async fn auth_header(&self, repo: &str) -> Result<Option<String>, RegistryError> {
+        let mut state = self.auth.lock().await;
+        match state.challenge.clone() {
+            None => Ok(None),
+            Some(Challenge::Basic) => Ok(self.credentials.as_ref().map(Credentials::basic_header)),
+            Some(Challenge::Bearer { realm, service }) => {
+                if let Some(token) = state.tokens.get(repo) {
+                    return Ok(Some(format!("Bearer {token}")));
+                }
+                let token = self.fetch_token(&realm, service.as_deref(), repo).await?;
+                state.tokens.insert(repo.to_string(), token.clone());
+                Ok(Some(format!("Bearer {token}")))
+            }
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        repo: &str,
+    ) -> Result<String, RegistryError> {
+        let mut url = Url::parse(realm)
+            .map_err(|e| RegistryError::Setup(format!("bad token realm {realm}: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(service) = service {
+                q.append_pair("service", service);
+            }
+            if !repo.is_empty() {
+                q.append_pair("scope", &format!("repository:{repo}:pull,push"));
+            }
+        }
+        let mut req = self.http.get(url.clone());
+        if let Some(c) = &self.credentials {
+            req = req.header(AUTHORIZATION, c.basic_header());
+        }
+        let response = req.send().await.map_err(|e| RegistryError::Unreachable {
+            host: url.host_str().unwrap_or_default().to_string(),
+            cause: describe_reqwest_error(&e),
+        })?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(self.unauthorized());
+        }
+        let response = self.expect(response, &[StatusCode::OK], Method::GET, Some(repo)).await?;
+        #[derive(Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let body = response.bytes().await.map_err(|e| RegistryError::Unreachable {
+            host: url.host_str().unwrap_or_default().to_string(),
+            cause: describe_reqwest_error(&e),
+        })?;
+        let token: Token = serde_json::from_slice(&body).map_err(|e| {
+            RegistryError::Setup(format!(
+                "token server {realm} answered with something that is not a token: {e}"
+            ))
+        })?;
+        token
+            .token
+            .or(token.access_token)
+            .ok_or_else(|| RegistryError::Setup(format!("token server {realm} returned no token")))
+    }
+}
+
+/// The first error a registry reports in its JSON body, or a trimmed text body.
+fn error_detail(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(Deserialize)]
+    struct ErrorEntry {
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    if let Ok(parsed) = serde_json::from_slice::<Errors>(body) {
+        if let Some(e) = parsed.errors.first() {
+            return format!(" ({}: {})", e.code, e.message);
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", text.chars().take(200).collect::<String>())
+    }
+}
+
+/// reqwest's Display stops at "error sending request"; the cause (refused, TLS, timeout) is
+/// what the user needs.
+pub fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    let mut out = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    let mut last = String::new();
+    while let Some(err) = source {
+        let text = err.to_string();
+        if !text.is_empty() && !last.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        last = text;
+        source = err.source();
+    }
+    out
+}

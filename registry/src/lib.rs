@@ -1,0 +1,20 @@
+//! The registry side of airgap: a client for the OCI distribution API, the seeder that pushes
+//! a verified bundle into a registry, and the built-in registry server that serves a bundle or
+//! an OCI layout directory.
+//!
+//! It sits on top of the `airgap` core (format, verification) and is used by the CLI's
+//! `registry seed|serve` and by the installer's registry phase. Everything here is async on
+//! tokio, because registry traffic is many concurrent requests; the core stays blocking.
+
+pub mod auth;
+pub mod client;
+
+pub use auth::{AuthFile, Credentials};
+pub use client::{ClientConfig, RegistryClient, RegistryError, RetryPolicy};
+pub mod mirror;
+pub mod name;
+pub mod seed;
+
+pub use mirror::{MirrorTarget, RewriteMap};
+pub use seed::{SeedPlan, SeedReport, Seeder};
+pub mod server;

@@ -1,0 +1,271 @@
+//! Where bundle content lives in a mirror registry, and the two files that point clients at
+//! it: the rewrite map (original reference -> mirrored reference) and containerd `hosts.toml`
+//! files (one per upstream registry).
+//!
+//! Convention (DESIGN.md): images at `<prefix>/<original host>/<original path>` with the same
+//! tag, packs at `<prefix>/packs/<name>:<version>`. The built-in server uses the same names
+//! with an empty prefix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use airgap::{BundleIndex, Digest, ImageReference};
+use serde::Serialize;
+
+/// `https://HOST[:PORT][/PREFIX]`, as given to `registry seed --to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorTarget {
+    /// `host[:port]`.
+    pub host: String,
+    /// Repository prefix without leading or trailing `/`; may be empty.
+    pub prefix: String,
+    pub plain_http: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("`{0}` is not a registry URL: expected https://HOST[:PORT][/PREFIX]")]
+    NotAUrl(String),
+    #[error("`{0}` is plain HTTP: credentials and content would cross the network unencrypted; pass --plain-http to allow it")]
+    PlainHttpNotAllowed(String),
+    #[error("`{url}`: prefix component `{component}` is not a valid repository name component (lowercase [a-z0-9], separated by . _ -)")]
+    BadPrefix { url: String, component: String },
+}
+
+impl MirrorTarget {
+    pub fn parse(url: &str, allow_plain_http: bool) -> Result<Self, TargetError> {
+        let (plain_http, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            if !allow_plain_http {
+                return Err(TargetError::PlainHttpNotAllowed(url.into()));
+            }
+            (true, rest)
+        } else {
+            return Err(TargetError::NotAUrl(url.into()));
+        };
+        let (host, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if host.is_empty() || host.contains(['@', '?', '#', ' ']) {
+            return Err(TargetError::NotAUrl(url.into()));
+        }
+        let prefix = prefix.trim_matches('/');
+        for component in prefix.split('/').filter(|_| !prefix.is_empty()) {
+            if !crate::name::is_valid_component(component) {
+                return Err(TargetError::BadPrefix {
+                    url: url.into(),
+                    component: component.into(),
+                });
+            }
+        }
+        Ok(MirrorTarget {
+            host: host.to_ascii_lowercase(),
+            prefix: prefix.to_string(),
+            plain_http,
+        })
+    }
+
+    /// The repository `path` lives at under the prefix.
+    pub fn repository(&self, path: &str) -> String {
+        if self.prefix.is_empty() {
+            path.to_string()
+        } else {
+            format!("{}/{}", self.prefix, path)
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.plain_http {
+            "http"
+        } else {
+            "https"
+        }
+    }
+}
+
+impl fmt::Display for MirrorTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme(), self.host)?;
+        if !self.prefix.is_empty() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
+/// One manifest tree to push: an image or a pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirroredName {
+    /// Repository in the target, prefix included.
+    pub repository: String,
+    /// Tag to push the root manifest under, if the reference has one.
+    pub tag: Option<String>,
+    /// The root manifest as stored in the bundle.
+    pub digest: Digest,
+    pub media_type: String,
+}
+
+/// The repository and tag of every image and pack of a bundle under `target`.
+pub fn mirrored_names(index: &BundleIndex, target: &MirrorTarget) -> Vec<MirroredName> {
+    let images = index.images.iter().map(|image| MirroredName {
+        repository: target.repository(&image.mirror_repository),
+        tag: ImageReference::parse(&image.reference)
+            .ok()
+            .and_then(|r| r.tag),
+        digest: image.digest,
+        media_type: image.media_type.clone(),
+    });
+    let packs = index.packs.iter().map(|pack| MirroredName {
+        repository: target.repository(&format!("packs/{}", pack.name)),
+        tag: Some(pack.version.clone()),
+        digest: pack.digest,
+        media_type: airgap::oci::OCI_MANIFEST.to_string(),
+    });
+    images.chain(packs).collect()
+}
+
+/// `rewrite-map.json`: what each original reference is called in the mirror.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RewriteMap {
+    pub registry: String,
+    pub images: BTreeMap<String, String>,
+    pub packs: BTreeMap<String, String>,
+}
+
+impl RewriteMap {
+    pub fn new(index: &BundleIndex, target: &MirrorTarget) -> Self {
+        let base = |repo: &str| format!("{}/{}", target.host, target.repository(repo));
+        let mut images = BTreeMap::new();
+        for image in &index.images {
+            let Ok(reference) = ImageReference::parse(&image.reference) else {
+                continue;
+            };
+            let mirrored = base(&image.mirror_repository);
+            let value = match (&reference.tag, reference.digest) {
+                (_, Some(_)) => {
+                    let tag = reference.tag.as_ref().map(|t| format!(":{t}")).unwrap_or_default();
+                    format!("{mirrored}{tag}@{}", image.digest)
+                }
+                (Some(tag), None) => format!("{mirrored}:{tag}"),
+                (None, None) => format!("{mirrored}@{}", image.digest),
+            };
+            images.insert(image.reference.clone(), value.clone());
+            if image.source != image.reference {
+                images.insert(image.source.clone(), value.clone());
+            }
+            // A digest-pinned reference to the upstream manifest still resolves when a
+            // filtered index changed the digest.
+            let by_upstream = format!("{}/{}@{}", reference.registry, reference.repository, image.upstream_digest);
+            images
+                .entry(by_upstream)
+                .or_insert_with(|| format!("{mirrored}@{}", image.digest));
+        }
+        let packs = index
+            .packs
+            .iter()
+            .map(|p| {
+                (
+                    format!("{}:{}", p.name, p.version),
+                    format!("{}:{}", base(&format!("packs/{}", p.name)), p.version),
+                )
+            })
+            .collect();
+        RewriteMap {
+            registry: target.to_string(),
+            images,
+            packs,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+}
+
+/// containerd `hosts.toml` contents by upstream host (`certs.d/<host>/hosts.toml`).
+pub fn containerd_hosts(
+    index: &BundleIndex,
+    target: &MirrorTarget,
+    ca_path: Option<&Path>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for image in &index.images {
+        let Ok(reference) = ImageReference::parse(&image.reference) else {
+            continue;
+        };
+        let host = reference.registry.clone();
+        if out.contains_key(&host) {
+            continue;
+        }
+        let upstream_server = match host.as_str() {
+            "docker.io" => "https://registry-1.docker.io".to_string(),
+            h => format!("https://{h}"),
+        };
+        let mirror_root = image
+            .mirror_repository
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let mut text = String::new();
+        text.push_str("# Written by airgap registry seed: pulls of this registry go to the mirror.\n");
+        text.push_str(&format!("server = {}\n\n", toml_string(&upstream_server)));
+        let mirror_url = format!(
+            "{}://{}/v2/{}",
+            target.scheme(),
+            target.host,
+            target.repository(&mirror_root)
+        );
+        text.push_str(&format!("[host.{}]\n", toml_string(&mirror_url)));
+        text.push_str("  capabilities = [\"pull\", \"resolve\"]\n");
+        text.push_str("  override_path = true\n");
+        if let Some(ca) = ca_path {
+            text.push_str(&format!("  ca = {}\n", toml_string(&ca.display().to_string())));
+        }
+        out.insert(host, text);
+    }
+    out
+}
+
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        let t = MirrorTarget::parse("https://reg.local:5000/airgap/base/", false).unwrap();
+        assert_eq!((t.host.as_str(), t.prefix.as_str(), t.plain_http), ("reg.local:5000", "airgap/base", false));
+        assert_eq!(t.repository("docker.io/library/nginx"), "airgap/base/docker.io/library/nginx");
+        let bare = MirrorTarget::parse("https://reg.local", false).unwrap();
+        assert_eq!(bare.repository("packs/x"), "packs/x");
+        assert_eq!(
+            MirrorTarget::parse("http://reg.local", false),
+            Err(TargetError::PlainHttpNotAllowed("http://reg.local".into()))
+        );
+        assert!(MirrorTarget::parse("http://reg.local", true).unwrap().plain_http);
+        assert!(MirrorTarget::parse("reg.local", false).is_err());
+        assert!(MirrorTarget::parse("https://reg.local/../x", false).is_err());
+        assert!(MirrorTarget::parse("https://reg.local/UP", false).is_err());
+    }
+
+    #[test]
+    fn toml_strings_escape() {
+        assert_eq!(toml_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
+}

@@ -1,0 +1,519 @@
+//! Pushing a verified bundle into a registry.
+//!
+//! [`SeedPlan`] is derived from the signed index and the bundle's own manifests (each read and
+//! digest-checked): which blobs each repository needs and in what order manifests go. Running
+//! it uploads every blob once (streamed straight from the archive, hashed on the way, and
+//! committed only when the hash matches the signed index), mounts it into the other
+//! repositories that share it, skips whatever the target already has, and pushes manifests
+//! last, byte for byte, children before parents. A re-run after an interruption only sends
+//! what did not arrive.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use airgap::archive::EntryReader;
+use airgap::oci::{self, ImageIndex, ImageManifest, MAX_MANIFEST_SIZE};
+use airgap::{BundleArchive, Digest, VerifyError};
+use bytes::Bytes;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::client::{MountOutcome, RegistryClient, RegistryError, UploadSession};
+use crate::mirror::{mirrored_names, MirrorTarget};
+
+/// Bytes per chunk read from the archive; a few chunks per upload are in flight at once.
+const CHUNK: usize = 256 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("bundle: {0}")]
+    Bundle(#[from] VerifyError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("manifest {digest} in the bundle is not valid JSON of type {media_type}: {reason}")]
+    BadManifest {
+        digest: Digest,
+        media_type: String,
+        reason: String,
+    },
+    #[error("blob {digest} is neither in the bundle nor among the blobs it expects the target to have")]
+    BlobNotInBundle { digest: Digest },
+    #[error("the target lacks {} blob(s) this delta bundle expects from its base {base}; seed the base bundle first: {}", .missing.len(), list(.missing))]
+    DeltaBaseMissing { base: String, missing: Vec<Digest> },
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+fn list(d: &[Digest]) -> String {
+    let mut shown: Vec<String> = d.iter().take(5).map(|d| d.to_string()).collect();
+    if d.len() > 5 {
+        shown.push(format!("and {} more", d.len() - 5));
+    }
+    shown.join(", ")
+}
+
+/// One manifest push: children before parents within a repository.
+#[derive(Debug, Clone)]
+pub struct ManifestPush {
+    pub repository: String,
+    /// Tag, or the digest for untagged manifests.
+    pub reference: String,
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// A blob and the repositories that need it, in the order they are served.
+#[derive(Debug, Clone)]
+pub struct BlobPush {
+    pub digest: Digest,
+    pub size: u64,
+    pub repositories: Vec<String>,
+    /// Not in this bundle: a delta bundle expects the target to have it.
+    pub expected: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SeedPlan {
+    pub blobs: Vec<BlobPush>,
+    pub manifests: Vec<ManifestPush>,
+}
+
+impl SeedPlan {
+    pub fn new(archive: &BundleArchive, target: &MirrorTarget) -> Result<Self, SeedError> {
+        let index = archive.verified().index();
+        let in_bundle: BTreeMap<Digest, u64> = index
+            .entries
+            .iter()
+            .filter(|e| e.path.as_str().starts_with("blobs/sha256/"))
+            .map(|e| (e.sha256, e.size))
+            .collect();
+        let expected: HashSet<Digest> = index.expected_blobs.iter().copied().collect();
+        let mut blobs: BTreeMap<Digest, BlobPush> = BTreeMap::new();
+        let mut order: Vec<Digest> = Vec::new();
+        let mut manifests = Vec::new();
+        let mut pushed: HashSet<(String, Digest)> = HashSet::new();
+        for name in mirrored_names(index, target) {
+            let mut need_blob = |digest: Digest, size: u64| -> Result<(), SeedError> {
+                let expected_blob = !in_bundle.contains_key(&digest);
+                if expected_blob && !expected.contains(&digest) {
+                    return Err(SeedError::BlobNotInBundle { digest });
+                }
+                let entry = blobs.entry(digest).or_insert_with(|| {
+                    order.push(digest);
+                    BlobPush {
+                        digest,
+                        size,
+                        repositories: Vec::new(),
+                        expected: expected_blob,
+                    }
+                });
+                if !entry.repositories.contains(&name.repository) {
+                    entry.repositories.push(name.repository.clone());
+                }
+                Ok(())
+            };
+            let root = read_manifest(archive, name.digest, &name.media_type)?;
+            let mut tree = Vec::new();
+            match &root {
+                Parsed::Index(idx, _) => {
+                    for child in &idx.manifests {
+                        let manifest = read_manifest(archive, child.digest, &child.media_type)?;
+                        if let Parsed::Manifest(m, bytes) = &manifest {
+                            for d in std::iter::once(&m.config).chain(&m.layers) {
+                                need_blob(d.digest, d.size)?;
+                            }
+                            tree.push((child.digest, child.media_type.clone(), bytes.clone()));
+                        }
+                    }
+                }
+                Parsed::Manifest(m, _) => {
+                    for d in std::iter::once(&m.config).chain(&m.layers) {
+                        need_blob(d.digest, d.size)?;
+                    }
+                }
+            }
+            for (digest, media_type, bytes) in tree {
+                if pushed.insert((name.repository.clone(), digest)) {
+                    manifests.push(ManifestPush {
+                        repository: name.repository.clone(),
+                        reference: digest.to_string(),
+                        digest,
+                        media_type,
+                        bytes,
+                    });
+                }
+            }
+            let reference = name.tag.clone().unwrap_or_else(|| name.digest.to_string());
+            manifests.push(ManifestPush {
+                repository: name.repository.clone(),
+                reference,
+                digest: name.digest,
+                media_type: name.media_type.clone(),
+                bytes: root.bytes(),
+            });
+        }
+        let blobs = order
+            .into_iter()
+            .filter_map(|d| blobs.remove(&d))
+            .collect();
+        Ok(SeedPlan { blobs, manifests })
+    }
+
+    /// Bytes of blobs this bundle carries: what a cold seed sends.
+    pub fn blob_bytes(&self) -> u64 {
+        self.blobs.iter().filter(|b| !b.expected).map(|b| b.size).sum()
+    }
+}
+
+enum Parsed {
+    Manifest(ImageManifest, Bytes),
+    Index(ImageIndex, Bytes),
+}
+
+impl Parsed {
+    fn bytes(&self) -> Bytes {
+        match self {
+            Parsed::Manifest(_, b) | Parsed::Index(_, b) => b.clone(),
+        }
+    }
+}
+
+fn read_manifest(
+    archive: &BundleArchive,
+    digest: Digest,
+    media_type: &str,
+) -> Result<Parsed, SeedError> {
+    let bytes = Bytes::from(archive.read_small(&digest.blob_path(), MAX_MANIFEST_SIZE)?);
+    let bad = |e: serde_json::Error| SeedError::BadManifest {
+        digest,
+        media_type: media_type.to_string(),
+        reason: e.to_string(),
+    };
+    if oci::is_index(media_type) {
+        Ok(Parsed::Index(serde_json::from_slice(&bytes).map_err(bad)?, bytes))
+    } else {
+        Ok(Parsed::Manifest(serde_json::from_slice(&bytes).map_err(bad)?, bytes))
+    }
+}
+
+/// What happened to each blob and manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeedReport {
+    pub blobs_uploaded: usize,
+    pub bytes_uploaded: u64,
+    pub blobs_mounted: usize,
+    /// (repository, blob) pairs the target already had.
+    pub blobs_present: usize,
+    pub manifests_pushed: usize,
+    pub manifests_present: usize,
+}
+
+/// Progress callbacks; all have no-op defaults.
+pub trait SeedObserver: Send + Sync {
+    /// `n` more bytes of a blob left the archive for the target.
+    fn bytes_sent(&self, _n: u64) {}
+    /// A blob needs no upload (present or mounted everywhere): its bytes count as done.
+    fn blob_skipped(&self, _size: u64) {}
+    /// An upload started over after a transient failure: `n` bytes are sent again.
+    fn bytes_resent(&self, _n: u64) {}
+    fn manifest_done(&self) {}
+}
+
+pub struct NoProgress;
+impl SeedObserver for NoProgress {}
+
+pub struct Seeder {
+    pub archive: Arc<BundleArchive>,
+    pub client: Arc<RegistryClient>,
+    pub jobs: usize,
+    pub observer: Arc<dyn SeedObserver>,
+}
+
+#[derive(Default)]
+struct Counts {
+    uploaded: usize,
+    bytes: u64,
+    mounted: usize,
+    present: usize,
+}
+
+impl Seeder {
+    pub async fn run(&self, plan: &SeedPlan) -> Result<SeedReport, SeedError> {
+        self.client.ping().await?;
+        self.check_delta_base(plan).await?;
+        let permits = Arc::new(Semaphore::new(self.jobs.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for blob in plan.blobs.iter().filter(|b| !b.expected).cloned() {
+            let permits = permits.clone();
+            let archive = self.archive.clone();
+            let client = self.client.clone();
+            let observer = self.observer.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                seed_blob(&archive, &client, &blob, &observer).await
+            });
+        }
+        let mut counts = Counts::default();
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined.map_err(|e| SeedError::Task(e.to_string())).and_then(|r| r) {
+                Ok(c) => {
+                    counts.uploaded += c.uploaded;
+                    counts.bytes += c.bytes;
+                    counts.mounted += c.mounted;
+                    counts.present += c.present;
+                }
+                Err(e) => {
+                    // Stop scheduling more work; let running uploads end on their own.
+                    if first_error.is_none() {
+                        permits.close();
+                        first_error = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let (pushed, present) = self.push_manifests(plan, permits_count(self.jobs)).await?;
+        Ok(SeedReport {
+            blobs_uploaded: counts.uploaded,
+            bytes_uploaded: counts.bytes,
+            blobs_mounted: counts.mounted,
+            blobs_present: counts.present,
+            manifests_pushed: pushed,
+            manifests_present: present,
+        })
+    }
+
+    /// A delta bundle leaves out blobs its base delivered: make sure they are there before
+    /// anything is pushed, mounting across repositories where the target has them elsewhere.
+    async fn check_delta_base(&self, plan: &SeedPlan) -> Result<(), SeedError> {
+        let mut missing = Vec::new();
+        for blob in plan.blobs.iter().filter(|b| b.expected) {
+            let mut holder = None;
+            let mut lacking = Vec::new();
+            for repo in &blob.repositories {
+                if self.client.blob_exists(repo, &blob.digest).await? {
+                    holder.get_or_insert_with(|| repo.clone());
+                } else {
+                    lacking.push(repo.clone());
+                }
+            }
+            let Some(holder) = holder else {
+                missing.push(blob.digest);
+                continue;
+            };
+            for repo in lacking {
+                if let MountOutcome::Declined(session) =
+                    self.client.mount_blob(&repo, &blob.digest, &holder).await?
+                {
+                    self.client.cancel_upload(&repo, session).await;
+                    missing.push(blob.digest);
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let index = self.archive.verified().index();
+        let base = index
+            .base
+            .as_ref()
+            .map(|b| format!("{} {}", b.name, b.version))
+            .unwrap_or_else(|| "bundle".into());
+        Err(SeedError::DeltaBaseMissing { base, missing })
+    }
+
+    async fn push_manifests(
+        &self,
+        plan: &SeedPlan,
+        jobs: usize,
+    ) -> Result<(usize, usize), SeedError> {
+        // Repositories in parallel; within one, manifests in plan order (children first).
+        let mut by_repo: BTreeMap<&str, Vec<ManifestPush>> = BTreeMap::new();
+        for m in &plan.manifests {
+            by_repo.entry(&m.repository).or_default().push(m.clone());
+        }
+        let permits = Arc::new(Semaphore::new(jobs));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (_, pushes) in by_repo {
+            let client = self.client.clone();
+            let permits = permits.clone();
+            let observer = self.observer.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let (mut pushed, mut present) = (0, 0);
+                for m in pushes {
+                    let have = client
+                        .manifest_digest(&m.repository, &m.reference, &[&m.media_type])
+                        .await?;
+                    if have == Some(m.digest) {
+                        present += 1;
+                    } else {
+                        client
+                            .put_manifest(&m.repository, &m.reference, &m.media_type, &m.bytes)
+                            .await?;
+                        pushed += 1;
+                    }
+                    observer.manifest_done();
+                }
+                Ok::<_, SeedError>((pushed, present))
+            });
+        }
+        let (mut pushed, mut present) = (0, 0);
+        while let Some(joined) = tasks.join_next().await {
+            let (p, q) = joined.map_err(|e| SeedError::Task(e.to_string()))??;
+            pushed += p;
+            present += q;
+        }
+        Ok((pushed, present))
+    }
+}
+
+fn permits_count(jobs: usize) -> usize {
+    jobs.max(1)
+}
+
+/// Gets one blob into every repository that needs it: upload to the first that lacks it,
+/// mount into the rest.
+async fn seed_blob(
+    archive: &BundleArchive,
+    client: &RegistryClient,
+    blob: &BlobPush,
+    observer: &Arc<dyn SeedObserver>,
+) -> Result<Counts, SeedError> {
+    let mut counts = Counts::default();
+    let mut source: Option<&str> = None;
+    let mut lacking = Vec::new();
+    for repo in &blob.repositories {
+        if client.blob_exists(repo, &blob.digest).await? {
+            counts.present += 1;
+            source.get_or_insert(repo);
+        } else {
+            lacking.push(repo.as_str());
+        }
+    }
+    let mut sent = false;
+    for repo in lacking {
+        let session = match source {
+            Some(from) => match client.mount_blob(repo, &blob.digest, from).await? {
+                MountOutcome::Mounted => {
+                    counts.mounted += 1;
+                    continue;
+                }
+                MountOutcome::Declined(session) => Some(session),
+            },
+            None => None,
+        };
+        upload_blob(archive, client, repo, blob, session, observer).await?;
+        sent = true;
+        counts.uploaded += 1;
+        counts.bytes += blob.size;
+        source.get_or_insert(repo);
+    }
+    if !sent {
+        observer.blob_skipped(blob.size);
+    }
+    Ok(counts)
+}
+
+/// Streams a blob from the archive into one upload, retrying transient failures from the
+/// start. The upload is committed only after the bytes sent hashed to the signed digest.
+async fn upload_blob(
+    archive: &BundleArchive,
+    client: &RegistryClient,
+    repo: &str,
+    blob: &BlobPush,
+    mut session: Option<UploadSession>,
+    observer: &Arc<dyn SeedObserver>,
+) -> Result<(), SeedError> {
+    let policy = client.retry_policy();
+    let path = blob.digest.blob_path();
+    let mut attempt = 0;
+    loop {
+        let s = match session.take() {
+            Some(s) => s,
+            None => client.start_upload(repo).await?,
+        };
+        let reader = archive.open_entry(&path)?;
+        let (body, verdict, sent) = stream_entry(reader, observer.clone());
+        let result = client.upload_chunk(repo, s.clone(), body).await;
+        // The reader's verdict comes first: a bundle that fails its digest is never
+        // committed, whatever the registry said, and never retried into success.
+        let verdict = verdict
+            .await
+            .map_err(|e| SeedError::Task(e.to_string()))?;
+        let bytes_sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = verdict {
+            client.cancel_upload(repo, s).await;
+            return Err(e.into());
+        }
+        let result = match result {
+            Ok(next) => client.commit_upload(repo, next, &blob.digest).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && attempt + 1 < policy.attempts => {
+                tracing::info!(blob = %blob.digest, %repo, error = %e, "upload failed, starting over");
+                observer.bytes_resent(bytes_sent);
+                client.cancel_upload(repo, s).await;
+                tokio::time::sleep(policy.delay(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+type Verdict = tokio::task::JoinHandle<Result<(), VerifyError>>;
+
+/// A request body that reads the entry on a blocking thread, a few chunks ahead. If the entry
+/// fails its digest the body ends in an error, so the request is aborted rather than
+/// completed.
+fn stream_entry(
+    mut reader: EntryReader,
+    observer: Arc<dyn SeedObserver>,
+) -> (reqwest::Body, Verdict, Arc<std::sync::atomic::AtomicU64>) {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let verdict = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let n = match reader.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return Err(VerifyError::Io(e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            observer.bytes_sent(n as u64);
+            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                // The request ended early (the registry failed it); its result says why.
+                return Ok(());
+            }
+        }
+        let result = reader.finish();
+        if let Err(e) = &result {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+        result
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (reqwest::Body::wrap_stream(stream), verdict, sent)
+}
+
+/// Repositories the plan touches, for summaries.
+pub fn repositories(plan: &SeedPlan) -> BTreeSet<&str> {
+    plan.manifests.iter().map(|m| m.repository.as_str()).collect()
+}

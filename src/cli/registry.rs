@@ -1,0 +1,276 @@
+//! `airgap registry seed|serve`.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use airgap::{BundleArchive, PublicKey};
+use anyhow::{bail, Context};
+use indicatif::ProgressBar;
+use registry::auth::{AuthFile, Credentials};
+use registry::mirror::{containerd_hosts, MirrorTarget, RewriteMap};
+use registry::seed::{SeedObserver, SeedPlan, Seeder};
+use registry::server::{tls_acceptor, ArchiveStore, Htpasswd, LayoutStore, Registry, Store};
+use registry::{ClientConfig, RegistryClient};
+
+use super::progress::{bytes_bar, HumanBytes};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RegistryCommand {
+    /// Push a bundle's images and packs into a registry.
+    Seed(SeedArgs),
+    /// Run the built-in registry over a bundle or an OCI layout directory.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    /// The bundle (or the first part of a split bundle).
+    pub bundle: PathBuf,
+    /// The public key the bundle must be signed with.
+    #[arg(long = "pub", value_name = "FILE")]
+    pub public_key: PathBuf,
+    /// The target registry and optional repository prefix.
+    #[arg(long, value_name = "https://HOST[:PORT][/PREFIX]")]
+    pub to: String,
+    /// CA certificate(s) to trust for the target, in addition to the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// User to log in as; the password is read from standard input.
+    #[arg(long, requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the password for --username from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// Blobs uploaded at once.
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// Allow an http:// target (content and credentials cross the network unencrypted).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Where to write rewrite-map.json and containerd's certs.d/<host>/hosts.toml files.
+    #[arg(long, value_name = "DIR", default_value = "mirror-config")]
+    pub config_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// A bundle (verified in full before serving) or an OCI layout directory (created when
+    /// missing; pushes write into it).
+    pub source: PathBuf,
+    /// The public key a served bundle must be signed with.
+    #[arg(long = "pub", value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:5000.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain for TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// bcrypt htpasswd file: every request must authenticate. Without it pulls are anonymous
+    /// and pushes are refused.
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+}
+
+pub fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cmd {
+        RegistryCommand::Seed(args) => runtime.block_on(seed(args)),
+        RegistryCommand::Serve(args) => runtime.block_on(serve(args)),
+    }
+}
+
+struct BarObserver {
+    bar: ProgressBar,
+}
+
+impl SeedObserver for BarObserver {
+    fn bytes_sent(&self, n: u64) {
+        self.bar.inc(n);
+    }
+    fn blob_skipped(&self, size: u64) {
+        self.bar.inc(size);
+    }
+    fn bytes_resent(&self, n: u64) {
+        self.bar.set_position(self.bar.position().saturating_sub(n));
+    }
+}
+
+fn credentials(args: &SeedArgs, host: &str) -> anyhow::Result<Option<Credentials>> {
+    if let Some(username) = &args.username {
+        let mut password = String::new();
+        std::io::stdin()
+            .read_to_string(&mut password)
+            .context("reading the password from standard input")?;
+        let password = password.trim_end_matches(['\n', '\r']).to_string();
+        if password.is_empty() {
+            bail!("--password-stdin: standard input held no password");
+        }
+        return Ok(Some(Credentials {
+            username: username.clone(),
+            password,
+        }));
+    }
+    let file = AuthFile::discover()?;
+    Ok(file.get(host).cloned())
+}
+
+async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let target = MirrorTarget::parse(&args.to, args.plain_http)?;
+    let key = PublicKey::load(&args.public_key).context("loading the public key")?;
+    let archive = BundleArchive::open(&args.bundle, &key)
+        .with_context(|| format!("verifying {}", args.bundle.display()))?;
+    let plan = SeedPlan::new(&archive, &target)
+        .with_context(|| format!("reading {}", args.bundle.display()))?;
+    let mut config = ClientConfig {
+        plain_http: target.plain_http,
+        credentials: credentials(&args, &target.host)?,
+        ..ClientConfig::default()
+    };
+    if let Some(ca) = &args.ca {
+        config = config.with_ca_file(ca)?;
+    }
+    let client = Arc::new(RegistryClient::new(&target.host, config)?);
+    let bar = bytes_bar(plan.blob_bytes(), "seeding");
+    let seeder = Seeder {
+        archive: Arc::new(archive),
+        client,
+        jobs: args.jobs as usize,
+        observer: Arc::new(BarObserver { bar: bar.clone() }),
+    };
+    let report = seeder
+        .run(&plan)
+        .await
+        .with_context(|| format!("seeding {target}"))?;
+    bar.finish_and_clear();
+    let index = seeder.archive.verified().index();
+    println!(
+        "seeded {} {} into {target}: {} images, {} packs; blobs: {} uploaded ({}), {} mounted, {} already there; manifests: {} pushed, {} already there; {:.1}s",
+        index.name,
+        index.version,
+        index.images.len(),
+        index.packs.len(),
+        report.blobs_uploaded,
+        HumanBytes(report.bytes_uploaded),
+        report.blobs_mounted,
+        report.blobs_present,
+        report.manifests_pushed,
+        report.manifests_present,
+        started.elapsed().as_secs_f64(),
+    );
+    write_mirror_config(&args, index, &target)
+}
+
+fn write_mirror_config(
+    args: &SeedArgs,
+    index: &airgap::BundleIndex,
+    target: &MirrorTarget,
+) -> anyhow::Result<()> {
+    let dir = &args.config_dir;
+    let write = |path: &Path, bytes: &[u8]| -> anyhow::Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    };
+    write(
+        &dir.join("rewrite-map.json"),
+        &RewriteMap::new(index, target).to_json(),
+    )?;
+    let ca = match &args.ca {
+        Some(ca) => Some(std::path::absolute(ca).context("resolving the --ca path")?),
+        None => None,
+    };
+    let hosts = containerd_hosts(index, target, ca.as_deref());
+    for (host, text) in &hosts {
+        write(
+            &dir.join("certs.d").join(host).join("hosts.toml"),
+            text.as_bytes(),
+        )?;
+    }
+    println!(
+        "wrote {} and {} containerd hosts.toml file(s) under {}",
+        dir.join("rewrite-map.json").display(),
+        hosts.len(),
+        dir.join("certs.d").display()
+    );
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = if args.source.is_dir() || !args.source.exists() && args.source.extension().is_none() {
+        Store::Layout(
+            LayoutStore::open(&args.source)
+                .with_context(|| format!("opening {}", args.source.display()))?,
+        )
+    } else {
+        let Some(pub_path) = &args.public_key else {
+            bail!("serving a bundle needs --pub FILE: its signature is verified before anything is served");
+        };
+        let key = PublicKey::load(pub_path).context("loading the public key")?;
+        eprintln!("verifying {} ...", args.source.display());
+        Store::Archive(
+            ArchiveStore::open(&args.source, &key)
+                .with_context(|| format!("verifying {}", args.source.display()))?,
+        )
+    };
+    let htpasswd = match &args.htpasswd {
+        Some(p) => Some(Htpasswd::load(p)?),
+        None => None,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let listener = registry::server::bind(args.listen).await?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let repositories = store.catalog().await.repositories.len();
+    if tls.is_none() {
+        eprintln!("warning: no --tls-cert/--tls-key: serving plain HTTP");
+    }
+    println!(
+        "serving {} ({repositories} repositories) at {scheme}://{addr}{}",
+        args.source.display(),
+        match (&args.htpasswd, store.is_writable()) {
+            (None, _) => ", anonymous pulls, no pushes",
+            (Some(_), true) => ", authenticated pulls and pushes",
+            (Some(_), false) => ", authenticated pulls, read-only",
+        }
+    );
+    let registry = Arc::new(Registry::new(store, htpasswd));
+    let server = tokio::spawn(registry.serve(listener, tls));
+    shutdown_signal().await;
+    server.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+}
