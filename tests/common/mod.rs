@@ -1,6 +1,8 @@
 //! Shared by the end-to-end tests: running the built `airgap` binary and making fixtures.
 #![allow(dead_code)]
 
+pub mod registries;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,346 @@
+//! Real registries for the end-to-end tests: the CNCF distribution registry
+//! (`docker-registry`) and `airgap registry serve`, both on loopback with TLS from a CA the
+//! test generates (openssl), plus an HTTP proxy in front of a registry that can misbehave on
+//! purpose. Every process is killed when its guard drops, pass or fail.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const USER: &str = "admin";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A CA and a server certificate for 127.0.0.1 and localhost.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=airgap test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=localhost"]);
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&["x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "tls.crt", "-days", "2", "-extfile", "ext.cnf"]);
+        // skopeo's --cert-dir wants the CA as *.crt in a directory of its own.
+        std::fs::create_dir_all(dir.join("skopeo-certs")).unwrap();
+        std::fs::copy(dir.join("ca.crt"), dir.join("skopeo-certs/ca.crt")).unwrap();
+        Pki {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        }
+    }
+
+    pub fn skopeo_cert_dir(&self) -> PathBuf {
+        self.ca.parent().unwrap().join("skopeo-certs")
+    }
+}
+
+pub fn write_htpasswd(path: &Path) {
+    std::fs::write(path, registry::server::htpasswd::entry(USER, PASSWORD).unwrap()).unwrap();
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {port}");
+}
+
+/// A child process killed on drop.
+pub struct Process {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Process {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The CNCF distribution registry with TLS and htpasswd auth.
+pub struct Distribution {
+    pub process: Process,
+    pub storage: PathBuf,
+    config: PathBuf,
+}
+
+impl Distribution {
+    pub fn start(dir: &Path, pki: &Pki) -> Distribution {
+        Self::start_on(dir, pki, free_port())
+    }
+
+    pub fn start_on(dir: &Path, pki: &Pki, port: u16) -> Distribution {
+        std::fs::create_dir_all(dir).unwrap();
+        let storage = dir.join("storage");
+        let htpasswd = dir.join("htpasswd");
+        if !htpasswd.exists() {
+            write_htpasswd(&htpasswd);
+        }
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls: {{certificate: {}, key: {}}}\nauth:\n  htpasswd: {{realm: test, path: {}}}\n",
+                storage.display(),
+                pki.cert.display(),
+                pki.key.display(),
+                htpasswd.display()
+            ),
+        )
+        .unwrap();
+        let process = spawn_registry(&config, port);
+        Distribution {
+            process,
+            storage,
+            config,
+        }
+    }
+
+    /// Starts it again on the same port and storage after `kill`.
+    pub fn restart(&mut self) {
+        self.process.kill();
+        self.process = spawn_registry(&self.config, self.process.port);
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.process.port)
+    }
+}
+
+fn spawn_registry(config: &Path, port: u16) -> Process {
+    let mut child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry (apt-get install docker-registry)");
+    wait_for_port(port, &mut child, "docker-registry");
+    Process { child, port }
+}
+
+/// `airgap registry serve SOURCE` with TLS, and htpasswd when asked.
+pub fn airgap_serve(source: &Path, pki: &Pki, extra: &[&str]) -> Process {
+    let port = free_port();
+    let mut child = super::airgap()
+        .args(["registry", "serve"])
+        .arg(source)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--tls-cert")
+        .arg(&pki.cert)
+        .arg("--tls-key")
+        .arg(&pki.key)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("airgap registry serve");
+    wait_for_port(port, &mut child, "airgap registry serve");
+    Process { child, port }
+}
+
+/// curl against a registry with the test CA; returns (status, body).
+pub fn curl(pki: &Pki, args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--path-as-is", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+        .arg(&pki.ca)
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+pub fn creds() -> String {
+    format!("{USER}:{PASSWORD}")
+}
+
+/// `skopeo inspect --raw` of a registry image, or the error text.
+pub fn skopeo_raw(pki: &Pki, image: &str, authenticated: bool) -> Result<Vec<u8>, String> {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["inspect", "--raw", "--cert-dir"]).arg(pki.skopeo_cert_dir());
+    if authenticated {
+        cmd.args(["--creds", &creds()]);
+    } else {
+        cmd.arg("--no-creds");
+    }
+    let out = cmd.arg(format!("docker://{image}")).output().expect("skopeo");
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// What a [`FaultProxy`] does to traffic.
+#[derive(Default)]
+pub struct Faults {
+    /// Turn `POST ...?mount=` into a plain upload start: the registry "declines" the mount.
+    pub refuse_mounts: AtomicBool,
+    /// Mount requests seen.
+    pub mounts_seen: AtomicUsize,
+    /// Blob uploads committed through the proxy (PUT with `digest=` answered 201).
+    pub commits: AtomicUsize,
+    /// Once this many commits went through, requests wait until `released` is set: lets a
+    /// test take the registry down at a known point of a seed.
+    pub hold_after_commits: AtomicUsize,
+    pub released: AtomicBool,
+}
+
+/// A plain-HTTP proxy in front of a TLS registry that can refuse mounts and counts commits.
+pub struct FaultProxy {
+    pub port: u16,
+    pub faults: Arc<Faults>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, pki: &Pki) -> FaultProxy {
+        use http_body_util::BodyExt;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let faults = Arc::new(Faults {
+            hold_after_commits: AtomicUsize::new(usize::MAX),
+            ..Faults::default()
+        });
+        let ca = std::fs::read(&pki.ca).unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream_base = format!("https://{upstream}");
+        let front = format!("http://127.0.0.1:{port}");
+        let f = faults.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (client, f, upstream_base, front) = (client.clone(), f.clone(), upstream_base.clone(), front.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (client, f, upstream_base, front) = (client.clone(), f.clone(), upstream_base.clone(), front.clone());
+                        async move {
+                            while f.commits.load(Ordering::SeqCst) >= f.hold_after_commits.load(Ordering::SeqCst)
+                                && !f.released.load(Ordering::SeqCst)
+                            {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            let method = req.method().clone();
+                            let mut path_q = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                            if method == hyper::Method::POST && path_q.contains("mount=") {
+                                f.mounts_seen.fetch_add(1, Ordering::SeqCst);
+                                if f.refuse_mounts.load(Ordering::SeqCst) {
+                                    path_q = path_q.split('?').next().unwrap_or_default().to_string();
+                                }
+                            }
+                            let is_commit = method == hyper::Method::PUT && path_q.contains("digest=");
+                            let mut out = client.request(method, format!("{upstream_base}{path_q}"));
+                            for (k, v) in req.headers() {
+                                if k != hyper::header::HOST {
+                                    out = out.header(k, v);
+                                }
+                            }
+                            let body = req.into_body().into_data_stream();
+                            let out = out.body(reqwest::Body::wrap_stream(body));
+                            let resp = match out.send().await {
+                                Ok(r) => r,
+                                Err(_) => {
+                                    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()).map_err(|e| match e {}).boxed_unsync());
+                                    *r.status_mut() = hyper::StatusCode::BAD_GATEWAY;
+                                    return Ok::<_, std::convert::Infallible>(r);
+                                }
+                            };
+                            if is_commit && resp.status() == reqwest::StatusCode::CREATED {
+                                f.commits.fetch_add(1, Ordering::SeqCst);
+                            }
+                            let mut r = hyper::Response::builder().status(resp.status().as_u16());
+                            for (k, v) in resp.headers() {
+                                if k == reqwest::header::LOCATION {
+                                    let loc = v.to_str().unwrap_or_default().replace(&upstream_base, &front);
+                                    r = r.header(k.as_str(), loc);
+                                } else {
+                                    r = r.header(k.as_str(), v.as_bytes());
+                                }
+                            }
+                            use futures_util::TryStreamExt;
+                            let stream = resp.bytes_stream().map_ok(hyper::body::Frame::data).map_err(std::io::Error::other);
+                            let body = http_body_util::StreamBody::new(stream).boxed_unsync();
+                            Ok(r.body(body).unwrap())
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FaultProxy {
+            port,
+            faults,
+            runtime: Some(runtime),
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+pub fn socket(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
