@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v skopeo >/dev/null || missing+=(skopeo)
 command -v tar >/dev/null || missing+=(tar)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "error: the tests need: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2

@@ -10,13 +10,17 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use airgap::{BundleArchive, Digest, PublicKey};
-use common::registries::{
-    creds, curl, skopeo_raw, Distribution, FaultProxy, Pki, PASSWORD, USER,
-};
+use common::registries::{creds, curl, skopeo_raw, Distribution, FaultProxy, Pki, PASSWORD, USER};
 use common::{airgap, Setup};
 
 /// `registry seed` with the password on stdin; returns (success, stdout, stderr).
-fn seed(bundle: &Path, public: &Path, to: &str, extra: &[&str], password: &str) -> (bool, String, String) {
+fn seed(
+    bundle: &Path,
+    public: &Path,
+    to: &str,
+    extra: &[&str],
+    password: &str,
+) -> (bool, String, String) {
     let mut child = airgap()
         .args(["registry", "seed"])
         .arg(bundle)
@@ -31,7 +35,12 @@ fn seed(bundle: &Path, public: &Path, to: &str, extra: &[&str], password: &str) 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     (
         out.status.success(),
@@ -49,15 +58,29 @@ fn assert_mirrored(pki: &Pki, bundle: &BundleArchive, host_prefix: &str, authent
     let index = bundle.verified().index();
     for image in &index.images {
         let tag = image.reference.rsplit_once(':').map(|(_, t)| t).unwrap();
-        let raw = skopeo_raw(pki, &format!("{host_prefix}/{}:{tag}", image.mirror_repository), authenticated)
-            .unwrap_or_else(|e| panic!("{}: {e}", image.reference));
+        let raw = skopeo_raw(
+            pki,
+            &format!("{host_prefix}/{}:{tag}", image.mirror_repository),
+            authenticated,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", image.reference));
         assert_eq!(Digest::of(&raw), image.digest, "{}", image.reference);
         if !airgap::oci::is_index(&image.media_type) {
-            assert_eq!(Digest::of(&raw), image.upstream_digest, "{}", image.reference);
+            assert_eq!(
+                Digest::of(&raw),
+                image.upstream_digest,
+                "{}",
+                image.reference
+            );
         }
     }
     for pack in &index.packs {
-        let raw = skopeo_raw(pki, &format!("{host_prefix}/packs/{}:{}", pack.name, pack.version), authenticated).unwrap();
+        let raw = skopeo_raw(
+            pki,
+            &format!("{host_prefix}/packs/{}:{}", pack.name, pack.version),
+            authenticated,
+        )
+        .unwrap();
         assert_eq!(Digest::of(&raw), pack.digest);
     }
 }
@@ -79,22 +102,52 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
     let config = setup.path("mirror-config");
     let ca = pki.ca.to_str().unwrap().to_string();
     let config_arg = config.to_str().unwrap().to_string();
-    let (ok, out, err) = seed(&bundle, &setup.public(), &to, &["--ca", &ca, "--config-dir", &config_arg, "-j", "4"], PASSWORD);
+    let (ok, out, err) = seed(
+        &bundle,
+        &setup.public(),
+        &to,
+        &["--ca", &ca, "--config-dir", &config_arg, "-j", "4"],
+        PASSWORD,
+    );
     assert!(ok, "{out}{err}");
-    assert!(out.contains("2 mounted"), "the shared layer is mounted, not re-sent: {out}");
+    assert!(
+        out.contains("2 mounted"),
+        "the shared layer is mounted, not re-sent: {out}"
+    );
     let archive = archive(&bundle, &setup.public());
-    assert_mirrored(&pki, &archive, &format!("{}/airgap/mirror", registry.host()), true);
+    assert_mirrored(
+        &pki,
+        &archive,
+        &format!("{}/airgap/mirror", registry.host()),
+        true,
+    );
 
     // A filtered-out platform never reaches the target: only the bundle's blobs exist.
     // Re-run, this time with credentials from an auth file: nothing is sent again.
     let auth = setup.path("auth.json");
     let b64 = {
-        let out = std::process::Command::new("base64").arg("-w0").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let out = std::process::Command::new("base64")
+            .arg("-w0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut out = out;
-        out.stdin.take().unwrap().write_all(creds().as_bytes()).unwrap();
+        out.stdin
+            .take()
+            .unwrap()
+            .write_all(creds().as_bytes())
+            .unwrap();
         String::from_utf8(out.wait_with_output().unwrap().stdout).unwrap()
     };
-    std::fs::write(&auth, format!(r#"{{"auths":{{"{}":{{"auth":"{b64}"}}}}}}"#, registry.host())).unwrap();
+    std::fs::write(
+        &auth,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{b64}"}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
     let started = Instant::now();
     let out = common::ok(
         airgap()
@@ -110,20 +163,50 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // The rewrite map sends every original reference to the mirror.
-    let map: serde_json::Value = serde_json::from_slice(&std::fs::read(config.join("rewrite-map.json")).unwrap()).unwrap();
+    let map: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config.join("rewrite-map.json")).unwrap()).unwrap();
     for image in &archive.verified().index().images {
         let mirrored = map["images"][&image.reference].as_str().unwrap();
-        assert!(mirrored.starts_with(&format!("{}/airgap/mirror/{}", registry.host(), image.mirror_repository)), "{mirrored}");
-        let by_digest = format!("{}@{}", image.reference.rsplit_once(':').unwrap().0, image.upstream_digest);
-        assert!(map["images"][&by_digest].as_str().unwrap().ends_with(&image.digest.to_string()));
+        assert!(
+            mirrored.starts_with(&format!(
+                "{}/airgap/mirror/{}",
+                registry.host(),
+                image.mirror_repository
+            )),
+            "{mirrored}"
+        );
+        let by_digest = format!(
+            "{}@{}",
+            image.reference.rsplit_once(':').unwrap().0,
+            image.upstream_digest
+        );
+        assert!(map["images"][&by_digest]
+            .as_str()
+            .unwrap()
+            .ends_with(&image.digest.to_string()));
     }
-    assert_eq!(map["packs"]["platform-core:1.2.0"], format!("{}/airgap/mirror/packs/platform-core:1.2.0", registry.host()));
+    assert_eq!(
+        map["packs"]["platform-core:1.2.0"],
+        format!(
+            "{}/airgap/mirror/packs/platform-core:1.2.0",
+            registry.host()
+        )
+    );
 
     // containerd hosts.toml: valid TOML, one mirror with override_path and the CA.
-    let hosts: toml::Table = std::fs::read_to_string(config.join("certs.d/example.internal/hosts.toml")).unwrap().parse().unwrap();
+    let hosts: toml::Table =
+        std::fs::read_to_string(config.join("certs.d/example.internal/hosts.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
     assert_eq!(hosts["server"].as_str(), Some("https://example.internal"));
-    let mirror_url = format!("https://{}/v2/airgap/mirror/example.internal", registry.host());
-    let host = hosts["host"][&mirror_url].as_table().unwrap_or_else(|| panic!("{hosts:?}"));
+    let mirror_url = format!(
+        "https://{}/v2/airgap/mirror/example.internal",
+        registry.host()
+    );
+    let host = hosts["host"][&mirror_url]
+        .as_table()
+        .unwrap_or_else(|| panic!("{hosts:?}"));
     assert_eq!(host["override_path"].as_bool(), Some(true));
     assert_eq!(host["capabilities"].as_array().unwrap().len(), 2);
     assert_eq!(host["ca"].as_str(), Some(ca.as_str()));
@@ -138,30 +221,64 @@ fn bad_input_fails_with_one_line_and_pushes_nothing_it_should_not() {
     let host = registry.host();
     let to = format!("https://{host}/m");
     let ca = pki.ca.to_str().unwrap().to_string();
-    let catalog = || curl(&pki, &["-u", &creds(), &format!("https://{host}/v2/_catalog")]);
+    let catalog = || {
+        curl(
+            &pki,
+            &["-u", &creds(), &format!("https://{host}/v2/_catalog")],
+        )
+    };
 
     // Wrong key: refused before anything is sent.
-    common::ok(airgap().arg("keygen").arg("-o").arg(setup.path("other.key")));
-    let (ok, _, err) = seed(&bundle, &setup.path("other.pub"), &to, &["--ca", &ca], PASSWORD);
+    common::ok(
+        airgap()
+            .arg("keygen")
+            .arg("-o")
+            .arg(setup.path("other.key")),
+    );
+    let (ok, _, err) = seed(
+        &bundle,
+        &setup.path("other.pub"),
+        &to,
+        &["--ca", &ca],
+        PASSWORD,
+    );
     assert!(!ok);
     assert!(one_error_line(&err).contains("not signed by key"), "{err}");
     // Wrong password.
     let (ok, _, err) = seed(&bundle, &setup.public(), &to, &["--ca", &ca], "wrong");
     assert!(!ok);
-    assert!(one_error_line(&err).contains("refused the credentials"), "{err}");
+    assert!(
+        one_error_line(&err).contains("refused the credentials"),
+        "{err}"
+    );
     // No CA: the registry's certificate is not trusted.
     let (ok, _, err) = seed(&bundle, &setup.public(), &to, &[], PASSWORD);
     assert!(!ok);
     assert!(one_error_line(&err).contains("certificate"), "{err}");
     // Plain HTTP needs an explicit flag; nonsense targets are refused.
-    let (ok, _, err) = seed(&bundle, &setup.public(), &format!("http://{host}"), &[], PASSWORD);
-    assert!(!ok && one_error_line(&err).contains("--plain-http"), "{err}");
+    let (ok, _, err) = seed(
+        &bundle,
+        &setup.public(),
+        &format!("http://{host}"),
+        &[],
+        PASSWORD,
+    );
+    assert!(
+        !ok && one_error_line(&err).contains("--plain-http"),
+        "{err}"
+    );
     let (ok, _, err) = seed(&bundle, &setup.public(), "ftp://x", &[], PASSWORD);
-    assert!(!ok && one_error_line(&err).contains("not a registry URL"), "{err}");
+    assert!(
+        !ok && one_error_line(&err).contains("not a registry URL"),
+        "{err}"
+    );
     // Nothing listening.
     let dead = format!("https://127.0.0.1:{}", common::registries::free_port());
     let (ok, _, err) = seed(&bundle, &setup.public(), &dead, &["--ca", &ca], PASSWORD);
-    assert!(!ok && one_error_line(&err).contains("cannot reach registry"), "{err}");
+    assert!(
+        !ok && one_error_line(&err).contains("cannot reach registry"),
+        "{err}"
+    );
     assert_eq!(catalog(), (200, "{\"repositories\":[]}\n".to_string()));
 
     // A tampered layer: the seed fails naming it, the altered blob is never committed, and no
@@ -177,13 +294,34 @@ fn bad_input_fails_with_one_line_and_pushes_nothing_it_should_not() {
     let (ok, _, err) = seed(&tampered, &setup.public(), &to, &["--ca", &ca], PASSWORD);
     assert!(!ok);
     let line = one_error_line(&err);
-    assert!(line.contains(biggest.path.as_str()) && line.contains("altered"), "{line}");
+    assert!(
+        line.contains(biggest.path.as_str()) && line.contains("altered"),
+        "{line}"
+    );
     for image in &index.images {
         let repo = format!("m/{}", image.mirror_repository);
-        let (status, _) = curl(&pki, &["-I", "-u", &creds(), &format!("https://{host}/v2/{repo}/blobs/{}", biggest.sha256)]);
+        let (status, _) = curl(
+            &pki,
+            &[
+                "-I",
+                "-u",
+                &creds(),
+                &format!("https://{host}/v2/{repo}/blobs/{}", biggest.sha256),
+            ],
+        );
         assert_eq!(status, 404, "tampered blob committed in {repo}");
-        let (status, body) = curl(&pki, &["-u", &creds(), &format!("https://{host}/v2/{repo}/tags/list")]);
-        assert!(status == 404 || body.contains("\"tags\":null") || body.contains("\"tags\":[]"), "{repo}: {status} {body}");
+        let (status, body) = curl(
+            &pki,
+            &[
+                "-u",
+                &creds(),
+                &format!("https://{host}/v2/{repo}/tags/list"),
+            ],
+        );
+        assert!(
+            status == 404 || body.contains("\"tags\":null") || body.contains("\"tags\":[]"),
+            "{repo}: {status} {body}"
+        );
     }
 }
 
@@ -217,17 +355,41 @@ fn target_down_midway_then_back_and_mounts_refused() {
     registry.restart();
     let (ok, out, err) = seed(&bundle, &public, &to, &seed_args, PASSWORD);
     assert!(ok, "{out}{err}");
-    let present: usize = out.split(" already there").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    let present: usize = out
+        .split(" already there")
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(present >= 2, "{out}");
-    assert_mirrored(&pki, &archive(&bundle, &public), &format!("{}/m", registry.host()), true);
+    assert_mirrored(
+        &pki,
+        &archive(&bundle, &public),
+        &format!("{}/m", registry.host()),
+        true,
+    );
 
     // A registry that declines every mount: shared blobs are uploaded instead.
     let second = Distribution::start(&setup.path("registry2"), &pki);
     let refusing = FaultProxy::start(&second.host(), &pki);
     refusing.faults.refuse_mounts.store(true, Ordering::SeqCst);
-    let (ok, out, err) = seed(&bundle, &public, &format!("http://{}/m", refusing.host()), &["--plain-http"], PASSWORD);
+    let (ok, out, err) = seed(
+        &bundle,
+        &public,
+        &format!("http://{}/m", refusing.host()),
+        &["--plain-http"],
+        PASSWORD,
+    );
     assert!(ok, "{out}{err}");
     assert!(refusing.faults.mounts_seen.load(Ordering::SeqCst) > 0);
     assert!(out.contains(" 0 mounted"), "{out}");
-    assert_mirrored(&pki, &archive(&bundle, &public), &format!("{}/m", second.host()), true);
+    assert_mirrored(
+        &pki,
+        &archive(&bundle, &public),
+        &format!("{}/m", second.host()),
+        true,
+    );
 }

@@ -91,7 +91,10 @@ pub struct VerifiedIndex {
 }
 
 impl VerifiedIndex {
-    pub(crate) fn from_header(header: &UnverifiedHeader, key: &PublicKey) -> Result<Self, VerifyError> {
+    pub(crate) fn from_header(
+        header: &UnverifiedHeader,
+        key: &PublicKey,
+    ) -> Result<Self, VerifyError> {
         let signer = header.signatures.verify(key, &header.index_bytes)?;
         let index = BundleIndex::parse(&header.index_bytes)?;
         Ok(VerifiedIndex {

@@ -74,7 +74,11 @@ impl AuthFile {
     /// `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
     /// `$DOCKER_CONFIG/config.json`, `~/.docker/config.json`. None is not an error.
     pub fn discover() -> Result<Self, AuthFileError> {
-        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let candidates = [
             env("REGISTRY_AUTH_FILE"),
             env("XDG_RUNTIME_DIR").map(|d| d.join("containers/auth.json")),
@@ -107,7 +111,10 @@ impl AuthFile {
         let mut entries = BTreeMap::new();
         for (key, entry) in json.auths {
             let host = normalize_host(&key);
-            let creds = match (entry.auth.as_deref().filter(|a| !a.is_empty()), entry.username) {
+            let creds = match (
+                entry.auth.as_deref().filter(|a| !a.is_empty()),
+                entry.username,
+            ) {
                 (Some(auth), _) => decode_auth(auth).ok_or_else(|| AuthFileError::BadEntry {
                     path: path.to_path_buf(),
                     host: host.clone(),
@@ -188,7 +195,11 @@ fn parse_params(s: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut rest = s.trim();
     while let Some((key, after)) = rest.split_once('=') {
-        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         let after = after.trim_start();
         let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
             match quoted.find('"') {
@@ -220,8 +231,14 @@ mod tests {
         }}"#;
         let file = AuthFile::parse(Path::new("config.json"), json).unwrap();
         let hub = file.get("docker.io").unwrap();
-        assert_eq!((hub.username.as_str(), hub.password.as_str()), ("user", "pa:ss"));
-        assert_eq!(file.get("registry.example.com:5000").unwrap().username, "robot");
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("user", "pa:ss")
+        );
+        assert_eq!(
+            file.get("registry.example.com:5000").unwrap().username,
+            "robot"
+        );
         assert!(file.get("helper.example.com").is_none());
         assert!(!format!("{hub:?}").contains("pa:ss"));
     }
@@ -236,7 +253,10 @@ mod tests {
 
     #[test]
     fn parses_challenges() {
-        assert_eq!(Challenge::parse("Basic realm=\"Registry\""), Some(Challenge::Basic));
+        assert_eq!(
+            Challenge::parse("Basic realm=\"Registry\""),
+            Some(Challenge::Basic)
+        );
         assert_eq!(
             Challenge::parse(
                 r#"Bearer realm="https://auth.io/token",service="registry.io",scope="repository:a/b:pull,push""#

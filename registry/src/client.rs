@@ -157,8 +157,9 @@ impl RegistryClient {
             // strips it on cross-host redirects.
             .redirect(reqwest::redirect::Policy::limited(5));
         if let Some(pem) = &config.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| RegistryError::Setup(format!("CA file is not PEM certificates: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                RegistryError::Setup(format!("CA file is not PEM certificates: {e}"))
+            })?;
             if certs.is_empty() {
                 return Err(RegistryError::Setup(
                     "CA file holds no PEM certificate".into(),
@@ -203,7 +204,12 @@ impl RegistryClient {
     pub async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool, RegistryError> {
         let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
         let response = self
-            .execute(Some(repo), Method::HEAD, || self.http.head(url.clone()), true)
+            .execute(
+                Some(repo),
+                Method::HEAD,
+                || self.http.head(url.clone()),
+                true,
+            )
             .await?;
         match response.status() {
             StatusCode::OK => Ok(true),
@@ -254,9 +260,16 @@ impl RegistryClient {
         digest: &Digest,
         from: &str,
     ) -> Result<MountOutcome, RegistryError> {
-        let url = self.url(&format!("v2/{repo}/blobs/uploads/?mount={digest}&from={from}"))?;
+        let url = self.url(&format!(
+            "v2/{repo}/blobs/uploads/?mount={digest}&from={from}"
+        ))?;
         let response = self
-            .execute(Some(repo), Method::POST, || self.http.post(url.clone()), true)
+            .execute(
+                Some(repo),
+                Method::POST,
+                || self.http.post(url.clone()),
+                true,
+            )
             .await?;
         match response.status() {
             StatusCode::CREATED => Ok(MountOutcome::Mounted),
@@ -268,7 +281,12 @@ impl RegistryClient {
     pub async fn start_upload(&self, repo: &str) -> Result<UploadSession, RegistryError> {
         let url = self.url(&format!("v2/{repo}/blobs/uploads/"))?;
         let response = self
-            .execute(Some(repo), Method::POST, || self.http.post(url.clone()), true)
+            .execute(
+                Some(repo),
+                Method::POST,
+                || self.http.post(url.clone()),
+                true,
+            )
             .await?;
         let response = self
             .expect(response, &[StatusCode::ACCEPTED], Method::POST, Some(repo))
@@ -316,7 +334,8 @@ impl RegistryClient {
         digest: &Digest,
     ) -> Result<(), RegistryError> {
         let mut url = session.location;
-        url.query_pairs_mut().append_pair("digest", &digest.to_string());
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
         let response = self
             .execute(
                 Some(repo),
@@ -553,16 +572,21 @@ impl RegistryClient {
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(self.unauthorized());
         }
-        let response = self.expect(response, &[StatusCode::OK], Method::GET, Some(repo)).await?;
+        let response = self
+            .expect(response, &[StatusCode::OK], Method::GET, Some(repo))
+            .await?;
         #[derive(Deserialize)]
         struct Token {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let body = response.bytes().await.map_err(|e| RegistryError::Unreachable {
-            host: url.host_str().unwrap_or_default().to_string(),
-            cause: describe_reqwest_error(&e),
-        })?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| RegistryError::Unreachable {
+                host: url.host_str().unwrap_or_default().to_string(),
+                cause: describe_reqwest_error(&e),
+            })?;
         let token: Token = serde_json::from_slice(&body).map_err(|e| {
             RegistryError::Setup(format!(
                 "token server {realm} answered with something that is not a token: {e}"

@@ -143,7 +143,11 @@ impl RewriteMap {
             let mirrored = base(&image.mirror_repository);
             let value = match (&reference.tag, reference.digest) {
                 (_, Some(_)) => {
-                    let tag = reference.tag.as_ref().map(|t| format!(":{t}")).unwrap_or_default();
+                    let tag = reference
+                        .tag
+                        .as_ref()
+                        .map(|t| format!(":{t}"))
+                        .unwrap_or_default();
                     format!("{mirrored}{tag}@{}", image.digest)
                 }
                 (Some(tag), None) => format!("{mirrored}:{tag}"),
@@ -155,7 +159,10 @@ impl RewriteMap {
             }
             // A digest-pinned reference to the upstream manifest still resolves when a
             // filtered index changed the digest.
-            let by_upstream = format!("{}/{}@{}", reference.registry, reference.repository, image.upstream_digest);
+            let by_upstream = format!(
+                "{}/{}@{}",
+                reference.registry, reference.repository, image.upstream_digest
+            );
             images
                 .entry(by_upstream)
                 .or_insert_with(|| format!("{mirrored}@{}", image.digest));
@@ -210,7 +217,9 @@ pub fn containerd_hosts(
             .unwrap_or_default()
             .to_string();
         let mut text = String::new();
-        text.push_str("# Written by airgap registry seed: pulls of this registry go to the mirror.\n");
+        text.push_str(
+            "# Written by airgap registry seed: pulls of this registry go to the mirror.\n",
+        );
         text.push_str(&format!("server = {}\n\n", toml_string(&upstream_server)));
         let mirror_url = format!(
             "{}://{}/v2/{}",
@@ -222,7 +231,10 @@ pub fn containerd_hosts(
         text.push_str("  capabilities = [\"pull\", \"resolve\"]\n");
         text.push_str("  override_path = true\n");
         if let Some(ca) = ca_path {
-            text.push_str(&format!("  ca = {}\n", toml_string(&ca.display().to_string())));
+            text.push_str(&format!(
+                "  ca = {}\n",
+                toml_string(&ca.display().to_string())
+            ));
         }
         out.insert(host, text);
     }
@@ -250,15 +262,25 @@ mod tests {
     #[test]
     fn parses_targets() {
         let t = MirrorTarget::parse("https://reg.local:5000/airgap/base/", false).unwrap();
-        assert_eq!((t.host.as_str(), t.prefix.as_str(), t.plain_http), ("reg.local:5000", "airgap/base", false));
-        assert_eq!(t.repository("docker.io/library/nginx"), "airgap/base/docker.io/library/nginx");
+        assert_eq!(
+            (t.host.as_str(), t.prefix.as_str(), t.plain_http),
+            ("reg.local:5000", "airgap/base", false)
+        );
+        assert_eq!(
+            t.repository("docker.io/library/nginx"),
+            "airgap/base/docker.io/library/nginx"
+        );
         let bare = MirrorTarget::parse("https://reg.local", false).unwrap();
         assert_eq!(bare.repository("packs/x"), "packs/x");
         assert_eq!(
             MirrorTarget::parse("http://reg.local", false),
             Err(TargetError::PlainHttpNotAllowed("http://reg.local".into()))
         );
-        assert!(MirrorTarget::parse("http://reg.local", true).unwrap().plain_http);
+        assert!(
+            MirrorTarget::parse("http://reg.local", true)
+                .unwrap()
+                .plain_http
+        );
         assert!(MirrorTarget::parse("reg.local", false).is_err());
         assert!(MirrorTarget::parse("https://reg.local/../x", false).is_err());
         assert!(MirrorTarget::parse("https://reg.local/UP", false).is_err());

@@ -62,10 +62,18 @@ mod tests {
 
     #[test]
     fn repository_names() {
-        for good in ["a", "library/nginx", "127.0.0.1_5001/x/y", "a__b/c--d", "docker.io/x"] {
+        for good in [
+            "a",
+            "library/nginx",
+            "127.0.0.1_5001/x/y",
+            "a__b/c--d",
+            "docker.io/x",
+        ] {
             assert!(is_valid_repository(good), "{good}");
         }
-        for bad in ["", "..", "a/../b", "/a", "a/", "A", "a//b", "a___b", "a.", "-a", "a:b", "a/%2e%2e"] {
+        for bad in [
+            "", "..", "a/../b", "/a", "a/", "A", "a//b", "a___b", "a.", "-a", "a:b", "a/%2e%2e",
+        ] {
             assert!(!is_valid_repository(bad), "{bad}");
         }
         assert!(is_valid_tag("v1.2.3-rc_1"));

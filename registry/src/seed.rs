@@ -35,7 +35,9 @@ pub enum SeedError {
         media_type: String,
         reason: String,
     },
-    #[error("blob {digest} is neither in the bundle nor among the blobs it expects the target to have")]
+    #[error(
+        "blob {digest} is neither in the bundle nor among the blobs it expects the target to have"
+    )]
     BlobNotInBundle { digest: Digest },
     #[error("the target lacks {} blob(s) this delta bundle expects from its base {base}; seed the base bundle first: {}", .missing.len(), list(.missing))]
     DeltaBaseMissing { base: String, missing: Vec<Digest> },
@@ -152,16 +154,17 @@ impl SeedPlan {
                 bytes: root.bytes(),
             });
         }
-        let blobs = order
-            .into_iter()
-            .filter_map(|d| blobs.remove(&d))
-            .collect();
+        let blobs = order.into_iter().filter_map(|d| blobs.remove(&d)).collect();
         Ok(SeedPlan { blobs, manifests })
     }
 
     /// Bytes of blobs this bundle carries: what a cold seed sends.
     pub fn blob_bytes(&self) -> u64 {
-        self.blobs.iter().filter(|b| !b.expected).map(|b| b.size).sum()
+        self.blobs
+            .iter()
+            .filter(|b| !b.expected)
+            .map(|b| b.size)
+            .sum()
     }
 }
 
@@ -190,9 +193,15 @@ fn read_manifest(
         reason: e.to_string(),
     };
     if oci::is_index(media_type) {
-        Ok(Parsed::Index(serde_json::from_slice(&bytes).map_err(bad)?, bytes))
+        Ok(Parsed::Index(
+            serde_json::from_slice(&bytes).map_err(bad)?,
+            bytes,
+        ))
     } else {
-        Ok(Parsed::Manifest(serde_json::from_slice(&bytes).map_err(bad)?, bytes))
+        Ok(Parsed::Manifest(
+            serde_json::from_slice(&bytes).map_err(bad)?,
+            bytes,
+        ))
     }
 }
 
@@ -243,7 +252,8 @@ impl Seeder {
         self.check_delta_base(plan).await?;
         let permits = Arc::new(Semaphore::new(self.jobs.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
-        for blob in plan.blobs.iter().filter(|b| !b.expected).cloned() {
+        for blob in plan.blobs.iter().filter(|b| !b.expected) {
+            let blob = blob.clone();
             let permits = permits.clone();
             let archive = self.archive.clone();
             let client = self.client.clone();
@@ -256,7 +266,10 @@ impl Seeder {
         let mut counts = Counts::default();
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
-            match joined.map_err(|e| SeedError::Task(e.to_string())).and_then(|r| r) {
+            match joined
+                .map_err(|e| SeedError::Task(e.to_string()))
+                .and_then(|r| r)
+            {
                 Ok(c) => {
                     counts.uploaded += c.uploaded;
                     counts.bytes += c.bytes;
@@ -441,9 +454,7 @@ async fn upload_blob(
         let result = client.upload_chunk(repo, s.clone(), body).await;
         // The reader's verdict comes first: a bundle that fails its digest is never
         // committed, whatever the registry said, and never retried into success.
-        let verdict = verdict
-            .await
-            .map_err(|e| SeedError::Task(e.to_string()))?;
+        let verdict = verdict.await.map_err(|e| SeedError::Task(e.to_string()))?;
         let bytes_sent = sent.load(std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = verdict {
             client.cancel_upload(repo, s).await;
@@ -515,5 +526,8 @@ fn stream_entry(
 
 /// Repositories the plan touches, for summaries.
 pub fn repositories(plan: &SeedPlan) -> BTreeSet<&str> {
-    plan.manifests.iter().map(|m| m.repository.as_str()).collect()
+    plan.manifests
+        .iter()
+        .map(|m| m.repository.as_str())
+        .collect()
 }

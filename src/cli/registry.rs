@@ -210,7 +210,9 @@ fn write_mirror_config(
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = if args.source.is_dir() || !args.source.exists() && args.source.extension().is_none() {
+    let store = if args.source.is_dir()
+        || !args.source.exists() && args.source.extension().is_none()
+    {
         Store::Layout(
             LayoutStore::open(&args.source)
                 .with_context(|| format!("opening {}", args.source.display()))?,
@@ -220,7 +222,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             bail!("serving a bundle needs --pub FILE: its signature is verified before anything is served");
         };
         let key = PublicKey::load(pub_path).context("loading the public key")?;
-        eprintln!("verifying {} ...", args.source.display());
+        tracing::info!(bundle = %args.source.display(), "verifying before serving");
         Store::Archive(
             ArchiveStore::open(&args.source, &key)
                 .with_context(|| format!("verifying {}", args.source.display()))?,
@@ -261,13 +263,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -30,16 +30,65 @@ impl Pki {
                 .current_dir(dir)
                 .output()
                 .expect("openssl");
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
-        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=airgap test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-        run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=localhost"]);
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=airgap test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
         std::fs::write(
             dir.join("ext.cnf"),
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
         )
         .unwrap();
-        run(&["x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "tls.crt", "-days", "2", "-extfile", "ext.cnf"]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "tls.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
         // skopeo's --cert-dir wants the CA as *.crt in a directory of its own.
         std::fs::create_dir_all(dir.join("skopeo-certs")).unwrap();
         std::fs::copy(dir.join("ca.crt"), dir.join("skopeo-certs/ca.crt")).unwrap();
@@ -56,11 +105,19 @@ impl Pki {
 }
 
 pub fn write_htpasswd(path: &Path) {
-    std::fs::write(path, registry::server::htpasswd::entry(USER, PASSWORD).unwrap()).unwrap();
+    std::fs::write(
+        path,
+        registry::server::htpasswd::entry(USER, PASSWORD).unwrap(),
+    )
+    .unwrap();
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str) {
@@ -181,7 +238,15 @@ pub fn airgap_serve(source: &Path, pki: &Pki, extra: &[&str]) -> Process {
 /// curl against a registry with the test CA; returns (status, body).
 pub fn curl(pki: &Pki, args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
-        .args(["-s", "--path-as-is", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+        .args([
+            "-s",
+            "--path-as-is",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
         .arg(&pki.ca)
         .args(args)
         .output()
@@ -198,13 +263,17 @@ pub fn creds() -> String {
 /// `skopeo inspect --raw` of a registry image, or the error text.
 pub fn skopeo_raw(pki: &Pki, image: &str, authenticated: bool) -> Result<Vec<u8>, String> {
     let mut cmd = Command::new("skopeo");
-    cmd.args(["inspect", "--raw", "--cert-dir"]).arg(pki.skopeo_cert_dir());
+    cmd.args(["inspect", "--raw", "--cert-dir"])
+        .arg(pki.skopeo_cert_dir());
     if authenticated {
         cmd.args(["--creds", &creds()]);
     } else {
         cmd.arg("--no-creds");
     }
-    let out = cmd.arg(format!("docker://{image}")).output().expect("skopeo");
+    let out = cmd
+        .arg(format!("docker://{image}"))
+        .output()
+        .expect("skopeo");
     if out.status.success() {
         Ok(out.stdout)
     } else {
@@ -269,60 +338,96 @@ impl FaultProxy {
         let f = faults.clone();
         runtime.spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let (client, f, upstream_base, front) = (client.clone(), f.clone(), upstream_base.clone(), front.clone());
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (client, f, upstream_base, front) = (
+                    client.clone(),
+                    f.clone(),
+                    upstream_base.clone(),
+                    front.clone(),
+                );
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (client, f, upstream_base, front) = (client.clone(), f.clone(), upstream_base.clone(), front.clone());
-                        async move {
-                            while f.commits.load(Ordering::SeqCst) >= f.hold_after_commits.load(Ordering::SeqCst)
-                                && !f.released.load(Ordering::SeqCst)
-                            {
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                            }
-                            let method = req.method().clone();
-                            let mut path_q = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
-                            if method == hyper::Method::POST && path_q.contains("mount=") {
-                                f.mounts_seen.fetch_add(1, Ordering::SeqCst);
-                                if f.refuse_mounts.load(Ordering::SeqCst) {
-                                    path_q = path_q.split('?').next().unwrap_or_default().to_string();
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (client, f, upstream_base, front) = (
+                                client.clone(),
+                                f.clone(),
+                                upstream_base.clone(),
+                                front.clone(),
+                            );
+                            async move {
+                                while f.commits.load(Ordering::SeqCst)
+                                    >= f.hold_after_commits.load(Ordering::SeqCst)
+                                    && !f.released.load(Ordering::SeqCst)
+                                {
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
                                 }
-                            }
-                            let is_commit = method == hyper::Method::PUT && path_q.contains("digest=");
-                            let mut out = client.request(method, format!("{upstream_base}{path_q}"));
-                            for (k, v) in req.headers() {
-                                if k != hyper::header::HOST {
-                                    out = out.header(k, v);
+                                let method = req.method().clone();
+                                let mut path_q = req
+                                    .uri()
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default();
+                                if method == hyper::Method::POST && path_q.contains("mount=") {
+                                    f.mounts_seen.fetch_add(1, Ordering::SeqCst);
+                                    if f.refuse_mounts.load(Ordering::SeqCst) {
+                                        path_q = path_q
+                                            .split('?')
+                                            .next()
+                                            .unwrap_or_default()
+                                            .to_string();
+                                    }
                                 }
-                            }
-                            let body = req.into_body().into_data_stream();
-                            let out = out.body(reqwest::Body::wrap_stream(body));
-                            let resp = match out.send().await {
-                                Ok(r) => r,
-                                Err(_) => {
-                                    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()).map_err(|e| match e {}).boxed_unsync());
-                                    *r.status_mut() = hyper::StatusCode::BAD_GATEWAY;
-                                    return Ok::<_, std::convert::Infallible>(r);
+                                let is_commit =
+                                    method == hyper::Method::PUT && path_q.contains("digest=");
+                                let mut out =
+                                    client.request(method, format!("{upstream_base}{path_q}"));
+                                for (k, v) in req.headers() {
+                                    if k != hyper::header::HOST {
+                                        out = out.header(k, v);
+                                    }
                                 }
-                            };
-                            if is_commit && resp.status() == reqwest::StatusCode::CREATED {
-                                f.commits.fetch_add(1, Ordering::SeqCst);
-                            }
-                            let mut r = hyper::Response::builder().status(resp.status().as_u16());
-                            for (k, v) in resp.headers() {
-                                if k == reqwest::header::LOCATION {
-                                    let loc = v.to_str().unwrap_or_default().replace(&upstream_base, &front);
-                                    r = r.header(k.as_str(), loc);
-                                } else {
-                                    r = r.header(k.as_str(), v.as_bytes());
+                                let body = req.into_body().into_data_stream();
+                                let out = out.body(reqwest::Body::wrap_stream(body));
+                                let resp = match out.send().await {
+                                    Ok(r) => r,
+                                    Err(_) => {
+                                        let mut r = hyper::Response::new(
+                                            http_body_util::Full::new(bytes::Bytes::new())
+                                                .map_err(|e| match e {})
+                                                .boxed_unsync(),
+                                        );
+                                        *r.status_mut() = hyper::StatusCode::BAD_GATEWAY;
+                                        return Ok::<_, std::convert::Infallible>(r);
+                                    }
+                                };
+                                if is_commit && resp.status() == reqwest::StatusCode::CREATED {
+                                    f.commits.fetch_add(1, Ordering::SeqCst);
                                 }
+                                let mut r =
+                                    hyper::Response::builder().status(resp.status().as_u16());
+                                for (k, v) in resp.headers() {
+                                    if k == reqwest::header::LOCATION {
+                                        let loc = v
+                                            .to_str()
+                                            .unwrap_or_default()
+                                            .replace(&upstream_base, &front);
+                                        r = r.header(k.as_str(), loc);
+                                    } else {
+                                        r = r.header(k.as_str(), v.as_bytes());
+                                    }
+                                }
+                                use futures_util::TryStreamExt;
+                                let stream = resp
+                                    .bytes_stream()
+                                    .map_ok(hyper::body::Frame::data)
+                                    .map_err(std::io::Error::other);
+                                let body = http_body_util::StreamBody::new(stream).boxed_unsync();
+                                Ok(r.body(body).unwrap())
                             }
-                            use futures_util::TryStreamExt;
-                            let stream = resp.bytes_stream().map_ok(hyper::body::Frame::data).map_err(std::io::Error::other);
-                            let body = http_body_util::StreamBody::new(stream).boxed_unsync();
-                            Ok(r.body(body).unwrap())
-                        }
-                    });
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                         .await;

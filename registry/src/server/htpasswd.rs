@@ -105,8 +105,14 @@ mod tests {
         assert!(!h.check("admin", "wrong"));
         assert!(!h.check("nobody", "s3cret"));
         std::fs::write(&path, "admin:{SHA}abc\n").unwrap();
-        assert!(matches!(Htpasswd::load(&path), Err(HtpasswdError::NotBcrypt { line: 1, .. })));
+        assert!(matches!(
+            Htpasswd::load(&path),
+            Err(HtpasswdError::NotBcrypt { line: 1, .. })
+        ));
         std::fs::write(&path, "\n").unwrap();
-        assert!(matches!(Htpasswd::load(&path), Err(HtpasswdError::Empty { .. })));
+        assert!(matches!(
+            Htpasswd::load(&path),
+            Err(HtpasswdError::Empty { .. })
+        ));
     }
 }

@@ -118,7 +118,11 @@ impl Registry {
                             return;
                         }
                     },
-                    None => builder.serve_connection(TokioIo::new(stream), service).await,
+                    None => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
                 };
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection ended");
@@ -146,7 +150,11 @@ impl Registry {
             if path == "/v2" {
                 return ok_json(b"{}".to_vec());
             }
-            return error(StatusCode::NOT_FOUND, "NOT_FOUND", "not a registry API path");
+            return error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "not a registry API path",
+            );
         };
         if rest.is_empty() {
             return ok_json(b"{}".to_vec());
@@ -219,7 +227,11 @@ impl Registry {
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
             .and_then(|raw| String::from_utf8(raw).ok());
         let ok = match creds.as_deref().and_then(|c| c.split_once(':')) {
             Some((user, password)) => htpasswd.check(user, password),
@@ -249,19 +261,37 @@ impl Registry {
     async fn tags(&self, name: &str, query: &str) -> Response<Body> {
         let catalog = self.store.catalog().await;
         let Some(repo) = catalog.repository(name) else {
-            return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "repository name not known to registry");
+            return error(
+                StatusCode::NOT_FOUND,
+                "NAME_UNKNOWN",
+                "repository name not known to registry",
+            );
         };
         let tags: Vec<&String> = repo.tags.keys().collect();
-        paginate("tags", tags, query, &format!("/v2/{name}/tags/list"), Some(name))
+        paginate(
+            "tags",
+            tags,
+            query,
+            &format!("/v2/{name}/tags/list"),
+            Some(name),
+        )
     }
 
     async fn get_manifest(&self, name: &str, reference: &str, head: bool) -> Response<Body> {
         let resolved = self.store.catalog().await.resolve(name, reference);
         let Some((digest, media_type)) = resolved else {
-            return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown");
+            return error(
+                StatusCode::NOT_FOUND,
+                "MANIFEST_UNKNOWN",
+                "manifest unknown",
+            );
         };
         let Some(data) = self.store.blob(name, &digest).await else {
-            return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown");
+            return error(
+                StatusCode::NOT_FOUND,
+                "MANIFEST_UNKNOWN",
+                "manifest unknown",
+            );
         };
         let mut r = self.blob_response(data, head, None, &digest).await;
         if let Ok(v) = HeaderValue::from_str(&media_type) {
@@ -278,13 +308,22 @@ impl Registry {
         range: Option<&HeaderValue>,
     ) -> Response<Body> {
         let Ok(digest) = digest.parse::<Digest>() else {
-            return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "provided digest is not a sha256 digest");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "DIGEST_INVALID",
+                "provided digest is not a sha256 digest",
+            );
         };
         let Some(data) = self.store.blob(name, &digest).await else {
-            return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry");
+            return error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                "blob unknown to registry",
+            );
         };
         let range = range.and_then(|v| v.to_str().ok()).map(str::to_string);
-        self.blob_response(data, head, range.as_deref(), &digest).await
+        self.blob_response(data, head, range.as_deref(), &digest)
+            .await
     }
 
     async fn blob_response(
@@ -294,12 +333,16 @@ impl Registry {
         range: Option<&str>,
         digest: &Digest,
     ) -> Response<Body> {
-        let len = data.len();
+        let len = data.size();
         let (status, start, end) = match range.map(|r| parse_range(r, len)) {
             None => (StatusCode::OK, 0, len),
             Some(Some((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
             Some(None) => {
-                let mut r = error(StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID", "range not satisfiable");
+                let mut r = error(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "RANGE_INVALID",
+                    "range not satisfiable",
+                );
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                     r.headers_mut().insert(hyper::header::CONTENT_RANGE, v);
                 }
@@ -311,15 +354,23 @@ impl Registry {
         } else {
             match stream_blob(data, start, end).await {
                 Ok(b) => b,
-                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", &e.to_string()),
+                Err(e) => {
+                    return error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", &e.to_string())
+                }
             }
         };
         let mut r = Response::new(body);
         *r.status_mut() = status;
         let h = r.headers_mut();
         h.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-        h.insert(hyper::header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(
+            hyper::header::ACCEPT_RANGES,
+            HeaderValue::from_static("bytes"),
+        );
         if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
             h.insert("docker-content-digest", v.clone());
             if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
@@ -334,7 +385,12 @@ impl Registry {
         r
     }
 
-    async fn put_manifest(&self, name: &str, reference: &str, req: Request<Incoming>) -> Response<Body> {
+    async fn put_manifest(
+        &self,
+        name: &str,
+        reference: &str,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
         let Store::Layout(layout) = &self.store else {
             return read_only();
         };
@@ -358,23 +414,49 @@ impl Registry {
         };
         let media_type = match media_type.or_else(|| airgap::oci::detect_media_type(&bytes)) {
             Some(m) => m,
-            None => return error(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", "manifest media type unknown"),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "MANIFEST_INVALID",
+                    "manifest media type unknown",
+                )
+            }
         };
         let tag = match reference.parse::<Digest>() {
             Ok(d) if d != Digest::of(&bytes) => {
-                return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "manifest content does not match the digest in the URL");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "DIGEST_INVALID",
+                    "manifest content does not match the digest in the URL",
+                );
             }
             Ok(_) => None,
             Err(_) if is_valid_tag(reference) => Some(reference),
-            Err(_) => return error(StatusCode::BAD_REQUEST, "TAG_INVALID", "manifest tag did not match URI"),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "TAG_INVALID",
+                    "manifest tag did not match URI",
+                )
+            }
         };
         match layout.put_manifest(name, tag, &media_type, &bytes).await {
-            Ok(PutManifest::Stored(digest)) => created(&format!("/v2/{name}/manifests/{digest}"), &digest),
+            Ok(PutManifest::Stored(digest)) => {
+                created(&format!("/v2/{name}/manifests/{digest}"), &digest)
+            }
             Ok(PutManifest::Missing(missing)) => {
                 let list: Vec<String> = missing.iter().map(|d| d.to_string()).collect();
-                error(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", &format!("blob unknown to registry: {}", list.join(", ")))
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "MANIFEST_BLOB_UNKNOWN",
+                    &format!("blob unknown to registry: {}", list.join(", ")),
+                )
             }
-            Ok(PutManifest::Invalid(reason)) => error(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", &format!("manifest invalid: {reason}")),
+            Ok(PutManifest::Invalid(reason)) => error(
+                StatusCode::BAD_REQUEST,
+                "MANIFEST_INVALID",
+                &format!("manifest invalid: {reason}"),
+            ),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", &e.to_string()),
         }
     }
@@ -395,7 +477,8 @@ impl Registry {
         match (method, id) {
             (Method::POST, "") => {
                 if let (Some(mount), Some(from)) = (params.get("mount"), params.get("from")) {
-                    if let (Ok(digest), true) = (mount.parse::<Digest>(), is_valid_repository(from)) {
+                    if let (Ok(digest), true) = (mount.parse::<Digest>(), is_valid_repository(from))
+                    {
                         if layout.mount(name, &digest, from).await {
                             return created(&format!("/v2/{name}/blobs/{digest}"), &digest);
                         }
@@ -403,7 +486,9 @@ impl Registry {
                 }
                 let id = match layout.start_upload(name).await {
                     Ok(id) => id,
-                    Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", &e.to_string()),
+                    Err(e) => {
+                        return error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", &e.to_string())
+                    }
                 };
                 if let Some(digest) = params.get("digest") {
                     // Monolithic upload: POST with the whole blob.
@@ -414,7 +499,11 @@ impl Registry {
             (Method::PATCH, id) if !id.is_empty() => {
                 match stream_into(layout, name, id, req.into_body()).await {
                     Ok(Some(size)) => accepted(&location(id), size, id),
-                    Ok(None) => error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry"),
+                    Ok(None) => error(
+                        StatusCode::NOT_FOUND,
+                        "BLOB_UPLOAD_UNKNOWN",
+                        "blob upload unknown to registry",
+                    ),
                     Err(e) => {
                         layout.cancel(name, id).await;
                         error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", &e)
@@ -423,7 +512,11 @@ impl Registry {
             }
             (Method::PUT, id) if !id.is_empty() => {
                 let Some(digest) = params.get("digest") else {
-                    return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "a digest query parameter is required");
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "DIGEST_INVALID",
+                        "a digest query parameter is required",
+                    );
                 };
                 self.finish_upload(layout, name, id, digest, req).await
             }
@@ -433,16 +526,28 @@ impl Registry {
                     *r.status_mut() = StatusCode::NO_CONTENT;
                     r
                 }
-                None => error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry"),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "BLOB_UPLOAD_UNKNOWN",
+                    "blob upload unknown to registry",
+                ),
             },
             (Method::DELETE, id) if !id.is_empty() => {
                 if layout.cancel(name, id).await {
                     no_content()
                 } else {
-                    error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+                    error(
+                        StatusCode::NOT_FOUND,
+                        "BLOB_UPLOAD_UNKNOWN",
+                        "blob upload unknown to registry",
+                    )
                 }
             }
-            _ => error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "the operation is unsupported"),
+            _ => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UNSUPPORTED",
+                "the operation is unsupported",
+            ),
         }
     }
 
@@ -456,11 +561,21 @@ impl Registry {
     ) -> Response<Body> {
         let Ok(digest) = digest.parse::<Digest>() else {
             layout.cancel(name, id).await;
-            return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "provided digest is not a sha256 digest");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "DIGEST_INVALID",
+                "provided digest is not a sha256 digest",
+            );
         };
         match stream_into(layout, name, id, req.into_body()).await {
             Ok(Some(_)) => {}
-            Ok(None) => return error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry"),
+            Ok(None) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "BLOB_UPLOAD_UNKNOWN",
+                    "blob upload unknown to registry",
+                )
+            }
             Err(e) => {
                 layout.cancel(name, id).await;
                 return error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", &e);
@@ -473,7 +588,11 @@ impl Registry {
                 "DIGEST_INVALID",
                 &format!("provided digest did not match uploaded content (content is {actual})"),
             ),
-            Ok(CommitOutcome::UnknownUpload) => error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry"),
+            Ok(CommitOutcome::UnknownUpload) => error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UPLOAD_UNKNOWN",
+                "blob upload unknown to registry",
+            ),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", &e.to_string()),
         }
     }
@@ -533,7 +652,11 @@ async fn read_limited(mut body: Incoming, limit: u64) -> Result<Option<Vec<u8>>,
 
 /// A body that reads `[start, end)` of a blob on blocking threads, a chunk at a time.
 async fn stream_blob(data: store::BlobData, start: u64, end: u64) -> std::io::Result<Body> {
-    let opened = Arc::new(tokio::task::spawn_blocking(move || data.open()).await.map_err(std::io::Error::other)??);
+    let opened = Arc::new(
+        tokio::task::spawn_blocking(move || data.open())
+            .await
+            .map_err(std::io::Error::other)??,
+    );
     let stream = futures_util::stream::unfold(start, move |pos| {
         let opened = opened.clone();
         async move {
@@ -581,7 +704,10 @@ fn parse_range(header: &str, len: u64) -> Option<(u64, u64)> {
             (len.saturating_sub(n), len)
         }
         (a, "") => (a.parse().ok()?, len),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.saturating_add(1).min(len)),
+        (a, b) => (
+            a.parse().ok()?,
+            b.parse::<u64>().ok()?.saturating_add(1).min(len),
+        ),
     };
     (start < end && start < len).then_some((start, end))
 }
@@ -644,7 +770,9 @@ fn paginate(
 }
 
 fn full(bytes: Vec<u8>) -> Body {
-    Full::new(Bytes::from(bytes)).map_err(|never| match never {}).boxed_unsync()
+    Full::new(Bytes::from(bytes))
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 fn empty() -> Body {
@@ -653,7 +781,8 @@ fn empty() -> Body {
 
 fn ok_json(bytes: Vec<u8>) -> Response<Body> {
     let mut r = Response::new(full(bytes));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r.headers_mut().insert(
         "docker-distribution-api-version",
         HeaderValue::from_static("registry/2.0"),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use airgap::digest::DigestHasher;
-use airgap::oci::{Descriptor, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION, MAX_MANIFEST_SIZE};
+use airgap::oci::{Descriptor, MAX_MANIFEST_SIZE, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION};
 use airgap::parts::{BundleFile, PartsReader};
 use airgap::{BundleArchive, Digest, PublicKey, VerifyError};
 use tokio::sync::{Mutex, RwLock};
@@ -57,13 +57,15 @@ pub enum BlobData {
 }
 
 impl BlobData {
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         match self {
             BlobData::Archive { len, .. } | BlobData::File { len, .. } => *len,
         }
     }
 }
 
+// One per server: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
     Archive(ArchiveStore),
     Layout(LayoutStore),
@@ -85,19 +87,45 @@ impl ArchiveStore {
             prefix: String::new(),
             plain_http: false,
         };
-        let add = |repo: &str, tag: Option<&str>, digest: Digest, media_type: &str, catalog: &mut Catalog| -> Result<References, StoreError> {
+        let add = |repo: &str,
+                   tag: Option<&str>,
+                   digest: Digest,
+                   media_type: &str,
+                   catalog: &mut Catalog|
+         -> Result<References, StoreError> {
             let bytes = archive.read_small(&digest.blob_path(), MAX_MANIFEST_SIZE)?;
-            let refs = references(media_type, &bytes).map_err(|reason| StoreError::BadManifest { digest, reason })?;
+            let refs = references(media_type, &bytes)
+                .map_err(|reason| StoreError::BadManifest { digest, reason })?;
             catalog.add_manifest(repo, tag, digest, media_type, &refs);
             Ok(refs)
         };
         for name in mirrored_names(archive.verified().index(), &target) {
-            let refs = add(&name.repository, name.tag.as_deref(), name.digest, &name.media_type, &mut catalog)?;
+            let refs = add(
+                &name.repository,
+                name.tag.as_deref(),
+                name.digest,
+                &name.media_type,
+                &mut catalog,
+            )?;
             if let References::Manifests(children) = refs {
                 let bytes = archive.read_small(&name.digest.blob_path(), MAX_MANIFEST_SIZE)?;
-                let index: airgap::oci::ImageIndex = serde_json::from_slice(&bytes).map_err(|e| StoreError::BadManifest { digest: name.digest, reason: e.to_string() })?;
-                for child in index.manifests.iter().filter(|c| children.contains(&c.digest)) {
-                    add(&name.repository, None, child.digest, &child.media_type, &mut catalog)?;
+                let index: airgap::oci::ImageIndex =
+                    serde_json::from_slice(&bytes).map_err(|e| StoreError::BadManifest {
+                        digest: name.digest,
+                        reason: e.to_string(),
+                    })?;
+                for child in index
+                    .manifests
+                    .iter()
+                    .filter(|c| children.contains(&c.digest))
+                {
+                    add(
+                        &name.repository,
+                        None,
+                        child.digest,
+                        &child.media_type,
+                        &mut catalog,
+                    )?;
                 }
             }
         }
@@ -140,10 +168,11 @@ impl LayoutStore {
         let mut catalog = Catalog::default();
         if index_path.exists() {
             let bytes = fs::read(&index_path).map_err(io_err(&index_path))?;
-            let index: LayoutIndex = serde_json::from_slice(&bytes).map_err(|e| StoreError::NotALayout {
-                path: root.to_path_buf(),
-                reason: format!("index.json: {e}"),
-            })?;
+            let index: LayoutIndex =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::NotALayout {
+                    path: root.to_path_buf(),
+                    reason: format!("index.json: {e}"),
+                })?;
             for d in index.manifests {
                 let Some(repo) = d.annotations.get(REPOSITORY_ANNOTATION) else {
                     continue;
@@ -155,10 +184,11 @@ impl LayoutStore {
                     .and_then(|r| r.strip_prefix(':'));
                 let path = root.join(d.digest.blob_path());
                 let bytes = fs::read(&path).map_err(io_err(&path))?;
-                let refs = references(&d.media_type, &bytes).map_err(|reason| StoreError::NotALayout {
-                    path: root.to_path_buf(),
-                    reason: format!("manifest {}: {reason}", d.digest),
-                })?;
+                let refs =
+                    references(&d.media_type, &bytes).map_err(|reason| StoreError::NotALayout {
+                        path: root.to_path_buf(),
+                        reason: format!("manifest {}: {reason}", d.digest),
+                    })?;
                 catalog.add_manifest(repo, tag, d.digest, &d.media_type, &refs);
             }
         }
@@ -206,7 +236,12 @@ impl LayoutStore {
     }
 
     /// Appends bytes to an upload. `None` when there is no such upload for the repository.
-    pub async fn append(&self, repository: &str, id: &str, chunk: &[u8]) -> Result<Option<u64>, StoreError> {
+    pub async fn append(
+        &self,
+        repository: &str,
+        id: &str,
+        chunk: &[u8],
+    ) -> Result<Option<u64>, StoreError> {
         let mut uploads = self.uploads.lock().await;
         let Some(upload) = uploads.get_mut(id).filter(|u| u.repository == repository) else {
             return Ok(None);
@@ -225,7 +260,12 @@ impl LayoutStore {
     }
 
     /// Ends an upload: commits it as `digest` when the bytes match, discards it otherwise.
-    pub async fn commit(&self, repository: &str, id: &str, digest: &Digest) -> Result<CommitOutcome, StoreError> {
+    pub async fn commit(
+        &self,
+        repository: &str,
+        id: &str,
+        digest: &Digest,
+    ) -> Result<CommitOutcome, StoreError> {
         let Some(upload) = self.take_upload(repository, id).await else {
             return Ok(CommitOutcome::UnknownUpload);
         };
@@ -313,15 +353,22 @@ impl LayoutStore {
             let mut manifests: Vec<_> = repo.manifests.iter().collect();
             manifests.sort();
             for (digest, media_type) in manifests {
-                let size = fs::metadata(self.blob_file(digest)).map(|m| m.len()).unwrap_or(0);
+                let size = fs::metadata(self.blob_file(digest))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
                 let tags = tags_by_digest.remove(digest).unwrap_or_default();
                 let untagged = [None];
                 let tagged: Vec<Option<&str>> = tags.into_iter().map(Some).collect();
-                for tag in if tagged.is_empty() { &untagged[..] } else { &tagged[..] } {
+                for tag in if tagged.is_empty() {
+                    &untagged[..]
+                } else {
+                    &tagged[..]
+                } {
                     let mut annotations = BTreeMap::new();
                     annotations.insert(REPOSITORY_ANNOTATION.to_string(), name.clone());
                     if let Some(tag) = tag {
-                        annotations.insert(REF_NAME_ANNOTATION.to_string(), format!("{name}:{tag}"));
+                        annotations
+                            .insert(REF_NAME_ANNOTATION.to_string(), format!("{name}:{tag}"));
                     }
                     descriptors.push(Descriptor {
                         media_type: media_type.clone(),
@@ -334,7 +381,10 @@ impl LayoutStore {
                 }
             }
         }
-        write_atomic(&self.root.join("index.json"), &airgap::oci::layout_index(&descriptors))
+        write_atomic(
+            &self.root.join("index.json"),
+            &airgap::oci::layout_index(&descriptors),
+        )
     }
 }
 

@@ -1,0 +1,391 @@
+//! `airgap registry serve`: the built-in registry, over a bundle and over an OCI layout
+//! directory, with skopeo pulling from it and pushing to it, and the API refusing what
+//! distribution refuses.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use airgap::{BundleArchive, Digest, PublicKey};
+use common::registries::{
+    airgap_serve, creds, curl, skopeo_raw, write_htpasswd, Pki, PASSWORD, USER,
+};
+use common::{airgap, Setup};
+
+fn skopeo(pki: &Pki, args: &[&str]) -> Result<(), String> {
+    let out = Command::new("skopeo")
+        .args(args)
+        .arg("--dest-cert-dir")
+        .arg(pki.skopeo_cert_dir())
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn archive(bundle: &Path, public: &Path) -> BundleArchive {
+    BundleArchive::open(bundle, &PublicKey::load(public).unwrap()).unwrap()
+}
+
+#[test]
+fn serves_a_bundle_read_only_to_anonymous_pulls() {
+    let setup = Setup::new(64 << 10);
+    let bundle = setup.build("b.tar");
+    let pki = Pki::new(&setup.path("pki"));
+    let server = airgap_serve(&bundle, &pki, &["--pub", setup.public().to_str().unwrap()]);
+    let host = format!("127.0.0.1:{}", server.port);
+    let archive = archive(&bundle, &setup.public());
+    for image in &archive.verified().index().images {
+        let tag = image.reference.rsplit_once(':').unwrap().1;
+        let raw = skopeo_raw(
+            &pki,
+            &format!("{host}/{}:{tag}", image.mirror_repository),
+            false,
+        )
+        .unwrap();
+        assert_eq!(Digest::of(&raw), image.digest);
+    }
+    // A whole multi-platform image, every blob, through skopeo.
+    let multi = archive
+        .verified()
+        .index()
+        .images
+        .iter()
+        .find(|i| airgap::oci::is_index(&i.media_type))
+        .unwrap();
+    let dest = setup.path("pulled");
+    let out = Command::new("skopeo")
+        .args(["copy", "--all", "--src-cert-dir"])
+        .arg(pki.skopeo_cert_dir())
+        .arg(format!("docker://{host}/{}:2.1", multi.mirror_repository))
+        .arg(format!("oci:{}:x", dest.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Range requests.
+    let blob = archive
+        .verified()
+        .index()
+        .entries
+        .iter()
+        .max_by_key(|e| e.size)
+        .unwrap();
+    let repo = &archive.verified().index().images[0].mirror_repository;
+    let (status, _) = curl(
+        &pki,
+        &[
+            "-r",
+            "0-9",
+            "-D",
+            "-",
+            &format!("https://{host}/v2/{repo}/blobs/{}", blob.sha256),
+        ],
+    );
+    assert_eq!(status, 206);
+    // A bundle is read-only, and pushes without --htpasswd are refused anyway.
+    let (status, body) = curl(
+        &pki,
+        &[
+            "-X",
+            "POST",
+            &format!("https://{host}/v2/{repo}/blobs/uploads/"),
+        ],
+    );
+    assert_eq!(status, 405, "{body}");
+    assert!(body.contains("UNSUPPORTED"), "{body}");
+    // Unknown things are 404s with the spec's codes.
+    let (status, body) = curl(&pki, &[&format!("https://{host}/v2/{repo}/manifests/nope")]);
+    assert_eq!(
+        (status, body.contains("MANIFEST_UNKNOWN")),
+        (404, true),
+        "{body}"
+    );
+    let (status, body) = curl(&pki, &[&format!("https://{host}/v2/nope/tags/list")]);
+    assert_eq!(
+        (status, body.contains("NAME_UNKNOWN")),
+        (404, true),
+        "{body}"
+    );
+    // TLS below 1.2 is refused.
+    let out = Command::new("openssl")
+        .args(["s_client", "-tls1_1", "-connect", &host])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "TLS 1.1 handshake succeeded");
+}
+
+#[test]
+fn a_tampered_bundle_is_not_served() {
+    let setup = Setup::new(16 << 10);
+    let bundle = setup.build("b.tar");
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let n = bytes.len();
+    bytes[n - 3000] ^= 1;
+    std::fs::write(&bundle, bytes).unwrap();
+    let pki = Pki::new(&setup.path("pki"));
+    let line = common::fails(
+        airgap()
+            .args(["registry", "serve"])
+            .arg(&bundle)
+            .args([
+                "--pub",
+                setup.public().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--tls-cert")
+            .arg(&pki.cert)
+            .arg("--tls-key")
+            .arg(&pki.key),
+    );
+    assert!(line.contains("verifying"), "{line}");
+    let line = common::fails(
+        airgap()
+            .args(["registry", "serve"])
+            .arg(&bundle)
+            .args(["--listen", "127.0.0.1:0"]),
+    );
+    assert!(line.contains("--pub"), "{line}");
+}
+
+#[test]
+fn seeding_into_the_builtin_registry_then_skopeo_pushes_and_pulls() {
+    let setup = Setup::new(64 << 10);
+    let bundle = setup.build("b.tar");
+    let pki = Pki::new(&setup.path("pki"));
+    let htpasswd = setup.path("htpasswd");
+    write_htpasswd(&htpasswd);
+    let store = setup.path("store");
+    let server = airgap_serve(&store, &pki, &["--htpasswd", htpasswd.to_str().unwrap()]);
+    let host = format!("127.0.0.1:{}", server.port);
+
+    let mut child = airgap()
+        .args(["registry", "seed"])
+        .arg(&bundle)
+        .arg("--pub")
+        .arg(setup.public())
+        .args([
+            "--to",
+            &format!("https://{host}/mirror"),
+            "--ca",
+            pki.ca.to_str().unwrap(),
+        ])
+        .args(["--username", USER, "--password-stdin", "--config-dir"])
+        .arg(setup.path("cfg"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(PASSWORD.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archive = archive(&bundle, &setup.public());
+    for image in &archive.verified().index().images {
+        let tag = image.reference.rsplit_once(':').unwrap().1;
+        let name = format!("{host}/mirror/{}:{tag}", image.mirror_repository);
+        let anonymous = skopeo_raw(&pki, &name, false).unwrap_err();
+        assert!(anonymous.contains("unauthorized"), "{anonymous}");
+        let raw = skopeo_raw(&pki, &name, true).unwrap();
+        assert_eq!(Digest::of(&raw), image.digest);
+    }
+    // The store is a valid OCI layout other tools read.
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!(
+            "oci:{}:mirror/packs/platform-core:1.2.0",
+            store.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        Digest::of(&out.stdout),
+        archive.verified().index().packs[0].digest
+    );
+
+    // skopeo pushes to it and pulls back the same digest.
+    let source = format!(
+        "oci:{}:{}",
+        setup.fixture.layout.display(),
+        testkit::FIXTURE_IMAGES[0]
+    );
+    skopeo(
+        &pki,
+        &[
+            "copy",
+            "--dest-creds",
+            &creds(),
+            &source,
+            &format!("docker://{host}/pushed/app:1"),
+        ],
+    )
+    .unwrap();
+    let pushed = skopeo_raw(&pki, &format!("{host}/pushed/app:1"), true).unwrap();
+    let original = Command::new("skopeo")
+        .args(["inspect", "--raw", &source])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(Digest::of(&pushed), Digest::of(&original));
+    // Pushes with a wrong password are refused.
+    assert!(skopeo(
+        &pki,
+        &[
+            "copy",
+            "--dest-creds",
+            &format!("{USER}:wrong"),
+            &source,
+            &format!("docker://{host}/pushed/other:1")
+        ]
+    )
+    .is_err());
+}
+
+#[test]
+fn the_builtin_registry_refuses_what_distribution_refuses() {
+    let setup = Setup::new(16 << 10);
+    let pki = Pki::new(&setup.path("pki"));
+    let htpasswd = setup.path("htpasswd");
+    write_htpasswd(&htpasswd);
+    let store = setup.path("store");
+    let server = airgap_serve(&store, &pki, &["--htpasswd", htpasswd.to_str().unwrap()]);
+    let base = format!("https://127.0.0.1:{}/v2", server.port);
+    let c = creds();
+    let missing = Digest::of(b"not uploaded");
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{missing}","size":12}},"layers":[]}}"#
+    );
+    let oci = "Content-Type: application/vnd.oci.image.manifest.v1+json";
+    // A manifest whose blobs are missing.
+    let (status, body) = curl(
+        &pki,
+        &[
+            "-u",
+            &c,
+            "-X",
+            "PUT",
+            "-H",
+            oci,
+            "--data-binary",
+            &manifest,
+            &format!("{base}/app/manifests/1"),
+        ],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("MANIFEST_BLOB_UNKNOWN") && body.contains(&missing.to_string()),
+        "{body}"
+    );
+    let (status, _) = curl(&pki, &["-u", &c, &format!("{base}/app/manifests/1")]);
+    assert_eq!(status, 404);
+    // Path traversal and invalid names.
+    for path in [
+        "/../../etc/manifests/x",
+        "/a/%2e%2e/b/tags/list",
+        "/a/../b/blobs/uploads/",
+        "/A/tags/list",
+        "/a//b/manifests/x",
+    ] {
+        for method in ["GET", "POST", "PUT"] {
+            let (status, body) = curl(&pki, &["-u", &c, "-X", method, &format!("{base}{path}")]);
+            assert!(
+                status == 400 && body.contains("NAME_INVALID") || status == 404 || status == 405,
+                "{method} {path}: {status} {body}"
+            );
+        }
+    }
+    // An oversized manifest is refused and nothing is stored.
+    let big = setup.path("big.json");
+    std::fs::write(&big, format!("{{\"pad\":\"{}\"}}", "x".repeat(5 << 20))).unwrap();
+    let (status, body) = curl(
+        &pki,
+        &[
+            "-u",
+            &c,
+            "-X",
+            "PUT",
+            "-H",
+            oci,
+            "--data-binary",
+            &format!("@{}", big.display()),
+            &format!("{base}/app/manifests/big"),
+        ],
+    );
+    assert_eq!(status, 413, "{body}");
+    // A blob whose bytes do not match the digest it is committed under.
+    let (status, headers) = curl(
+        &pki,
+        &[
+            "-u",
+            &c,
+            "-X",
+            "POST",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            &format!("{base}/app/blobs/uploads/"),
+        ],
+    );
+    assert_eq!(status, 202);
+    let location = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let url = format!(
+        "https://127.0.0.1:{}{location}?digest={missing}",
+        server.port
+    );
+    let (status, body) = curl(
+        &pki,
+        &[
+            "-u",
+            &c,
+            "-X",
+            "PUT",
+            "--data-binary",
+            "something else",
+            &url,
+        ],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("DIGEST_INVALID"), "{body}");
+    let (status, _) = curl(
+        &pki,
+        &["-u", &c, "-I", &format!("{base}/app/blobs/{missing}")],
+    );
+    assert_eq!(status, 404);
+    // Nothing escaped the store, and the only blobs are none.
+    let blobs: Vec<_> = std::fs::read_dir(store.join("blobs/sha256"))
+        .unwrap()
+        .collect();
+    assert!(blobs.is_empty(), "{blobs:?}");
+    assert!(!setup.path("etc").exists() && !store.join("..").join("b").exists());
+}
