@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::digest::DigestHasher;
-use crate::index::EntryRecord;
+use crate::index::{EntryRecord, SIGNATURE_PATH};
 use crate::parts::{BundleFile, PartsReader};
 use crate::signing::PublicKey;
 use crate::tar::{padding, ustar_header, HeaderKind, Strictness, TarReader, BLOCK, ENTRY_MODE};
@@ -39,6 +39,7 @@ impl BundleArchive {
         let verified = VerifiedIndex::from_header(&header, key)?;
         // The reader is past the signature's data; its padding ends the block.
         let mut offset = tar.position() + padding(tar.position());
+        check_padding(&file, tar.position(), SIGNATURE_PATH)?;
         let mut offsets = HashMap::with_capacity(verified.index().entries.len());
         for (i, entry) in verified.index().entries.iter().enumerate() {
             offsets.insert(entry.path.as_str().to_string(), (i, offset));
@@ -126,6 +127,18 @@ pub struct LocatedEntry {
     pub data_offset: u64,
 }
 
+/// Checks the zero padding from `end` (the end of an entry's data) to the next block.
+fn check_padding(file: &BundleFile, end: u64, path: &str) -> Result<(), VerifyError> {
+    let mut pad = [0u8; BLOCK as usize];
+    let pad = &mut pad[..padding(end) as usize];
+    file.read_exact_at(pad, end)
+        .map_err(|e| truncated_or(e, path))?;
+    if pad.iter().any(|&b| b != 0) {
+        return Err(VerifyError::BadPadding(path.to_string()));
+    }
+    Ok(())
+}
+
 /// One entry's data, hashed as it is read.
 pub struct EntryReader {
     file: Arc<BundleFile>,
@@ -140,11 +153,13 @@ impl EntryReader {
         &self.record
     }
 
-    /// Succeeds only when every byte was read and they hash to the index's digest.
+    /// Succeeds only when every byte was read, they hash to the index's digest, and the
+    /// padding after them is zero (so no byte of the archive up to here is unchecked).
     pub fn finish(self) -> Result<(), VerifyError> {
         if self.remaining > 0 {
             return Err(VerifyError::Truncated(self.record.path.to_string()));
         }
+        check_padding(&self.file, self.offset, self.record.path.as_str())?;
         let actual = self.hasher.finish();
         if actual != self.record.sha256 {
             return Err(VerifyError::DigestMismatch {

@@ -71,6 +71,8 @@ pub enum VerifyError {
     Io(io::Error),
     #[error("entry {0} is not where bundle.json puts it: the archive was altered")]
     Misplaced(EntryPath),
+    #[error("padding after entry {0} is not zero: the archive was altered")]
+    BadPadding(String),
     #[error("no entry {0} in the bundle")]
     NoSuchEntry(String),
 }
