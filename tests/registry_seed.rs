@@ -393,3 +393,82 @@ fn target_down_midway_then_back_and_mounts_refused() {
         true,
     );
 }
+
+/// A delta of `full`: the same index without its largest layer, which it lists as expected
+/// from the base instead. Written with the core writer, as `bundle build --since` will.
+fn delta_of(full: &Path, key: &Path, public: &Path, out: &Path) -> Digest {
+    use airgap::index::BaseRecord;
+    let archive = archive(full, public);
+    let mut index = archive.verified().index().clone();
+    let layer = index
+        .entries
+        .iter()
+        .filter(|e| e.path.as_str().starts_with("blobs/"))
+        .max_by_key(|e| e.size)
+        .unwrap()
+        .clone();
+    index.entries.retain(|e| e.path != layer.path);
+    index.expected_blobs = vec![layer.sha256];
+    index.base = Some(BaseRecord {
+        name: index.name.clone(),
+        version: index.version.clone(),
+        index_digest: archive.verified().index_digest(),
+    });
+    index.version = format!("{}-delta", index.version);
+    let key = airgap::SigningKey::load(key).unwrap();
+    let file = std::fs::File::create(out).unwrap();
+    let mut writer = airgap::BundleWriter::start(file, &index.to_bytes(), &key, 0).unwrap();
+    for entry in &index.entries {
+        let mut reader = archive.open_entry(entry.path.as_str()).unwrap();
+        writer.write_entry(entry, &mut reader).unwrap();
+    }
+    writer.finish().unwrap();
+    layer.sha256
+}
+
+#[test]
+fn a_delta_bundle_needs_its_base_on_the_target_first() {
+    let setup = Setup::new(64 << 10);
+    let full = setup.build("full.tar");
+    let delta = setup.path("delta.tar");
+    let expected = delta_of(&full, &setup.key(), &setup.public(), &delta);
+    common::ok(&mut setup.verify(&delta));
+    let pki = Pki::new(&setup.path("pki"));
+    let registry = Distribution::start(&setup.path("registry"), &pki);
+    let to = format!("https://{}/m", registry.host());
+    let ca = pki.ca.to_str().unwrap().to_string();
+
+    let (ok, _, err) = seed(&delta, &setup.public(), &to, &["--ca", &ca], PASSWORD);
+    assert!(!ok);
+    let line = one_error_line(&err);
+    assert!(
+        line.contains("lacks 1 blob")
+            && line.contains(&expected.to_string())
+            && line.contains("seed the base bundle first"),
+        "{line}"
+    );
+    let (_, catalog) = curl(
+        &pki,
+        &[
+            "-u",
+            &creds(),
+            &format!("https://{}/v2/_catalog", registry.host()),
+        ],
+    );
+    assert_eq!(
+        catalog, "{\"repositories\":[]}\n",
+        "the failed delta pushed something"
+    );
+
+    let (ok, out, err) = seed(&full, &setup.public(), &to, &["--ca", &ca], PASSWORD);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = seed(&delta, &setup.public(), &to, &["--ca", &ca], PASSWORD);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("blobs: 0 uploaded"), "{out}");
+    assert_mirrored(
+        &pki,
+        &archive(&delta, &setup.public()),
+        &format!("{}/m", registry.host()),
+        true,
+    );
+}
