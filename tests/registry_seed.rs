@@ -472,3 +472,36 @@ fn a_delta_bundle_needs_its_base_on_the_target_first() {
         true,
     );
 }
+
+#[test]
+fn seeds_straight_from_a_split_bundle() {
+    let setup = Setup::new(256 << 10);
+    let out = setup.path("split.tar");
+    common::ok(
+        setup
+            .build_command(&setup.fixture.spec, &out)
+            .args(["--split", "100KiB"]),
+    );
+    let first = setup.path("split.tar.000");
+    assert!(
+        setup.path("split.tar.003").exists(),
+        "expected several parts"
+    );
+    let pki = Pki::new(&setup.path("pki"));
+    let registry = Distribution::start(&setup.path("registry"), &pki);
+    let ca = pki.ca.to_str().unwrap().to_string();
+    let (ok, out, err) = seed(
+        &first,
+        &setup.public(),
+        &format!("https://{}/m", registry.host()),
+        &["--ca", &ca],
+        PASSWORD,
+    );
+    assert!(ok, "{out}{err}");
+    assert_mirrored(
+        &pki,
+        &archive(&first, &setup.public()),
+        &format!("{}/m", registry.host()),
+        true,
+    );
+}
