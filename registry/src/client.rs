@@ -464,7 +464,7 @@ impl RegistryClient {
             if let Some(h) = self.auth_header(repo.unwrap_or("")).await? {
                 req = req.header(AUTHORIZATION, h);
             }
-            tracing::debug!(%method, host = %self.host, repo, "request");
+            tracing::info!(%method, host = %self.host, repo, "request");
             let result = req.send().await;
             let retry_after = match result {
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
