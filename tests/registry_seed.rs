@@ -10,44 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use airgap::{BundleArchive, Digest, PublicKey};
-use common::registries::{creds, curl, skopeo_raw, Distribution, FaultProxy, Pki, PASSWORD, USER};
+use common::registries::{creds, curl, seed, skopeo_raw, Distribution, FaultProxy, Pki, PASSWORD};
 use common::{airgap, Setup};
-
-/// `registry seed` with the password on stdin; returns (success, stdout, stderr).
-fn seed(
-    bundle: &Path,
-    public: &Path,
-    to: &str,
-    extra: &[&str],
-    password: &str,
-) -> (bool, String, String) {
-    let mut child = airgap()
-        .args(["registry", "seed"])
-        .arg(bundle)
-        .arg("--pub")
-        .arg(public)
-        .args(["--to", to, "--username", USER, "--password-stdin"])
-        .args(extra)
-        // The default --config-dir is relative: keep it inside the test's directory.
-        .current_dir(bundle.parent().unwrap())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn archive(bundle: &Path, public: &Path) -> BundleArchive {
     BundleArchive::open(bundle, &PublicKey::load(public).unwrap()).unwrap()

@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use airgap::{BundleArchive, Digest, PublicKey};
 use common::registries::{
-    airgap_serve, creds, curl, skopeo_raw, write_htpasswd, Pki, PASSWORD, USER,
+    airgap_serve, creds, curl, seed, skopeo_raw, write_htpasswd, Pki, PASSWORD, USER,
 };
 use common::{airgap, Setup};
 
@@ -170,36 +169,20 @@ fn seeding_into_the_builtin_registry_then_skopeo_pushes_and_pulls() {
     let server = airgap_serve(&store, &pki, &["--htpasswd", htpasswd.to_str().unwrap()]);
     let host = format!("127.0.0.1:{}", server.port);
 
-    let mut child = airgap()
-        .args(["registry", "seed"])
-        .arg(&bundle)
-        .arg("--pub")
-        .arg(setup.public())
-        .args([
-            "--to",
-            &format!("https://{host}/mirror"),
+    let cfg = setup.path("cfg");
+    let (ok, out, err) = seed(
+        &bundle,
+        &setup.public(),
+        &format!("https://{host}/mirror"),
+        &[
             "--ca",
             pki.ca.to_str().unwrap(),
-        ])
-        .args(["--username", USER, "--password-stdin", "--config-dir"])
-        .arg(setup.path("cfg"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(PASSWORD.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            "--config-dir",
+            cfg.to_str().unwrap(),
+        ],
+        PASSWORD,
     );
+    assert!(ok, "{out}{err}");
     let archive = archive(&bundle, &setup.public());
     for image in &archive.verified().index().images {
         let tag = image.reference.rsplit_once(':').unwrap().1;

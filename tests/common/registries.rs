@@ -4,6 +4,7 @@
 //! purpose. Every process is killed when its guard drops, pass or fail.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -254,6 +255,42 @@ pub fn curl(pki: &Pki, args: &[&str]) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// `registry seed` with the password on stdin; returns (success, stdout, stderr).
+pub fn seed(
+    bundle: &Path,
+    public: &Path,
+    to: &str,
+    extra: &[&str],
+    password: &str,
+) -> (bool, String, String) {
+    let mut child = super::airgap()
+        .args(["registry", "seed"])
+        .arg(bundle)
+        .arg("--pub")
+        .arg(public)
+        .args(["--to", to, "--username", USER, "--password-stdin"])
+        .args(extra)
+        // The default --config-dir is relative: keep it inside the test's directory.
+        .current_dir(bundle.parent().unwrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub fn creds() -> String {
