@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod manifest;
 
 pub use auth::{AuthFile, Credentials};
 pub use client::{ClientConfig, RegistryClient, RegistryError, RetryPolicy};

@@ -8,16 +8,17 @@
 //! last, byte for byte, children before parents. A re-run after an interruption only sends
 //! what did not arrive.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use airgap::archive::EntryReader;
-use airgap::oci::{self, ImageIndex, ImageManifest, MAX_MANIFEST_SIZE};
+use airgap::oci::MAX_MANIFEST_SIZE;
 use airgap::{BundleArchive, Digest, VerifyError};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::client::{MountOutcome, RegistryClient, RegistryError, UploadSession};
+use crate::manifest::References;
 use crate::mirror::{mirrored_names, MirrorTarget};
 
 /// Bytes per chunk read from the archive; a few chunks per upload are in flight at once.
@@ -39,13 +40,13 @@ pub enum SeedError {
         "blob {digest} is neither in the bundle nor among the blobs it expects the target to have"
     )]
     BlobNotInBundle { digest: Digest },
-    #[error("the target lacks {} blob(s) this delta bundle expects from its base {base}; seed the base bundle first: {}", .missing.len(), list(.missing))]
+    #[error("the target lacks {} blob(s) this delta bundle expects from its base {base}; seed the base bundle first: {}", .missing.len(), digest_list(.missing))]
     DeltaBaseMissing { base: String, missing: Vec<Digest> },
     #[error("internal task failed: {0}")]
     Task(String),
 }
 
-fn list(d: &[Digest]) -> String {
+fn digest_list(d: &[Digest]) -> String {
     let mut shown: Vec<String> = d.iter().take(5).map(|d| d.to_string()).collect();
     if d.len() > 5 {
         shown.push(format!("and {} more", d.len() - 5));
@@ -114,22 +115,23 @@ impl SeedPlan {
                 }
                 Ok(())
             };
-            let root = read_manifest(archive, name.digest, &name.media_type)?;
+            let (root_bytes, root_refs) = read_manifest(archive, name.digest, &name.media_type)?;
             let mut tree = Vec::new();
-            match &root {
-                Parsed::Index(idx, _) => {
-                    for child in &idx.manifests {
-                        let manifest = read_manifest(archive, child.digest, &child.media_type)?;
-                        if let Parsed::Manifest(m, bytes) = &manifest {
-                            for d in std::iter::once(&m.config).chain(&m.layers) {
+            match &root_refs {
+                References::Manifests(children) => {
+                    for child in children {
+                        let (bytes, refs) =
+                            read_manifest(archive, child.digest, &child.media_type)?;
+                        if let References::Blobs(blobs) = refs {
+                            for d in &blobs {
                                 need_blob(d.digest, d.size)?;
                             }
-                            tree.push((child.digest, child.media_type.clone(), bytes.clone()));
+                            tree.push((child.digest, child.media_type.clone(), bytes));
                         }
                     }
                 }
-                Parsed::Manifest(m, _) => {
-                    for d in std::iter::once(&m.config).chain(&m.layers) {
+                References::Blobs(blobs) => {
+                    for d in blobs {
                         need_blob(d.digest, d.size)?;
                     }
                 }
@@ -151,7 +153,7 @@ impl SeedPlan {
                 reference,
                 digest: name.digest,
                 media_type: name.media_type.clone(),
-                bytes: root.bytes(),
+                bytes: root_bytes,
             });
         }
         let blobs = order.into_iter().filter_map(|d| blobs.remove(&d)).collect();
@@ -168,41 +170,19 @@ impl SeedPlan {
     }
 }
 
-enum Parsed {
-    Manifest(ImageManifest, Bytes),
-    Index(ImageIndex, Bytes),
-}
-
-impl Parsed {
-    fn bytes(&self) -> Bytes {
-        match self {
-            Parsed::Manifest(_, b) | Parsed::Index(_, b) => b.clone(),
-        }
-    }
-}
-
+/// A manifest of the bundle, digest-checked, with what it references.
 fn read_manifest(
     archive: &BundleArchive,
     digest: Digest,
     media_type: &str,
-) -> Result<Parsed, SeedError> {
+) -> Result<(Bytes, References), SeedError> {
     let bytes = Bytes::from(archive.read_small(&digest.blob_path(), MAX_MANIFEST_SIZE)?);
-    let bad = |e: serde_json::Error| SeedError::BadManifest {
+    let refs = References::parse(media_type, &bytes).map_err(|e| SeedError::BadManifest {
         digest,
         media_type: media_type.to_string(),
         reason: e.to_string(),
-    };
-    if oci::is_index(media_type) {
-        Ok(Parsed::Index(
-            serde_json::from_slice(&bytes).map_err(bad)?,
-            bytes,
-        ))
-    } else {
-        Ok(Parsed::Manifest(
-            serde_json::from_slice(&bytes).map_err(bad)?,
-            bytes,
-        ))
-    }
+    })?;
+    Ok((bytes, refs))
 }
 
 /// What happened to each blob and manifest.
@@ -288,7 +268,7 @@ impl Seeder {
         if let Some(e) = first_error {
             return Err(e);
         }
-        let (pushed, present) = self.push_manifests(plan, permits_count(self.jobs)).await?;
+        let (pushed, present) = self.push_manifests(plan).await?;
         Ok(SeedReport {
             blobs_uploaded: counts.uploaded,
             bytes_uploaded: counts.bytes,
@@ -338,17 +318,13 @@ impl Seeder {
         Err(SeedError::DeltaBaseMissing { base, missing })
     }
 
-    async fn push_manifests(
-        &self,
-        plan: &SeedPlan,
-        jobs: usize,
-    ) -> Result<(usize, usize), SeedError> {
+    async fn push_manifests(&self, plan: &SeedPlan) -> Result<(usize, usize), SeedError> {
         // Repositories in parallel; within one, manifests in plan order (children first).
         let mut by_repo: BTreeMap<&str, Vec<ManifestPush>> = BTreeMap::new();
         for m in &plan.manifests {
             by_repo.entry(&m.repository).or_default().push(m.clone());
         }
-        let permits = Arc::new(Semaphore::new(jobs));
+        let permits = Arc::new(Semaphore::new(self.jobs.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         for (_, pushes) in by_repo {
             let client = self.client.clone();
@@ -382,10 +358,6 @@ impl Seeder {
         }
         Ok((pushed, present))
     }
-}
-
-fn permits_count(jobs: usize) -> usize {
-    jobs.max(1)
 }
 
 /// Gets one blob into every repository that needs it: upload to the first that lacks it,
@@ -522,12 +494,4 @@ fn stream_entry(
         rx.recv().await.map(|item| (item, rx))
     });
     (reqwest::Body::wrap_stream(stream), verdict, sent)
-}
-
-/// Repositories the plan touches, for summaries.
-pub fn repositories(plan: &SeedPlan) -> BTreeSet<&str> {
-    plan.manifests
-        .iter()
-        .map(|m| m.repository.as_str())
-        .collect()
 }

@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use airgap::oci::{self, ImageIndex, ImageManifest};
 use airgap::Digest;
+
+use crate::manifest::References;
 
 #[derive(Debug, Clone, Default)]
 pub struct Repository {
@@ -17,30 +18,6 @@ pub struct Repository {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     pub repositories: BTreeMap<String, Repository>,
-}
-
-/// What a manifest points at, by kind.
-pub enum References {
-    Blobs(Vec<Digest>),
-    Manifests(Vec<Digest>),
-}
-
-/// Parses a manifest of `media_type` and lists what must exist before it may be stored.
-pub fn references(media_type: &str, bytes: &[u8]) -> Result<References, String> {
-    if oci::is_index(media_type) {
-        let index: ImageIndex = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        Ok(References::Manifests(
-            index.manifests.iter().map(|d| d.digest).collect(),
-        ))
-    } else {
-        let manifest: ImageManifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        Ok(References::Blobs(
-            std::iter::once(&manifest.config)
-                .chain(&manifest.layers)
-                .map(|d| d.digest)
-                .collect(),
-        ))
-    }
 }
 
 impl Catalog {
@@ -76,7 +53,7 @@ impl Catalog {
         let repo = self.repositories.entry(name.to_string()).or_default();
         repo.manifests.insert(digest, media_type.to_string());
         if let References::Blobs(blobs) = refs {
-            repo.blobs.extend(blobs.iter().copied());
+            repo.blobs.extend(blobs.iter().map(|d| d.digest));
         }
         if let Some(tag) = tag {
             repo.tags.insert(tag.to_string(), digest);
@@ -94,11 +71,10 @@ impl Catalog {
     /// Digests a manifest references that the repository lacks.
     pub fn missing(&self, name: &str, refs: &References) -> Vec<Digest> {
         let repo = self.repositories.get(name);
-        let (list, is_manifest) = match refs {
-            References::Blobs(b) => (b, false),
-            References::Manifests(m) => (m, true),
-        };
-        list.iter()
+        let is_manifest = matches!(refs, References::Manifests(_));
+        refs.descriptors()
+            .iter()
+            .map(|d| d.digest)
             .filter(|d| {
                 !repo.is_some_and(|r| {
                     if is_manifest {
@@ -108,7 +84,6 @@ impl Catalog {
                     }
                 })
             })
-            .copied()
             .collect()
     }
 }

@@ -18,7 +18,8 @@ use airgap::parts::{BundleFile, PartsReader};
 use airgap::{BundleArchive, Digest, PublicKey, VerifyError};
 use tokio::sync::{Mutex, RwLock};
 
-use super::catalog::{references, Catalog, References};
+use super::catalog::Catalog;
+use crate::manifest::References;
 use crate::mirror::{mirrored_names, MirrorTarget};
 
 pub const REPOSITORY_ANNOTATION: &str = "io.airgap.repository";
@@ -94,8 +95,11 @@ impl ArchiveStore {
                    catalog: &mut Catalog|
          -> Result<References, StoreError> {
             let bytes = archive.read_small(&digest.blob_path(), MAX_MANIFEST_SIZE)?;
-            let refs = references(media_type, &bytes)
-                .map_err(|reason| StoreError::BadManifest { digest, reason })?;
+            let refs =
+                References::parse(media_type, &bytes).map_err(|e| StoreError::BadManifest {
+                    digest,
+                    reason: e.to_string(),
+                })?;
             catalog.add_manifest(repo, tag, digest, media_type, &refs);
             Ok(refs)
         };
@@ -108,17 +112,7 @@ impl ArchiveStore {
                 &mut catalog,
             )?;
             if let References::Manifests(children) = refs {
-                let bytes = archive.read_small(&name.digest.blob_path(), MAX_MANIFEST_SIZE)?;
-                let index: airgap::oci::ImageIndex =
-                    serde_json::from_slice(&bytes).map_err(|e| StoreError::BadManifest {
-                        digest: name.digest,
-                        reason: e.to_string(),
-                    })?;
-                for child in index
-                    .manifests
-                    .iter()
-                    .filter(|c| children.contains(&c.digest))
-                {
+                for child in &children {
                     add(
                         &name.repository,
                         None,
@@ -133,9 +127,10 @@ impl ArchiveStore {
     }
 }
 
-/// An upload in progress in a layout directory.
+/// An upload in progress in a layout directory; `None` once committed or cancelled.
+type UploadSlot = Arc<Mutex<Option<Upload>>>;
+
 struct Upload {
-    repository: String,
     path: PathBuf,
     file: fs::File,
     hasher: DigestHasher,
@@ -144,7 +139,9 @@ struct Upload {
 pub struct LayoutStore {
     root: PathBuf,
     catalog: RwLock<Catalog>,
-    uploads: Mutex<HashMap<String, Upload>>,
+    /// Upload id -> (repository, the upload). Each upload has its own lock, so parallel
+    /// uploads never wait on one another; the map's lock is held only to look one up.
+    uploads: Mutex<HashMap<String, (String, UploadSlot)>>,
     /// Serializes `index.json` rewrites.
     index_lock: Mutex<()>,
 }
@@ -184,11 +181,12 @@ impl LayoutStore {
                     .and_then(|r| r.strip_prefix(':'));
                 let path = root.join(d.digest.blob_path());
                 let bytes = fs::read(&path).map_err(io_err(&path))?;
-                let refs =
-                    references(&d.media_type, &bytes).map_err(|reason| StoreError::NotALayout {
+                let refs = References::parse(&d.media_type, &bytes).map_err(|e| {
+                    StoreError::NotALayout {
                         path: root.to_path_buf(),
-                        reason: format!("manifest {}: {reason}", d.digest),
-                    })?;
+                        reason: format!("manifest {}: {e}", d.digest),
+                    }
+                })?;
                 catalog.add_manifest(repo, tag, d.digest, &d.media_type, &refs);
             }
         }
@@ -223,14 +221,14 @@ impl LayoutStore {
             .create_new(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        let upload = Upload {
+            path,
+            file,
+            hasher: DigestHasher::new(),
+        };
         self.uploads.lock().await.insert(
             id.clone(),
-            Upload {
-                repository: repository.to_string(),
-                path,
-                file,
-                hasher: DigestHasher::new(),
-            },
+            (repository.to_string(), Arc::new(Mutex::new(Some(upload)))),
         );
         Ok(id)
     }
@@ -242,8 +240,11 @@ impl LayoutStore {
         id: &str,
         chunk: &[u8],
     ) -> Result<Option<u64>, StoreError> {
-        let mut uploads = self.uploads.lock().await;
-        let Some(upload) = uploads.get_mut(id).filter(|u| u.repository == repository) else {
+        let Some(slot) = self.slot(repository, id).await else {
+            return Ok(None);
+        };
+        let mut guard = slot.lock().await;
+        let Some(upload) = guard.as_mut() else {
             return Ok(None);
         };
         upload.file.write_all(chunk).map_err(io_err(&upload.path))?;
@@ -252,11 +253,17 @@ impl LayoutStore {
     }
 
     pub async fn upload_size(&self, repository: &str, id: &str) -> Option<u64> {
+        let slot = self.slot(repository, id).await?;
+        let guard = slot.lock().await;
+        guard.as_ref().map(|u| u.hasher.len())
+    }
+
+    async fn slot(&self, repository: &str, id: &str) -> Option<UploadSlot> {
         let uploads = self.uploads.lock().await;
         uploads
             .get(id)
-            .filter(|u| u.repository == repository)
-            .map(|u| u.hasher.len())
+            .filter(|(repo, _)| repo == repository)
+            .map(|(_, slot)| slot.clone())
     }
 
     /// Ends an upload: commits it as `digest` when the bytes match, discards it otherwise.
@@ -292,13 +299,17 @@ impl LayoutStore {
         }
     }
 
+    /// Removes an upload, waiting for a write in progress on it to end.
     async fn take_upload(&self, repository: &str, id: &str) -> Option<Upload> {
-        let mut uploads = self.uploads.lock().await;
-        if uploads.get(id).is_some_and(|u| u.repository == repository) {
-            uploads.remove(id)
-        } else {
-            None
-        }
+        let slot = {
+            let mut uploads = self.uploads.lock().await;
+            if uploads.get(id).is_none_or(|(repo, _)| repo != repository) {
+                return None;
+            }
+            uploads.remove(id)?.1
+        };
+        let mut guard = slot.lock().await;
+        guard.take()
     }
 
     /// Links a blob the store holds in `from` into `repository`.
@@ -320,9 +331,9 @@ impl LayoutStore {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<PutManifest, StoreError> {
-        let refs = match references(media_type, bytes) {
+        let refs = match References::parse(media_type, bytes) {
             Ok(r) => r,
-            Err(reason) => return Ok(PutManifest::Invalid(reason)),
+            Err(e) => return Ok(PutManifest::Invalid(e.to_string())),
         };
         let digest = Digest::of(bytes);
         let _guard = self.index_lock.lock().await;
