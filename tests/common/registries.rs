@@ -279,12 +279,8 @@ pub fn seed(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
+    // A seed refused before it reads the password (a bad --to, say) closes stdin first.
+    let _ = child.stdin.take().unwrap().write_all(password.as_bytes());
     let out = child.wait_with_output().unwrap();
     (
         out.status.success(),
