@@ -9,6 +9,9 @@ use airgap::tar::{padding, ustar_header, HeaderKind, END_OF_ARCHIVE};
 use airgap::{verify, Digest, EntryPath, PublicKey, SigningKey, VerifyError};
 use testkit::Rng;
 
+struct Quiet;
+impl bundler::archive::BuildObserver for Quiet {}
+
 /// A real bundle built from the fixture with tiny layers, as bytes, and its key.
 fn small_bundle() -> (Vec<u8>, PublicKey) {
     let dir = tempfile::tempdir().unwrap();
@@ -21,8 +24,14 @@ fn small_bundle() -> (Vec<u8>, PublicKey) {
         key: &key,
         created: 1_700_000_000,
         split: None,
+        jobs: 4,
+        cache: &dir.path().join("cache"),
+        since: None,
     };
-    bundler::build(&request, &|_| {}, &|_| {}).unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(bundler::build(&request, std::sync::Arc::new(Quiet)))
+        .unwrap();
     (std::fs::read(&out).unwrap(), key.public_key())
 }
 

@@ -16,7 +16,9 @@ use crate::digest::DigestHasher;
 use crate::index::{EntryRecord, SIGNATURE_PATH};
 use crate::parts::{BundleFile, PartsReader};
 use crate::signing::PublicKey;
-use crate::tar::{padding, ustar_header, HeaderKind, Strictness, TarReader, BLOCK, ENTRY_MODE};
+use crate::tar::{
+    entry_span, padding, ustar_header, HeaderKind, Strictness, TarReader, BLOCK, ENTRY_MODE,
+};
 use crate::verify::{truncated_or, UnverifiedHeader, VerifiedIndex, VerifyError};
 
 /// A verified bundle index plus where each entry sits in the archive.
@@ -43,7 +45,7 @@ impl BundleArchive {
         let mut offsets = HashMap::with_capacity(verified.index().entries.len());
         for (i, entry) in verified.index().entries.iter().enumerate() {
             offsets.insert(entry.path.as_str().to_string(), (i, offset));
-            offset += BLOCK + entry.size + padding(entry.size);
+            offset += entry_span(entry.size);
         }
         Ok(BundleArchive {
             file,

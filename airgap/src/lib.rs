@@ -9,6 +9,7 @@
 //! with it on the air-gapped side (the `installer` crate); both depend on it, never the reverse.
 
 pub mod archive;
+pub mod assembly;
 pub mod digest;
 pub mod entry_path;
 pub mod index;
@@ -21,6 +22,7 @@ pub mod verify;
 pub mod writer;
 
 pub use archive::BundleArchive;
+pub use assembly::BundleAssembly;
 pub use digest::Digest;
 pub use entry_path::EntryPath;
 pub use index::{BundleIndex, EntryRecord, ImageRecord, PackRecord};

@@ -51,6 +51,15 @@ impl Platform {
     }
 }
 
+/// Whether an index child is kept when a bundle is filtered to `wanted` platforms (`None`
+/// keeps everything). A child that names no platform (an attestation, say) is always kept.
+pub fn keeps_platform(wanted: Option<&[String]>, child: &Descriptor) -> bool {
+    match (wanted, &child.platform) {
+        (Some(wanted), Some(p)) => wanted.iter().any(|w| p.matches(w)),
+        _ => true,
+    }
+}
+
 impl std::fmt::Display for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;

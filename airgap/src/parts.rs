@@ -97,6 +97,55 @@ impl BundleFile {
         Ok(BundleFile { parts, len })
     }
 
+    /// Creates the parts of a `len`-byte bundle in `dir` (`part.000`, ...; at most `split`
+    /// bytes each), sized up front so entries can be written at their offsets in any order.
+    /// Unwritten ranges read as zeros, which is what padding must be.
+    pub fn create(dir: &Path, len: u64, split: Option<u64>) -> io::Result<(Self, Vec<PathBuf>)> {
+        let part_len = split.filter(|&s| s > 0).unwrap_or(len.max(1));
+        let mut parts = Vec::new();
+        let mut paths = Vec::new();
+        let mut start = 0;
+        while start < len || paths.is_empty() {
+            let size = part_len.min(len - start);
+            let path = dir.join(format!("part.{:03}", paths.len()));
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            file.set_len(size)?;
+            parts.push((file, start));
+            paths.push(path);
+            start += size;
+        }
+        Ok((BundleFile { parts, len }, paths))
+    }
+
+    /// Writes all of `buf` at `offset`, across part boundaries. Never extends the bundle.
+    pub fn write_all_at(&self, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if offset + buf.len() as u64 > self.len {
+            return Err(io::Error::other("write past the end of the bundle"));
+        }
+        while !buf.is_empty() {
+            let i = self.parts.partition_point(|&(_, start)| start <= offset);
+            let Some(&(ref file, start)) = i.checked_sub(1).and_then(|i| self.parts.get(i)) else {
+                return Err(io::Error::other("write before the start of the bundle"));
+            };
+            let end = self.parts.get(i).map_or(self.len, |&(_, next)| next);
+            let n = buf.len().min((end - offset) as usize);
+            file.write_all_at(&buf[..n], offset - start)?;
+            buf = &buf[n..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Flushes every part to stable storage.
+    pub fn sync_all(&self) -> io::Result<()> {
+        self.parts.iter().try_for_each(|(f, _)| f.sync_all())
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }

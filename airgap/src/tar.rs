@@ -176,6 +176,11 @@ pub fn padding(size: u64) -> u64 {
     (BLOCK - size % BLOCK) % BLOCK
 }
 
+/// Bytes one entry of `size` data bytes takes in an archive: header, data, padding.
+pub fn entry_span(size: u64) -> u64 {
+    BLOCK + size + padding(size)
+}
+
 /// Two zero blocks: the end-of-archive marker.
 pub const END_OF_ARCHIVE: [u8; 1024] = [0u8; 1024];
 

@@ -15,6 +15,14 @@ pub enum WriteError {
     Io(io::Error),
     #[error(transparent)]
     Tar(#[from] TarError),
+    #[error("{path}: source holds at least {at_least} bytes, expected {expected_size}: it changed or is corrupt")]
+    Oversized {
+        path: String,
+        expected_size: u64,
+        at_least: u64,
+    },
+    #[error("{0} was never written")]
+    Unwritten(String),
     #[error("{path}: source has sha256 {actual} and {actual_size} bytes, expected {expected} and {expected_size}: it changed or is corrupt")]
     SourceMismatch {
         path: String,

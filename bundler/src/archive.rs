@@ -1,16 +1,28 @@
-//! Writing a planned bundle to disk: into a private work directory beside the output, then
-//! renamed into place, so a failed build never leaves a partial bundle at `-o`. With a split
-//! size, the same byte stream is cut into `out.tar.000`, `.001`, ...
+//! Writing a planned bundle to disk. The archive is assembled in a private work directory beside
+//! the output ([`BundleAssembly`]: sized up front, entries filled at their offsets by up to `-j`
+//! workers at once) and renamed into place only when every entry was accepted, so a failed
+//! build never leaves a partial bundle at `-o`.
+//!
+//! A registry blob is copied from the cache when the cache holds it (hashed on the way: a
+//! corrupt cached blob is evicted and fetched again), otherwise downloaded once and written
+//! to the cache and the bundle together.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use airgap::assembly::BundleAssembly;
 use airgap::digest::COPY_BUFFER;
-use airgap::writer::{BundleWriter, WriteError};
-use airgap::SigningKey;
+use airgap::writer::WriteError;
+use airgap::{Digest, SigningKey};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
+use crate::cache::BlobCache;
 use crate::plan::{BuildPlan, EntrySource};
+use crate::registry_source::{fetch_blob, BlobTarget, FetchError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -18,8 +30,12 @@ pub enum ArchiveError {
     Write(#[from] WriteError),
     #[error(transparent)]
     Source(#[from] crate::layout_source::SourceError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     #[error("{path}: {cause}")]
     Io { path: String, cause: io::Error },
+    #[error("a build worker stopped unexpectedly: {0}")]
+    Worker(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
@@ -29,109 +45,213 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
     }
 }
 
-/// Writes parts of at most `limit` bytes each (one unbounded part without a limit).
-struct PartWriter {
-    dir: PathBuf,
-    limit: Option<u64>,
-    parts: Vec<PathBuf>,
-    current: Option<BufWriter<File>>,
-    current_len: u64,
+/// Where a blob's bytes came from, for progress and the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobOrigin {
+    Registry,
+    Cache,
+    Local,
 }
 
-impl PartWriter {
-    fn next_part(&mut self) -> io::Result<()> {
-        if let Some(mut w) = self.current.take() {
-            w.flush()?;
-            w.get_ref().sync_all()?;
-        }
-        let path = self.dir.join(format!("part.{:03}", self.parts.len()));
-        self.current = Some(BufWriter::with_capacity(COPY_BUFFER, File::create(&path)?));
-        self.parts.push(path);
-        self.current_len = 0;
-        Ok(())
-    }
-
-    fn close(mut self) -> io::Result<Vec<PathBuf>> {
-        if let Some(mut w) = self.current.take() {
-            w.flush()?;
-            w.get_ref().sync_all()?;
-        }
-        Ok(self.parts)
-    }
+/// Told what the build does as it does it (progress bars, logs). Called from many threads.
+pub trait BuildObserver: Send + Sync {
+    /// The plan is made; `size` bytes of content are about to be written.
+    fn planned(&self, _index: &airgap::BundleIndex) {}
+    fn blob_started(&self, _digest: &Digest, _size: u64, _origin: BlobOrigin) {}
+    /// `bytes` more of the blob arrived (repeats after a restarted download).
+    fn blob_progress(&self, _digest: &Digest, _bytes: u64) {}
+    fn blob_finished(&self, _digest: &Digest) {}
 }
 
-impl Write for PartWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.current.is_none() || self.limit.is_some_and(|l| self.current_len >= l) {
-            self.next_part()?;
-        }
-        let room = self
-            .limit
-            .map_or(buf.len() as u64, |l| l - self.current_len) as usize;
-        let n = match self.current.as_mut() {
-            Some(w) => w.write(&buf[..buf.len().min(room)])?,
-            None => return Err(io::Error::other("no open part")),
-        };
-        self.current_len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.current.as_mut().map_or(Ok(()), |w| w.flush())
-    }
+/// Counts of where the content came from.
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    pub downloaded_blobs: AtomicU64,
+    pub downloaded_bytes: AtomicU64,
+    pub cached_blobs: AtomicU64,
+    pub cached_bytes: AtomicU64,
 }
 
-/// Counts bytes as they are read, for progress reporting.
-struct Counted<'a, R> {
-    inner: R,
-    progress: &'a dyn Fn(u64),
-}
-
-impl<R: Read> Read for Counted<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        (self.progress)(n as u64);
-        Ok(n)
-    }
+pub struct WriteOptions<'a> {
+    pub key: &'a SigningKey,
+    pub mtime: u64,
+    pub workdir: &'a Path,
+    pub output: &'a Path,
+    pub split: Option<u64>,
+    pub jobs: usize,
+    pub cache: &'a BlobCache,
 }
 
 /// Writes the plan and moves the result to `output` (or `output.000`, ... when split).
 /// Returns the files written.
-pub fn write_bundle(
-    plan: &BuildPlan,
-    key: &SigningKey,
-    mtime: u64,
-    workdir: &Path,
-    output: &Path,
-    split: Option<u64>,
-    progress: &dyn Fn(u64),
+pub async fn write_bundle(
+    plan: Arc<BuildPlan>,
+    options: &WriteOptions<'_>,
+    observer: Arc<dyn BuildObserver>,
+    stats: Arc<WriteStats>,
 ) -> Result<Vec<PathBuf>, ArchiveError> {
-    let parts_dir = workdir.join("out");
+    let parts_dir = options.workdir.join("out");
     fs::create_dir(&parts_dir).map_err(io_err(&parts_dir))?;
-    let sink = PartWriter {
-        dir: parts_dir.clone(),
-        limit: split,
-        parts: Vec::new(),
-        current: None,
-        current_len: 0,
-    };
-    let mut writer = BundleWriter::start(sink, &plan.index.to_bytes(), key, mtime)?;
-    for entry in &plan.entries {
-        let mut source: Box<dyn Read> = match &entry.source {
-            EntrySource::Memory(bytes) => Box::new(&bytes[..]),
-            EntrySource::Layout { source, digest } => plan.sources[*source].open_blob(digest)?,
-            EntrySource::File(path) => Box::new(File::open(path).map_err(io_err(path))?),
+    let assembly = BundleAssembly::create(
+        &parts_dir,
+        &plan.index,
+        options.key,
+        options.mtime,
+        options.split,
+    )?;
+    let pool = Arc::new(Semaphore::new(options.jobs.max(1)));
+    let mut workers = JoinSet::new();
+    for (position, entry) in plan.entries.iter().enumerate() {
+        if let EntrySource::Memory(bytes) = &entry.source {
+            let mut slot = assembly.slot(position);
+            slot.write(bytes)?;
+            slot.finish()?;
+            observer.blob_progress(&entry.record.sha256, bytes.len() as u64);
+            continue;
+        }
+        let job = Job {
+            plan: plan.clone(),
+            position,
+            assembly: assembly.clone(),
+            cache: options.cache.clone(),
+            observer: observer.clone(),
+            stats: stats.clone(),
         };
-        writer.write_entry(
-            &entry.record,
-            &mut Counted {
-                inner: &mut source,
-                progress,
-            },
-        )?;
+        let pool = pool.clone();
+        workers.spawn(async move {
+            let _permit = pool
+                .acquire_owned()
+                .await
+                .map_err(|e| ArchiveError::Worker(e.to_string()))?;
+            job.run().await
+        });
     }
-    let parts = writer.finish()?.close().map_err(io_err(&parts_dir))?;
-    place(&parts, output, split.is_some())
+    while let Some(done) = workers.join_next().await {
+        let result = done.map_err(|e| ArchiveError::Worker(e.to_string()));
+        if let Err(e) = result.and_then(|r| r) {
+            workers.abort_all();
+            return Err(e);
+        }
+    }
+    let parts = assembly.finish()?;
+    place(&parts, options.output, options.split.is_some())
+}
+
+/// Filling one entry.
+struct Job {
+    plan: Arc<BuildPlan>,
+    position: usize,
+    assembly: Arc<BundleAssembly>,
+    cache: BlobCache,
+    observer: Arc<dyn BuildObserver>,
+    stats: Arc<WriteStats>,
+}
+
+impl Job {
+    async fn run(self) -> Result<(), ArchiveError> {
+        let entry = &self.plan.entries[self.position];
+        let (digest, size) = (entry.record.sha256, entry.record.size);
+        match &entry.source {
+            EntrySource::Memory(_) => Ok(()),
+            EntrySource::Layout { .. } | EntrySource::File(_) => {
+                self.observer.blob_started(&digest, size, BlobOrigin::Local);
+                self.copy_local().await
+            }
+            EntrySource::Remote { remote, .. } => {
+                if self.cache.contains(&digest) {
+                    self.observer.blob_started(&digest, size, BlobOrigin::Cache);
+                    match self.copy_local().await {
+                        Ok(()) => {
+                            self.stats.cached_blobs.fetch_add(1, Ordering::Relaxed);
+                            self.stats.cached_bytes.fetch_add(size, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                        Err(ArchiveError::Write(
+                            WriteError::SourceMismatch { .. } | WriteError::Oversized { .. },
+                        )) => self.cache.evict(&digest),
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.download(*remote, digest, size).await
+            }
+        }
+    }
+
+    async fn download(&self, remote: usize, digest: Digest, size: u64) -> Result<(), ArchiveError> {
+        let image = &self.plan.remotes[remote];
+        self.observer
+            .blob_started(&digest, size, BlobOrigin::Registry);
+        let pending = self.cache.begin(&digest).map_err(FetchError::from)?;
+        let mut slot = self.assembly.slot(self.position);
+        let observer = &self.observer;
+        fetch_blob(
+            &image.client,
+            &image.repository,
+            &digest,
+            size,
+            &image.shown,
+            BlobTarget {
+                pending: &pending,
+                slot: Some(&mut slot),
+            },
+            &|n| observer.blob_progress(&digest, n),
+        )
+        .await?;
+        slot.finish()?;
+        pending.commit().map_err(FetchError::from)?;
+        self.stats.downloaded_blobs.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .downloaded_bytes
+            .fetch_add(size, Ordering::Relaxed);
+        self.observer.blob_finished(&digest);
+        Ok(())
+    }
+
+    /// Copies a local file (layout blob, pack layer, cached blob) into the entry on a blocking
+    /// thread, hashing it on the way.
+    async fn copy_local(&self) -> Result<(), ArchiveError> {
+        let plan = self.plan.clone();
+        let position = self.position;
+        let mut slot = self.assembly.slot(position);
+        let cache = self.cache.clone();
+        let observer = self.observer.clone();
+        tokio::task::spawn_blocking(move || {
+            let entry = &plan.entries[position];
+            let digest = entry.record.sha256;
+            let mut reader: Box<dyn Read> = match &entry.source {
+                EntrySource::Layout { source, digest } => {
+                    plan.sources[*source].open_blob(digest)?
+                }
+                EntrySource::File(path) => Box::new(File::open(path).map_err(io_err(path))?),
+                EntrySource::Remote { digest, .. } => {
+                    let path = cache.path(digest);
+                    Box::new(File::open(&path).map_err(io_err(&path))?)
+                }
+                EntrySource::Memory(bytes) => Box::new(io::Cursor::new(bytes.clone())),
+            };
+            let mut buf = vec![0u8; COPY_BUFFER];
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(cause) => {
+                        return Err(ArchiveError::Io {
+                            path: entry.record.path.to_string(),
+                            cause,
+                        })
+                    }
+                };
+                slot.write(&buf[..n])?;
+                observer.blob_progress(&digest, n as u64);
+            }
+            slot.finish()?;
+            observer.blob_finished(&digest);
+            Ok(())
+        })
+        .await
+        .map_err(|e| ArchiveError::Worker(e.to_string()))?
+    }
 }
 
 fn place(parts: &[PathBuf], output: &Path, split: bool) -> Result<Vec<PathBuf>, ArchiveError> {

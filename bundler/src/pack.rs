@@ -257,6 +257,75 @@ impl Pack {
     }
 }
 
+/// Most bytes a published pack may unpack to: packs are configuration, manifests and charts,
+/// so anything larger is refused rather than written out (a gzip bomb).
+const MAX_UNPACKED: u64 = 512 << 20;
+
+/// Unpacks a published pack layer (a tar.gz of the pack directory) into `dest` and returns the
+/// pack directory: `dest` itself, or its only top-level directory when the archive wraps the
+/// pack in one. Only regular files and directories with relative, `..`-free paths are
+/// accepted; nothing is written outside `dest`.
+pub fn unpack_layer(layer: &Path, dest: &Path) -> Result<PathBuf, PackError> {
+    use airgap::tar::{EntryKind, Strictness, TarReader};
+    let file = File::open(layer).map_err(io_err(layer))?;
+    let gz = flate2::read::GzDecoder::new(io::BufReader::new(file));
+    let mut tar = TarReader::new(gz, Strictness::Lenient);
+    let bad = |message: String| invalid(layer, message);
+    let mut total = 0u64;
+    fs::create_dir_all(dest).map_err(io_err(dest))?;
+    while let Some(header) = tar
+        .next_header()
+        .map_err(|e| bad(format!("not a tar.gz pack layer: {e}")))?
+    {
+        let name = header.path.trim_end_matches('/').trim_start_matches("./");
+        if name.is_empty() || name == "." {
+            continue;
+        }
+        let path = airgap::EntryPath::new(name)
+            .map_err(|e| bad(format!("entry `{}`: {e}", header.path)))?;
+        let target = dest.join(path.as_str());
+        match header.kind {
+            EntryKind::Directory => fs::create_dir_all(&target).map_err(io_err(&target))?,
+            EntryKind::Regular => {
+                total += header.size;
+                if total > MAX_UNPACKED {
+                    return Err(bad(format!(
+                        "unpacks to more than {MAX_UNPACKED} bytes; packs hold configuration, not images"
+                    )));
+                }
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent).map_err(io_err(parent))?;
+                }
+                let mut out = File::create(&target).map_err(io_err(&target))?;
+                io::copy(&mut (&mut tar).take(header.size), &mut out).map_err(io_err(&target))?;
+            }
+            other => {
+                return Err(PackError::Unsupported {
+                    path: format!("{}: {}", layer.display(), header.path),
+                    kind: match other {
+                        EntryKind::Symlink => "symlink",
+                        EntryKind::Hardlink => "hardlink",
+                        _ => "special file",
+                    },
+                })
+            }
+        }
+    }
+    if dest.join("pack.json").is_file() {
+        return Ok(dest.to_path_buf());
+    }
+    let dirs: Vec<PathBuf> = fs::read_dir(dest)
+        .map_err(io_err(dest))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    match dirs.as_slice() {
+        [only] if only.join("pack.json").is_file() => Ok(only.clone()),
+        _ => Err(bad(
+            "holds no pack.json at its root or in a single top-level directory".into(),
+        )),
+    }
+}
+
 fn invalid(file: &Path, message: String) -> PackError {
     PackError::Invalid {
         file: file.display().to_string(),

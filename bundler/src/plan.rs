@@ -1,17 +1,21 @@
 //! The build plan: every entry the bundle will hold, in archive order, with where its bytes come
-//! from, and the index that describes them. Planning reads only manifests; blob content is read
-//! once, when the archive is written.
+//! from, and the index that describes them. Planning reads only manifests (a registry's were
+//! fetched beforehand, see [`crate::registry_source`]); blob content is read once, when the
+//! archive is written.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use airgap::index::{BundleIndex, EntryRecord, ImageRecord, PackRecord, FORMAT_VERSION};
+use airgap::index::{
+    BaseRecord, BundleIndex, EntryRecord, ImageRecord, PackRecord, FORMAT_VERSION,
+};
 use airgap::oci::{self, Descriptor, ImageIndex, ImageManifest, REF_NAME_ANNOTATION};
-use airgap::{Digest, EntryPath, ImageReference};
+use airgap::{Digest, EntryPath, ImageReference, VerifiedIndex};
 
 use crate::layout_source::{LayoutSource, SourceError};
 use crate::pack::{Pack, PackError, PACK_ARTIFACT_TYPE};
+use crate::registry_source::RemoteImage;
 use crate::spec::{BundleSpec, ImageEntry, LayoutKind, PackSource, SpecError};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +28,6 @@ pub enum PlanError {
     Source(#[from] SourceError),
     #[error("spec.images[{index}]: {message}")]
     Image { index: usize, message: String },
-    #[error("{what} `{reference}`: pulling from a registry is not supported by this build yet; provide it from a local layout with `from: oci:DIR:REF`")]
-    RegistryNotSupported {
-        what: &'static str,
-        reference: String,
-    },
-    #[error("pack {pack} needs image {image}, which no entry in spec.images provides")]
-    UnprovidedImage { pack: String, image: String },
     #[error("pack {0} is listed twice")]
     DuplicatePack(String),
     #[error("image {reference}: {message}")]
@@ -40,8 +37,16 @@ pub enum PlanError {
 /// Where an entry's bytes come from.
 pub enum EntrySource {
     Memory(Vec<u8>),
-    Layout { source: usize, digest: Digest },
+    Layout {
+        source: usize,
+        digest: Digest,
+    },
     File(PathBuf),
+    /// A blob of `BuildPlan::remotes[remote]`: from the cache, else from its registry.
+    Remote {
+        remote: usize,
+        digest: Digest,
+    },
 }
 
 pub struct PlannedEntry {
@@ -53,14 +58,32 @@ pub struct BuildPlan {
     pub index: BundleIndex,
     pub entries: Vec<PlannedEntry>,
     pub sources: Vec<LayoutSource>,
+    pub remotes: Vec<RemoteImage>,
+    /// Digests of every manifest and index planned: a delta bundle always carries these.
+    pub manifests: HashSet<Digest>,
+}
+
+/// A pack published as an OCI artifact: its manifests fetched, its layer unpacked.
+pub struct FetchedPack {
+    pub image: RemoteImage,
+    pub pack: Pack,
+}
+
+/// Where an image's manifests are read from.
+#[derive(Clone, Copy)]
+enum Origin {
+    Layout(usize),
+    Remote(usize),
 }
 
 struct Planner {
     platforms: Option<Vec<String>>,
     sources: Vec<LayoutSource>,
     source_ids: HashMap<(LayoutKind, PathBuf), usize>,
+    remotes: Vec<RemoteImage>,
     blobs: Vec<PlannedEntry>,
     seen: HashSet<Digest>,
+    manifests: HashSet<Digest>,
 }
 
 /// What one image contributes to the plan.
@@ -92,10 +115,38 @@ impl Planner {
         }
     }
 
+    fn read_manifest(&self, origin: Origin, desc: &Descriptor) -> Result<Vec<u8>, PlanError> {
+        match origin {
+            Origin::Layout(source) => Ok(self.sources[source].read_manifest(desc)?),
+            Origin::Remote(remote) => self.remotes[remote]
+                .manifests
+                .get(&desc.digest)
+                .cloned()
+                .ok_or_else(|| PlanError::Content {
+                    reference: self.remotes[remote].repository.clone(),
+                    message: format!("manifest {} was not fetched", desc.digest),
+                }),
+        }
+    }
+
+    fn blob_source(origin: Origin, digest: Digest) -> EntrySource {
+        match origin {
+            Origin::Layout(source) => EntrySource::Layout { source, digest },
+            Origin::Remote(remote) => EntrySource::Remote { remote, digest },
+        }
+    }
+
+    fn add_manifest(&mut self, bytes: Vec<u8>) -> Digest {
+        let digest = Digest::of(&bytes);
+        self.manifests.insert(digest);
+        self.add(digest, bytes.len() as u64, EntrySource::Memory(bytes));
+        digest
+    }
+
     /// Adds an image's blobs, children before parents, and returns what to record for it.
     fn add_image(
         &mut self,
-        source: usize,
+        origin: Origin,
         desc: &Descriptor,
         reference: &str,
     ) -> Result<StoredImage, PlanError> {
@@ -103,7 +154,7 @@ impl Planner {
             reference: reference.to_string(),
             message,
         };
-        let bytes = self.sources[source].read_manifest(desc)?;
+        let bytes = self.read_manifest(origin, desc)?;
         let media_type = oci::detect_media_type(&bytes)
             .filter(|m| oci::is_index(m) || oci::is_manifest(m))
             .or_else(|| {
@@ -124,13 +175,10 @@ impl Planner {
                 self.add(
                     blob.digest,
                     blob.size,
-                    EntrySource::Layout {
-                        source,
-                        digest: blob.digest,
-                    },
+                    Self::blob_source(origin, blob.digest),
                 );
             }
-            self.add(desc.digest, bytes.len() as u64, EntrySource::Memory(bytes));
+            self.add_manifest(bytes);
             return Ok(StoredImage {
                 descriptor: Descriptor {
                     media_type,
@@ -145,10 +193,7 @@ impl Planner {
         let keep: Vec<&Descriptor> = index
             .manifests
             .iter()
-            .filter(|child| match (&self.platforms, &child.platform) {
-                (Some(wanted), Some(p)) => wanted.iter().any(|w| p.matches(w)),
-                _ => true,
-            })
+            .filter(|child| oci::keeps_platform(self.platforms.as_deref(), child))
             .collect();
         if keep.is_empty() {
             let offered: Vec<String> = index
@@ -165,7 +210,7 @@ impl Planner {
         // The index's size counts as stored, which differs from the source's when filtered.
         size = 0;
         for child in &keep {
-            size += self.add_image(source, child, reference)?.size;
+            size += self.add_image(origin, child, reference)?.size;
         }
         let stored = if keep.len() == index.manifests.len() {
             bytes
@@ -173,10 +218,9 @@ impl Planner {
             filtered_index(&bytes, &keep)
                 .map_err(|e| content(format!("index {} is malformed: {e}", desc.digest)))?
         };
-        let digest = Digest::of(&stored);
         let stored_len = stored.len() as u64;
         size += stored_len;
-        self.add(digest, stored_len, EntrySource::Memory(stored));
+        let digest = self.add_manifest(stored);
         Ok(StoredImage {
             descriptor: Descriptor {
                 media_type,
@@ -223,34 +267,136 @@ fn layout_entry(path: &str, bytes: Vec<u8>) -> PlannedEntry {
     }
 }
 
-/// Plans a bundle from `spec_path`. Pack layers are written into `workdir`.
-pub fn plan(spec_path: &Path, created: u64, workdir: &Path) -> Result<BuildPlan, PlanError> {
-    let spec = BundleSpec::load(spec_path)?;
-    let base = spec_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let mut planner = Planner {
-        platforms: (!spec.keeps_all_platforms()).then(|| spec.spec.platforms.clone()),
-        sources: Vec::new(),
-        source_ids: HashMap::new(),
-        blobs: Vec::new(),
-        seen: HashSet::new(),
-    };
+/// A pack as planning sees it: a local directory, or an artifact pulled from a registry.
+// One per pack in the spec, built once: size differences do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum PackInput {
+    Local(Pack),
+    Remote(FetchedPack),
+}
 
-    // Images the spec provides, by normalized reference.
-    let mut provided: Vec<(ImageReference, String, usize, Descriptor)> = Vec::new();
+impl PackInput {
+    pub fn pack(&self) -> &Pack {
+        match self {
+            PackInput::Local(p) => p,
+            PackInput::Remote(f) => &f.pack,
+        }
+    }
+}
+
+/// Loads the spec's local packs; `fetched` holds the ones pulled from registries, by position.
+pub fn load_packs(
+    spec: &BundleSpec,
+    base: &Path,
+    mut fetched: HashMap<usize, FetchedPack>,
+) -> Result<Vec<PackInput>, PlanError> {
+    let mut packs = Vec::new();
+    let mut names = HashSet::new();
+    for (i, source) in spec.spec.packs.iter().enumerate() {
+        let input = match source {
+            PackSource::Path(p) => PackInput::Local(Pack::load(&base.join(p))?),
+            PackSource::Oci(r) => {
+                PackInput::Remote(fetched.remove(&i).ok_or_else(|| PlanError::Content {
+                    reference: r.clone(),
+                    message: "pack was not fetched".into(),
+                })?)
+            }
+        };
+        if !names.insert(input.pack().reference()) {
+            return Err(PlanError::DuplicatePack(input.pack().reference()));
+        }
+        packs.push(input);
+    }
+    Ok(packs)
+}
+
+/// An image a registry must provide, and the pack that needs it when no spec entry names it.
+pub struct Pull {
+    pub reference: ImageReference,
+    pub needed_by: Option<String>,
+}
+
+/// The images a registry must provide: every `spec.images` entry without `from:`, and every
+/// image a pack needs that no entry provides.
+pub fn images_to_pull(spec: &BundleSpec, packs: &[PackInput]) -> Result<Vec<Pull>, PlanError> {
+    let mut named = HashSet::new();
+    let mut pulls = Vec::new();
     for (index, entry) in spec.spec.images.iter().enumerate() {
         let reference = ImageReference::parse(entry.reference()).map_err(|e| PlanError::Image {
             index,
             message: e.to_string(),
         })?;
-        let ImageEntry::Local { from, .. } = entry else {
-            return Err(PlanError::RegistryNotSupported {
-                what: "image",
-                reference: entry.reference().into(),
+        if matches!(entry, ImageEntry::Pull(_)) && !named.contains(&reference) {
+            pulls.push(Pull {
+                reference: reference.clone(),
+                needed_by: None,
             });
+        }
+        named.insert(reference);
+    }
+    for pack in packs {
+        for image in &pack.pack().images {
+            if named.insert(image.clone()) {
+                pulls.push(Pull {
+                    reference: image.clone(),
+                    needed_by: Some(pack.pack().reference()),
+                });
+            }
+        }
+    }
+    Ok(pulls)
+}
+
+/// Plans a bundle. Pack layers of local packs are written into `workdir`; `pulled` holds
+/// every image [`images_to_pull`] named, fetched.
+pub fn plan(
+    spec: &BundleSpec,
+    base: &Path,
+    created: u64,
+    workdir: &Path,
+    packs: Vec<PackInput>,
+    pulled: Vec<(ImageReference, RemoteImage)>,
+) -> Result<BuildPlan, PlanError> {
+    let mut planner = Planner {
+        platforms: (!spec.keeps_all_platforms()).then(|| spec.spec.platforms.clone()),
+        sources: Vec::new(),
+        source_ids: HashMap::new(),
+        remotes: Vec::new(),
+        blobs: Vec::new(),
+        seen: HashSet::new(),
+        manifests: HashSet::new(),
+    };
+    let mut pulled_ids = HashMap::new();
+    for (reference, image) in pulled {
+        planner.remotes.push(image);
+        pulled_ids.insert(reference, planner.remotes.len() - 1);
+    }
+    let remote = |planner: &Planner, reference: &ImageReference| {
+        pulled_ids
+            .get(reference)
+            .map(|&id| (Origin::Remote(id), planner.remotes[id].top.clone()))
+            .ok_or_else(|| PlanError::Content {
+                reference: reference.to_string(),
+                message: "image was not fetched".into(),
+            })
+    };
+
+    // Images the spec names, by normalized reference.
+    let mut provided: Vec<(ImageReference, String, Origin, Descriptor)> = Vec::new();
+    for (index, entry) in spec.spec.images.iter().enumerate() {
+        let reference = ImageReference::parse(entry.reference()).map_err(|e| PlanError::Image {
+            index,
+            message: e.to_string(),
+        })?;
+        let (origin, desc) = match entry {
+            ImageEntry::Local { from, .. } => {
+                let from = from.resolved(base);
+                let source = planner.source(from.kind, &from.path)?;
+                let desc = planner.sources[source].resolve(from.name.as_deref())?;
+                (Origin::Layout(source), desc)
+            }
+            ImageEntry::Pull(_) => remote(&planner, &reference)?,
         };
-        let from = from.resolved(&base);
-        let source = planner.source(from.kind, &from.path)?;
-        let desc = planner.sources[source].resolve(from.name.as_deref())?;
         if let Some(previous) = provided.iter().find(|p| p.0 == reference) {
             if previous.3.digest != desc.digest {
                 return Err(PlanError::Image {
@@ -260,47 +406,46 @@ pub fn plan(spec_path: &Path, created: u64, workdir: &Path) -> Result<BuildPlan,
             }
             continue;
         }
-        provided.push((reference, entry.reference().to_string(), source, desc));
+        provided.push((reference, entry.reference().to_string(), origin, desc));
+    }
+    // Images packs need that no entry named: pulled from their own registries.
+    for pack in &packs {
+        for image in &pack.pack().images {
+            if !provided.iter().any(|p| &p.0 == image) {
+                let (origin, desc) = remote(&planner, image)?;
+                provided.push((image.clone(), image.to_string(), origin, desc));
+            }
+        }
     }
 
     let mut layout_manifests = Vec::new();
     let mut pack_records = Vec::new();
-    let mut pack_names = HashSet::new();
-    for (i, pack_source) in spec.spec.packs.iter().enumerate() {
-        let dir = match pack_source {
-            PackSource::Path(p) => base.join(p),
-            PackSource::Oci(r) => {
-                return Err(PlanError::RegistryNotSupported {
-                    what: "pack",
-                    reference: r.clone(),
-                })
+    for (i, input) in packs.iter().enumerate() {
+        let pack = input.pack();
+        let (digest, size) = match input {
+            PackInput::Local(pack) => {
+                let layer_path = workdir.join(format!("pack-{i}.tar.gz"));
+                let layer = pack.write_layer(&layer_path)?;
+                let config = pack.meta_bytes.clone();
+                planner.add(
+                    Digest::of(&config),
+                    config.len() as u64,
+                    EntrySource::Memory(config),
+                );
+                planner.add(layer.digest, layer.size, EntrySource::File(layer_path));
+                let manifest = pack.manifest(&layer);
+                let size = manifest.len() as u64;
+                (planner.add_manifest(manifest), size)
+            }
+            PackInput::Remote(fetched) => {
+                // Stored exactly as published, so its digest is the registry's.
+                let id = planner.remotes.len();
+                planner.remotes.push(fetched.image.clone());
+                let top = fetched.image.top.clone();
+                let stored = planner.add_image(Origin::Remote(id), &top, &pack.reference())?;
+                (stored.descriptor.digest, stored.descriptor.size)
             }
         };
-        let pack = Pack::load(&dir)?;
-        if !pack_names.insert(pack.reference()) {
-            return Err(PlanError::DuplicatePack(pack.reference()));
-        }
-        for image in &pack.images {
-            if !provided.iter().any(|p| &p.0 == image) {
-                return Err(PlanError::UnprovidedImage {
-                    pack: pack.reference(),
-                    image: image.to_string(),
-                });
-            }
-        }
-        let layer_path = workdir.join(format!("pack-{i}.tar.gz"));
-        let layer = pack.write_layer(&layer_path)?;
-        let config = pack.meta_bytes.clone();
-        planner.add(
-            Digest::of(&config),
-            config.len() as u64,
-            EntrySource::Memory(config),
-        );
-        planner.add(layer.digest, layer.size, EntrySource::File(layer_path));
-        let manifest = pack.manifest(&layer);
-        let digest = Digest::of(&manifest);
-        let size = manifest.len() as u64;
-        planner.add(digest, size, EntrySource::Memory(manifest));
         layout_manifests.push(Descriptor {
             media_type: oci::OCI_MANIFEST.into(),
             digest,
@@ -322,9 +467,9 @@ pub fn plan(spec_path: &Path, created: u64, workdir: &Path) -> Result<BuildPlan,
     }
 
     let mut image_records = Vec::new();
-    for (reference, source_text, source, desc) in &provided {
+    for (reference, source_text, origin, desc) in &provided {
         let normalized = reference.to_string();
-        let stored = planner.add_image(*source, desc, &normalized)?;
+        let stored = planner.add_image(*origin, desc, &normalized)?;
         layout_manifests.push(Descriptor {
             annotations: [(REF_NAME_ANNOTATION.to_string(), normalized.clone())]
                 .into_iter()
@@ -369,5 +514,40 @@ pub fn plan(spec_path: &Path, created: u64, workdir: &Path) -> Result<BuildPlan,
         index,
         entries,
         sources: planner.sources,
+        remotes: planner.remotes,
+        manifests: planner.manifests,
     })
+}
+
+/// Turns a full plan into a delta against `base`: every blob the base holds or expects is left
+/// out and listed in `expectedBlobs` instead. Layer-level: an image that changed one layer
+/// ships that layer only. Manifests always stay, since the seeder pushes them from the bundle.
+pub fn make_delta(plan: &mut BuildPlan, base: &VerifiedIndex) {
+    let base_index = base.index();
+    let in_base: HashSet<Digest> = base_index
+        .entries
+        .iter()
+        .filter(|e| e.path.as_str().starts_with("blobs/sha256/"))
+        .map(|e| e.sha256)
+        .chain(base_index.expected_blobs.iter().copied())
+        .collect();
+    let mut expected = Vec::new();
+    plan.entries.retain(|e| {
+        let blob = e.record.path.as_str().starts_with("blobs/sha256/");
+        let leave_out = blob
+            && in_base.contains(&e.record.sha256)
+            && !plan.manifests.contains(&e.record.sha256);
+        if leave_out {
+            expected.push(e.record.sha256);
+        }
+        !leave_out
+    });
+    expected.sort();
+    plan.index.entries = plan.entries.iter().map(|e| e.record.clone()).collect();
+    plan.index.expected_blobs = expected;
+    plan.index.base = Some(BaseRecord {
+        name: base_index.name.clone(),
+        version: base_index.version.clone(),
+        index_digest: base.index_digest(),
+    });
 }

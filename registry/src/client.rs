@@ -7,8 +7,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use airgap::oci::MAX_MANIFEST_SIZE;
 use airgap::Digest;
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, RANGE, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -42,6 +45,14 @@ pub enum RegistryError {
     MissingHeader { url: String, header: &'static str },
     #[error("cannot read CA file {path}: {cause}")]
     CaFile { path: String, cause: String },
+    #[error("{host}/{repository}: blob {digest} is not in the registry")]
+    BlobUnknown {
+        host: String,
+        repository: String,
+        digest: Digest,
+    },
+    #[error("{0}")]
+    Content(String),
     #[error("{0}")]
     Setup(String),
 }
@@ -97,6 +108,9 @@ pub struct ClientConfig {
     pub plain_http: bool,
     pub credentials: Option<Credentials>,
     pub retry: RetryPolicy,
+    /// Ask token servers for pull access only (a build never pushes; a read-only robot
+    /// account would be refused `push`).
+    pub pull_only: bool,
 }
 
 impl ClientConfig {
@@ -125,7 +139,48 @@ pub struct RegistryClient {
     host: String,
     credentials: Option<Credentials>,
     retry: RetryPolicy,
+    pull_only: bool,
     auth: Mutex<AuthState>,
+}
+
+/// A manifest exactly as the registry served it.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub bytes: Vec<u8>,
+    /// The Content-Type the registry sent (parameters dropped); may be empty.
+    pub media_type: String,
+    /// sha256 of `bytes`.
+    pub digest: Digest,
+}
+
+/// A blob body being received.
+pub struct BlobDownload {
+    response: Response,
+    offset: u64,
+}
+
+impl BlobDownload {
+    /// The blob offset of the first byte this body carries.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The next piece of the body, `None` at its end. An error here is transient: the
+    /// connection broke or timed out.
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, RegistryError> {
+        self.response
+            .chunk()
+            .await
+            .map_err(|e| RegistryError::Unreachable {
+                host: self
+                    .response
+                    .url()
+                    .host_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                cause: describe_reqwest_error(&e),
+            })
+    }
 }
 
 /// An upload in progress: where the next request for it goes.
@@ -178,6 +233,7 @@ impl RegistryClient {
             host: host.to_string(),
             credentials: config.credentials,
             retry: config.retry,
+            pull_only: config.pull_only,
             auth: Mutex::new(AuthState::default()),
         })
     }
@@ -250,6 +306,117 @@ impl RegistryClient {
             }
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(self.status_error(response, Method::HEAD, Some(repo)).await),
+        }
+    }
+
+    /// Fetches a manifest as served, refusing more than [`MAX_MANIFEST_SIZE`] bytes. When
+    /// `reference` is a digest the bytes must hash to it; a tag's digest is computed here,
+    /// never taken from a header.
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        accept: &[&str],
+    ) -> Result<Option<FetchedManifest>, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"))?;
+        let accept = accept.join(", ");
+        let response = self
+            .execute(
+                Some(repo),
+                Method::GET,
+                || self.http.get(url.clone()).header(ACCEPT, &accept),
+                true,
+            )
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = self
+            .expect(response, &[StatusCode::OK], Method::GET, Some(repo))
+            .await?;
+        let media_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().trim().to_string())
+            .unwrap_or_default();
+        let mut bytes = Vec::new();
+        let mut body = response;
+        while let Some(chunk) = body.chunk().await.map_err(|e| self.unreachable(&e))? {
+            if (bytes.len() + chunk.len()) as u64 > MAX_MANIFEST_SIZE {
+                return Err(RegistryError::Content(format!(
+                    "{url}: manifest is larger than {MAX_MANIFEST_SIZE} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let digest = Digest::of(&bytes);
+        if let Ok(wanted) = reference.parse::<Digest>() {
+            if wanted != digest {
+                return Err(RegistryError::Content(format!(
+                    "{url}: manifest content has digest {digest}, not the {wanted} it was asked for"
+                )));
+            }
+        }
+        Ok(Some(FetchedManifest {
+            bytes,
+            media_type,
+            digest,
+        }))
+    }
+
+    /// Starts a blob download at byte `from` (a resumed download asks for the rest). The
+    /// caller streams and hashes the body; [`BlobDownload::offset`] says where it really
+    /// starts, since a registry may ignore the range and send everything.
+    pub async fn get_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        from: u64,
+    ) -> Result<BlobDownload, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
+        let response = self
+            .execute(
+                Some(repo),
+                Method::GET,
+                || {
+                    let req = self.http.get(url.clone());
+                    if from > 0 {
+                        req.header(RANGE, format!("bytes={from}-"))
+                    } else {
+                        req
+                    }
+                },
+                true,
+            )
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(RegistryError::BlobUnknown {
+                host: self.host.clone(),
+                repository: repo.to_string(),
+                digest: *digest,
+            });
+        }
+        let response = self
+            .expect(
+                response,
+                &[StatusCode::OK, StatusCode::PARTIAL_CONTENT],
+                Method::GET,
+                Some(repo),
+            )
+            .await?;
+        let offset = if response.status() == StatusCode::PARTIAL_CONTENT {
+            from
+        } else {
+            0
+        };
+        Ok(BlobDownload { response, offset })
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> RegistryError {
+        RegistryError::Unreachable {
+            host: self.host.clone(),
+            cause: describe_reqwest_error(e),
         }
     }
 
@@ -558,7 +725,8 @@ impl RegistryClient {
                 q.append_pair("service", service);
             }
             if !repo.is_empty() {
-                q.append_pair("scope", &format!("repository:{repo}:pull,push"));
+                let actions = if self.pull_only { "pull" } else { "pull,push" };
+                q.append_pair("scope", &format!("repository:{repo}:{actions}"));
             }
         }
         let mut req = self.http.get(url.clone());

@@ -8,7 +8,15 @@ use airgap::verify::UnverifiedHeader;
 use airgap::{BundleStream, PublicKey, SigningKey};
 use anyhow::{bail, Context};
 
-use super::progress::{bytes_bar, HumanBytes};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use airgap::Digest;
+use bundler::archive::{BlobOrigin, BuildObserver};
+use bundler::cache::BlobCache;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
+
+use super::progress::{blob_bar, bytes_bar, HumanBytes};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BundleCommand {
@@ -34,6 +42,18 @@ pub struct BuildArgs {
     /// Cut the bundle into parts of at most SIZE (e.g. 4GiB, 700MB): out.tar.000, .001, ...
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub split: Option<u64>,
+    /// Blob cache shared by builds: a rebuild downloads only what it lacks
+    /// [default: $AIRGAP_CACHE_DIR, $XDG_CACHE_HOME/airgap or ~/.cache/airgap].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Transfers in flight at once (manifest fetches, blob downloads and copies share one pool).
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// Build a delta bundle: blobs BASE.tar already holds are left out and listed as expected
+    /// (BASE.tar must be signed with the same key).
+    #[arg(long, value_name = "BASE.tar")]
+    pub since: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,26 +131,40 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let key = SigningKey::load(&args.key).context("loading the signing key")?;
     let created = creation_time()?;
-    let bar = bytes_bar(0, "building");
+    let cache = args.cache.clone().unwrap_or_else(BlobCache::default_dir);
     let request = bundler::BuildRequest {
         spec: &args.spec,
         output: &args.output,
         key: &key,
         created,
         split: args.split,
+        jobs: args.jobs.into(),
+        cache: &cache,
+        since: args.since.as_deref(),
     };
-    let report = bundler::build(
-        &request,
-        &|index| bar.set_length(index.content_size()),
-        &|n| bar.inc(n),
-    )
-    .with_context(|| format!("building {}", args.output.display()))?;
-    bar.finish_and_clear();
+    let progress = Arc::new(BuildProgress::new());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime
+        .block_on(bundler::build(&request, progress.clone()))
+        .with_context(|| format!("building {}", args.output.display()))?;
+    progress.finish();
     let index = &report.index;
     let size = index.content_size();
     let secs = started.elapsed().as_secs_f64();
+    let delta = match &index.base {
+        Some(base) => format!(
+            ", delta against {} {} ({} blobs expected on the target)",
+            base.name,
+            base.version,
+            index.expected_blobs.len()
+        ),
+        None => String::new(),
+    };
     println!(
-        "built {} {} -> {}: {} packs, {} images, {} entries, {} in {:.1}s ({}/s)",
+        "built {} {} -> {}: {} packs, {} images, {} entries, {} in {:.1}s ({}/s); downloaded {} blobs ({}), {} from cache ({}){delta}",
         index.name,
         index.version,
         report
@@ -144,9 +178,72 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         index.entries.len(),
         HumanBytes(size),
         secs,
-        HumanBytes((size as f64 / secs.max(1e-6)) as u64)
+        HumanBytes((size as f64 / secs.max(1e-6)) as u64),
+        report.downloaded_blobs,
+        HumanBytes(report.downloaded_bytes),
+        report.cached_blobs,
+        HumanBytes(report.cached_bytes),
     );
     Ok(())
+}
+
+/// One overall bar (bytes written, rate) plus a bar per blob being downloaded, on a terminal;
+/// nothing otherwise (the summary line says what happened).
+struct BuildProgress {
+    bars: MultiProgress,
+    overall: ProgressBar,
+    downloads: Mutex<HashMap<Digest, ProgressBar>>,
+}
+
+impl BuildProgress {
+    fn new() -> Self {
+        let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let overall = bars.add(bytes_bar(0, "building"));
+        BuildProgress {
+            bars,
+            overall,
+            downloads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn finish(&self) {
+        self.overall.finish_and_clear();
+        let _ = self.bars.clear();
+    }
+}
+
+impl BuildObserver for BuildProgress {
+    fn planned(&self, index: &airgap::BundleIndex) {
+        self.overall.set_length(index.content_size());
+    }
+
+    fn blob_started(&self, digest: &Digest, size: u64, origin: BlobOrigin) {
+        if origin != BlobOrigin::Registry || self.bars.is_hidden() {
+            return;
+        }
+        let bar = self.bars.add(blob_bar(size, &digest.hex()[..12]));
+        if let Ok(mut map) = self.downloads.lock() {
+            map.insert(*digest, bar);
+        }
+    }
+
+    fn blob_progress(&self, digest: &Digest, bytes: u64) {
+        self.overall.inc(bytes);
+        if let Ok(map) = self.downloads.lock() {
+            if let Some(bar) = map.get(digest) {
+                bar.inc(bytes);
+            }
+        }
+    }
+
+    fn blob_finished(&self, digest: &Digest) {
+        if let Ok(mut map) = self.downloads.lock() {
+            if let Some(bar) = map.remove(digest) {
+                bar.finish_and_clear();
+                self.bars.remove(&bar);
+            }
+        }
+    }
 }
 
 fn open(bundle: &Path) -> anyhow::Result<(BufReader<PartsReader>, u64)> {

@@ -9,6 +9,11 @@ use std::process::{Command, Output};
 pub fn airgap() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_airgap"));
     cmd.env_remove("SOURCE_DATE_EPOCH");
+    // Builds without --cache must not write into the user's cache.
+    cmd.env(
+        "AIRGAP_CACHE_DIR",
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("airgap-cache"),
+    );
     cmd
 }
 
