@@ -26,7 +26,7 @@ pub enum RegistryError {
     Unreachable { host: String, cause: String },
     #[error("{host} refused the credentials{user}: check the username and password")]
     Unauthorized { host: String, user: String },
-    #[error("{host} requires authentication: pass --username with --password-stdin, or log in so an auth file holds credentials for it")]
+    #[error("{host} requires authentication and no credentials for it were found: log in (`skopeo login {host}`) so an auth file holds them, or, when seeding, pass --username with --password-stdin")]
     CredentialsRequired { host: String },
     #[error("{host} denied {action} on {repository}: the account lacks permission")]
     Denied {

@@ -327,6 +327,11 @@ pub struct Faults {
     /// test take the registry down at a known point of a seed.
     pub hold_after_commits: AtomicUsize,
     pub released: AtomicBool,
+    /// Answer this many requests with 500 before passing any through: a registry that is
+    /// failing and then recovers.
+    pub fail_first: AtomicUsize,
+    /// 500s answered so far.
+    pub failed: AtomicUsize,
 }
 
 /// A plain-HTTP proxy in front of a TLS registry that can refuse mounts and counts commits.
@@ -395,6 +400,24 @@ impl FaultProxy {
                                     && !f.released.load(Ordering::SeqCst)
                                 {
                                     tokio::time::sleep(Duration::from_millis(10)).await;
+                                }
+                                if f
+                                    .fail_first
+                                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                        n.checked_sub(1)
+                                    })
+                                    .is_ok()
+                                {
+                                    f.failed.fetch_add(1, Ordering::SeqCst);
+                                    let mut r = hyper::Response::new(
+                                        http_body_util::Full::new(bytes::Bytes::from_static(
+                                            b"{\"errors\":[{\"code\":\"UNKNOWN\",\"message\":\"injected failure\"}]}",
+                                        ))
+                                        .map_err(|e| match e {})
+                                        .boxed_unsync(),
+                                    );
+                                    *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                                    return Ok::<_, std::convert::Infallible>(r);
                                 }
                                 let method = req.method().clone();
                                 let mut path_q = req
