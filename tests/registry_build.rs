@@ -325,6 +325,21 @@ fn builds_from_a_registry_keeping_upstream_digests_and_rebuilds_from_the_cache()
     assert!(summary.contains("downloaded 0 blobs"), "{summary}");
     assert_eq!(fs::read(&out).unwrap(), fs::read(&again).unwrap());
 
+    // --no-cache: everything downloaded again, straight into the bundle; the same bytes.
+    let uncached = up.s.path("uncached.tar");
+    let mut cmd = airgap();
+    cmd.args(["bundle", "build", "--no-cache", "-f"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(&uncached)
+        .arg("--key")
+        .arg(up.s.key())
+        .env("REGISTRY_AUTH_FILE", &up.auth_file)
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    let summary = ok(&mut cmd);
+    assert!(summary.contains("0 from cache"), "{summary}");
+    assert_eq!(fs::read(&out).unwrap(), fs::read(&uncached).unwrap());
+
     // A corrupt cached blob is noticed, evicted and fetched again; the bundle is unchanged.
     let victim = blobs
         .iter()
@@ -550,7 +565,11 @@ fn registry_failures_fail_clearly_and_leave_no_partial_bundle() {
     bytes[last] ^= 0x55;
     fs::write(&data, &bytes).unwrap();
     let fresh_cache = up.s.path("cache-3");
-    let err = run(&mut up.build_with(&spec, &out, &fresh_cache, &up.s.key()));
+    // -j 1: blobs go in plan order (config, first layer, then the corrupt last layer), so the
+    // failure comes after two blobs completed.
+    let err = run(up
+        .build_with(&spec, &out, &fresh_cache, &up.s.key())
+        .args(["-j", "1"]));
     assert!(
         err.contains(&format!("blob {layer}")) && err.contains("does not match its digest"),
         "{err}"
@@ -561,5 +580,31 @@ fn registry_failures_fail_clearly_and_leave_no_partial_bundle() {
         fs::read_dir(fresh_cache.join("tmp")).unwrap().count(),
         0,
         "a partial download was left in the cache"
+    );
+
+    // Interrupted builds resume: once the registry serves the blob intact again, the re-run
+    // downloads only what the failed one did not finish.
+    bytes[last] ^= 0x55;
+    fs::write(&data, &bytes).unwrap();
+    let summary = ok(&mut up.build_with(&spec, &out, &fresh_cache, &up.s.key()));
+    assert!(
+        summary.contains("downloaded 1 blobs") && summary.contains("2 from cache"),
+        "{summary}"
+    );
+    ok(&mut up.s.verify(&out));
+
+    // -v logs each registry request.
+    let again = up.s.path("again.tar");
+    let output = up
+        .build_with(&spec, &again, &fresh_cache, &up.s.key())
+        .arg("-v")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request") && l.contains("GET") && l.contains(&host)),
+        "{log}"
     );
 }

@@ -25,7 +25,7 @@ fn small_bundle() -> (Vec<u8>, PublicKey) {
         created: 1_700_000_000,
         split: None,
         jobs: 4,
-        cache: &dir.path().join("cache"),
+        cache: Some(&dir.path().join("cache")),
         since: None,
     };
     tokio::runtime::Runtime::new()

@@ -80,6 +80,9 @@ pub struct WriteOptions<'a> {
     pub split: Option<u64>,
     pub jobs: usize,
     pub cache: &'a BlobCache,
+    /// Whether downloaded image blobs are also written to the cache (`--no-cache`: not, so
+    /// each byte is written to disk once, into the bundle).
+    pub keep_in_cache: bool,
 }
 
 /// Writes the plan and moves the result to `output` (or `output.000`, ... when split).
@@ -114,27 +117,46 @@ pub async fn write_bundle(
             position,
             assembly: assembly.clone(),
             cache: options.cache.clone(),
+            keep_in_cache: options.keep_in_cache,
             observer: observer.clone(),
             stats: stats.clone(),
         };
-        let pool = pool.clone();
+        // Permits are taken here, in entry order, so transfers start in plan order and a
+        // failure stops the build before more are started.
+        let permit = pool
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ArchiveError::Worker(e.to_string()))?;
+        while let Some(done) = workers.try_join_next() {
+            settle(done, &mut workers)?;
+        }
         workers.spawn(async move {
-            let _permit = pool
-                .acquire_owned()
-                .await
-                .map_err(|e| ArchiveError::Worker(e.to_string()))?;
+            let _permit = permit;
             job.run().await
         });
     }
     while let Some(done) = workers.join_next().await {
-        let result = done.map_err(|e| ArchiveError::Worker(e.to_string()));
-        if let Err(e) = result.and_then(|r| r) {
-            workers.abort_all();
-            return Err(e);
-        }
+        settle(done, &mut workers)?;
     }
     let parts = assembly.finish()?;
     place(&parts, options.output, options.split.is_some())
+}
+
+type Finished = Result<Result<(), ArchiveError>, tokio::task::JoinError>;
+
+/// The first failure stops every other transfer.
+fn settle(
+    done: Finished,
+    workers: &mut JoinSet<Result<(), ArchiveError>>,
+) -> Result<(), ArchiveError> {
+    let result = done
+        .map_err(|e| ArchiveError::Worker(e.to_string()))
+        .and_then(|r| r);
+    if result.is_err() {
+        workers.abort_all();
+    }
+    result
 }
 
 /// Filling one entry.
@@ -143,6 +165,7 @@ struct Job {
     position: usize,
     assembly: Arc<BundleAssembly>,
     cache: BlobCache,
+    keep_in_cache: bool,
     observer: Arc<dyn BuildObserver>,
     stats: Arc<WriteStats>,
 }
@@ -162,8 +185,16 @@ impl Job {
                     self.observer.blob_started(&digest, size, BlobOrigin::Cache);
                     match self.copy_local().await {
                         Ok(()) => {
-                            self.stats.cached_blobs.fetch_add(1, Ordering::Relaxed);
-                            self.stats.cached_bytes.fetch_add(size, Ordering::Relaxed);
+                            // Without a kept cache, the only cached blobs are pack layers this
+                            // build downloaded while planning.
+                            let (blobs, bytes) = match self.keep_in_cache {
+                                true => (&self.stats.cached_blobs, &self.stats.cached_bytes),
+                                false => {
+                                    (&self.stats.downloaded_blobs, &self.stats.downloaded_bytes)
+                                }
+                            };
+                            blobs.fetch_add(1, Ordering::Relaxed);
+                            bytes.fetch_add(size, Ordering::Relaxed);
                             return Ok(());
                         }
                         Err(ArchiveError::Write(
@@ -181,7 +212,10 @@ impl Job {
         let image = &self.plan.remotes[remote];
         self.observer
             .blob_started(&digest, size, BlobOrigin::Registry);
-        let pending = self.cache.begin(&digest).map_err(FetchError::from)?;
+        let pending = match self.keep_in_cache {
+            true => Some(self.cache.begin(&digest).map_err(FetchError::from)?),
+            false => None,
+        };
         let mut slot = self.assembly.slot(self.position);
         let observer = &self.observer;
         fetch_blob(
@@ -191,14 +225,16 @@ impl Job {
             size,
             &image.shown,
             BlobTarget {
-                pending: &pending,
+                pending: pending.as_ref(),
                 slot: Some(&mut slot),
             },
             &|n| observer.blob_progress(&digest, n),
         )
         .await?;
         slot.finish()?;
-        pending.commit().map_err(FetchError::from)?;
+        if let Some(pending) = pending {
+            pending.commit().map_err(FetchError::from)?;
+        }
         self.stats.downloaded_blobs.fetch_add(1, Ordering::Relaxed);
         self.stats
             .downloaded_bytes

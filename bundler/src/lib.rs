@@ -71,8 +71,8 @@ pub struct BuildRequest<'a> {
     pub split: Option<u64>,
     /// Transfers (manifest fetches, blob downloads, copies) in flight at once.
     pub jobs: usize,
-    /// The blob cache directory.
-    pub cache: &'a Path,
+    /// The blob cache directory; `None` keeps no cache: blobs go straight into the bundle.
+    pub cache: Option<&'a Path>,
     /// Build a delta against this bundle: blobs it holds are left out and listed as expected.
     pub since: Option<&'a Path>,
 }
@@ -122,7 +122,13 @@ pub async fn build(
             path: request.output.display().to_string(),
             cause,
         })?;
-    let cache = BlobCache::open(request.cache)?;
+    // Without a cache, pack layers (read while planning) still need a file: a private one
+    // in the work directory, gone with it.
+    let cache = BlobCache::open(
+        &request
+            .cache
+            .map_or_else(|| workdir.path().join("cache"), Path::to_path_buf),
+    )?;
     let mut registries = Registries::new(&spec.spec.registries, &base_dir)?;
     let jobs = request.jobs.max(1);
 
@@ -178,6 +184,7 @@ pub async fn build(
             split: request.split,
             jobs,
             cache: &cache,
+            keep_in_cache: request.cache.is_some(),
         },
         observer,
         stats.clone(),
@@ -288,7 +295,7 @@ async fn ensure_cached(
         blob.size,
         &image.shown,
         BlobTarget {
-            pending: &pending,
+            pending: Some(&pending),
             slot: None,
         },
         &|_| {},

@@ -232,16 +232,19 @@ async fn fetch_manifest(
     Ok((media_type, fetched.bytes))
 }
 
-/// Where a blob being fetched goes: a pending cache file and, when the bundle is being
-/// written, the bundle entry itself — one download, both written, one hash.
+/// Where a blob being fetched goes: a pending cache file (unless the build keeps no cache)
+/// and, when the bundle is being written, the bundle entry itself — one download, both
+/// written, one hash.
 pub struct BlobTarget<'a> {
-    pub pending: &'a PendingBlob,
+    pub pending: Option<&'a PendingBlob>,
     pub slot: Option<&'a mut EntrySlot>,
 }
 
 impl BlobTarget<'_> {
     fn restart(&mut self) -> std::io::Result<()> {
-        self.pending.truncate()?;
+        if let Some(pending) = self.pending {
+            pending.truncate()?;
+        }
         if let Some(slot) = self.slot.as_deref_mut() {
             slot.restart();
         }
@@ -249,7 +252,9 @@ impl BlobTarget<'_> {
     }
 
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.pending.file().write_all(bytes)?;
+        if let Some(pending) = self.pending {
+            pending.file().write_all(bytes)?;
+        }
         if let Some(slot) = self.slot.as_deref_mut() {
             slot.write(bytes).map_err(std::io::Error::other)?;
         }

@@ -44,8 +44,12 @@ pub struct BuildArgs {
     pub split: Option<u64>,
     /// Blob cache shared by builds: a rebuild downloads only what it lacks
     /// [default: $AIRGAP_CACHE_DIR, $XDG_CACHE_HOME/airgap or ~/.cache/airgap].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
     pub cache: Option<PathBuf>,
+    /// Keep no cache: every blob is downloaded straight into the bundle and written to disk
+    /// once (for one-off builds of bundles too large to keep twice).
+    #[arg(long)]
+    pub no_cache: bool,
     /// Transfers in flight at once (manifest fetches, blob downloads and copies share one pool).
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -131,7 +135,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let key = SigningKey::load(&args.key).context("loading the signing key")?;
     let created = creation_time()?;
-    let cache = args.cache.clone().unwrap_or_else(BlobCache::default_dir);
+    let cache = (!args.no_cache).then(|| args.cache.clone().unwrap_or_else(BlobCache::default_dir));
     let request = bundler::BuildRequest {
         spec: &args.spec,
         output: &args.output,
@@ -139,7 +143,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         created,
         split: args.split,
         jobs: args.jobs.into(),
-        cache: &cache,
+        cache: cache.as_deref(),
         since: args.since.as_deref(),
     };
     let progress = Arc::new(BuildProgress::new());
