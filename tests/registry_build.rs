@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use airgap::{BundleArchive, BundleIndex, Digest, PublicKey};
 use common::registries::{
-    creds, free_port, seed, skopeo_raw, Distribution, FaultProxy, Pki, PASSWORD, USER,
+    creds, free_port, seed, skopeo_raw, Distribution, FaultProxy, Pki, Socks5Proxy, PASSWORD, USER,
 };
 use common::{airgap, fails, ok, Setup};
 
@@ -371,6 +371,17 @@ fn builds_from_a_registry_keeping_upstream_digests_and_rebuilds_from_the_cache()
         .build(&spec, &up.s.path("proxied.tar"))
         .env("HTTPS_PROXY", &dead)
         .env("NO_PROXY", "127.0.0.1"));
+
+    // Through a SOCKS5 proxy: every connection to the registry goes through it.
+    let socks = Socks5Proxy::start();
+    let socksed = up.s.path("socks.tar");
+    ok(up
+        .build(&spec, &socksed)
+        .env("HTTPS_PROXY", format!("socks5://127.0.0.1:{}", socks.port))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy"));
+    assert!(socks.connections.load(Ordering::SeqCst) > 0);
+    assert_eq!(fs::read(&out).unwrap(), fs::read(&socksed).unwrap());
 }
 
 #[test]

@@ -501,3 +501,79 @@ impl FaultProxy {
         format!("127.0.0.1:{}", self.port)
     }
 }
+
+/// A SOCKS5 proxy (no authentication, CONNECT only) on loopback that counts the connections
+/// it relays: shows a client really went through `socks5://` rather than around it.
+pub struct Socks5Proxy {
+    pub port: u16,
+    pub connections: Arc<AtomicUsize>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Socks5Proxy {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Socks5Proxy {
+    pub fn start() -> Socks5Proxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        runtime.spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let relay = async {
+                        let mut head = [0u8; 2];
+                        client.read_exact(&mut head).await?;
+                        let mut methods = vec![0u8; head[1] as usize];
+                        client.read_exact(&mut methods).await?;
+                        client.write_all(&[5, 0]).await?;
+                        let mut request = [0u8; 4];
+                        client.read_exact(&mut request).await?;
+                        let host = match request[3] {
+                            1 => {
+                                let mut ip = [0u8; 4];
+                                client.read_exact(&mut ip).await?;
+                                std::net::Ipv4Addr::from(ip).to_string()
+                            }
+                            3 => {
+                                let len = client.read_u8().await? as usize;
+                                let mut name = vec![0u8; len];
+                                client.read_exact(&mut name).await?;
+                                String::from_utf8_lossy(&name).into_owned()
+                            }
+                            _ => return Err(std::io::Error::other("unsupported address type")),
+                        };
+                        let port = client.read_u16().await?;
+                        let mut upstream =
+                            tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                        client.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+                        Ok::<_, std::io::Error>(())
+                    };
+                    let _ = relay.await;
+                });
+            }
+        });
+        Socks5Proxy {
+            port,
+            connections,
+            runtime: Some(runtime),
+        }
+    }
+}
