@@ -24,30 +24,12 @@ trap cleanup EXIT
 
 "$bin/airgap-testkit" bench "$work/content" "$IMAGES" "$LAYERS" $((LAYER_MIB << 20)) > "$work/names"
 "$bin/airgap" keygen -o "$work/k.key" >/dev/null
-"$bin/airgap" bundle build -f "$work/content/bundle.yaml" -o "$work/seed.tar" --key "$work/k.key" \
-  --cache "$work/unused-cache" >/dev/null
-rm -rf "$work/content" "$work/unused-cache"
+"$bin/airgap" bundle build -f "$work/content/bundle.yaml" -o "$work/seed.tar" --key "$work/k.key" --no-cache >/dev/null
+rm -rf "$work/content"
 
-(
-  cd "$work"
-  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=bench-ca \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -keyout tls.key -out tls.csr -subj /CN=localhost 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext
-  openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tls.crt -days 2 -extfile ext 2>/dev/null
-  mkdir -p certs && cp ca.crt certs/
-  htpasswd -Bbn bench bench > htpasswd
-)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/config.yml" <<CFG
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/storage}}
-http: {addr: 127.0.0.1:$port, tls: {certificate: $work/tls.crt, key: $work/tls.key}}
-auth: {htpasswd: {realm: bench, path: $work/htpasswd}}
-CFG
-docker-registry serve "$work/config.yml" >/dev/null 2>&1 & pids+=($!)
-for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
+source bench/lib.sh
+make_pki
+distribution upstream; port=$reg_port
 host=127.0.0.1:$port
 echo bench | "$bin/airgap" registry seed "$work/seed.tar" --pub "$work/k.pub" --to "https://$host/up" \
   --ca "$work/ca.crt" --username bench --password-stdin -j 8 --config-dir "$work/cfg" >/dev/null
@@ -61,12 +43,6 @@ export REGISTRY_AUTH_FILE=$work/auth.json
   printf '  registries:\n    - {host: "%s", ca: %s}\n' "$host" "$work/ca.crt"
 } > "$work/pull.yaml"
 
-declare -A wall rss
-measure() { # NAME CMD...: one run (each run's starting state is set up by the caller)
-  local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
-  read -r w r < "$work/time"; wall[$name]=$w rss[$name]=$r
-}
 skopeo_all() {
   rm -rf "$work/skopeo-out"
   while read -r name; do
@@ -80,7 +56,7 @@ export -f skopeo_all build build_no_cache disk_floor
 export work bin host
 
 # The registry's files in the page cache for every contender.
-find "$work/storage" -type f -exec cat {} + > /dev/null
+find "$work/upstream/storage" -type f -exec cat {} + > /dev/null
 measure skopeo bash -c skopeo_all
 rm -rf "$work/skopeo-out" "$work/cache"
 measure cold bash -c build
@@ -91,8 +67,6 @@ measure nocache bash -c build_no_cache
 measure floor bash -c disk_floor
 downloaded_warm=$(grep -o 'downloaded [0-9]* blobs' <<<"$warm_summary" | grep -o '[0-9]*')
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b == 0) b = 0.001; printf "%.2f", a / b }'; }
-mib() { awk -v k="$1" 'BEGIN{printf "%.0f MiB", k / 1024}'; }
 size=$(stat -c %s "$work/out.tar")
 echo
 echo "content: $IMAGES images pulled over TLS, bundle $(awk -v b="$size" 'BEGIN{printf "%.2f GiB", b/2^30}')"

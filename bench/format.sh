@@ -38,7 +38,7 @@ skopeo_all() {
     skopeo copy --quiet "oci:$work/content/layout:$name" "oci:$work/skopeo-out:$name"
   done < "$work/names"
 }
-build() { rm -f "$work/bundle.tar"; "$bin/airgap" bundle build -f "$work/content/bundle.yaml" -o "$work/bundle.tar" --key "$work/k.key"; }
+build() { rm -f "$work/bundle.tar"; "$bin/airgap" bundle build -f "$work/content/bundle.yaml" -o "$work/bundle.tar" --key "$work/k.key" --no-cache; }
 export -f skopeo_all build
 export work bin
 

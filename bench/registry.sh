@@ -24,42 +24,11 @@ trap cleanup EXIT
 
 "$bin/airgap-testkit" bench "$work/content" "$IMAGES" "$LAYERS" $((LAYER_MIB << 20)) > "$work/names"
 "$bin/airgap" keygen -o "$work/k.key" >/dev/null
-"$bin/airgap" bundle build -f "$work/content/bundle.yaml" -o "$work/bundle.tar" --key "$work/k.key" >/dev/null
+"$bin/airgap" bundle build -f "$work/content/bundle.yaml" -o "$work/bundle.tar" --key "$work/k.key" --no-cache >/dev/null
 rm -rf "$work/content"   # only the bundle is needed from here on
 
-# TLS: a CA and a leaf for 127.0.0.1; htpasswd for distribution (bcrypt).
-(
-  cd "$work"
-  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=bench-ca \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -keyout tls.key -out tls.csr -subj /CN=localhost 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext
-  openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tls.crt -days 2 -extfile ext 2>/dev/null
-  mkdir -p certs && cp ca.crt certs/
-  htpasswd -Bbn bench bench > htpasswd
-)
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-distribution() { # NAME -> starts a fresh registry, sets $reg_port
-  local dir=$work/$1 p; p=$(port); mkdir -p "$dir"
-  cat > "$dir/config.yml" <<CFG
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $dir/storage}}
-http: {addr: 127.0.0.1:$p, tls: {certificate: $work/tls.crt, key: $work/tls.key}}
-auth: {htpasswd: {realm: bench, path: $work/htpasswd}}
-CFG
-  docker-registry serve "$dir/config.yml" >/dev/null 2>&1 & pids+=($!)
-  wait_port "$p"; reg_port=$p
-}
-
-declare -A wall rss
-measure() { # NAME CMD...: one run (a seed changes the target, so it is not repeated)
-  local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
-  read -r w r < "$work/time"; wall[$name]=$w rss[$name]=$r
-}
+source bench/lib.sh
+make_pki
 
 seed() { echo bench | "$bin/airgap" registry seed "$work/bundle.tar" --pub "$work/k.pub" \
   --to "https://127.0.0.1:$1/m" --ca "$work/ca.crt" --username bench --password-stdin -j 8 --config-dir "$work/cfg"; }
@@ -94,8 +63,6 @@ wait_port "$sp"
 measure pull_ours bash -c "pull_all 127.0.0.1:$sp --src-no-creds"
 measure pull_distribution bash -c "pull_all 127.0.0.1:$theirs/m '--src-creds bench:bench'"
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b == 0) b = 0.001; printf "%.2f", a / b }'; }
-mib() { awk -v k="$1" 'BEGIN{printf "%.0f MiB", k / 1024}'; }
 size=$(stat -c %s "$work/bundle.tar")
 echo
 echo "content: $IMAGES images, bundle $(awk -v b="$size" 'BEGIN{printf "%.2f GiB", b/2^30}'); cold seed: $(cat "$work/cold")"
