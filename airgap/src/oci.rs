@@ -124,6 +124,16 @@ pub fn detect_media_type(bytes: &[u8]) -> Option<String> {
     }
 }
 
+/// The manifest or index media type of `bytes`: the one its content declares (or its JSON
+/// shape implies), else `declared` (a descriptor's or a Content-Type header's). `None` when
+/// neither is a manifest or an index this crate handles.
+pub fn manifest_media_type(bytes: &[u8], declared: &str) -> Option<String> {
+    let handled = |m: &String| is_index(m) || is_manifest(m);
+    detect_media_type(bytes)
+        .filter(handled)
+        .or_else(|| Some(declared.to_string()).filter(handled))
+}
+
 /// The OCI layout `index.json` listing `manifests`, deterministic for the same input.
 pub fn layout_index(manifests: &[Descriptor]) -> Vec<u8> {
     let value = serde_json::json!({

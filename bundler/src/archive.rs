@@ -263,7 +263,7 @@ impl Job {
                     let path = cache.path(digest);
                     Box::new(File::open(&path).map_err(io_err(&path))?)
                 }
-                EntrySource::Memory(bytes) => Box::new(io::Cursor::new(bytes.clone())),
+                EntrySource::Memory(bytes) => Box::new(&bytes[..]),
             };
             let mut buf = vec![0u8; COPY_BUFFER];
             loop {

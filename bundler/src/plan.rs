@@ -155,17 +155,12 @@ impl Planner {
             message,
         };
         let bytes = self.read_manifest(origin, desc)?;
-        let media_type = oci::detect_media_type(&bytes)
-            .filter(|m| oci::is_index(m) || oci::is_manifest(m))
-            .or_else(|| {
-                Some(desc.media_type.clone()).filter(|m| oci::is_index(m) || oci::is_manifest(m))
-            })
-            .ok_or_else(|| {
-                content(format!(
-                    "manifest {} has an unsupported media type `{}`",
-                    desc.digest, desc.media_type
-                ))
-            })?;
+        let media_type = oci::manifest_media_type(&bytes, &desc.media_type).ok_or_else(|| {
+            content(format!(
+                "manifest {} has an unsupported media type `{}`",
+                desc.digest, desc.media_type
+            ))
+        })?;
         let mut size = bytes.len() as u64;
         if oci::is_manifest(&media_type) {
             let manifest: ImageManifest = serde_json::from_slice(&bytes)

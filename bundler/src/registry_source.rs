@@ -217,12 +217,7 @@ async fn fetch_manifest(
             wanted: wanted.to_string(),
         })?;
     // The content's own mediaType outranks a header a proxy may have rewritten.
-    let media_type = oci::detect_media_type(&fetched.bytes)
-        .filter(|m| oci::is_index(m) || oci::is_manifest(m))
-        .or_else(|| {
-            Some(fetched.media_type.clone()).filter(|m| oci::is_index(m) || oci::is_manifest(m))
-        })
-        .ok_or_else(|| FetchError::Content {
+    let media_type = oci::manifest_media_type(&fetched.bytes, &fetched.media_type).ok_or_else(|| FetchError::Content {
             reference: shown.to_string(),
             message: format!(
                 "manifest {} has an unsupported media type `{}` (schema 1 images are not supported; re-push them as schema 2 or OCI)",
