@@ -1,5 +1,17 @@
-//! The air-gapped side of airgap: the install plan and its phases (verify, PKI, etcd, keys,
-//! registry seeding, Kubernetes layout, node agent, join, upgrade).
+//! The air-gapped side of airgap: `airgap install` and the node it leaves behind.
 //!
-//! Not built yet: this crate holds its place in the workspace so the dependency direction of
-//! DESIGN.md (`airgap` core <- `bundler`, `installer` <- CLI) is fixed from the start.
+//! An install is a fixed sequence of [`journal::Phase`]s (verify, pki, etcd, keys, registry,
+//! agent), each idempotent so that a re-run after any failure, even a SIGKILL, completes the
+//! install without redoing or undoing what is done. The [`agent`] supervises the node's
+//! services (etcd, the built-in registry) afterwards. Everything lives under a
+//! [`layout::NodeLayout`] rooted at `--root`, so tests install into temporary directories.
+//!
+//! This crate is synchronous where it touches files and async (tokio) where it talks to etcd
+//! and registries; the CLI owns the runtime.
+
+pub mod audit;
+pub mod config;
+pub mod files;
+pub mod journal;
+pub mod layout;
+pub mod pki;

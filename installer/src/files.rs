@@ -1,0 +1,51 @@
+//! Crash-safe file writes: a SIGKILL at any instant leaves either the old file or the new one,
+//! never a torn one, which is what lets every phase re-run over whatever it finds.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Mode for private keys, key material and anything holding a password.
+pub const PRIVATE: u32 = 0o600;
+/// Mode for certificates and configuration without secrets.
+pub const PUBLIC: u32 = 0o644;
+
+/// Writes `bytes` to `path` with `mode` through a temporary file, fsync and rename. The
+/// temporary file is created with `mode`, so a private key is never readable by others, even
+/// for an instant.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let _ = fs::remove_file(&tmp);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Writes the file only when its content or mode differs, so re-runs leave files (and their
+/// modification times) untouched. Returns whether it wrote.
+pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> io::Result<bool> {
+    if let Ok(existing) = fs::read(path) {
+        let same_mode = fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o777 == mode)
+            .unwrap_or(false);
+        if existing == bytes && same_mode {
+            return Ok(false);
+        }
+    }
+    write_atomic(path, bytes, mode)?;
+    Ok(true)
+}
