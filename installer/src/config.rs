@@ -221,7 +221,10 @@ fn check_label(label: &str) -> Result<(), &'static str> {
     if label.is_empty() || label.len() > 63 {
         return Err("each label must be 1 to 63 characters");
     }
-    if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         return Err("only letters, digits and `-` are allowed");
     }
     if label.starts_with('-') || label.ends_with('-') {
@@ -265,12 +268,16 @@ impl InstallConfig {
                 ))
             }
             (Mode::Ha, n) => {
-                return Err(format!("spec.nodes: ha mode takes exactly 3 nodes, found {n}"))
+                return Err(format!(
+                    "spec.nodes: ha mode takes exactly 3 nodes, found {n}"
+                ))
             }
         }
         if spec.mode == Mode::Ha {
             // Refused for now rather than half-installed: the join API is the next step.
-            return Err("spec.mode: ha is not supported by this version yet; use standalone".into());
+            return Err(
+                "spec.mode: ha is not supported by this version yet; use standalone".into(),
+            );
         }
         if spec.mode == Mode::Standalone && spec.vip.is_some() {
             return Err("spec.vip: only ha mode has a virtual IP; remove it".into());
@@ -291,9 +298,7 @@ impl InstallConfig {
         if let Some(registry) = &spec.registry {
             if let Some(external) = &registry.external {
                 if registry.builtin.is_some() {
-                    return Err(
-                        "spec.registry: give either external or builtin, not both".into()
-                    );
+                    return Err("spec.registry: give either external or builtin, not both".into());
                 }
                 if !external.url.starts_with("https://") {
                     return Err(format!(
@@ -327,7 +332,12 @@ impl InstallConfig {
             join(&mut certs.import.key);
             join(&mut certs.import.ca);
         }
-        if let Some(external) = self.spec.registry.as_mut().and_then(|r| r.external.as_mut()) {
+        if let Some(external) = self
+            .spec
+            .registry
+            .as_mut()
+            .and_then(|r| r.external.as_mut())
+        {
             if let Some(ca) = &mut external.ca {
                 join(ca);
             }
@@ -343,7 +353,10 @@ impl InstallConfig {
     }
 
     pub fn external_registry(&self) -> Option<&ExternalRegistry> {
-        self.spec.registry.as_ref().and_then(|r| r.external.as_ref())
+        self.spec
+            .registry
+            .as_ref()
+            .and_then(|r| r.external.as_ref())
     }
 
     pub fn registry_port(&self) -> u16 {
@@ -379,16 +392,32 @@ spec:
     #[test]
     fn errors_name_the_field_and_position() {
         let cases = [
-            (GOOD.replace("fqdn:", "fqnd:"), "unknown field `fqnd`", "line 6"),
+            (
+                GOOD.replace("fqdn:", "fqnd:"),
+                "unknown field `fqnd`",
+                "line 6",
+            ),
             (
                 GOOD.replace("mgmt.example.internal", "mgmt_example"),
                 "spec.fqdn",
                 "line 6",
             ),
-            (GOOD.replace("10.10.0.11", "10.10.0.300"), "spec.nodes[0].address", "line 7"),
+            (
+                GOOD.replace("10.10.0.11", "10.10.0.300"),
+                "spec.nodes[0].address",
+                "line 7",
+            ),
             (GOOD.replace("standalone", "cluster"), "spec.mode", "line 5"),
-            (GOOD.replace("airgap/v1", "airgap/v2"), "apiVersion", "line 1"),
-            (GOOD.replace("name: node1", "name: Node_1"), "spec.nodes[0].name", "line 7"),
+            (
+                GOOD.replace("airgap/v1", "airgap/v2"),
+                "apiVersion",
+                "line 1",
+            ),
+            (
+                GOOD.replace("name: node1", "name: Node_1"),
+                "spec.nodes[0].name",
+                "line 7",
+            ),
         ];
         for (text, field, position) in cases {
             let err = InstallConfig::parse(&text).unwrap_err();
@@ -400,6 +429,8 @@ spec:
             "[{name: node1, address: 10.10.0.11}]",
             "[{name: a, address: 10.0.0.1}, {name: b, address: 10.0.0.2}]",
         );
-        assert!(InstallConfig::parse(&two).unwrap_err().starts_with("spec.nodes:"));
+        assert!(InstallConfig::parse(&two)
+            .unwrap_err()
+            .starts_with("spec.nodes:"));
     }
 }

@@ -9,9 +9,17 @@
 //! This crate is synchronous where it touches files and async (tokio) where it talks to etcd
 //! and registries; the CLI owns the runtime.
 
+pub mod agent;
 pub mod audit;
 pub mod config;
+pub mod etcd;
 pub mod files;
+pub mod install;
 pub mod journal;
+pub mod keys;
+pub mod kube_object;
 pub mod layout;
 pub mod pki;
+pub mod secretbox;
+pub mod service;
+pub mod status;

@@ -111,6 +111,9 @@ pub struct ClientConfig {
     /// Ask token servers for pull access only (a build never pushes; a read-only robot
     /// account would be refused `push`).
     pub pull_only: bool,
+    /// Host names to connect to at a fixed address instead of resolving them (a node's
+    /// registry reached by its FQDN before DNS knows it). The URL's port still applies.
+    pub resolve: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl ClientConfig {
@@ -223,6 +226,9 @@ impl RegistryClient {
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        for (name, addr) in &config.resolve {
+            builder = builder.resolve(name, *addr);
         }
         let http = builder
             .build()

@@ -2,6 +2,7 @@
 
 mod bundle;
 mod keygen;
+mod node;
 mod progress;
 mod registry;
 
@@ -31,6 +32,16 @@ pub enum Command {
     /// Seed a registry from a bundle, or serve one.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// Install a standalone management node from a bundle, fully offline.
+    Install(node::InstallArgs),
+    /// Report the node's install phases and services (exit 3 when not healthy).
+    Status(node::StatusArgs),
+    /// Supervise the node's services (what the systemd unit runs).
+    Agent(node::RootArgs),
+    /// Stop the node's agent and services.
+    Stop(node::RootArgs),
+    /// Remove the installation under the root (asks first unless --yes).
+    Reset(node::ResetArgs),
 }
 
 pub fn init_logging(verbose: u8) {
@@ -54,5 +65,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen(args) => keygen::run(args),
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Registry(cmd) => registry::run(cmd),
+        Command::Install(args) => node::install_cmd(args),
+        Command::Status(args) => node::status_cmd(args),
+        Command::Agent(args) => node::agent_cmd(args),
+        Command::Stop(args) => node::stop_cmd(args),
+        Command::Reset(args) => node::reset_cmd(args),
     }
 }

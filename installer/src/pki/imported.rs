@@ -65,8 +65,10 @@ pub fn check_server_certificate(
             what: "the certificate",
             cause: format!("{e:?}"),
         })?;
-    let ca_ders: Vec<CertificateDer<'_>> =
-        cas.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    let ca_ders: Vec<CertificateDer<'_>> = cas
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
     let anchors = ca_ders
         .iter()
         .map(|c| {

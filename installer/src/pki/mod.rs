@@ -171,10 +171,13 @@ impl CertificateAuthority {
             .dns_names
             .iter()
             .map(|d| {
-                d.clone().try_into().map(SanType::DnsName).map_err(|e| PkiError::Issue {
-                    name: spec.common_name.clone(),
-                    cause: format!("SAN `{d}`: {e}"),
-                })
+                d.clone()
+                    .try_into()
+                    .map(SanType::DnsName)
+                    .map_err(|e| PkiError::Issue {
+                        name: spec.common_name.clone(),
+                        cause: format!("SAN `{d}`: {e}"),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         params

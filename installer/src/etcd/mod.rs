@@ -1,0 +1,83 @@
+//! etcd on the node: its member configuration (client and peer TLS, client certificates
+//! required, TLS 1.2 cipher suites only), the binary it runs, and the client the installer
+//! talks to it with.
+
+pub mod binary;
+pub mod client;
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use crate::layout::NodeLayout;
+use crate::service::ServiceSpec;
+
+pub const CLIENT_PORT: u16 = 2379;
+pub const PEER_PORT: u16 = 2380;
+
+/// ECDHE with AEAD ciphers only (the CIS benchmark's list for etcd and the API server); TLS
+/// 1.3 suites are not configurable and always strong.
+pub const CIPHER_SUITES: &str = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305";
+
+/// One etcd member of the cluster. Standalone installs have one; HA will list three in
+/// `initial_cluster`.
+#[derive(Debug, Clone)]
+pub struct EtcdMember {
+    pub name: String,
+    pub address: IpAddr,
+    /// `name=https://addr:2380` for every member, this one included.
+    pub initial_cluster: Vec<(String, IpAddr)>,
+    pub cluster_token: String,
+}
+
+pub fn url(address: IpAddr, port: u16) -> String {
+    match address {
+        IpAddr::V4(a) => format!("https://{a}:{port}"),
+        IpAddr::V6(a) => format!("https://[{a}]:{port}"),
+    }
+}
+
+impl EtcdMember {
+    pub fn client_url(&self) -> String {
+        url(self.address, CLIENT_PORT)
+    }
+
+    pub fn service(&self, layout: &NodeLayout, program: &Path) -> ServiceSpec {
+        let pki = layout.etcd_pki_dir();
+        let p = |f: &str| pki.join(f).display().to_string();
+        let client = self.client_url();
+        let peer = url(self.address, PEER_PORT);
+        let cluster = self
+            .initial_cluster
+            .iter()
+            .map(|(name, addr)| format!("{name}={}", url(*addr, PEER_PORT)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let args = [
+            ("--name", self.name.clone()),
+            ("--data-dir", layout.etcd_data().display().to_string()),
+            ("--listen-client-urls", client.clone()),
+            ("--advertise-client-urls", client),
+            ("--listen-peer-urls", peer.clone()),
+            ("--initial-advertise-peer-urls", peer),
+            ("--initial-cluster", cluster),
+            ("--initial-cluster-token", self.cluster_token.clone()),
+            ("--initial-cluster-state", "new".into()),
+            ("--client-cert-auth", "true".into()),
+            ("--trusted-ca-file", p("ca.crt")),
+            ("--cert-file", p("server.crt")),
+            ("--key-file", p("server.key")),
+            ("--peer-client-cert-auth", "true".into()),
+            ("--peer-trusted-ca-file", p("ca.crt")),
+            ("--peer-cert-file", p("peer.crt")),
+            ("--peer-key-file", p("peer.key")),
+            ("--cipher-suites", CIPHER_SUITES.into()),
+            ("--snapshot-count", "10000".into()),
+        ];
+        ServiceSpec {
+            name: "etcd".into(),
+            program: program.to_path_buf(),
+            args: args.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            env: Default::default(),
+        }
+    }
+}

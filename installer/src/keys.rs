@@ -1,0 +1,125 @@
+//! Installation keys: generated once, stored as encrypted Kubernetes Secrets in etcd with
+//! create-only transactions, never regenerated. A re-run reads them back (and proves they
+//! still decrypt) instead of writing.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+
+use crate::etcd::client::{Create, EtcdClient, EtcdError};
+use crate::kube_object::{namespace_key, secret_key, Namespace, Secret, NAMESPACE};
+use crate::secretbox::{SecretboxError, SecretboxKey};
+
+pub const INSTALLATION_KEYS: &str = "installation-keys";
+pub const REGISTRY_CREDENTIALS: &str = "registry-credentials";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("secret {name}: {cause}")]
+    Secret { name: String, cause: String },
+    #[error("generating key material: {0}")]
+    Generate(String),
+    #[error(transparent)]
+    Secretbox(#[from] SecretboxError),
+}
+
+/// What each Secret was: written now, or found in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Created,
+    Existing,
+}
+
+fn random<const N: usize>() -> Result<[u8; N], KeysError> {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).map_err(|e| KeysError::Generate(e.to_string()))?;
+    Ok(b)
+}
+
+/// The data of `airgap-system/installation-keys`.
+pub fn generate_installation_keys() -> Result<BTreeMap<String, Vec<u8>>, KeysError> {
+    let jwt = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| KeysError::Generate(e.to_string()))?;
+    let mut data = BTreeMap::new();
+    data.insert("rootKey".into(), random::<32>()?.to_vec());
+    data.insert("jwtSigningKey".into(), jwt.serialize_pem().into_bytes());
+    data.insert("hashSalt".into(), random::<32>()?.to_vec());
+    data.insert(
+        "installationId".into(),
+        hex::encode(random::<6>()?).into_bytes(),
+    );
+    Ok(data)
+}
+
+/// A password for the built-in registry's admin (192 random bits, URL-safe text).
+pub fn generate_password() -> Result<String, KeysError> {
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random::<24>()?))
+}
+
+/// Writes the `airgap-system` namespace object (unencrypted, as the API server stores
+/// namespaces) unless it exists.
+pub async fn ensure_namespace(etcd: &EtcdClient) -> Result<Stored, KeysError> {
+    let object = serde_json::to_vec(&Namespace::new(NAMESPACE)).map_err(|e| KeysError::Secret {
+        name: NAMESPACE.into(),
+        cause: e.to_string(),
+    })?;
+    Ok(
+        match etcd.create(&namespace_key(NAMESPACE), &object).await? {
+            Create::Created => Stored::Created,
+            Create::Exists => Stored::Existing,
+        },
+    )
+}
+
+/// Creates the Secret `airgap-system/<name>` with the data `generate` makes, unless it exists;
+/// either way returns the data now stored (decrypted), so every later phase reads the truth
+/// from etcd rather than from a value only this run generated.
+pub async fn ensure_secret(
+    etcd: &EtcdClient,
+    key: &SecretboxKey,
+    name: &str,
+    generate: impl FnOnce() -> Result<BTreeMap<String, Vec<u8>>, KeysError>,
+) -> Result<(BTreeMap<String, Vec<u8>>, Stored), KeysError> {
+    let path = secret_key(NAMESPACE, name);
+    if let Some(existing) = read_secret(etcd, key, name).await? {
+        return Ok((existing.data, Stored::Existing));
+    }
+    let secret = Secret::opaque(NAMESPACE, name, generate()?);
+    let json = serde_json::to_vec(&secret).map_err(|e| KeysError::Secret {
+        name: name.into(),
+        cause: e.to_string(),
+    })?;
+    match etcd.create(&path, &key.seal(&json)?).await? {
+        Create::Created => Ok((secret.data, Stored::Created)),
+        // Another writer won the race: theirs stands.
+        Create::Exists => match read_secret(etcd, key, name).await? {
+            Some(existing) => Ok((existing.data, Stored::Existing)),
+            None => Err(KeysError::Secret {
+                name: name.into(),
+                cause: "vanished while being created".into(),
+            }),
+        },
+    }
+}
+
+/// Reads and decrypts `airgap-system/<name>`.
+pub async fn read_secret(
+    etcd: &EtcdClient,
+    key: &SecretboxKey,
+    name: &str,
+) -> Result<Option<Secret>, KeysError> {
+    let Some(kv) = etcd.get(&secret_key(NAMESPACE, name)).await? else {
+        return Ok(None);
+    };
+    let plain = key.open(&kv.value).map_err(|e| KeysError::Secret {
+        name: name.into(),
+        cause: format!("{e}; the encryption configuration no longer matches what etcd holds"),
+    })?;
+    let secret: Secret = serde_json::from_slice(&plain).map_err(|e| KeysError::Secret {
+        name: name.into(),
+        cause: format!("not a v1 Secret: {e}"),
+    })?;
+    Ok(Some(secret))
+}

@@ -1,0 +1,79 @@
+//! Service definitions: what the agent runs and keeps running, one JSON file per service under
+//! `etc/airgap/services/`. Phases write them; the agent notices new or changed files and
+//! (re)starts the service. Writing the same definition twice changes nothing, so phases stay
+//! idempotent.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::files::{write_if_changed, PUBLIC};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("service definition {path}: {cause}")]
+pub struct ServiceError {
+    pub path: String,
+    pub cause: String,
+}
+
+impl ServiceSpec {
+    pub fn path_in(dir: &Path, name: &str) -> PathBuf {
+        dir.join(format!("{name}.json"))
+    }
+
+    /// Writes the definition; returns whether it changed.
+    pub fn write(&self, dir: &Path) -> Result<bool, ServiceError> {
+        let path = Self::path_in(dir, &self.name);
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| ServiceError {
+            path: path.display().to_string(),
+            cause: e.to_string(),
+        })?;
+        bytes.push(b'\n');
+        write_if_changed(&path, &bytes, PUBLIC).map_err(|e| ServiceError {
+            path: path.display().to_string(),
+            cause: e.to_string(),
+        })
+    }
+
+    /// Every definition in `dir`, by name. A file that does not parse is reported, not
+    /// skipped: a supervisor silently ignoring etcd would be worse than one that says why.
+    pub fn load_all(dir: &Path) -> Result<BTreeMap<String, ServiceSpec>, ServiceError> {
+        let mut out = BTreeMap::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => {
+                return Err(ServiceError {
+                    path: dir.display().to_string(),
+                    cause: e.to_string(),
+                })
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let err = |cause: String| ServiceError {
+                path: path.display().to_string(),
+                cause,
+            };
+            let bytes = std::fs::read(&path).map_err(|e| err(e.to_string()))?;
+            let spec: ServiceSpec =
+                serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+            out.insert(spec.name.clone(), spec);
+        }
+        Ok(out)
+    }
+}

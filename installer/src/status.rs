@@ -1,0 +1,163 @@
+//! `airgap status`: the journal's phases, the agent, and each service probed live (etcd's
+//! health over mutual TLS; the registry's `/v2/` over TLS).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::agent;
+use crate::config::InstallConfig;
+use crate::etcd::client::EtcdClient;
+use crate::etcd::{url, CLIENT_PORT};
+use crate::journal::{Journal, Phase, PhaseRecord};
+use crate::layout::NodeLayout;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub root: String,
+    pub installation: Option<String>,
+    pub node: Option<String>,
+    pub bundle: Option<String>,
+    /// Every phase in order; `None` for one that never ran.
+    pub phases: Vec<(Phase, Option<PhaseRecord>)>,
+    pub complete: bool,
+    pub agent: AgentStatus,
+    pub services: BTreeMap<String, ServiceStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    pub running: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub healthy: bool,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+impl NodeStatus {
+    /// True when every phase is done and every service answers.
+    pub fn healthy(&self) -> bool {
+        self.complete && self.agent.running && self.services.values().all(|s| s.healthy)
+    }
+}
+
+pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, String> {
+    let journal = Journal::load(&layout.journal()).map_err(|e| e.to_string())?;
+    let pid = agent::running_pid(layout).map_err(|e| e.to_string())?;
+    let agent_state = agent::read_state(layout);
+    let config = std::fs::read_to_string(layout.install_yaml())
+        .ok()
+        .and_then(|t| InstallConfig::parse(&t).ok());
+    let mut services = BTreeMap::new();
+    let defined = crate::service::ServiceSpec::load_all(&layout.services_dir()).unwrap_or_default();
+    for name in defined.keys() {
+        let supervised = agent_state.as_ref().and_then(|s| s.services.get(name));
+        let (healthy, detail, endpoint) = match (name.as_str(), &config) {
+            ("etcd", Some(c)) => probe_etcd(layout, c).await,
+            ("registry", Some(c)) => probe_registry(c).await,
+            _ => (false, "no probe".into(), None),
+        };
+        let detail = if pid.is_none() {
+            format!("not supervised (agent not running); {detail}")
+        } else {
+            detail
+        };
+        services.insert(
+            name.clone(),
+            ServiceStatus {
+                healthy,
+                detail,
+                pid: supervised.and_then(|s| s.pid),
+                restarts: supervised.map_or(0, |s| s.restarts),
+                endpoint,
+            },
+        );
+    }
+    Ok(NodeStatus {
+        root: layout.root().display().to_string(),
+        installation: journal.installation.clone(),
+        node: journal.node.clone(),
+        bundle: journal
+            .bundle
+            .as_ref()
+            .map(|b| format!("{} {}", b.name, b.version)),
+        phases: Phase::ALL
+            .iter()
+            .map(|p| (*p, journal.phases.get(p).cloned()))
+            .collect(),
+        complete: journal.is_complete(),
+        agent: AgentStatus {
+            running: pid.is_some(),
+            pid: pid.filter(|p| *p != 0),
+        },
+        services,
+    })
+}
+
+async fn probe_etcd(layout: &NodeLayout, config: &InstallConfig) -> (bool, String, Option<String>) {
+    let endpoint = url(config.this_node().address, CLIENT_PORT);
+    let read = |p: std::path::PathBuf| std::fs::read(p).unwrap_or_default();
+    let client = EtcdClient::new(
+        &endpoint,
+        &read(layout.etcd_pki_dir().join("ca.crt")),
+        &read(layout.pki_dir().join("apiserver-etcd-client.crt")),
+        &read(layout.pki_dir().join("apiserver-etcd-client.key")),
+    );
+    let result = match client {
+        Ok(c) => match tokio::time::timeout(Duration::from_secs(5), c.health()).await {
+            Ok(Ok(())) => (true, "healthy".to_string()),
+            Ok(Err(e)) => (false, e.to_string()),
+            Err(_) => (false, "no answer within 5s".to_string()),
+        },
+        Err(e) => (false, e.to_string()),
+    };
+    (result.0, result.1, Some(endpoint))
+}
+
+async fn probe_registry(config: &InstallConfig) -> (bool, String, Option<String>) {
+    let addr = SocketAddr::new(config.this_node().address, config.registry_port());
+    let endpoint = format!("https://{}:{}", config.spec.fqdn, config.registry_port());
+    let connect =
+        tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await;
+    match connect {
+        Ok(Ok(_)) => (true, format!("listening on {addr}"), Some(endpoint)),
+        Ok(Err(e)) => (false, format!("{addr}: {e}"), Some(endpoint)),
+        Err(_) => (
+            false,
+            format!("{addr}: no answer within 3s"),
+            Some(endpoint),
+        ),
+    }
+}
+
+/// Removes what an install created under the root (services stopped first). Logs stay.
+pub fn reset(layout: &NodeLayout) -> Result<Vec<String>, String> {
+    agent::stop(layout).map_err(|e| e.to_string())?;
+    let mut removed = Vec::new();
+    for path in layout.installed_paths() {
+        let result = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else if path.exists() {
+            std::fs::remove_file(&path)
+        } else {
+            continue;
+        };
+        result.map_err(|e| format!("removing {}: {e}", path.display()))?;
+        removed.push(path.display().to_string());
+    }
+    Ok(removed)
+}

@@ -1,0 +1,273 @@
+//! `airgap install|agent|status|stop|reset`: the air-gapped node.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use indicatif::ProgressBar;
+use installer::agent::Launch;
+use installer::install::{install, InstallObserver, InstallRequest};
+use installer::journal::{Phase, PhaseState};
+use installer::layout::NodeLayout;
+
+use super::progress::{bytes_bar, HumanBytes};
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// The installation to lay down (install.yaml).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+    /// The verified bundle to install from (or the first part of a split bundle).
+    #[arg(long, value_name = "FILE")]
+    pub bundle: PathBuf,
+    /// The public key the bundle must be signed with.
+    #[arg(long = "pub", value_name = "FILE")]
+    pub public_key: PathBuf,
+    /// Relocate every path the installer touches (default: /).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Blobs uploaded at once while seeding the registry.
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RootArgs {
+    /// The root the node was installed into.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Phase lines on stdout; a byte bar on a terminal while verifying and seeding.
+struct PhaseLines {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl InstallObserver for PhaseLines {
+    fn phase_started(&self, phase: Phase) {
+        tracing::info!("phase {phase} started");
+    }
+    fn phase_finished(&self, phase: Phase, summary: &str, elapsed: Duration) {
+        println!("[{phase}] {summary} ({:.1}s)", elapsed.as_secs_f64());
+    }
+    fn bytes_total(&self, what: &'static str, total: u64) {
+        if let Ok(mut bar) = self.bar.lock() {
+            *bar = Some(bytes_bar(total, what));
+        }
+    }
+    fn bytes_done(&self, n: u64) {
+        if let Ok(bar) = self.bar.lock() {
+            if let Some(bar) = bar.as_ref() {
+                bar.inc(n);
+            }
+        }
+    }
+    fn bytes_finished(&self) {
+        if let Ok(mut bar) = self.bar.lock() {
+            if let Some(bar) = bar.take() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
+
+pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
+    let request = InstallRequest {
+        config: args.config,
+        bundle: args.bundle,
+        public_key: args.public_key,
+        root: std::path::absolute(&args.root).context("resolving --root")?,
+        exe: std::env::current_exe().context("locating the airgap binary")?,
+        jobs: args.jobs as usize,
+    };
+    let observer = Arc::new(PhaseLines {
+        bar: Mutex::new(None),
+    });
+    let report = runtime()?
+        .block_on(install(&request, observer))
+        .context("install failed")?;
+    let layout = NodeLayout::new(&report.root);
+    println!();
+    println!(
+        "installed {} (healthy {:.1}s after start){}",
+        report.fqdn,
+        report.healthy_after.as_secs_f64(),
+        match &report.seed {
+            Some(s) if s.elapsed.as_secs_f64() > 0.0 => format!(
+                "; seeded {} in {:.1}s ({}/s)",
+                HumanBytes(s.bytes_uploaded),
+                s.elapsed.as_secs_f64(),
+                HumanBytes((s.bytes_uploaded as f64 / s.elapsed.as_secs_f64()) as u64)
+            ),
+            _ => String::new(),
+        }
+    );
+    println!(
+        "  etcd        {} (client certificate required)",
+        report.etcd_endpoint
+    );
+    println!(
+        "  registry    {} (user {}; password in secret airgap-system/registry-credentials)",
+        report.registry_endpoint, report.registry_username
+    );
+    println!("  CA          {}", layout.fqdn_ca().display());
+    println!("  PKI         {}", layout.pki_dir().display());
+    println!("  encryption  {}", layout.encryption_config().display());
+    println!("  mirrors     {}", layout.mirror_dir().display());
+    println!("  state       {}", layout.state_dir().display());
+    println!("  logs        {}", layout.log_dir().display());
+    if report.launch == Some(Launch::Detached) {
+        println!(
+            "the agent runs detached; `airgap status --root {0}` reports on it, `airgap stop --root {0}` stops it",
+            report.root.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn agent_cmd(args: RootArgs) -> anyhow::Result<()> {
+    let root = std::path::absolute(&args.root).context("resolving --root")?;
+    installer::agent::run(&NodeLayout::new(root)).context("agent")?;
+    Ok(())
+}
+
+pub fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
+    let root = std::path::absolute(&args.root.root).context("resolving --root")?;
+    let layout = NodeLayout::new(&root);
+    let status = runtime()?
+        .block_on(installer::status::gather(&layout))
+        .map_err(anyhow::Error::msg)
+        .context("reading the node's status")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        match &status.installation {
+            None => println!("{}: no installation", root.display()),
+            Some(name) => println!(
+                "installation {name} on node {} from bundle {} under {}",
+                status.node.as_deref().unwrap_or("?"),
+                status.bundle.as_deref().unwrap_or("?"),
+                root.display()
+            ),
+        }
+        for (phase, record) in &status.phases {
+            match record {
+                Some(r) => println!(
+                    "  phase {:<9} {:<8} {}",
+                    phase.as_str(),
+                    match r.state {
+                        PhaseState::Done => "done",
+                        PhaseState::Running => "running",
+                        PhaseState::Failed => "FAILED",
+                    },
+                    r.detail.as_deref().unwrap_or("")
+                ),
+                None => println!("  phase {:<9} pending", phase.as_str()),
+            }
+        }
+        match status.agent.pid {
+            Some(pid) if status.agent.running => println!("  agent     running (pid {pid})"),
+            _ if status.agent.running => println!("  agent     running"),
+            _ => println!("  agent     not running"),
+        }
+        for (name, s) in &status.services {
+            println!(
+                "  {:<9} {} {}{} (restarts: {})",
+                name,
+                if s.healthy { "healthy" } else { "DOWN   " },
+                s.endpoint
+                    .as_deref()
+                    .map(|e| format!("{e}: "))
+                    .unwrap_or_default(),
+                s.detail,
+                s.restarts
+            );
+        }
+    }
+    if status.installation.is_some() && !status.healthy() {
+        // Scripts (and tests) can wait on `airgap status`.
+        std::process::exit(3);
+    }
+    Ok(())
+}
+
+pub fn stop_cmd(args: RootArgs) -> anyhow::Result<()> {
+    let root = std::path::absolute(&args.root).context("resolving --root")?;
+    match installer::agent::stop(&NodeLayout::new(&root)).context("stopping the agent")? {
+        Some(pid) => println!(
+            "stopped the agent (pid {pid}) and its services under {}",
+            root.display()
+        ),
+        None => println!("no agent runs under {}", root.display()),
+    }
+    Ok(())
+}
+
+pub fn reset_cmd(args: ResetArgs) -> anyhow::Result<()> {
+    let root = std::path::absolute(&args.root.root).context("resolving --root")?;
+    let layout = NodeLayout::new(&root);
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            bail!("reset removes the installation under {}; pass --yes to confirm (standard input is not a terminal)", root.display());
+        }
+        eprint!(
+            "This stops the node's services and deletes its certificates, keys, etcd data and registry under {}. Continue? [y/N] ",
+            root.display()
+        );
+        std::io::stderr().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .context("reading the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("reset cancelled; nothing was changed");
+        }
+    }
+    let removed = installer::status::reset(&layout)
+        .map_err(anyhow::Error::msg)
+        .context("reset")?;
+    installer::audit::AuditLog::new(&layout).record(
+        "reset",
+        &root.display().to_string(),
+        installer::audit::Outcome::Done,
+    );
+    if removed.is_empty() {
+        println!("nothing to remove under {}", root.display());
+    } else {
+        println!(
+            "removed {} (logs kept in {})",
+            removed.join(", "),
+            layout.log_dir().display()
+        );
+    }
+    Ok(())
+}
