@@ -1,6 +1,7 @@
 //! Shared by the end-to-end tests: running the built `airgap` binary and making fixtures.
 #![allow(dead_code)]
 
+pub mod node;
 pub mod registries;
 
 use std::path::{Path, PathBuf};

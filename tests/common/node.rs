@@ -1,0 +1,277 @@
+//! An installed node for the end-to-end install tests: each test gets its own network
+//! namespace (a veth pair holding the node address, and `/etc/netns/<ns>/hosts` resolving the
+//! FQDN), so etcd's and the registry's fixed ports never collide between tests. Dropping the
+//! guard kills every process left in the namespace and deletes it, pass or fail.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use base64::Engine;
+
+pub const ADDRESS: &str = "10.77.0.11";
+pub const FQDN: &str = "mgmt.example.internal";
+
+pub struct NetNs {
+    pub name: String,
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().expect(program);
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl NetNs {
+    pub fn create(tag: &str) -> NetNs {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "ag-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        run("ip", &["netns", "add", &name]);
+        let ns = NetNs { name };
+        let n = ns.name.as_str();
+        run("ip", &["-n", n, "link", "set", "lo", "up"]);
+        run(
+            "ip",
+            &[
+                "-n", n, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                n,
+                "addr",
+                "add",
+                &format!("{ADDRESS}/24"),
+                "dev",
+                "veth0",
+            ],
+        );
+        run("ip", &["-n", n, "link", "set", "veth0", "up"]);
+        run("ip", &["-n", n, "link", "set", "veth1", "up"]);
+        let etc = PathBuf::from("/etc/netns").join(n);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("hosts"),
+            format!("127.0.0.1 localhost\n{ADDRESS} {FQDN}\n"),
+        )
+        .unwrap();
+        ns
+    }
+
+    /// `program` run inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    pub fn airgap(&self) -> Command {
+        let mut cmd = self.command(env!("CARGO_BIN_EXE_airgap"));
+        cmd.env_remove("AIRGAP_FAILPOINT");
+        cmd
+    }
+
+    pub fn pids(&self) -> Vec<i32> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .expect("ip netns pids");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                // SAFETY: killing processes inside a namespace this test created.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
+    }
+}
+
+pub fn install_yaml(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("install.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: airgap/v1\nkind: Installation\nmetadata: {{name: mgmt}}\nspec:\n  mode: standalone\n  fqdn: {FQDN}\n  nodes: [{{name: node1, address: {ADDRESS}}}]\n{extra}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `airgap install` of `bundle` into `root`, inside `ns`.
+pub fn install(ns: &NetNs, config: &Path, bundle: &Path, public: &Path, root: &Path) -> Command {
+    let mut cmd = ns.airgap();
+    cmd.arg("install")
+        .arg("-c")
+        .arg(config)
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--pub")
+        .arg(public)
+        .arg("--root")
+        .arg(root);
+    cmd
+}
+
+pub fn output_ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// etcd as a client sees it: curl (not our client) against etcd's JSON gateway.
+pub struct EtcdProbe<'a> {
+    pub ns: &'a NetNs,
+    pub root: PathBuf,
+}
+
+impl EtcdProbe<'_> {
+    fn pki(&self, f: &str) -> String {
+        self.root
+            .join("etc/kubernetes/pki")
+            .join(f)
+            .display()
+            .to_string()
+    }
+
+    /// curl with or without the client certificate; returns (success, body or error).
+    pub fn curl(&self, path: &str, body: Option<&str>, with_cert: bool) -> (bool, String) {
+        let mut cmd = self.ns.command("curl");
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "5",
+            "--cacert",
+            &self.pki("etcd/ca.crt"),
+        ]);
+        if with_cert {
+            cmd.args([
+                "--cert",
+                &self.pki("apiserver-etcd-client.crt"),
+                "--key",
+                &self.pki("apiserver-etcd-client.key"),
+            ]);
+        }
+        if let Some(b) = body {
+            cmd.args(["-X", "POST", "-d", b]);
+        }
+        let out = cmd
+            .arg(format!("https://{ADDRESS}:2379{path}"))
+            .output()
+            .expect("curl");
+        let text = if out.status.success() {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        } else {
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        (out.status.success(), text)
+    }
+
+    /// The raw stored value of `key` and its mod revision, plus the store's revision.
+    pub fn raw(&self, key: &str) -> Option<(Vec<u8>, i64, i64)> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = serde_json::json!({ "key": b64.encode(key) }).to_string();
+        let (ok, text) = self.curl("/v3/kv/range", Some(&body), true);
+        assert!(ok, "etcd range: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let revision = v["header"]["revision"].as_str().unwrap().parse().unwrap();
+        let kv = v["kvs"].get(0)?;
+        Some((
+            b64.decode(kv["value"].as_str().unwrap()).unwrap(),
+            kv["mod_revision"].as_str().unwrap().parse().unwrap(),
+            revision,
+        ))
+    }
+}
+
+/// Decrypts a stored value the way kube-apiserver's secretbox transformer does, with the key
+/// from the rendered `EncryptionConfiguration` (parsed here, not by the installer's code).
+pub fn decrypt(root: &Path, stored: &[u8]) -> Vec<u8> {
+    use crypto_secretbox::aead::{Aead, KeyInit};
+    let text = std::fs::read_to_string(root.join("etc/kubernetes/encryption-config.yaml")).unwrap();
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    assert_eq!(config["kind"], "EncryptionConfiguration");
+    assert_eq!(config["apiVersion"], "apiserver.config.k8s.io/v1");
+    let resources = &config["resources"][0];
+    assert_eq!(resources["resources"][0], "secrets");
+    let key = &resources["providers"][0]["secretbox"]["keys"][0];
+    let name = key["name"].as_str().unwrap();
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(key["secret"].as_str().unwrap())
+        .unwrap();
+    let prefix = format!("k8s:enc:secretbox:v1:{name}:");
+    let rest = stored
+        .strip_prefix(prefix.as_bytes())
+        .unwrap_or_else(|| panic!("stored value lacks {prefix}"));
+    let (nonce, sealed) = rest.split_at(24);
+    let cipher = crypto_secretbox::XSalsa20Poly1305::new_from_slice(&secret).unwrap();
+    cipher
+        .decrypt(crypto_secretbox::Nonce::from_slice(nonce), sealed)
+        .expect("decrypts with the EncryptionConfiguration key")
+}
+
+/// The decrypted Secret `airgap-system/<name>`, checked to be a `v1 Secret`; data decoded.
+pub fn secret(
+    probe: &EtcdProbe<'_>,
+    name: &str,
+) -> (std::collections::BTreeMap<String, Vec<u8>>, Vec<u8>, i64) {
+    let (raw, mod_revision, _) = probe
+        .raw(&format!("/registry/secrets/airgap-system/{name}"))
+        .unwrap_or_else(|| panic!("secret {name} missing"));
+    let plain = decrypt(&probe.root, &raw);
+    let v: serde_json::Value = serde_json::from_slice(&plain).expect("a JSON object");
+    assert_eq!(v["apiVersion"], "v1");
+    assert_eq!(v["kind"], "Secret");
+    assert_eq!(v["metadata"]["name"], name);
+    assert_eq!(v["metadata"]["namespace"], "airgap-system");
+    assert!(v["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert!(v["metadata"].get("resourceVersion").is_none());
+    assert_eq!(v["type"], "Opaque");
+    let data = v["data"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str().unwrap())
+                    .unwrap(),
+            )
+        })
+        .collect();
+    (data, raw, mod_revision)
+}

@@ -1,0 +1,649 @@
+//! `airgap install` end to end: real etcd (`etcd-server`), the built-in registry pulled from by
+//! skopeo, each test in its own network namespace (see `common::node`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::node::{install, install_yaml, output_ok, secret, EtcdProbe, NetNs, ADDRESS, FQDN};
+use common::{airgap, fails, ok, Setup};
+
+/// Every file under `dir` with its content, for "a re-run changes nothing".
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// A cert dir skopeo reads: the node's CA as `ca.crt`.
+fn skopeo_certs(root: &Path, dir: &Path) -> PathBuf {
+    let certs = dir.join("skopeo-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(
+        root.join("etc/airgap/pki/fqdn-ca.crt"),
+        certs.join("ca.crt"),
+    )
+    .unwrap();
+    certs
+}
+
+/// Pulls every image of `bundle` from the node's registry with skopeo and checks each
+/// manifest's digest against the bundle's index.
+fn pull_everything(ns: &NetNs, setup: &Setup, bundle: &Path, root: &Path, password: &str) {
+    let inspect = ok(airgap().args(["bundle", "inspect", "--json"]).arg(bundle));
+    let index: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let certs = skopeo_certs(root, setup.dir.path());
+    let images = index["images"].as_array().unwrap();
+    assert!(!images.is_empty());
+    for image in images {
+        let repo = image["mirrorRepository"].as_str().unwrap();
+        let digest = image["digest"].as_str().unwrap();
+        let reference = format!("{FQDN}:5000/{repo}@{digest}");
+        let dest = setup.dir.path().join(format!("pulled-{}", &digest[7..19]));
+        let out = ns
+            .command("skopeo")
+            .args(["copy", "--all", "--src-cert-dir"])
+            .arg(&certs)
+            .args(["--src-creds", &format!("admin:{password}")])
+            .arg(format!("docker://{reference}"))
+            .arg(format!("oci:{}:x", dest.display()))
+            .output()
+            .unwrap();
+        output_ok(&out, &format!("skopeo copy {reference}"));
+        // Without credentials the registry refuses.
+        let out = ns
+            .command("skopeo")
+            .args(["inspect", "--raw", "--no-creds", "--cert-dir"])
+            .arg(&certs)
+            .arg(format!("docker://{reference}"))
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "anonymous pull of {reference} succeeded"
+        );
+    }
+}
+
+#[test]
+fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
+    let setup = Setup::new(64 << 10);
+    let bundle = setup.build("bundle.tar");
+    let ns = NetNs::create("up");
+    let root = setup.path("root");
+    let config = install_yaml(setup.dir.path(), "");
+
+    let out = install(&ns, &config, &bundle, &setup.public(), &root)
+        .output()
+        .unwrap();
+    let stdout = output_ok(&out, "install");
+    for phase in [
+        "[verify]",
+        "[pki]",
+        "[etcd]",
+        "[keys]",
+        "[registry]",
+        "[agent]",
+    ] {
+        assert!(stdout.contains(phase), "{stdout}");
+    }
+    assert!(stdout.contains(&format!("https://{FQDN}:5000")), "{stdout}");
+
+    // etcd: TLS with a client certificate answers; without one the handshake is refused.
+    let probe = EtcdProbe {
+        ns: &ns,
+        root: root.clone(),
+    };
+    let (healthy, body) = probe.curl("/health", None, true);
+    assert!(healthy && body.contains("\"health\":\"true\""), "{body}");
+    let (anonymous, err) = probe.curl("/health", None, false);
+    assert!(
+        !anonymous,
+        "etcd answered a client without a certificate: {err}"
+    );
+
+    // Secrets: encrypted at rest, decryptable with the EncryptionConfiguration's key.
+    let (keys, raw_keys, keys_rev) = secret(&probe, "installation-keys");
+    assert_eq!(keys["rootKey"].len(), 32);
+    assert_eq!(keys["hashSalt"].len(), 32);
+    let id = String::from_utf8(keys["installationId"].clone()).unwrap();
+    assert!(
+        id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    assert!(String::from_utf8_lossy(&keys["jwtSigningKey"]).contains("BEGIN PRIVATE KEY"));
+    let (creds, raw_creds, creds_rev) = secret(&probe, "registry-credentials");
+    let password = String::from_utf8(creds["password"].clone()).unwrap();
+    assert_eq!(creds["username"], b"admin");
+    assert_eq!(creds["endpoint"], format!("https://{FQDN}:5000").as_bytes());
+    assert!(String::from_utf8_lossy(&creds["caCert"]).contains("BEGIN CERTIFICATE"));
+    for (raw, data) in [(&raw_keys, &keys), (&raw_creds, &creds)] {
+        assert!(raw.starts_with(b"k8s:enc:secretbox:v1:"));
+        for (name, value) in data.iter() {
+            if value.len() >= 8 {
+                assert!(
+                    !raw.windows(value.len()).any(|w| w == value.as_slice()),
+                    "{name} is stored in clear"
+                );
+                let b64 = base64_std(value);
+                assert!(!raw.windows(b64.len()).any(|w| w == b64.as_bytes()));
+            }
+        }
+    }
+    // The namespace object is there too, unencrypted as the API server keeps namespaces.
+    let (ns_obj, _, _) = probe.raw("/registry/namespaces/airgap-system").unwrap();
+    let ns_json: serde_json::Value = serde_json::from_slice(&ns_obj).unwrap();
+    assert_eq!(ns_json["kind"], "Namespace");
+
+    // The registry: every image pullable by skopeo over TLS with the generated credentials.
+    pull_everything(&ns, &setup, &bundle, &root, &password);
+    // TLS 1.1 is refused, TLS 1.2 accepted (so the refusal is about the version).
+    let s_client = |version: &str| {
+        ns.command("openssl")
+            .args(["s_client", version, "-connect", &format!("{ADDRESS}:5000")])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(!s_client("-tls1_1"), "TLS 1.1 handshake succeeded");
+    assert!(s_client("-tls1_2"), "TLS 1.2 handshake failed");
+
+    // Keys and secrets on disk: private and never in the audit log.
+    for key in [
+        "etc/kubernetes/pki/ca.key",
+        "etc/kubernetes/pki/etcd/ca.key",
+        "etc/kubernetes/pki/etcd/server.key",
+        "etc/kubernetes/pki/etcd/peer.key",
+        "etc/kubernetes/pki/apiserver-etcd-client.key",
+        "etc/airgap/pki/fqdn.key",
+        "etc/airgap/pki/agent.key",
+        "etc/kubernetes/encryption-config.yaml",
+        "etc/airgap/registry/htpasswd",
+    ] {
+        assert_eq!(mode(&root.join(key)), 0o600, "{key}");
+    }
+    let audit = std::fs::read_to_string(root.join("var/log/airgap/audit.log")).unwrap();
+    for line in audit.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for field in ["time", "action", "object", "outcome"] {
+            assert!(v.get(field).is_some(), "{line}");
+        }
+    }
+    assert!(audit.contains("\"action\":\"etcd.create\""));
+    assert!(!audit.contains(&password));
+    assert!(!audit.contains(&base64_std(&keys["rootKey"])));
+
+    // status reports every phase done and both services healthy.
+    let out = ns
+        .airgap()
+        .args(["status", "--json", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&output_ok(&out, "status")).unwrap();
+    assert_eq!(status["complete"], true);
+    assert_eq!(status["services"]["etcd"]["healthy"], true);
+    assert_eq!(status["services"]["registry"]["healthy"], true);
+
+    // A re-run changes nothing: same files (certificates, keys), same etcd revisions.
+    let before = snapshot(&root.join("etc"));
+    let (_, _, revision_before) = probe
+        .raw("/registry/secrets/airgap-system/installation-keys")
+        .unwrap();
+    let out = install(&ns, &config, &bundle, &setup.public(), &root)
+        .output()
+        .unwrap();
+    let stdout = output_ok(&out, "re-run");
+    assert!(stdout.contains("0 blobs uploaded"), "{stdout}");
+    assert!(stdout.contains("already in etcd"), "{stdout}");
+    assert_eq!(
+        snapshot(&root.join("etc")),
+        before,
+        "a re-run changed files under etc/"
+    );
+    let (_, mod_keys, revision_after) = probe
+        .raw("/registry/secrets/airgap-system/installation-keys")
+        .unwrap();
+    let (_, mod_creds, _) = probe
+        .raw("/registry/secrets/airgap-system/registry-credentials")
+        .unwrap();
+    assert_eq!((mod_keys, mod_creds), (keys_rev, creds_rev));
+    assert_eq!(revision_after, revision_before, "the re-run wrote to etcd");
+
+    // Another installation refuses this root.
+    let other = setup.path("other.yaml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("name: mgmt}", "name: other}"),
+    )
+    .unwrap();
+    let err = fails(&mut install(&ns, &other, &bundle, &setup.public(), &root));
+    assert!(
+        err.contains("holds installation `mgmt`") && err.contains("airgap reset"),
+        "{err}"
+    );
+
+    // stop: services go away and status says so (exit 3).
+    output_ok(
+        &ns.airgap()
+            .arg("stop")
+            .arg("--root")
+            .arg(&root)
+            .output()
+            .unwrap(),
+        "stop",
+    );
+    assert!(!probe.curl("/health", None, true).0);
+    let out = ns
+        .airgap()
+        .arg("status")
+        .arg("--root")
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("agent     not running"));
+
+    // reset: refuses without --yes when it cannot ask; with --yes removes the install.
+    let err = fails(
+        ns.airgap()
+            .arg("reset")
+            .arg("--root")
+            .arg(&root)
+            .stdin(Stdio::null()),
+    );
+    assert!(err.contains("--yes"), "{err}");
+    assert!(root.join("etc/kubernetes/pki/ca.key").exists());
+    output_ok(
+        &ns.airgap()
+            .args(["reset", "--yes", "--root"])
+            .arg(&root)
+            .output()
+            .unwrap(),
+        "reset",
+    );
+    for gone in [
+        "etc/kubernetes/pki",
+        "etc/airgap",
+        "var/lib/airgap",
+        "etc/kubernetes/encryption-config.yaml",
+    ] {
+        assert!(!root.join(gone).exists(), "{gone} survived reset");
+    }
+    assert!(root.join("var/log/airgap/audit.log").exists());
+}
+
+fn base64_std(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Runs an install parked at `phase`'s failpoint and SIGKILLs it there.
+fn kill_during(ns: &NetNs, config: &Path, bundle: &Path, public: &Path, root: &Path, phase: &str) {
+    let mut child = install(ns, config, bundle, public, root)
+        .env("AIRGAP_FAILPOINT", phase)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains(&format!("failpoint: paused in phase {phase}")) {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("failpoint")),
+        "install never reached phase {phase}: {seen:?}"
+    );
+    // `ip netns exec` execs the installer, so the child's pid is the installer's.
+    // SAFETY: killing our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        None,
+        "the installer was not killed by a signal"
+    );
+}
+
+#[test]
+fn sigkill_during_each_phase_then_a_rerun_completes() {
+    let setup = Setup::new(256 << 10);
+    // The bundle's pack carries bin/etcd: a wrapper that records it ran, then runs etcd.
+    let pack_bin = setup.path("packs/platform-core/bin");
+    std::fs::create_dir_all(&pack_bin).unwrap();
+    std::fs::write(
+        pack_bin.join("etcd"),
+        "#!/bin/sh\necho \"$0\" >> \"$(dirname \"$0\")/../../../log/airgap/etcd-from-pack\"\nexec etcd \"$@\"\n",
+    )
+    .unwrap();
+    let bundle = setup.build("bundle.tar");
+    let ns = NetNs::create("kill");
+    let root = setup.path("root");
+    let config = install_yaml(setup.dir.path(), "");
+    // Each run resumes from the previous kill and is killed in turn in the next phase.
+    for phase in ["verify", "pki", "etcd", "keys", "registry", "agent"] {
+        kill_during(&ns, &config, &bundle, &setup.public(), &root, phase);
+    }
+    let out = install(&ns, &config, &bundle, &setup.public(), &root)
+        .output()
+        .unwrap();
+    let stdout = output_ok(&out, "install after the kills");
+    assert!(stdout.contains("from pack platform-core:1.2.0"), "{stdout}");
+    assert!(
+        root.join("var/log/airgap/etcd-from-pack").exists(),
+        "etcd did not run from the pack"
+    );
+
+    let probe = EtcdProbe {
+        ns: &ns,
+        root: root.clone(),
+    };
+    assert!(probe.curl("/health", None, true).0);
+    let (keys, _, _) = secret(&probe, "installation-keys");
+    assert_eq!(keys["rootKey"].len(), 32);
+    let (creds, _, _) = secret(&probe, "registry-credentials");
+    let password = String::from_utf8(creds["password"].clone()).unwrap();
+    pull_everything(&ns, &setup, &bundle, &root, &password);
+    let out = ns
+        .airgap()
+        .args(["status", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    output_ok(&out, "status");
+}
+
+/// An ECDSA P-256 CA and leaves signed by it, made with rcgen for the import tests.
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+
+    /// (cert PEM, key PEM) for `sans`, valid from `from_days` to `to_days` around now.
+    fn leaf(&self, sans: &[&str], from_days: i64, to_days: i64) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(from_days);
+        params.not_after = now + time::Duration::days(to_days);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn write_import(dir: &Path, cert: &str, key: &str, ca: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), cert).unwrap();
+    std::fs::write(dir.join("tls.key"), key).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca).unwrap();
+    install_yaml(
+        dir,
+        "  certificates:\n    import: {cert: tls.crt, key: tls.key, ca: ca.crt}\n",
+    )
+}
+
+#[test]
+fn imported_certificates_are_checked_before_anything_is_written() {
+    let setup = Setup::new(16 << 10);
+    let bundle = setup.build("bundle.tar");
+    let ca = TestCa::new("operator CA");
+    let ca_pem = ca.cert.pem();
+    let other_ca = TestCa::new("someone else's CA");
+    let (good_cert, good_key) = ca.leaf(&["*.example.internal"], -1, 30);
+    let (_, other_key) = ca.leaf(&[FQDN], -1, 30);
+    let (narrow, narrow_key) = ca.leaf(&["other.example.internal", "*.internal"], -1, 30);
+    let (expired, expired_key) = ca.leaf(&[FQDN], -30, -1);
+    let (future, future_key) = ca.leaf(&[FQDN], 2, 30);
+    let (foreign, foreign_key) = other_ca.leaf(&[FQDN], -1, 30);
+
+    // RSA-1024, signed by the CA: openssl, since ring refuses to handle such keys at all.
+    let weak = setup.path("weak");
+    std::fs::create_dir_all(&weak).unwrap();
+    std::fs::write(weak.join("ca.crt"), &ca_pem).unwrap();
+    std::fs::write(weak.join("ca.key"), ca.key.serialize_pem()).unwrap();
+    std::fs::write(weak.join("ext"), format!("subjectAltName=DNS:{FQDN}\n")).unwrap();
+    let sh = format!(
+        "openssl req -new -newkey rsa:1024 -nodes -keyout tls.key -subj /CN={FQDN} -out tls.csr 2>/dev/null && \
+         openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -extfile ext -out tls.crt 2>/dev/null"
+    );
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&sh)
+        .current_dir(&weak)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let weak_cert = std::fs::read_to_string(weak.join("tls.crt")).unwrap();
+    let weak_key = std::fs::read_to_string(weak.join("tls.key")).unwrap();
+
+    let cases: Vec<(&str, String, String, &str)> = vec![
+        (
+            "key does not match",
+            good_cert.clone(),
+            other_key,
+            "does not belong to the certificate",
+        ),
+        (
+            "SAN does not cover the FQDN",
+            narrow,
+            narrow_key,
+            "do not cover mgmt.example.internal",
+        ),
+        ("expired", expired, expired_key, "expired"),
+        ("not yet valid", future, future_key, "not valid before"),
+        ("RSA-1024", weak_cert, weak_key, "RSA-1024"),
+        (
+            "chain not to the CA",
+            foreign,
+            foreign_key,
+            "does not chain to the given CA",
+        ),
+        (
+            "garbage PEM",
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n".into(),
+            good_key.clone(),
+            "not a valid X.509 certificate",
+        ),
+        (
+            "no PEM at all",
+            "hello".into(),
+            good_key.clone(),
+            "holds no PEM certificate",
+        ),
+    ];
+    for (i, (what, cert, key, expect)) in cases.into_iter().enumerate() {
+        let dir = setup.path(&format!("case{i}"));
+        let config = write_import(&dir, &cert, &key, &ca_pem);
+        let root = dir.join("root");
+        let mut cmd = airgap();
+        cmd.arg("install")
+            .arg("-c")
+            .arg(&config)
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--pub")
+            .arg(setup.public())
+            .arg("--root")
+            .arg(&root);
+        let err = fails(&mut cmd);
+        assert!(err.contains(expect), "{what}: {err}");
+        assert!(
+            err.contains("tls.crt"),
+            "{what}: the error names the file: {err}"
+        );
+        assert!(
+            !root.exists(),
+            "{what}: something was written under the root"
+        );
+    }
+
+    // A wildcard certificate that does cover the FQDN installs, and the registry serves it.
+    let dir = setup.path("good");
+    let config = write_import(&dir, &good_cert, &good_key, &ca_pem);
+    let ns = NetNs::create("import");
+    let root = setup.path("good-root");
+    let out = install(&ns, &config, &bundle, &setup.public(), &root)
+        .output()
+        .unwrap();
+    let stdout = output_ok(&out, "install with an imported certificate");
+    assert!(stdout.contains("FQDN certificate imported"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/airgap/pki/fqdn.crt")).unwrap(),
+        good_cert
+    );
+    assert_eq!(mode(&root.join("etc/airgap/pki/fqdn.key")), 0o600);
+    let probe = EtcdProbe {
+        ns: &ns,
+        root: root.clone(),
+    };
+    let (creds, _, _) = secret(&probe, "registry-credentials");
+    assert_eq!(creds["caCert"], ca_pem.as_bytes());
+    let password = String::from_utf8(creds["password"].clone()).unwrap();
+    pull_everything(&ns, &setup, &bundle, &root, &password);
+}
+
+#[test]
+fn install_yaml_errors_name_the_field_and_position_and_write_nothing() {
+    let setup = Setup::new(16 << 10);
+    let bundle = setup.build("bundle.tar");
+    let good = std::fs::read_to_string(install_yaml(setup.dir.path(), "")).unwrap();
+    let cases = [
+        (
+            good.replace("fqdn:", "fdqn:"),
+            "unknown field `fdqn`",
+            "line 6 column 3",
+        ),
+        (
+            good.replace(FQDN, "mgmt_example"),
+            "spec.fqdn",
+            "line 6 column 9",
+        ),
+        (
+            good.replace(ADDRESS, "10.77.0.300"),
+            "spec.nodes[0].address",
+            "line 7",
+        ),
+        (
+            good.replace("standalone", "solo"),
+            "spec.mode",
+            "line 5 column 9",
+        ),
+        (
+            good.replace("kind: Installation", "kind: Bundle"),
+            "kind",
+            "line 2",
+        ),
+        (
+            good.replace("  nodes: [{name: node1, address: 10.77.0.11}]\n", ""),
+            "missing field `nodes`",
+            "line 5",
+        ),
+    ];
+    for (i, (text, field, position)) in cases.into_iter().enumerate() {
+        let config = setup.path(&format!("bad{i}.yaml"));
+        std::fs::write(&config, &text).unwrap();
+        let root = setup.path(&format!("root{i}"));
+        let mut cmd = airgap();
+        cmd.arg("install")
+            .arg("-c")
+            .arg(&config)
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--pub")
+            .arg(setup.public())
+            .arg("--root")
+            .arg(&root);
+        let err = fails(&mut cmd);
+        assert!(err.contains(&format!("bad{i}.yaml")), "{err}");
+        assert!(err.contains(field), "{field}: {err}");
+        assert!(err.contains(position), "{position}: {err}");
+        assert!(!root.exists());
+    }
+    // A bundle that fails verification is refused before anything is written too.
+    let other = setup.path("other.key");
+    ok(airgap().arg("keygen").arg("-o").arg(&other));
+    let config = install_yaml(setup.dir.path(), "");
+    let root = setup.path("root-unsigned");
+    let mut cmd = airgap();
+    cmd.arg("install")
+        .arg("-c")
+        .arg(&config)
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg("--pub")
+        .arg(setup.path("other.pub"))
+        .arg("--root")
+        .arg(&root);
+    let err = fails(&mut cmd);
+    assert!(err.contains("failed verification"), "{err}");
+    assert!(!root.exists());
+
+    // No etcd in the bundle and none on PATH: a clear error at the etcd phase.
+    let mut cmd = airgap();
+    cmd.arg("install")
+        .arg("-c")
+        .arg(&config)
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg("--pub")
+        .arg(setup.public())
+        .arg("--root")
+        .arg(setup.path("root-noetcd"))
+        .env("PATH", "/nonexistent");
+    let err = fails(&mut cmd);
+    assert!(err.contains("phase etcd: no etcd binary"), "{err}");
+    assert!(err.contains("etcd-server"), "{err}");
+}
