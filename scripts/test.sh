@@ -9,6 +9,8 @@ command -v tar >/dev/null || missing+=(tar)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v ip >/dev/null || missing+=(iproute2)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "error: the tests need: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
