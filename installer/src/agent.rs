@@ -402,6 +402,16 @@ pub fn ensure_running(layout: &NodeLayout, exe: &Path) -> Result<(Launch, bool),
     }
     match launch {
         Launch::Systemd => {
+            crate::files::write_if_changed(
+                &layout.systemd_unit(),
+                systemd_unit(exe, layout).as_bytes(),
+                PUBLIC,
+            )
+            .map_err(|cause| AgentError::Io {
+                what: "writing",
+                path: layout.systemd_unit().display().to_string(),
+                cause,
+            })?;
             for args in [
                 &["daemon-reload"][..],
                 &["enable", "--now", "airgap-agent.service"][..],

@@ -68,7 +68,7 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, String> {
         let supervised = agent_state.as_ref().and_then(|s| s.services.get(name));
         let (healthy, detail, endpoint) = match (name.as_str(), &config) {
             ("etcd", Some(c)) => probe_etcd(layout, c).await,
-            ("registry", Some(c)) => probe_registry(c).await,
+            ("registry", Some(c)) => probe_registry(layout, c).await,
             _ => (false, "no probe".into(), None),
         };
         let detail = if pid.is_none() {
@@ -128,19 +128,40 @@ async fn probe_etcd(layout: &NodeLayout, config: &InstallConfig) -> (bool, Strin
     (result.0, result.1, Some(endpoint))
 }
 
-async fn probe_registry(config: &InstallConfig) -> (bool, String, Option<String>) {
+/// The registry answers `/v2/` over TLS, verified against the node's CA for the FQDN, with
+/// 200 or 401 (it wants credentials): serving.
+async fn probe_registry(
+    layout: &NodeLayout,
+    config: &InstallConfig,
+) -> (bool, String, Option<String>) {
     let addr = SocketAddr::new(config.this_node().address, config.registry_port());
     let endpoint = format!("https://{}:{}", config.spec.fqdn, config.registry_port());
-    let connect =
-        tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await;
-    match connect {
-        Ok(Ok(_)) => (true, format!("listening on {addr}"), Some(endpoint)),
-        Ok(Err(e)) => (false, format!("{addr}: {e}"), Some(endpoint)),
-        Err(_) => (
-            false,
-            format!("{addr}: no answer within 3s"),
+    let ca = std::fs::read(layout.fqdn_ca()).unwrap_or_default();
+    let client = reqwest::Certificate::from_pem(&ca).and_then(|ca| {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(ca)
+            .resolve(config.spec.fqdn.as_str(), addr)
+            .no_proxy()
+            .timeout(Duration::from_secs(3))
+            .build()
+    });
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => return (false, format!("TLS setup: {e}"), Some(endpoint)),
+    };
+    match client.get(format!("{endpoint}/v2/")).send().await {
+        Ok(r) if r.status() == 200 || r.status() == 401 => (
+            true,
+            format!("serving on {addr} (TLS verified)"),
             Some(endpoint),
         ),
+        Ok(r) => (
+            false,
+            format!("{addr} answered {}", r.status()),
+            Some(endpoint),
+        ),
+        Err(e) => (false, format!("{addr}: {e}"), Some(endpoint)),
     }
 }
 
