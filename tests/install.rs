@@ -9,7 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::node::{install, install_yaml, output_ok, secret, EtcdProbe, NetNs, ADDRESS, FQDN};
+use common::node::{
+    install, install_with, install_yaml, output_ok, secret, EtcdProbe, NetNs, ADDRESS, FQDN,
+};
 use common::{airgap, fails, ok, Setup};
 
 /// Every file under `dir` with its content, for "a re-run changes nothing".
@@ -508,16 +510,7 @@ fn imported_certificates_are_checked_before_anything_is_written() {
         let dir = setup.path(&format!("case{i}"));
         let config = write_import(&dir, &cert, &key, &ca_pem);
         let root = dir.join("root");
-        let mut cmd = airgap();
-        cmd.arg("install")
-            .arg("-c")
-            .arg(&config)
-            .arg("--bundle")
-            .arg(&bundle)
-            .arg("--pub")
-            .arg(setup.public())
-            .arg("--root")
-            .arg(&root);
+        let mut cmd = install_with(airgap(), &config, &bundle, &setup.public(), &root);
         let err = fails(&mut cmd);
         assert!(err.contains(expect), "{what}: {err}");
         assert!(
@@ -596,16 +589,7 @@ fn install_yaml_errors_name_the_field_and_position_and_write_nothing() {
         let config = setup.path(&format!("bad{i}.yaml"));
         std::fs::write(&config, &text).unwrap();
         let root = setup.path(&format!("root{i}"));
-        let mut cmd = airgap();
-        cmd.arg("install")
-            .arg("-c")
-            .arg(&config)
-            .arg("--bundle")
-            .arg(&bundle)
-            .arg("--pub")
-            .arg(setup.public())
-            .arg("--root")
-            .arg(&root);
+        let mut cmd = install_with(airgap(), &config, &bundle, &setup.public(), &root);
         let err = fails(&mut cmd);
         assert!(err.contains(&format!("bad{i}.yaml")), "{err}");
         assert!(err.contains(field), "{field}: {err}");
@@ -617,32 +601,21 @@ fn install_yaml_errors_name_the_field_and_position_and_write_nothing() {
     ok(airgap().arg("keygen").arg("-o").arg(&other));
     let config = install_yaml(setup.dir.path(), "");
     let root = setup.path("root-unsigned");
-    let mut cmd = airgap();
-    cmd.arg("install")
-        .arg("-c")
-        .arg(&config)
-        .arg("--bundle")
-        .arg(&bundle)
-        .arg("--pub")
-        .arg(setup.path("other.pub"))
-        .arg("--root")
-        .arg(&root);
+    let mut cmd = install_with(airgap(), &config, &bundle, &setup.path("other.pub"), &root);
     let err = fails(&mut cmd);
     assert!(err.contains("failed verification"), "{err}");
     assert!(!root.exists());
 
     // No etcd in the bundle and none on PATH: a clear error at the etcd phase.
-    let mut cmd = airgap();
-    cmd.arg("install")
-        .arg("-c")
-        .arg(&config)
-        .arg("--bundle")
-        .arg(&bundle)
-        .arg("--pub")
-        .arg(setup.public())
-        .arg("--root")
-        .arg(setup.path("root-noetcd"))
-        .env("PATH", "/nonexistent");
+    let mut no_etcd = airgap();
+    no_etcd.env("PATH", "/nonexistent");
+    let mut cmd = install_with(
+        no_etcd,
+        &config,
+        &bundle,
+        &setup.public(),
+        &setup.path("root-noetcd"),
+    );
     let err = fails(&mut cmd);
     assert!(err.contains("phase etcd: no etcd binary"), "{err}");
     assert!(err.contains("etcd-server"), "{err}");

@@ -129,7 +129,17 @@ pub fn install_yaml(dir: &Path, extra: &str) -> PathBuf {
 
 /// `airgap install` of `bundle` into `root`, inside `ns`.
 pub fn install(ns: &NetNs, config: &Path, bundle: &Path, public: &Path, root: &Path) -> Command {
-    let mut cmd = ns.airgap();
+    install_with(ns.airgap(), config, bundle, public, root)
+}
+
+/// `airgap install` run by `cmd` (in a namespace or not).
+pub fn install_with(
+    mut cmd: Command,
+    config: &Path,
+    bundle: &Path,
+    public: &Path,
+    root: &Path,
+) -> Command {
     cmd.arg("install")
         .arg("-c")
         .arg(config)
