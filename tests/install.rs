@@ -620,3 +620,97 @@ fn install_yaml_errors_name_the_field_and_position_and_write_nothing() {
     assert!(err.contains("phase etcd: no etcd binary"), "{err}");
     assert!(err.contains("etcd-server"), "{err}");
 }
+
+#[test]
+fn an_external_registry_is_seeded_instead_of_the_built_in_one() {
+    use common::registries::{write_htpasswd, Pki, PASSWORD, USER};
+    let setup = Setup::new(16 << 10);
+    let bundle = setup.build("bundle.tar");
+    let ns = NetNs::create("ext");
+    // distribution with TLS and htpasswd, inside the namespace on its loopback.
+    let pki = Pki::new(&setup.path("pki"));
+    let dir = setup.path("distribution");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_htpasswd(&dir.join("htpasswd"));
+    std::fs::write(
+        dir.join("config.yml"),
+        format!(
+            "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp:\n  addr: 127.0.0.1:5443\n  tls: {{certificate: {}, key: {}}}\nauth:\n  htpasswd: {{realm: test, path: {}}}\n",
+            dir.join("storage").display(),
+            pki.cert.display(),
+            pki.key.display(),
+            dir.join("htpasswd").display()
+        ),
+    )
+    .unwrap();
+    // Killed with everything else in the namespace when `ns` drops.
+    let _registry = ns
+        .command("docker-registry")
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        ns.command("curl")
+            .args(["-s", "-o", "/dev/null", "--cacert"])
+            .arg(&pki.ca)
+            .arg("https://127.0.0.1:5443/v2/")
+            .status()
+            .unwrap()
+            .success()
+    });
+    assert!(ready, "distribution did not come up in the namespace");
+
+    std::fs::write(setup.path("pw.txt"), format!("{PASSWORD}\n")).unwrap();
+    let config = install_yaml(
+        setup.dir.path(),
+        &format!(
+            "  registry:\n    external: {{url: https://127.0.0.1:5443/airgap, ca: {}, username: {USER}, passwordFile: pw.txt}}\n",
+            pki.ca.display()
+        ),
+    );
+    let root = setup.path("root");
+    let out = install(&ns, &config, &bundle, &setup.public(), &root)
+        .output()
+        .unwrap();
+    let stdout = output_ok(&out, "install with an external registry");
+    assert!(
+        stdout.contains("in https://127.0.0.1:5443/airgap"),
+        "{stdout}"
+    );
+    assert!(
+        !root.join("etc/airgap/services/registry.json").exists(),
+        "a built-in registry was defined"
+    );
+
+    let probe = EtcdProbe {
+        ns: &ns,
+        root: root.clone(),
+    };
+    let (creds, _, _) = secret(&probe, "registry-credentials");
+    assert_eq!(creds["endpoint"], b"https://127.0.0.1:5443/airgap");
+    assert_eq!(creds["password"], PASSWORD.as_bytes());
+    assert_eq!(creds["caCert"], std::fs::read(&pki.ca).unwrap());
+
+    let inspect = ok(airgap().args(["bundle", "inspect", "--json"]).arg(&bundle));
+    let index: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    for image in index["images"].as_array().unwrap() {
+        let reference = format!(
+            "127.0.0.1:5443/airgap/{}@{}",
+            image["mirrorRepository"].as_str().unwrap(),
+            image["digest"].as_str().unwrap()
+        );
+        let out = ns
+            .command("skopeo")
+            .args(["inspect", "--raw", "--cert-dir"])
+            .arg(pki.skopeo_cert_dir())
+            .args(["--creds", &format!("{USER}:{PASSWORD}")])
+            .arg(format!("docker://{reference}"))
+            .output()
+            .unwrap();
+        output_ok(&out, &format!("skopeo inspect {reference}"));
+    }
+}
