@@ -623,7 +623,7 @@ fn install_yaml_errors_name_the_field_and_position_and_write_nothing() {
 
 #[test]
 fn an_external_registry_is_seeded_instead_of_the_built_in_one() {
-    use common::registries::{write_htpasswd, Pki, PASSWORD, USER};
+    use common::registries::{write_htpasswd, Pki, Process, PASSWORD, USER};
     let setup = Setup::new(16 << 10);
     let bundle = setup.build("bundle.tar");
     let ns = NetNs::create("ext");
@@ -643,15 +643,18 @@ fn an_external_registry_is_seeded_instead_of_the_built_in_one() {
         ),
     )
     .unwrap();
-    // Killed with everything else in the namespace when `ns` drops.
-    let _registry = ns
-        .command("docker-registry")
-        .arg("serve")
-        .arg(dir.join("config.yml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed and reaped on drop (and, like everything in the namespace, when `ns` drops).
+    let _registry = Process {
+        child: ns
+            .command("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        port: 5443,
+    };
     let ready = (0..100).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(100));
         ns.command("curl")
