@@ -149,7 +149,7 @@ pub async fn install(
         observer,
         started,
     };
-    let archive = run.verify()?;
+    let archive = Arc::new(run.verify()?);
     let t = run.begin(Phase::Pki)?;
     let r = run.pki();
     run.end(Phase::Pki, t, r)?;
@@ -160,7 +160,7 @@ pub async fn install(
     let r = run.keys(&etcd).await;
     let registry = run.end(Phase::Keys, t, r)?;
     let t = run.begin(Phase::Registry)?;
-    let r = run.registry(&registry).await;
+    let r = run.registry(&registry, archive).await;
     let (seed, healthy_after) = run.end(Phase::Registry, t, r)?;
     let t = run.begin(Phase::Agent)?;
     let r = run.agent().await;
@@ -697,6 +697,7 @@ impl Run<'_> {
     async fn registry(
         &mut self,
         access: &RegistryAccess,
+        archive: Arc<BundleArchive>,
     ) -> Result<((Option<SeedStats>, Duration), String), String> {
         let target = MirrorTarget::parse(&access.endpoint, false).map_err(|e| e.to_string())?;
         let mut resolve = Vec::new();
@@ -734,13 +735,11 @@ impl Run<'_> {
         .map_err(|e| e.to_string())?;
         client.ping().await.map_err(|e| format!("{target}: {e}"))?;
 
-        let key = PublicKey::load(&self.request.public_key).map_err(|e| e.to_string())?;
-        let archive = BundleArchive::open(&self.request.bundle, &key).map_err(|e| e.to_string())?;
         let plan = SeedPlan::new(&archive, &target).map_err(|e| e.to_string())?;
         self.observer.bytes_total("seeding", plan.blob_bytes());
         let seeding = Instant::now();
         let seeder = Seeder {
-            archive: Arc::new(archive),
+            archive,
             client: Arc::new(client),
             jobs: self.request.jobs,
             observer: Arc::new(SeedProgress {

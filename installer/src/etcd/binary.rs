@@ -15,8 +15,6 @@ pub enum BinaryError {
     NotFound,
     #[error("reading bin/etcd from pack {pack}: {cause}")]
     Pack { pack: String, cause: String },
-    #[error("writing {path}: {cause}")]
-    Write { path: String, cause: io::Error },
 }
 
 /// Where the binary came from, for status and the audit log.
