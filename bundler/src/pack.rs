@@ -351,22 +351,14 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
     Ok(files)
 }
 
-/// Every string value of an `image:` key, anywhere in the document.
+/// Every string value of an `image:` key, anywhere in the document (the rule the installer
+/// rewrites by).
 fn collect_images(value: &serde_yaml_ng::Value, out: &mut Vec<String>) {
-    use serde_yaml_ng::Value;
-    match value {
-        Value::Mapping(map) => {
-            for (k, v) in map {
-                match (k.as_str(), v) {
-                    (Some("image"), Value::String(s)) => out.push(s.clone()),
-                    _ => collect_images(v, out),
-                }
-            }
-        }
-        Value::Sequence(items) => items.iter().for_each(|v| collect_images(v, out)),
-        Value::Tagged(t) => collect_images(&t.value, out),
-        _ => {}
-    }
+    let mut copy = value.clone();
+    let _ = registry::mirror::for_each_image(&mut copy, &mut |image| {
+        out.push(image.clone());
+        Ok::<(), ()>(())
+    });
 }
 
 /// Collects (relative path, path, is_dir) under `dir`, sorted by relative path.

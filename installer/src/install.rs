@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use airgap::{BundleArchive, BundleStream, PublicKey};
 use registry::auth::Credentials;
-use registry::mirror::{containerd_hosts, MirrorTarget, RewriteMap};
+use registry::mirror::{MirrorTarget, RewriteMap};
 use registry::seed::{SeedObserver, SeedPlan, SeedReport, Seeder};
 use registry::{ClientConfig, RegistryClient};
 
@@ -25,6 +25,8 @@ use crate::etcd::EtcdMember;
 use crate::files::{write_atomic, write_if_changed, PRIVATE, PUBLIC};
 use crate::journal::{Journal, Phase, PhaseRecord, PhaseState, VerifiedBundle};
 use crate::keys::{self, Stored, INSTALLATION_KEYS, REGISTRY_CREDENTIALS};
+use crate::kubernetes::kubeadm::{self, ClusterInit};
+use crate::kubernetes::RenderedFile;
 use crate::layout::NodeLayout;
 use crate::pki::{self, CertificateAuthority, Ensured, LeafSpec, PairPaths, Usage};
 use crate::secretbox::SecretboxKey;
@@ -88,6 +90,9 @@ pub struct InstallReport {
     /// Time from the start of the run until etcd and the registry were serving, seeding
     /// excluded.
     pub healthy_after: Duration,
+    /// Whether kubeadm ran; `None` only for a report not produced by a full install.
+    pub cluster: Option<ClusterInit>,
+    pub kubeadm_config: PathBuf,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -160,11 +165,17 @@ pub async fn install(
     let r = run.keys(&etcd).await;
     let registry = run.end(Phase::Keys, t, r)?;
     let t = run.begin(Phase::Registry)?;
-    let r = run.registry(&registry, archive).await;
+    let r = run.registry(&registry, archive.clone()).await;
     let (seed, healthy_after) = run.end(Phase::Registry, t, r)?;
     let t = run.begin(Phase::Agent)?;
     let r = run.agent().await;
     let launch = run.end(Phase::Agent, t, r)?;
+    let t = run.begin(Phase::Kubernetes)?;
+    let r = run.kubernetes(&registry, &archive).await;
+    let cluster = run.end(Phase::Kubernetes, t, r)?;
+    let t = run.begin(Phase::Platform)?;
+    let r = run.platform(&registry, &archive, &cluster).await;
+    run.end(Phase::Platform, t, r)?;
     Ok(InstallReport {
         root: request.root.clone(),
         fqdn: run.config.spec.fqdn.to_string(),
@@ -174,6 +185,8 @@ pub async fn install(
         launch: Some(launch),
         seed,
         healthy_after,
+        cluster: Some(cluster),
+        kubeadm_config: run.layout.kubeadm_config(),
     })
 }
 
@@ -772,27 +785,15 @@ impl Run<'_> {
         );
 
         let index = seeder.archive.verified().index();
-        let mirror = self.layout.mirror_dir();
         let w = |path: PathBuf, bytes: &[u8]| {
             write_if_changed(&path, bytes, PUBLIC).map_err(|e| format!("{}: {e}", path.display()))
         };
         w(
-            mirror.join("rewrite-map.json"),
+            self.layout.rewrite_map(),
             &RewriteMap::new(index, &target).to_json(),
         )?;
-        let ca_path = if access.ca_pem.is_empty() {
-            None
-        } else {
-            let p = mirror.join("registry-ca.crt");
-            w(p.clone(), &access.ca_pem)?;
-            Some(p)
-        };
-        let hosts = containerd_hosts(index, &target, ca_path.as_deref());
-        for (host, text) in &hosts {
-            w(
-                mirror.join("certs.d").join(host).join("hosts.toml"),
-                text.as_bytes(),
-            )?;
+        if !access.ca_pem.is_empty() {
+            w(self.layout.registry_ca(), &access.ca_pem)?;
         }
         let summary = format!(
             "{} images and {} packs in {target}: {} blobs uploaded, {} already there",
@@ -889,6 +890,138 @@ impl Run<'_> {
             format!(
                 "agent running ({how}); logs in {}",
                 self.layout.log_dir().display()
+            ),
+        ))
+    }
+}
+
+impl Run<'_> {
+    /// Where the registry phase seeded, and the rewrite map it wrote.
+    fn mirror(
+        &self,
+        access: &RegistryAccess,
+        archive: &BundleArchive,
+    ) -> Result<(MirrorTarget, RewriteMap), String> {
+        let target = MirrorTarget::parse(&access.endpoint, false).map_err(|e| e.to_string())?;
+        let rewrite = RewriteMap::new(archive.verified().index(), &target);
+        Ok((target, rewrite))
+    }
+
+    /// Writes what changed; returns how many files did.
+    fn write_rendered(&self, action: &str, files: &[RenderedFile]) -> Result<usize, String> {
+        let mut written = 0;
+        for file in files {
+            let changed = write_if_changed(&file.path, &file.bytes, file.mode)
+                .map_err(|e| format!("{}: {e}", file.path.display()))?;
+            if changed {
+                written += 1;
+                self.audit
+                    .record(action, &file.path.display().to_string(), Outcome::Done);
+            }
+        }
+        Ok(written)
+    }
+
+    /// Phase kubernetes: render and self-check the configuration, then `kubeadm init` when
+    /// the node has kubeadm and no cluster yet.
+    async fn kubernetes(
+        &mut self,
+        access: &RegistryAccess,
+        archive: &BundleArchive,
+    ) -> Result<(ClusterInit, String), String> {
+        let (target, rewrite) = self.mirror(access, archive)?;
+        let credentials = (!access.username.is_empty()).then(|| Credentials {
+            username: access.username.clone(),
+            password: access.password.clone(),
+        });
+        let registry_ca = self.layout.registry_ca();
+        let rendered = crate::kubernetes::render(&crate::kubernetes::Inputs {
+            config: &self.config,
+            layout: &self.layout,
+            index: archive.verified().index(),
+            target: &target,
+            rewrite: &rewrite,
+            credentials: credentials.as_ref(),
+            registry_ca: (!access.ca_pem.is_empty()).then_some(registry_ca.as_path()),
+        })
+        .map_err(|e| e.to_string())?;
+        let (first, rest) = rendered.files.split_at(1.min(rendered.files.len()));
+        let mut written = self.write_rendered("kubernetes.render", first)?;
+        failpoint(Phase::Kubernetes);
+        written += self.write_rendered("kubernetes.render", rest)?;
+        let audit_dir = self.layout.kubernetes_audit_dir();
+        std::fs::create_dir_all(&audit_dir).map_err(|e| format!("{}: {e}", audit_dir.display()))?;
+        let release = &rendered.release;
+        let init = kubeadm::init(&self.layout).await?;
+        let ran = match &init {
+            ClusterInit::Initialized { kubeadm } => {
+                self.audit.record_with(
+                    "kubeadm.init",
+                    &self.layout.kubeadm_config().display().to_string(),
+                    Outcome::Done,
+                    Some(&kubeadm.display().to_string()),
+                );
+                "kubeadm init ran".to_string()
+            }
+            ClusterInit::AlreadyInitialized => "cluster already initialized".to_string(),
+            ClusterInit::KubeadmMissing => {
+                "kubeadm not on PATH: configuration rendered only, no cluster started".to_string()
+            }
+        };
+        Ok((
+            init,
+            format!(
+                "Kubernetes {} from {} ({} images from {}); {} of {} files changed; {ran}",
+                release.version,
+                release.pack,
+                release.images.len(),
+                release.image_repository,
+                written,
+                rendered.files.len()
+            ),
+        ))
+    }
+
+    /// Phase platform: namespaces and addon manifests rendered; applied when a cluster exists.
+    async fn platform(
+        &mut self,
+        access: &RegistryAccess,
+        archive: &BundleArchive,
+        cluster: &ClusterInit,
+    ) -> Result<((), String), String> {
+        let (_, rewrite) = self.mirror(access, archive)?;
+        let files =
+            crate::platform::render(archive, &self.layout, &rewrite).map_err(|e| e.to_string())?;
+        let written = self.write_rendered("platform.render", &files)?;
+        let keep: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+        for stale in crate::platform::stale_files(&self.layout.manifests_dir(), &keep) {
+            std::fs::remove_file(&stale).map_err(|e| format!("{}: {e}", stale.display()))?;
+            self.audit.record(
+                "platform.remove",
+                &stale.display().to_string(),
+                Outcome::Done,
+            );
+        }
+        failpoint(Phase::Platform);
+        let applied = match cluster {
+            ClusterInit::KubeadmMissing => "not applied: no cluster".to_string(),
+            _ => {
+                let kubectl = kubeadm::apply_manifests(&self.layout).await?;
+                self.audit.record_with(
+                    "platform.apply",
+                    &self.layout.manifests_dir().display().to_string(),
+                    Outcome::Done,
+                    Some(&kubectl.display().to_string()),
+                );
+                "applied with kubectl".to_string()
+            }
+        };
+        Ok((
+            (),
+            format!(
+                "{} manifests in {} ({written} changed); {applied}",
+                files.len(),
+                self.layout.manifests_dir().display()
             ),
         ))
     }

@@ -20,16 +20,20 @@ pub enum Phase {
     Keys,
     Registry,
     Agent,
+    Kubernetes,
+    Platform,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Verify,
         Phase::Pki,
         Phase::Etcd,
         Phase::Keys,
         Phase::Registry,
         Phase::Agent,
+        Phase::Kubernetes,
+        Phase::Platform,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +44,8 @@ impl Phase {
             Phase::Keys => "keys",
             Phase::Registry => "registry",
             Phase::Agent => "agent",
+            Phase::Kubernetes => "kubernetes",
+            Phase::Platform => "platform",
         }
     }
 }

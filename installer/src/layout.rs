@@ -54,9 +54,46 @@ impl NodeLayout {
     pub fn services_dir(&self) -> PathBuf {
         self.at("etc/airgap/services")
     }
-    /// `rewrite-map.json` and containerd's `certs.d/<host>/hosts.toml`.
+    /// `rewrite-map.json` and the CA clients trust for the registry.
     pub fn mirror_dir(&self) -> PathBuf {
         self.at("etc/airgap/mirror")
+    }
+    pub fn rewrite_map(&self) -> PathBuf {
+        self.at("etc/airgap/mirror/rewrite-map.json")
+    }
+    pub fn registry_ca(&self) -> PathBuf {
+        self.at("etc/airgap/mirror/registry-ca.crt")
+    }
+    /// The rendered kubeadm configuration (InitConfiguration, ClusterConfiguration,
+    /// KubeletConfiguration).
+    pub fn kubeadm_config(&self) -> PathBuf {
+        self.at("etc/airgap/kubernetes/kubeadm.yaml")
+    }
+    pub fn audit_policy(&self) -> PathBuf {
+        self.at("etc/kubernetes/audit-policy.yaml")
+    }
+    pub fn admission_config(&self) -> PathBuf {
+        self.at("etc/kubernetes/admission-config.yaml")
+    }
+    /// Where the API server writes its audit log (mounted into its static pod).
+    pub fn kubernetes_audit_dir(&self) -> PathBuf {
+        self.at("var/log/kubernetes/audit")
+    }
+    /// kubeadm's own output once `kubeadm init` succeeded: the sign that a cluster exists.
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.at("etc/kubernetes/admin.conf")
+    }
+    /// containerd's registry host directory (`config_path`): one `<host>/hosts.toml` each.
+    pub fn containerd_certs_dir(&self) -> PathBuf {
+        self.at("etc/containerd/certs.d")
+    }
+    /// Kernel settings the kubelet's `protectKernelDefaults` insists on.
+    pub fn kubelet_sysctl(&self) -> PathBuf {
+        self.at("etc/sysctl.d/90-airgap-kubelet.conf")
+    }
+    /// Platform manifests, applied in path order: namespaces, then each addon pack.
+    pub fn manifests_dir(&self) -> PathBuf {
+        self.at("etc/airgap/manifests")
     }
     pub fn systemd_unit(&self) -> PathBuf {
         self.at("etc/systemd/system/airgap-agent.service")
@@ -90,15 +127,40 @@ impl NodeLayout {
         self.at("var/log/airgap/audit.log")
     }
 
+    /// `path` (under the root) as the node sees it once the root is its `/`: what rendered
+    /// configuration refers to, so a render does not depend on where the root is mounted.
+    pub fn node_path(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.root) {
+            Ok(rel) => Path::new("/").join(rel),
+            Err(_) => path.to_path_buf(),
+        }
+    }
+
     /// Everything `reset` removes: what the install created, except the logs (kept for the
     /// record, as kubeadm keeps its own).
     pub fn installed_paths(&self) -> Vec<PathBuf> {
-        vec![
+        let mut paths = vec![
             self.pki_dir(),
             self.encryption_config(),
+            self.audit_policy(),
+            self.admission_config(),
+            self.kubelet_sysctl(),
             self.etc(),
             self.systemd_unit(),
             self.state_dir(),
-        ]
+        ];
+        // containerd host directories are shared with the node's own: only ours go.
+        if let Ok(dirs) = std::fs::read_dir(self.containerd_certs_dir()) {
+            let mut ours: Vec<PathBuf> = dirs
+                .filter_map(|d| d.ok().map(|d| d.path()))
+                .filter(|d| {
+                    std::fs::read_to_string(d.join("hosts.toml"))
+                        .is_ok_and(|t| t.starts_with(registry::mirror::HOSTS_TOML_MARK))
+                })
+                .collect();
+            ours.sort();
+            paths.extend(ours);
+        }
+        paths
     }
 }

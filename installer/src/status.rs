@@ -26,6 +26,7 @@ pub struct NodeStatus {
     pub complete: bool,
     pub agent: AgentStatus,
     pub services: BTreeMap<String, ServiceStatus>,
+    pub kubernetes: KubernetesStatus,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,7 +52,10 @@ pub struct ServiceStatus {
 impl NodeStatus {
     /// True when every phase is done and every service answers.
     pub fn healthy(&self) -> bool {
-        self.complete && self.agent.running && self.services.values().all(|s| s.healthy)
+        self.complete
+            && self.agent.running
+            && self.services.values().all(|s| s.healthy)
+            && self.kubernetes.healthy()
     }
 }
 
@@ -105,6 +109,7 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, String> {
             pid: pid.filter(|p| *p != 0),
         },
         services,
+        kubernetes: probe_kubernetes(layout, config.as_ref()).await,
     })
 }
 
@@ -137,31 +142,117 @@ async fn probe_registry(
     let addr = SocketAddr::new(config.this_node().address, config.registry_port());
     let endpoint = format!("https://{}:{}", config.spec.fqdn, config.registry_port());
     let ca = std::fs::read(layout.fqdn_ca()).unwrap_or_default();
-    let client = reqwest::Certificate::from_pem(&ca).and_then(|ca| {
+    let (ok, detail) = probe_tls(
+        &ca,
+        config.spec.fqdn.as_str(),
+        addr,
+        &format!("{endpoint}/v2/"),
+    )
+    .await;
+    (ok, detail, Some(endpoint))
+}
+
+/// `url` (on host `name`) answers at `addr` over TLS verified against `ca`, with 200 or 401:
+/// the server holds a certificate the CA issued for the name, so it is the one installed.
+async fn probe_tls(ca: &[u8], name: &str, addr: SocketAddr, url: &str) -> (bool, String) {
+    let client = reqwest::Certificate::from_pem(ca).and_then(|ca| {
         reqwest::Client::builder()
             .use_rustls_tls()
             .add_root_certificate(ca)
-            .resolve(config.spec.fqdn.as_str(), addr)
+            .resolve(name, addr)
             .no_proxy()
             .timeout(Duration::from_secs(3))
             .build()
     });
     let client = match client {
         Ok(c) => c,
-        Err(e) => return (false, format!("TLS setup: {e}"), Some(endpoint)),
+        Err(e) => return (false, format!("TLS setup: {e}")),
     };
-    match client.get(format!("{endpoint}/v2/")).send().await {
-        Ok(r) if r.status() == 200 || r.status() == 401 => (
-            true,
-            format!("serving on {addr} (TLS verified)"),
-            Some(endpoint),
-        ),
-        Ok(r) => (
-            false,
-            format!("{addr} answered {}", r.status()),
-            Some(endpoint),
-        ),
-        Err(e) => (false, format!("{addr}: {e}"), Some(endpoint)),
+    match client.get(url).send().await {
+        Ok(r) if r.status() == 200 || r.status() == 401 => {
+            (true, format!("serving on {addr} (TLS verified)"))
+        }
+        Ok(r) => (false, format!("{addr} answered {}", r.status())),
+        Err(e) => (false, format!("{addr}: {e}")),
+    }
+}
+
+/// Whether a Kubernetes cluster exists on the node, and whether its API server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ClusterState {
+    /// The kubernetes phase has not rendered the configuration yet.
+    NotConfigured,
+    /// Configuration rendered; kubeadm was not on the node, so no cluster was started.
+    RenderedOnly,
+    /// `kubeadm init` succeeded (its `admin.conf` exists).
+    Initialized,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesStatus {
+    pub state: ClusterState,
+    /// True only when kubeadm initialized the cluster and its API server answers now.
+    pub running: bool,
+    pub detail: String,
+}
+
+impl KubernetesStatus {
+    /// A missing kubeadm is a known, reported state, not a fault; a cluster that was
+    /// initialized and does not answer is.
+    pub fn healthy(&self) -> bool {
+        self.state != ClusterState::Initialized || self.running
+    }
+}
+
+async fn probe_kubernetes(layout: &NodeLayout, config: Option<&InstallConfig>) -> KubernetesStatus {
+    if layout.admin_kubeconfig().exists() {
+        let Some(config) = config else {
+            return KubernetesStatus {
+                state: ClusterState::Initialized,
+                running: false,
+                detail: "install.yaml unreadable: cannot probe the API server".into(),
+            };
+        };
+        let addr = SocketAddr::new(
+            config.this_node().address,
+            crate::kubernetes::API_SERVER_PORT,
+        );
+        let fqdn = config.spec.fqdn.as_str();
+        let ca = std::fs::read(layout.pki_dir().join("ca.crt")).unwrap_or_default();
+        let url = format!(
+            "https://{fqdn}:{}/livez",
+            crate::kubernetes::API_SERVER_PORT
+        );
+        let (running, detail) = probe_tls(&ca, fqdn, addr, &url).await;
+        return KubernetesStatus {
+            state: ClusterState::Initialized,
+            running,
+            detail: if running {
+                format!("cluster initialized by kubeadm; API server {detail}")
+            } else {
+                format!(
+                    "cluster initialized by kubeadm but the API server is not answering: {detail}"
+                )
+            },
+        };
+    }
+    if layout.kubeadm_config().exists() {
+        KubernetesStatus {
+            state: ClusterState::RenderedOnly,
+            running: false,
+            detail: format!(
+                "configuration rendered ({}), but kubeadm is not on this node: the cluster is NOT running; install kubeadm, kubelet and containerd, then re-run `airgap install`",
+                layout.kubeadm_config().display()
+            ),
+        }
+    } else {
+        KubernetesStatus {
+            state: ClusterState::NotConfigured,
+            running: false,
+            detail: "not configured yet (phase kubernetes has not run)".into(),
+        }
     }
 }
 

@@ -184,6 +184,35 @@ impl RewriteMap {
         }
     }
 
+    /// The mirrored name of `image` as a manifest wrote it (any spelling that normalizes to a
+    /// bundle image: `nginx`, `docker.io/library/nginx:latest`).
+    pub fn mirrored(&self, image: &str) -> Option<&str> {
+        self.images
+            .get(image)
+            .or_else(|| {
+                let normalized = ImageReference::parse(image).ok()?.to_string();
+                self.images.get(&normalized)
+            })
+            .map(String::as_str)
+    }
+
+    /// Points every `image:` in a Kubernetes manifest document at the mirror, so the
+    /// workload pulls from it by name rather than through containerd's mirror fallback.
+    /// Fails on the first image the bundle does not hold: applying it would leave a pod in
+    /// `ImagePullBackOff` on a node that cannot download anything.
+    pub fn rewrite_manifest(&self, document: &mut serde_yaml_ng::Value) -> Result<usize, String> {
+        let mut rewritten = 0;
+        for_each_image(document, &mut |image| {
+            let mirrored = self
+                .mirrored(image)
+                .ok_or_else(|| format!("image `{image}` is not in the bundle"))?;
+            *image = mirrored.to_string();
+            rewritten += 1;
+            Ok::<(), String>(())
+        })?;
+        Ok(rewritten)
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
         out.push(b'\n');
@@ -191,11 +220,52 @@ impl RewriteMap {
     }
 }
 
-/// containerd `hosts.toml` contents by upstream host (`certs.d/<host>/hosts.toml`).
+/// Calls `f` on the string value of every `image:` key anywhere in a YAML document: the
+/// images a manifest runs (containers, init and ephemeral containers, and the `image:` keys
+/// charts and operators put in their own resources). The bundler collects with it; the
+/// installer rewrites with it, so both agree on what counts as an image.
+pub fn for_each_image<E>(
+    value: &mut serde_yaml_ng::Value,
+    f: &mut impl FnMut(&mut String) -> Result<(), E>,
+) -> Result<(), E> {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                match (k.as_str(), v) {
+                    (Some("image"), Value::String(s)) => f(s)?,
+                    (_, v) => for_each_image(v, f)?,
+                }
+            }
+        }
+        Value::Sequence(items) => {
+            for v in items {
+                for_each_image(v, f)?;
+            }
+        }
+        Value::Tagged(t) => for_each_image(&mut t.value, f)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// How containerd reaches the mirror: the CA it trusts for it and, when the mirror wants a
+/// login, the credentials sent as a static `Authorization: Basic` header (containerd's
+/// `hosts.toml` has no other way to carry them; files holding one must be private).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostAccess<'a> {
+    pub ca: Option<&'a Path>,
+    pub credentials: Option<&'a crate::auth::Credentials>,
+}
+
+/// containerd `hosts.toml` contents by host (`certs.d/<host>/hosts.toml`): one per upstream
+/// registry the bundle's images come from, sending pulls to the mirror so workloads keep their
+/// original image names, plus one for the mirror itself so pulls by mirrored name trust its
+/// CA.
 pub fn containerd_hosts(
     index: &BundleIndex,
     target: &MirrorTarget,
-    ca_path: Option<&Path>,
+    access: HostAccess<'_>,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for image in &index.images {
@@ -203,7 +273,7 @@ pub fn containerd_hosts(
             continue;
         };
         let host = reference.registry.clone();
-        if out.contains_key(&host) {
+        if out.contains_key(&host) || host == target.host {
             continue;
         }
         let upstream_server = match host.as_str() {
@@ -216,29 +286,67 @@ pub fn containerd_hosts(
             .next()
             .unwrap_or_default()
             .to_string();
-        let mut text = String::new();
-        text.push_str(
-            "# Written by airgap registry seed: pulls of this registry go to the mirror.\n",
-        );
-        text.push_str(&format!("server = {}\n\n", toml_string(&upstream_server)));
         let mirror_url = format!(
             "{}://{}/v2/{}",
             target.scheme(),
             target.host,
             target.repository(&mirror_root)
         );
-        text.push_str(&format!("[host.{}]\n", toml_string(&mirror_url)));
-        text.push_str("  capabilities = [\"pull\", \"resolve\"]\n");
-        text.push_str("  override_path = true\n");
-        if let Some(ca) = ca_path {
-            text.push_str(&format!(
-                "  ca = {}\n",
-                toml_string(&ca.display().to_string())
-            ));
-        }
+        let text = hosts_toml(
+            "pulls of this registry go to the mirror",
+            &upstream_server,
+            &mirror_url,
+            true,
+            access,
+        );
         out.insert(host, text);
     }
+    let own = format!("{}://{}", target.scheme(), target.host);
+    let text = hosts_toml(
+        "the mirror itself, for pulls by mirrored name",
+        &own,
+        &own,
+        false,
+        access,
+    );
+    out.insert(target.host.clone(), text);
     out
+}
+
+/// First line of every `hosts.toml` airgap writes, so `reset` removes only its own.
+pub const HOSTS_TOML_MARK: &str = "# Written by airgap";
+
+fn hosts_toml(
+    why: &str,
+    server: &str,
+    host: &str,
+    override_path: bool,
+    access: HostAccess<'_>,
+) -> String {
+    let mut text = format!("{HOSTS_TOML_MARK}: {why}.\n");
+    text.push_str(&format!("server = {}\n\n", toml_string(server)));
+    text.push_str(&format!("[host.{}]\n", toml_string(host)));
+    text.push_str("  capabilities = [\"pull\", \"resolve\"]\n");
+    if override_path {
+        text.push_str("  override_path = true\n");
+    }
+    if let Some(ca) = access.ca {
+        text.push_str(&format!(
+            "  ca = {}\n",
+            toml_string(&ca.display().to_string())
+        ));
+    }
+    if let Some(c) = access.credentials {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", c.username, c.password));
+        text.push_str(&format!(
+            "  [host.{}.header]\n    Authorization = [{}]\n",
+            toml_string(host),
+            toml_string(&format!("Basic {basic}"))
+        ));
+    }
+    text
 }
 
 fn toml_string(s: &str) -> String {

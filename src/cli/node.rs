@@ -10,7 +10,9 @@ use indicatif::ProgressBar;
 use installer::agent::Launch;
 use installer::install::{install, InstallObserver, InstallRequest};
 use installer::journal::{Phase, PhaseState};
+use installer::kubernetes::kubeadm::ClusterInit;
 use installer::layout::NodeLayout;
+use installer::status::ClusterState;
 
 use super::progress::{bytes_bar, HumanBytes};
 
@@ -142,8 +144,15 @@ pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
     println!("  PKI         {}", layout.pki_dir().display());
     println!("  encryption  {}", layout.encryption_config().display());
     println!("  mirrors     {}", layout.mirror_dir().display());
+    println!("  kubeadm     {}", report.kubeadm_config.display());
+    println!("  manifests   {}", layout.manifests_dir().display());
     println!("  state       {}", layout.state_dir().display());
     println!("  logs        {}", layout.log_dir().display());
+    if report.cluster == Some(ClusterInit::KubeadmMissing) {
+        println!(
+            "kubeadm is not on this node: Kubernetes is configured but NOT running; install kubeadm, kubelet and containerd, then re-run install"
+        );
+    }
     if report.launch == Some(Launch::Detached) {
         println!(
             "the agent runs detached; `airgap status --root {0}` reports on it, `airgap stop --root {0}` stops it",
@@ -181,7 +190,7 @@ pub fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
         for (phase, record) in &status.phases {
             match record {
                 Some(r) => println!(
-                    "  phase {:<9} {:<8} {}",
+                    "  phase {:<10} {:<8} {}",
                     phase.as_str(),
                     match r.state {
                         PhaseState::Done => "done",
@@ -190,17 +199,17 @@ pub fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
                     },
                     r.detail.as_deref().unwrap_or("")
                 ),
-                None => println!("  phase {:<9} pending", phase.as_str()),
+                None => println!("  phase {:<10} pending", phase.as_str()),
             }
         }
         match status.agent.pid {
-            Some(pid) if status.agent.running => println!("  agent     running (pid {pid})"),
-            _ if status.agent.running => println!("  agent     running"),
-            _ => println!("  agent     not running"),
+            Some(pid) if status.agent.running => println!("  agent      running (pid {pid})"),
+            _ if status.agent.running => println!("  agent      running"),
+            _ => println!("  agent      not running"),
         }
         for (name, s) in &status.services {
             println!(
-                "  {:<9} {} {}{} (restarts: {})",
+                "  {:<10} {} {}{} (restarts: {})",
                 name,
                 if s.healthy { "healthy" } else { "DOWN   " },
                 s.endpoint
@@ -211,6 +220,16 @@ pub fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
                 s.restarts
             );
         }
+        println!(
+            "  {:<10} {} {}",
+            "kubernetes",
+            match status.kubernetes.state {
+                ClusterState::Initialized if status.kubernetes.running => "running",
+                ClusterState::Initialized => "DOWN   ",
+                _ => "not running",
+            },
+            status.kubernetes.detail
+        );
     }
     if status.installation.is_some() && !status.healthy() {
         // Scripts (and tests) can wait on `airgap status`.

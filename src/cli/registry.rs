@@ -10,7 +10,7 @@ use airgap::{BundleArchive, PublicKey};
 use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 use registry::auth::{AuthFile, Credentials};
-use registry::mirror::{containerd_hosts, MirrorTarget, RewriteMap};
+use registry::mirror::{containerd_hosts, HostAccess, MirrorTarget, RewriteMap};
 use registry::seed::{SeedObserver, SeedPlan, Seeder};
 use registry::server::{tls_acceptor, ArchiveStore, Htpasswd, LayoutStore, Registry, Store};
 use registry::{ClientConfig, RegistryClient};
@@ -193,7 +193,14 @@ fn write_mirror_config(
         Some(ca) => Some(std::path::absolute(ca).context("resolving the --ca path")?),
         None => None,
     };
-    let hosts = containerd_hosts(index, target, ca.as_deref());
+    let hosts = containerd_hosts(
+        index,
+        target,
+        HostAccess {
+            ca: ca.as_deref(),
+            credentials: None,
+        },
+    );
     for (host, text) in &hosts {
         write(
             &dir.join("certs.d").join(host).join("hosts.toml"),

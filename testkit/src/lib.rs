@@ -183,7 +183,7 @@ pub fn write_pack(
     };
     fs::write(dir.join("values.yaml"), values)?;
     let mut manifest = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {name}\nspec:\n  template:\n    spec:\n      containers:\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {name}\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n"
     );
     for (i, image) in rest.iter().enumerate() {
         manifest.push_str(&format!("        - name: c{i}\n          image: {image}\n"));
@@ -209,6 +209,35 @@ pub const FIXTURE_IMAGES: [&str; 3] = [
     "example.internal/base/multi:2.1",
 ];
 
+/// The `k8s` pack's images: what kubeadm pulls for [`FIXTURE_K8S_VERSION`] (synthetic content;
+/// names and tags are what matter to the installer).
+pub const FIXTURE_K8S_IMAGES: [&str; 6] = [
+    "registry.k8s.io/kube-apiserver:v1.34.2",
+    "registry.k8s.io/kube-controller-manager:v1.34.2",
+    "registry.k8s.io/kube-scheduler:v1.34.2",
+    "registry.k8s.io/kube-proxy:v1.34.2",
+    "registry.k8s.io/coredns/coredns:v1.12.1",
+    "registry.k8s.io/pause:3.10.1",
+];
+pub const FIXTURE_K8S_VERSION: &str = "1.34.2";
+
+/// Writes a `k8s` pack naming every image in its values (it has no manifests: kubeadm makes
+/// the control plane's).
+pub fn write_k8s_pack(dir: &Path, version: &str, images: &[&str]) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    fs::write(
+        dir.join("pack.json"),
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "name": "kubernetes", "displayName": "Kubernetes", "version": version, "layer": "k8s",
+        }))?,
+    )?;
+    let mut values = String::from("pack:\n  namespace: kube-system\n  content:\n    images:\n");
+    for image in images {
+        values.push_str(&format!("      - image: {image}\n"));
+    }
+    fs::write(dir.join("values.yaml"), values)
+}
+
 pub fn fixture(root: &Path, seed: u64, layer_size: u64) -> io::Result<Fixture> {
     let mut rng = Rng::new(seed);
     let layout_dir = root.join("layout");
@@ -225,7 +254,17 @@ pub fn fixture(root: &Path, seed: u64, layer_size: u64) -> io::Result<Fixture> {
     let arm = layout.image(&[arm_layer], "linux/arm64")?;
     let multi = layout.index(&[amd, arm])?;
     layout.tag(&multi, FIXTURE_IMAGES[2]);
+    for (i, name) in FIXTURE_K8S_IMAGES.iter().enumerate() {
+        let layer = layout.random_layer(&mut rng, 512 + i as u64)?;
+        let image = layout.image(&[layer], "linux/amd64")?;
+        layout.tag(&image, name);
+    }
     layout.finish()?;
+    write_k8s_pack(
+        &root.join("packs/kubernetes"),
+        FIXTURE_K8S_VERSION,
+        &FIXTURE_K8S_IMAGES,
+    )?;
     write_pack(
         &root.join("packs/platform-core"),
         "platform-core",
@@ -235,9 +274,9 @@ pub fn fixture(root: &Path, seed: u64, layer_size: u64) -> io::Result<Fixture> {
     )?;
     let spec = root.join("bundle.yaml");
     let mut text = String::from(
-        "apiVersion: airgap/v1\nkind: Bundle\nmetadata: {name: mgmt-plane, version: 4.5.0}\nspec:\n  platforms: [all]\n  packs:\n    - path: packs/platform-core\n  images:\n",
+        "apiVersion: airgap/v1\nkind: Bundle\nmetadata: {name: mgmt-plane, version: 4.5.0}\nspec:\n  platforms: [all]\n  packs:\n    - path: packs/kubernetes\n    - path: packs/platform-core\n  images:\n",
     );
-    for image in FIXTURE_IMAGES {
+    for image in FIXTURE_IMAGES.iter().chain(&FIXTURE_K8S_IMAGES) {
         text.push_str(&format!(
             "    - ref: {image}\n      from: oci:layout:{image}\n"
         ));

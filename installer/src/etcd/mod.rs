@@ -14,10 +14,6 @@ use crate::service::ServiceSpec;
 pub const CLIENT_PORT: u16 = 2379;
 pub const PEER_PORT: u16 = 2380;
 
-/// ECDHE with AEAD ciphers only (the CIS benchmark's list for etcd and the API server); TLS
-/// 1.3 suites are not configurable and always strong.
-pub const CIPHER_SUITES: &str = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305";
-
 /// One etcd member of the cluster. Standalone installs have one; HA will list three in
 /// `initial_cluster`.
 #[derive(Debug, Clone)]
@@ -70,7 +66,7 @@ impl EtcdMember {
             ("--peer-trusted-ca-file", p("ca.crt")),
             ("--peer-cert-file", p("peer.crt")),
             ("--peer-key-file", p("peer.key")),
-            ("--cipher-suites", CIPHER_SUITES.into()),
+            ("--cipher-suites", crate::tls::CIPHER_SUITES.into()),
             ("--snapshot-count", "10000".into()),
         ];
         ServiceSpec {
