@@ -271,7 +271,9 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("agent     not running"));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim_start().starts_with("agent ") && l.ends_with("not running")));
 
     // reset: refuses without --yes when it cannot ask; with --yes removes the install.
     let err = fails(

@@ -274,7 +274,7 @@ pub fn fixture(root: &Path, seed: u64, layer_size: u64) -> io::Result<Fixture> {
     )?;
     let spec = root.join("bundle.yaml");
     let mut text = String::from(
-        "apiVersion: airgap/v1\nkind: Bundle\nmetadata: {name: mgmt-plane, version: 4.5.0}\nspec:\n  platforms: [all]\n  packs:\n    - path: packs/kubernetes\n    - path: packs/platform-core\n  images:\n",
+        "apiVersion: airgap/v1\nkind: Bundle\nmetadata: {name: mgmt-plane, version: 4.5.0}\nspec:\n  platforms: [all]\n  packs:\n    - path: packs/platform-core\n    - path: packs/kubernetes\n  images:\n",
     );
     for image in FIXTURE_IMAGES.iter().chain(&FIXTURE_K8S_IMAGES) {
         text.push_str(&format!(
