@@ -25,7 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin/airgap-testkit" bench "$work/content" "$IMAGES" "$LAYERS" $((LAYER_MIB << 20)) > "$work/names"
+"$bin/airgap-testkit" bench "$work/content" "$IMAGES" "$LAYERS" $((LAYER_MIB << 20)) --k8s > "$work/names"
 "$bin/airgap" keygen -o "$work/k.key" >/dev/null
 "$bin/airgap" bundle build -f "$work/content/bundle.yaml" -o "$work/bundle.tar" --key "$work/k.key" --no-cache >/dev/null
 "$bin/airgap" bundle build -f examples/bundle.yaml -o "$work/example.tar" --key "$work/k.key" --no-cache >/dev/null

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the shipped example: keygen -> bundle build -> verify -> install a
 # standalone node (PKI, etcd with mutual TLS, encrypted installation keys, built-in registry
-# seeded from the bundle, supervising agent) into a local directory -> status.
+# seeded from the bundle, supervising agent, CIS-hardened kubeadm/kubelet configuration and
+# platform manifests rendered) into a local directory -> status.
 # Everything it writes goes to one directory ($AIRGAP_DEMO_DIR, or a new temporary one). The
 # node is stopped when the demo ends unless AIRGAP_DEMO_KEEP=1.
 set -euo pipefail

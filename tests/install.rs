@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::node::{
-    install, install_with, install_yaml, output_ok, secret, EtcdProbe, NetNs, ADDRESS, FQDN,
+    install, install_with, install_yaml, output_ok, secret, skopeo_certs, EtcdProbe, NetNs,
+    ADDRESS, FQDN,
 };
 use common::{airgap, fails, ok, Setup};
 
@@ -33,18 +34,6 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-}
-
-/// A cert dir skopeo reads: the node's CA as `ca.crt`.
-fn skopeo_certs(root: &Path, dir: &Path) -> PathBuf {
-    let certs = dir.join("skopeo-certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    std::fs::copy(
-        root.join("etc/airgap/pki/fqdn-ca.crt"),
-        certs.join("ca.crt"),
-    )
-    .unwrap();
-    certs
 }
 
 /// Pulls every image of `bundle` from the node's registry with skopeo and checks each
@@ -104,6 +93,8 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
         "[keys]",
         "[registry]",
         "[agent]",
+        "[kubernetes]",
+        "[platform]",
     ] {
         assert!(stdout.contains(phase), "{stdout}");
     }
@@ -285,6 +276,10 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
     );
     assert!(err.contains("--yes"), "{err}");
     assert!(root.join("etc/kubernetes/pki/ca.key").exists());
+    // containerd host directories the node had before are not airgap's to remove.
+    let foreign = root.join("etc/containerd/certs.d/docker.io/hosts.toml");
+    std::fs::create_dir_all(foreign.parent().unwrap()).unwrap();
+    std::fs::write(&foreign, "server = \"https://registry-1.docker.io\"\n").unwrap();
     output_ok(
         &ns.airgap()
             .args(["reset", "--yes", "--root"])
@@ -298,9 +293,19 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
         "etc/airgap",
         "var/lib/airgap",
         "etc/kubernetes/encryption-config.yaml",
+        "etc/kubernetes/audit-policy.yaml",
+        "etc/kubernetes/admission-config.yaml",
+        "etc/sysctl.d/90-airgap-kubelet.conf",
+        "etc/containerd/certs.d/example.internal",
+        "etc/containerd/certs.d/registry.k8s.io",
+        "etc/containerd/certs.d/mgmt.example.internal:5000",
     ] {
         assert!(!root.join(gone).exists(), "{gone} survived reset");
     }
+    assert!(
+        foreign.exists(),
+        "reset removed a containerd host it did not write"
+    );
     assert!(root.join("var/log/airgap/audit.log").exists());
 }
 
@@ -359,7 +364,16 @@ fn sigkill_during_each_phase_then_a_rerun_completes() {
     let root = setup.path("root");
     let config = install_yaml(setup.dir.path(), "");
     // Each run resumes from the previous kill and is killed in turn in the next phase.
-    for phase in ["verify", "pki", "etcd", "keys", "registry", "agent"] {
+    for phase in [
+        "verify",
+        "pki",
+        "etcd",
+        "keys",
+        "registry",
+        "agent",
+        "kubernetes",
+        "platform",
+    ] {
         kill_during(&ns, &config, &bundle, &setup.public(), &root, phase);
     }
     let out = install(&ns, &config, &bundle, &setup.public(), &root)

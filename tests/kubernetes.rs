@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use common::node::{install, install_yaml, output_ok, secret, EtcdProbe, NetNs, ADDRESS, FQDN};
+use common::node::{
+    install, install_yaml, output_ok, secret, skopeo_certs, EtcdProbe, NetNs, ADDRESS, FQDN,
+};
 use common::{airgap, Setup};
 use installer::kubernetes::schema::{
     documents, parse_single, AdmissionConfiguration, AuditLevel, AuditPolicy, KubeadmConfig,
@@ -515,13 +517,7 @@ fn without_kubeadm_the_configuration_is_rendered_hardened_and_no_cluster_is_clai
     };
     let password = secret(&probe, "registry-credentials").0["password"].clone();
     let password = String::from_utf8(password).unwrap();
-    let certs = s.path("skopeo-certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    std::fs::copy(
-        root.join("etc/airgap/pki/fqdn-ca.crt"),
-        certs.join("ca.crt"),
-    )
-    .unwrap();
+    let certs = skopeo_certs(&root, s.dir.path());
     let skopeo_inspect = |image: &str| {
         ns.command("skopeo")
             .args(["inspect", "--raw", "--cert-dir"])

@@ -290,12 +290,14 @@ pub fn fixture(root: &Path, seed: u64, layer_size: u64) -> io::Result<Fixture> {
 }
 
 /// Benchmark content: `images` images of `layers` layers of `layer_size` bytes each, every
-/// image also sharing one common base layer, plus a spec naming them all.
+/// image also sharing one common base layer, plus a spec naming them all. With `k8s`, the
+/// spec also carries the fixture's `k8s` pack and its (tiny) images, which an install needs.
 pub fn bench_content(
     root: &Path,
     images: usize,
     layers: usize,
     layer_size: u64,
+    k8s: bool,
 ) -> io::Result<Vec<String>> {
     let mut rng = Rng::new(42);
     let mut layout = LayoutWriter::create(&root.join("layout"))?;
@@ -314,6 +316,23 @@ pub fn bench_content(
             "    - ref: {name}\n      from: oci:layout:{name}\n"
         ));
         names.push(name);
+    }
+    if k8s {
+        for (i, name) in FIXTURE_K8S_IMAGES.iter().enumerate() {
+            let layer = layout.random_layer(&mut rng, 512 + i as u64)?;
+            let desc = layout.image(&[layer], "linux/amd64")?;
+            layout.tag(&desc, name);
+            spec.push_str(&format!(
+                "    - ref: {name}\n      from: oci:layout:{name}\n"
+            ));
+            names.push(name.to_string());
+        }
+        write_k8s_pack(
+            &root.join("packs/kubernetes"),
+            FIXTURE_K8S_VERSION,
+            &FIXTURE_K8S_IMAGES,
+        )?;
+        spec.push_str("  packs:\n    - path: packs/kubernetes\n");
     }
     layout.finish()?;
     fs::write(root.join("bundle.yaml"), spec)?;

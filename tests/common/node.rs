@@ -285,3 +285,15 @@ pub fn secret(
         .collect();
     (data, raw, mod_revision)
 }
+
+/// A cert dir skopeo reads: the node's CA as `ca.crt`.
+pub fn skopeo_certs(root: &Path, dir: &Path) -> PathBuf {
+    let certs = dir.join("skopeo-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(
+        root.join("etc/airgap/pki/fqdn-ca.crt"),
+        certs.join("ca.crt"),
+    )
+    .unwrap();
+    certs
+}

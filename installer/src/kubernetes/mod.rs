@@ -339,3 +339,160 @@ pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
         files,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airgap::{Digest, ImageRecord};
+
+    const K8S: [&str; 5] = [
+        "registry.k8s.io/kube-apiserver:v1.34.2",
+        "registry.k8s.io/kube-controller-manager:v1.34.2",
+        "registry.k8s.io/kube-scheduler:v1.34.2",
+        "registry.k8s.io/kube-proxy:v1.34.2",
+        "registry.k8s.io/coredns/coredns:v1.12.1",
+    ];
+
+    fn index(version: &str, images: &[&str]) -> BundleIndex {
+        let record = |r: &str| {
+            let parsed = ImageReference::parse(r).unwrap();
+            ImageRecord {
+                source: r.into(),
+                reference: parsed.to_string(),
+                mirror_repository: parsed.mirror_repository(),
+                digest: Digest::of(r.as_bytes()),
+                upstream_digest: Digest::of(r.as_bytes()),
+                media_type: airgap::oci::OCI_MANIFEST.into(),
+                size: 1,
+            }
+        };
+        BundleIndex {
+            format_version: 1,
+            name: "b".into(),
+            version: "1.0.0".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            platforms: vec![],
+            packs: vec![PackRecord {
+                name: "kubernetes".into(),
+                version: version.into(),
+                layer: "k8s".into(),
+                reference: format!("packs/kubernetes:{version}"),
+                digest: Digest::of(b"pack"),
+                images: images.iter().map(|i| i.to_string()).collect(),
+            }],
+            images: images.iter().map(|i| record(i)).collect(),
+            entries: vec![],
+            base: None,
+            expected_blobs: vec![],
+        }
+    }
+
+    fn release(index: &BundleIndex) -> Result<KubernetesRelease, ReleaseError> {
+        let target = MirrorTarget::parse("https://reg.internal:5000/airgap", false).unwrap();
+        KubernetesRelease::from_bundle(index, &RewriteMap::new(index, &target))
+    }
+
+    #[test]
+    fn the_k8s_pack_gives_version_and_mirrored_image_repositories() {
+        let r = release(&index("1.34.2", &K8S)).unwrap();
+        assert_eq!(r.version, "v1.34.2");
+        assert_eq!(
+            r.image_repository,
+            "reg.internal:5000/airgap/registry.k8s.io"
+        );
+        assert_eq!(
+            r.dns_image_repository,
+            "reg.internal:5000/airgap/registry.k8s.io/coredns"
+        );
+        assert_eq!(r.dns_image_tag, "v1.12.1");
+        assert_eq!(
+            r.images[0],
+            "reg.internal:5000/airgap/registry.k8s.io/kube-apiserver:v1.34.2"
+        );
+    }
+
+    #[test]
+    fn a_k8s_pack_kubeadm_cannot_work_with_is_refused() {
+        let mut none = index("1.34.2", &K8S);
+        none.packs[0].layer = "addon".into();
+        assert_eq!(release(&none), Err(ReleaseError::NoPack));
+        let e = release(&index("1.34.2", &K8S[..3])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "k8s pack kubernetes:1.34.2 does not list registry.k8s.io/kube-proxy:v1.34.2, which kubeadm pulls; add it to the pack's images"
+        );
+        let no_dns = release(&index("1.34.2", &K8S[..4])).unwrap_err();
+        assert!(no_dns.to_string().contains("coredns"), "{no_dns}");
+        assert!(matches!(
+            release(&index("1.34.3", &K8S)),
+            Err(ReleaseError::VersionMismatch { .. })
+        ));
+        let old: Vec<String> = K8S
+            .iter()
+            .map(|i| i.replace("v1.34.2", "v1.29.0"))
+            .collect();
+        let old: Vec<&str> = old.iter().map(String::as_str).collect();
+        assert!(matches!(
+            release(&index("1.29.0", &old)),
+            Err(ReleaseError::TooOld { .. })
+        ));
+        let mut two = index("1.34.2", &K8S);
+        two.packs.push(two.packs[0].clone());
+        assert_eq!(release(&two), Err(ReleaseError::ManyPacks(2)));
+    }
+
+    #[test]
+    fn rendering_is_deterministic_and_independent_of_the_root() {
+        let config = InstallConfig::parse(
+            "apiVersion: airgap/v1\nkind: Installation\nmetadata: {name: mgmt}\nspec:\n  mode: standalone\n  fqdn: mgmt.example.internal\n  nodes: [{name: node1, address: 10.0.0.5}]\n",
+        )
+        .unwrap();
+        let index = index("1.34.2", &K8S);
+        let target = MirrorTarget::parse("https://mgmt.example.internal:5000", false).unwrap();
+        let rewrite = RewriteMap::new(&index, &target);
+        let render_at = |root: &str| {
+            let layout = NodeLayout::new(root);
+            let ca = layout.registry_ca();
+            let files = render(&Inputs {
+                config: &config,
+                layout: &layout,
+                index: &index,
+                target: &target,
+                rewrite: &rewrite,
+                credentials: None,
+                registry_ca: Some(&ca),
+            })
+            .unwrap()
+            .files;
+            files
+                .into_iter()
+                .map(|f| {
+                    let rel = f.path.strip_prefix(root).unwrap().to_path_buf();
+                    (rel, f.bytes, f.mode)
+                })
+                .collect::<Vec<_>>()
+        };
+        let a = render_at("/tmp/a");
+        assert_eq!(a, render_at("/tmp/a"));
+        assert_eq!(
+            a,
+            render_at("/srv/other/root"),
+            "rendered files name node paths only"
+        );
+        // Without credentials the hosts.toml files carry no secret and are world-readable.
+        let hosts: Vec<_> = a
+            .iter()
+            .filter(|(p, _, _)| p.ends_with("hosts.toml"))
+            .collect();
+        assert_eq!(hosts.len(), 2);
+        for (_, bytes, mode) in hosts {
+            assert_eq!(*mode, PUBLIC);
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                text.contains("ca = \"/etc/airgap/mirror/registry-ca.crt\""),
+                "{text}"
+            );
+            assert!(!text.contains("Authorization"));
+        }
+    }
+}
