@@ -92,7 +92,6 @@ pub struct InstallReport {
     pub healthy_after: Duration,
     /// Whether kubeadm ran; `None` only for a report not produced by a full install.
     pub cluster: Option<ClusterInit>,
-    pub kubeadm_config: PathBuf,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -166,15 +165,15 @@ pub async fn install(
     let registry = run.end(Phase::Keys, t, r)?;
     let t = run.begin(Phase::Registry)?;
     let r = run.registry(&registry, archive.clone()).await;
-    let (seed, healthy_after) = run.end(Phase::Registry, t, r)?;
+    let (seed, healthy_after, mirror) = run.end(Phase::Registry, t, r)?;
     let t = run.begin(Phase::Agent)?;
     let r = run.agent().await;
     let launch = run.end(Phase::Agent, t, r)?;
     let t = run.begin(Phase::Kubernetes)?;
-    let r = run.kubernetes(&registry, &archive).await;
+    let r = run.kubernetes(&registry, &mirror, &archive).await;
     let cluster = run.end(Phase::Kubernetes, t, r)?;
     let t = run.begin(Phase::Platform)?;
-    let r = run.platform(&registry, &archive, &cluster).await;
+    let r = run.platform(&mirror, &archive, &cluster).await;
     run.end(Phase::Platform, t, r)?;
     Ok(InstallReport {
         root: request.root.clone(),
@@ -186,7 +185,6 @@ pub async fn install(
         seed,
         healthy_after,
         cluster: Some(cluster),
-        kubeadm_config: run.layout.kubeadm_config(),
     })
 }
 
@@ -225,6 +223,23 @@ struct RegistryAccess {
     username: String,
     password: String,
     ca_pem: Vec<u8>,
+}
+
+/// Where the registry phase seeded the bundle, and what each image is called there: what the
+/// kubernetes and platform phases point nodes and manifests at.
+struct Mirror {
+    target: MirrorTarget,
+    rewrite: RewriteMap,
+}
+
+impl RegistryAccess {
+    /// The login, when the registry wants one.
+    fn credentials(&self) -> Option<Credentials> {
+        (!self.username.is_empty()).then(|| Credentials {
+            username: self.username.clone(),
+            password: self.password.clone(),
+        })
+    }
 }
 
 impl Run<'_> {
@@ -711,7 +726,7 @@ impl Run<'_> {
         &mut self,
         access: &RegistryAccess,
         archive: Arc<BundleArchive>,
-    ) -> Result<((Option<SeedStats>, Duration), String), String> {
+    ) -> Result<((Option<SeedStats>, Duration, Mirror), String), String> {
         let target = MirrorTarget::parse(&access.endpoint, false).map_err(|e| e.to_string())?;
         let mut resolve = Vec::new();
         if self.config.external_registry().is_none() {
@@ -737,10 +752,7 @@ impl Run<'_> {
             &target.host,
             ClientConfig {
                 ca_pem: (!access.ca_pem.is_empty()).then(|| access.ca_pem.clone()),
-                credentials: (!access.username.is_empty()).then(|| Credentials {
-                    username: access.username.clone(),
-                    password: access.password.clone(),
-                }),
+                credentials: access.credentials(),
                 resolve,
                 ..ClientConfig::default()
             },
@@ -788,10 +800,8 @@ impl Run<'_> {
         let w = |path: PathBuf, bytes: &[u8]| {
             write_if_changed(&path, bytes, PUBLIC).map_err(|e| format!("{}: {e}", path.display()))
         };
-        w(
-            self.layout.rewrite_map(),
-            &RewriteMap::new(index, &target).to_json(),
-        )?;
+        let rewrite = RewriteMap::new(index, &target);
+        w(self.layout.rewrite_map(), &rewrite.to_json())?;
         if !access.ca_pem.is_empty() {
             w(self.layout.registry_ca(), &access.ca_pem)?;
         }
@@ -802,7 +812,10 @@ impl Run<'_> {
             report.blobs_uploaded,
             report.blobs_present
         );
-        Ok(((Some(stats), healthy_after), summary))
+        Ok((
+            (Some(stats), healthy_after, Mirror { target, rewrite }),
+            summary,
+        ))
     }
 
     fn builtin_registry(
@@ -896,17 +909,6 @@ impl Run<'_> {
 }
 
 impl Run<'_> {
-    /// Where the registry phase seeded, and the rewrite map it wrote.
-    fn mirror(
-        &self,
-        access: &RegistryAccess,
-        archive: &BundleArchive,
-    ) -> Result<(MirrorTarget, RewriteMap), String> {
-        let target = MirrorTarget::parse(&access.endpoint, false).map_err(|e| e.to_string())?;
-        let rewrite = RewriteMap::new(archive.verified().index(), &target);
-        Ok((target, rewrite))
-    }
-
     /// Writes what changed; returns how many files did.
     fn write_rendered(&self, action: &str, files: &[RenderedFile]) -> Result<usize, String> {
         let mut written = 0;
@@ -927,20 +929,17 @@ impl Run<'_> {
     async fn kubernetes(
         &mut self,
         access: &RegistryAccess,
+        mirror: &Mirror,
         archive: &BundleArchive,
     ) -> Result<(ClusterInit, String), String> {
-        let (target, rewrite) = self.mirror(access, archive)?;
-        let credentials = (!access.username.is_empty()).then(|| Credentials {
-            username: access.username.clone(),
-            password: access.password.clone(),
-        });
+        let credentials = access.credentials();
         let registry_ca = self.layout.registry_ca();
         let rendered = crate::kubernetes::render(&crate::kubernetes::Inputs {
             config: &self.config,
             layout: &self.layout,
             index: archive.verified().index(),
-            target: &target,
-            rewrite: &rewrite,
+            target: &mirror.target,
+            rewrite: &mirror.rewrite,
             credentials: credentials.as_ref(),
             registry_ca: (!access.ca_pem.is_empty()).then_some(registry_ca.as_path()),
         })
@@ -985,13 +984,12 @@ impl Run<'_> {
     /// Phase platform: namespaces and addon manifests rendered; applied when a cluster exists.
     async fn platform(
         &mut self,
-        access: &RegistryAccess,
+        mirror: &Mirror,
         archive: &BundleArchive,
         cluster: &ClusterInit,
     ) -> Result<((), String), String> {
-        let (_, rewrite) = self.mirror(access, archive)?;
-        let files =
-            crate::platform::render(archive, &self.layout, &rewrite).map_err(|e| e.to_string())?;
+        let files = crate::platform::render(archive, &self.layout, &mirror.rewrite)
+            .map_err(|e| e.to_string())?;
         let written = self.write_rendered("platform.render", &files)?;
         let keep: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
         for stale in crate::platform::stale_files(&self.layout.manifests_dir(), &keep) {

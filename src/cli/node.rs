@@ -144,7 +144,7 @@ pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
     println!("  PKI         {}", layout.pki_dir().display());
     println!("  encryption  {}", layout.encryption_config().display());
     println!("  mirrors     {}", layout.mirror_dir().display());
-    println!("  kubeadm     {}", report.kubeadm_config.display());
+    println!("  kubeadm     {}", layout.kubeadm_config().display());
     println!("  manifests   {}", layout.manifests_dir().display());
     println!("  state       {}", layout.state_dir().display());
     println!("  logs        {}", layout.log_dir().display());

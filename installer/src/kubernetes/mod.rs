@@ -155,10 +155,9 @@ impl KubernetesRelease {
             let found = images
                 .iter()
                 .find(|r| {
-                    r.to_string() == wanted
-                        || (parent(r) == upstream_repository
-                            && last(r) == name
-                            && r.tag.as_deref() == Some(&version))
+                    parent(r) == upstream_repository
+                        && last(r) == name
+                        && r.tag.as_deref() == Some(&version)
                 })
                 .ok_or_else(|| missing(wanted.clone()))?;
             pulled.push(mirror(found)?);
@@ -178,16 +177,10 @@ impl KubernetesRelease {
             image_repository,
             dns_image_repository: parent(&dns),
             dns_image_tag: dns.tag.clone().unwrap_or_default(),
+            // By name and tag, as kubeadm composes them (a pinned digest is the registry's).
             images: pulled
-                .iter()
-                .map(|r| {
-                    let tag = r
-                        .tag
-                        .as_deref()
-                        .map(|t| format!(":{t}"))
-                        .unwrap_or_default();
-                    format!("{}/{}{tag}", r.registry, r.repository)
-                })
+                .into_iter()
+                .map(|r| ImageReference { digest: None, ..r }.to_string())
                 .collect(),
         })
     }
@@ -231,7 +224,6 @@ pub enum RenderError {
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub release: KubernetesRelease,
-    pub kubeadm: schema::KubeadmConfig,
     pub files: Vec<RenderedFile>,
 }
 
@@ -271,11 +263,10 @@ pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
         ("tls_cipher_suite_list", json!(crate::tls::cipher_suites())),
     ]);
     let kubeadm_text = template::KUBEADM.render(&values)?;
-    let kubeadm =
-        schema::KubeadmConfig::parse(&kubeadm_text).map_err(|cause| RenderError::Schema {
-            file: "kubeadm.yaml",
-            cause,
-        })?;
+    schema::KubeadmConfig::parse(&kubeadm_text).map_err(|cause| RenderError::Schema {
+        file: "kubeadm.yaml",
+        cause,
+    })?;
     let audit = template::AUDIT_POLICY.render(&Values::new())?;
     schema::parse_single::<schema::AuditPolicy>(&audit).map_err(|cause| RenderError::Schema {
         file: "audit-policy.yaml",
@@ -333,11 +324,7 @@ pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
             },
         });
     }
-    Ok(Rendered {
-        release,
-        kubeadm,
-        files,
-    })
+    Ok(Rendered { release, files })
 }
 
 #[cfg(test)]
