@@ -14,8 +14,18 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line: the context chain joined, as cargo does.
-            eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
+            // One line: the context chain joined, as cargo does, then the next step if the
+            // error knows one.
+            let hint = err.chain().find_map(|cause| {
+                cause
+                    .downcast_ref::<installer::error::InstallError>()
+                    .and_then(|e| e.hint())
+            });
+            let mut line = format!("error: {err:#}");
+            if let Some(hint) = hint {
+                line.push_str(&format!("; hint: {hint}"));
+            }
+            eprintln!("{}", line.replace('\n', " "));
             ExitCode::FAILURE
         }
     }

@@ -188,7 +188,7 @@ fn without_kubeadm_the_configuration_is_rendered_hardened_and_no_cluster_is_clai
         "  bindPort: 6443\n  bindAddress: 0.0.0.0\n",
     );
     assert_ne!(typo, kubeadm_text);
-    let e = KubeadmConfig::parse(&typo).unwrap_err().to_string();
+    let e = installer::error::chain(&KubeadmConfig::parse(&typo).unwrap_err());
     assert!(e.contains("unknown field `bindAddress`"), "{e}");
     let misplaced = kubeadm_text.replace("readOnlyPort: 0", "readOnlyPorts: 0");
     assert!(KubeadmConfig::parse(&misplaced).is_err());

@@ -366,7 +366,7 @@ fn delta_of(full: &Path, key: &Path, public: &Path, out: &Path) -> Digest {
         version: index.version.clone(),
         index_digest: archive.verified().index_digest(),
     });
-    index.version = format!("{}-delta", index.version);
+    index.version.patch += 1;
     let key = airgap::SigningKey::load(key).unwrap();
     let file = std::fs::File::create(out).unwrap();
     let mut writer = airgap::BundleWriter::start(file, &index.to_bytes(), &key, 0).unwrap();

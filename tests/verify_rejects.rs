@@ -167,7 +167,7 @@ fn index(entries: Vec<EntryRecord>) -> BundleIndex {
     BundleIndex {
         format_version: FORMAT_VERSION,
         name: "t".into(),
-        version: "1".into(),
+        version: "1.0.0".parse().unwrap(),
         created: "2024-01-01T00:00:00Z".into(),
         platforms: vec!["all".into()],
         packs: vec![],

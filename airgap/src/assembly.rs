@@ -194,7 +194,7 @@ mod tests {
         BundleIndex {
             format_version: FORMAT_VERSION,
             name: "t".into(),
-            version: "1.0.0".into(),
+            version: semver::Version::new(1, 0, 0),
             created: "2026-01-01T00:00:00Z".into(),
             platforms: vec!["all".into()],
             packs: vec![],

@@ -20,7 +20,8 @@ pub const MAX_SIGNATURE_SIZE: u64 = 64 << 10;
 pub struct BundleIndex {
     pub format_version: u32,
     pub name: String,
-    pub version: String,
+    /// Semantic version: what decides whether one release may replace another.
+    pub version: semver::Version,
     /// RFC 3339, UTC; from `SOURCE_DATE_EPOCH` when set.
     pub created: String,
     pub platforms: Vec<String>,
@@ -81,7 +82,7 @@ pub struct EntryRecord {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BaseRecord {
     pub name: String,
-    pub version: String,
+    pub version: semver::Version,
     /// sha256 of the base bundle's `bundle.json` bytes.
     pub index_digest: Digest,
 }

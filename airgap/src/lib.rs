@@ -28,5 +28,5 @@ pub use entry_path::EntryPath;
 pub use index::{BundleIndex, EntryRecord, ImageRecord, PackRecord};
 pub use reference::ImageReference;
 pub use signing::{KeyId, PublicKey, SignatureFile, SigningKey};
-pub use verify::{verify, BundleStream, VerifiedIndex, VerifyError};
+pub use verify::{verify, BundleStream, UnverifiedIndex, VerifiedIndex, VerifyError};
 pub use writer::BundleWriter;

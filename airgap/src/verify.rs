@@ -97,12 +97,23 @@ impl VerifiedIndex {
         header: &UnverifiedHeader,
         key: &PublicKey,
     ) -> Result<Self, VerifyError> {
-        let signer = header.signatures.verify(key, &header.index_bytes)?;
-        let index = BundleIndex::parse(&header.index_bytes)?;
+        Self::verify(&header.index_bytes, &header.signatures, key)
+    }
+
+    /// Checks `signatures` over the exact `index_bytes` against `key`, and only then parses
+    /// them: the one way to a `VerifiedIndex` from bytes (a release manifest fetched from a
+    /// registry, say).
+    pub fn verify(
+        index_bytes: &[u8],
+        signatures: &SignatureFile,
+        key: &PublicKey,
+    ) -> Result<Self, VerifyError> {
+        let signer = signatures.verify(key, index_bytes)?;
+        let index = BundleIndex::parse(index_bytes)?;
         Ok(VerifiedIndex {
             index,
             signer,
-            index_digest: Digest::of(&header.index_bytes),
+            index_digest: Digest::of(index_bytes),
         })
     }
 
@@ -115,6 +126,17 @@ impl VerifiedIndex {
     /// sha256 of the exact `bundle.json` bytes: how a delta bundle names its base.
     pub fn index_digest(&self) -> Digest {
         self.index_digest
+    }
+}
+
+/// A bundle index read without checking its signature: what `bundle inspect` shows. Its
+/// claims can be read, never passed where verified content is expected.
+#[derive(Debug, Clone)]
+pub struct UnverifiedIndex(BundleIndex);
+
+impl UnverifiedIndex {
+    pub fn claims(&self) -> &BundleIndex {
+        &self.0
     }
 }
 
@@ -151,8 +173,10 @@ impl UnverifiedHeader {
     }
 
     /// Parses the index without trusting it: for display only.
-    pub fn index_unverified(&self) -> Result<BundleIndex, IndexError> {
-        BundleIndex::parse(&self.index_bytes)
+    /// What the index claims, with no signature checked: for display only. The type keeps
+    /// it apart from a [`VerifiedIndex`], which is what anything that acts on content takes.
+    pub fn index_unverified(&self) -> Result<UnverifiedIndex, IndexError> {
+        BundleIndex::parse(&self.index_bytes).map(UnverifiedIndex)
     }
 }
 

@@ -22,7 +22,8 @@ pub struct BundleSpec {
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
     pub name: String,
-    pub version: String,
+    /// Semantic version (`4.5.0`): the installer compares releases by it.
+    pub version: semver::Version,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

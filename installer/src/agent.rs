@@ -31,17 +31,23 @@ use crate::service::ServiceSpec;
 pub enum AgentError {
     #[error("an agent already runs for {root} (pid {pid})")]
     AlreadyRunning { root: String, pid: String },
-    #[error("{what} {path}: {cause}")]
+    #[error("{what} {path}")]
     Io {
         what: &'static str,
         path: String,
+        #[source]
         cause: io::Error,
+    },
+    #[error("systemctl {args} failed ({status})")]
+    Systemctl {
+        args: String,
+        status: std::process::ExitStatus,
     },
     #[error("the agent did not start within {secs}s; see {log}")]
     StartTimeout { secs: u64, log: String },
     #[error("the agent (pid {pid}) did not stop within {secs}s")]
     StopTimeout { pid: u32, secs: u64 },
-    #[error("{0}")]
+    #[error(transparent)]
     Service(#[from] crate::service::ServiceError),
 }
 
@@ -277,8 +283,9 @@ fn supervise(layout: &NodeLayout, audit: &AuditLog, name: &str, s: &mut Supervis
         }
         Err(e) => {
             s.restart_at = Instant::now() + s.backoff;
-            s.state.last_exit = Some(format!("could not start: {e}"));
-            audit.record_with("service.start", name, Outcome::Failed, Some(&e.to_string()));
+            let cause = crate::error::chain(&e);
+            s.state.last_exit = Some(format!("could not start: {cause}"));
+            audit.record_with("service.start", name, Outcome::Failed, Some(&cause));
             s.backoff = (s.backoff * 2).min(BACKOFF_MAX);
         }
     }
@@ -395,7 +402,11 @@ pub fn systemd_unit(exe: &Path, layout: &NodeLayout) -> String {
 
 /// Makes sure an agent runs for this root: nothing to do when one holds the lock; otherwise
 /// start it (systemd, or detached) and wait until it holds the lock.
-pub fn ensure_running(layout: &NodeLayout, exe: &Path) -> Result<(Launch, bool), AgentError> {
+pub fn ensure_running(
+    layout: &NodeLayout,
+    exe: &Path,
+    host: &dyn crate::host::Host,
+) -> Result<(Launch, bool), AgentError> {
     let launch = Launch::for_node(layout);
     if running_pid(layout)?.is_some() {
         return Ok((launch, false));
@@ -416,19 +427,18 @@ pub fn ensure_running(layout: &NodeLayout, exe: &Path) -> Result<(Launch, bool),
                 &["daemon-reload"][..],
                 &["enable", "--now", "airgap-agent.service"][..],
             ] {
-                let status = Command::new("systemctl")
-                    .args(args)
-                    .status()
-                    .map_err(|cause| AgentError::Io {
-                        what: "running systemctl for",
-                        path: "airgap-agent.service".into(),
-                        cause,
-                    })?;
-                if !status.success() {
-                    return Err(AgentError::Io {
-                        what: "systemctl failed for",
-                        path: "airgap-agent.service".into(),
-                        cause: io::Error::other(status.to_string()),
+                let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+                let output =
+                    host.run(Path::new("systemctl"), &args)
+                        .map_err(|cause| AgentError::Io {
+                            what: "running systemctl for",
+                            path: "airgap-agent.service".into(),
+                            cause,
+                        })?;
+                if !output.status.success() {
+                    return Err(AgentError::Systemctl {
+                        args: args.join(" "),
+                        status: output.status,
                     });
                 }
             }

@@ -23,6 +23,8 @@ pub enum Outcome {
     /// It was already in place; nothing changed.
     Unchanged,
     Failed,
+    /// Left out on the operator's request.
+    Skipped,
 }
 
 #[derive(Serialize)]

@@ -10,10 +10,44 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {cause}")]
-    Read { path: String, cause: std::io::Error },
+    #[error("reading {path}")]
+    Read {
+        path: String,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("{path}")]
+    Problem {
+        path: String,
+        #[source]
+        problem: ConfigProblem,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+}
+
+/// What is wrong inside `install.yaml`; each names the field (and, from the parser, its
+/// line and column).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error(transparent)]
+    Yaml(#[from] serde_yaml_ng::Error),
+    /// A rule that only the whole document can check (mode against node count, the VIP).
+    #[error("{0}")]
+    Rule(String),
+}
+
+/// A name that is not a DNS name or label.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NameError {
+    #[error("`{0}` is not a DNS name (1 to 253 characters)")]
+    Length(String),
+    #[error("`{0}` is an IP address; the FQDN must be a DNS name")]
+    IpAddress(String),
+    #[error("`{name}` is not a DNS name: {rule}")]
+    Label { name: String, rule: &'static str },
+    #[error("`{0}`: use lower case")]
+    UpperCase(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +148,46 @@ pub struct BuiltinRegistry {
 
 pub const DEFAULT_REGISTRY_PORT: u16 = 5000;
 
+/// The cluster's shape. Only what `validate` accepted can be viewed as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology<'a> {
+    Standalone(&'a Node),
+    Ha { nodes: [&'a Node; 3], vip: IpAddr },
+}
+
+/// Every address on this machine's interfaces (in its network namespace).
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that freeifaddrs releases; every
+    // pointer read is checked for null and only read while the list is alive.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut cursor = list;
+        while !cursor.is_null() {
+            let addr = (*cursor).ifa_addr;
+            if !addr.is_null() {
+                match (*addr).sa_family as i32 {
+                    libc::AF_INET => {
+                        let sin = &*(addr as *const libc::sockaddr_in);
+                        out.push(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(addr as *const libc::sockaddr_in6);
+                        out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            cursor = (*cursor).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
+
 /// A DNS name of one or more labels (letters, digits, `-`), as certificates and kubeadm use
 /// for the cluster's endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -121,19 +195,19 @@ pub const DEFAULT_REGISTRY_PORT: u16 = 5000;
 pub struct Fqdn(String);
 
 impl TryFrom<String> for Fqdn {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
         let s = s.to_ascii_lowercase();
         if s.is_empty() || s.len() > 253 {
-            return Err(format!("`{s}` is not a DNS name (1 to 253 characters)"));
+            return Err(NameError::Length(s));
         }
         if s.parse::<IpAddr>().is_ok() {
-            return Err(format!(
-                "`{s}` is an IP address; the FQDN must be a DNS name"
-            ));
+            return Err(NameError::IpAddress(s));
         }
         for label in s.split('.') {
-            check_label(label).map_err(|e| format!("`{s}` is not a DNS name: {e}"))?;
+            if let Err(rule) = check_label(label) {
+                return Err(NameError::Label { name: s, rule });
+            }
         }
         Ok(Fqdn(s))
     }
@@ -164,11 +238,13 @@ impl fmt::Display for Fqdn {
 pub struct DnsLabel(String);
 
 impl TryFrom<String> for DnsLabel {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        check_label(&s).map_err(|e| format!("`{s}`: {e}"))?;
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        if let Err(rule) = check_label(&s) {
+            return Err(NameError::Label { name: s, rule });
+        }
         if s.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(format!("`{s}`: use lower case"));
+            return Err(NameError::UpperCase(s));
         }
         Ok(DnsLabel(s))
     }
@@ -196,7 +272,7 @@ impl fmt::Display for DnsLabel {
 /// parser's error carries the field's own path, line and column.
 struct CheckedString<T>(std::marker::PhantomData<T>);
 
-impl<T: TryFrom<String, Error = String>> serde::de::Visitor<'_> for CheckedString<T> {
+impl<T: TryFrom<String, Error = NameError>> serde::de::Visitor<'_> for CheckedString<T> {
     type Value = T;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string")
@@ -241,9 +317,9 @@ impl InstallConfig {
             path: path.display().to_string(),
             cause,
         })?;
-        let mut config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
+        let mut config = Self::parse(&text).map_err(|problem| ConfigError::Problem {
             path: path.display().to_string(),
-            message,
+            problem,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
@@ -251,70 +327,78 @@ impl InstallConfig {
     }
 
     /// Parses and validates the document. The error is one line naming the field.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let config: InstallConfig =
-            serde_yaml_ng::from_str(text).map_err(|e| e.to_string().replace('\n', " "))?;
+    pub fn parse(text: &str) -> Result<Self, ConfigProblem> {
+        let config: InstallConfig = serde_yaml_ng::from_str(text)?;
         config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigProblem> {
         let spec = &self.spec;
         match (spec.mode, spec.nodes.len()) {
             (Mode::Standalone, 1) | (Mode::Ha, 3) => {}
             (Mode::Standalone, n) => {
-                return Err(format!(
+                return Err(ConfigProblem::Rule(format!(
                     "spec.nodes: standalone mode takes exactly 1 node, found {n}"
-                ))
+                )))
             }
             (Mode::Ha, n) => {
-                return Err(format!(
+                return Err(ConfigProblem::Rule(format!(
                     "spec.nodes: ha mode takes exactly 3 nodes, found {n}"
-                ))
+                )))
             }
         }
         if spec.mode == Mode::Ha {
             // Refused for now rather than half-installed: the join API is the next step.
-            return Err(
+            return Err(ConfigProblem::Rule(
                 "spec.mode: ha is not supported by this version yet; use standalone".into(),
-            );
+            ));
         }
         if spec.mode == Mode::Standalone && spec.vip.is_some() {
-            return Err("spec.vip: only ha mode has a virtual IP; remove it".into());
+            return Err(ConfigProblem::Rule(
+                "spec.vip: only ha mode has a virtual IP; remove it".into(),
+            ));
         }
         for (i, a) in spec.nodes.iter().enumerate() {
             for b in &spec.nodes[..i] {
                 if a.name == b.name {
-                    return Err(format!("spec.nodes[{i}].name: `{}` appears twice", a.name));
+                    return Err(ConfigProblem::Rule(format!(
+                        "spec.nodes[{i}].name: `{}` appears twice",
+                        a.name
+                    )));
                 }
                 if a.address == b.address {
-                    return Err(format!(
+                    return Err(ConfigProblem::Rule(format!(
                         "spec.nodes[{i}].address: {} appears twice",
                         a.address
-                    ));
+                    )));
                 }
             }
         }
         if let Some(registry) = &spec.registry {
             if let Some(external) = &registry.external {
                 if registry.builtin.is_some() {
-                    return Err("spec.registry: give either external or builtin, not both".into());
-                }
-                if !external.url.starts_with("https://") {
-                    return Err(format!(
-                        "spec.registry.external.url: `{}` must start with https://",
-                        external.url
+                    return Err(ConfigProblem::Rule(
+                        "spec.registry: give either external or builtin, not both".into(),
                     ));
                 }
+                if !external.url.starts_with("https://") {
+                    return Err(ConfigProblem::Rule(format!(
+                        "spec.registry.external.url: `{}` must start with https://",
+                        external.url
+                    )));
+                }
                 if external.username.is_some() != external.password_file.is_some() {
-                    return Err(
+                    return Err(ConfigProblem::Rule(
                         "spec.registry.external: username and passwordFile go together".into(),
-                    );
+                    ));
                 }
             }
             if let Some(builtin) = &registry.builtin {
                 if builtin.port == 0 {
-                    return Err("spec.registry.builtin.port: 0 is not a port".into());
+                    return Err(ConfigProblem::Rule(
+                        "spec.registry.builtin.port: 0 is not a port".into(),
+                    ));
                 }
             }
         }
@@ -347,9 +431,83 @@ impl InstallConfig {
         }
     }
 
-    /// The node this installer runs on (standalone: the only one).
-    pub fn this_node(&self) -> &Node {
-        &self.spec.nodes[0]
+    /// The cluster's shape, as a type: a standalone node, or three nodes and a VIP.
+    /// `validate` guarantees the counts, so this never fails on a loaded configuration.
+    pub fn topology(&self) -> Result<Topology<'_>, ConfigError> {
+        let invalid = |message: &str| ConfigError::Invalid {
+            path: "install.yaml".into(),
+            message: message.into(),
+        };
+        match (self.spec.mode, self.spec.nodes.as_slice(), self.spec.vip) {
+            (Mode::Standalone, [node], None) => Ok(Topology::Standalone(node)),
+            (Mode::Ha, [a, b, c], Some(vip)) => Ok(Topology::Ha {
+                nodes: [a, b, c],
+                vip,
+            }),
+            (Mode::Ha, [_, _, _], None) => Err(invalid("spec.vip: ha mode needs a virtual IP")),
+            _ => Err(invalid(
+                "spec.nodes: the node count does not match spec.mode",
+            )),
+        }
+    }
+
+    /// The node this installer runs on: the one named by `--node`, else the one whose
+    /// address this machine has, never one picked by its position in the list. A standalone
+    /// configuration has one node, so that one is it even when the machine does not (yet)
+    /// carry its address.
+    pub fn resolve_node(
+        &self,
+        requested: Option<&str>,
+        local: &[IpAddr],
+    ) -> Result<&Node, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: "install.yaml".into(),
+            message,
+        };
+        if let Some(name) = requested {
+            return self
+                .spec
+                .nodes
+                .iter()
+                .find(|n| n.name.as_str() == name)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "--node {name}: spec.nodes has no node of that name (it has {})",
+                        self.node_names()
+                    ))
+                });
+        }
+        let mut local_nodes = self
+            .spec
+            .nodes
+            .iter()
+            .filter(|n| local.contains(&n.address));
+        match (local_nodes.next(), local_nodes.next(), self.topology()?) {
+            (Some(node), None, _) => Ok(node),
+            (Some(_), Some(_), _) => Err(invalid(format!(
+                "this machine has the addresses of several nodes ({}); name this one with --node NAME",
+                self.node_names()
+            ))),
+            (None, _, Topology::Standalone(node)) => Ok(node),
+            (None, _, Topology::Ha { .. }) => Err(invalid(format!(
+                "no address of spec.nodes ({}) is on this machine; name this node with --node NAME",
+                self.node_names()
+            ))),
+        }
+    }
+
+    fn node_names(&self) -> String {
+        self.spec
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The node called `name`, as the journal recorded it.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.spec.nodes.iter().find(|n| n.name.as_str() == name)
     }
 
     pub fn external_registry(&self) -> Option<&ExternalRegistry> {
@@ -386,7 +544,10 @@ spec:
         let c = InstallConfig::parse(GOOD).unwrap();
         assert_eq!(c.spec.fqdn.as_str(), "mgmt.example.internal");
         assert_eq!(c.registry_port(), 5000);
-        assert_eq!(c.this_node().name.as_str(), "node1");
+        assert_eq!(c.resolve_node(None, &[]).unwrap().name.as_str(), "node1");
+        assert!(
+            matches!(c.topology().unwrap(), Topology::Standalone(n) if n.name.as_str() == "node1")
+        );
     }
 
     #[test]
@@ -420,7 +581,8 @@ spec:
             ),
         ];
         for (text, field, position) in cases {
-            let err = InstallConfig::parse(&text).unwrap_err();
+            // As the CLI prints it: the cause chain on one line.
+            let err = crate::error::chain(&InstallConfig::parse(&text).unwrap_err());
             assert!(err.contains(field), "{err}");
             assert!(err.contains(position), "{err}");
             assert!(!err.contains('\n'));
@@ -431,6 +593,53 @@ spec:
         );
         assert!(InstallConfig::parse(&two)
             .unwrap_err()
+            .to_string()
             .starts_with("spec.nodes:"));
+    }
+
+    #[test]
+    fn this_node_is_named_or_found_by_address_never_by_position() {
+        let c = InstallConfig::parse(GOOD).unwrap();
+        let here: IpAddr = "10.10.0.11".parse().unwrap();
+        assert_eq!(c.resolve_node(Some("node1"), &[]).unwrap().address, here);
+        assert_eq!(
+            c.resolve_node(None, &[here]).unwrap().name.as_str(),
+            "node1"
+        );
+        let err = c
+            .resolve_node(Some("node7"), &[here])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--node node7") && err.contains("node1"),
+            "{err}"
+        );
+
+        // Three nodes (built directly: ha is not accepted by `parse` yet).
+        let mut ha = c.clone();
+        ha.spec.mode = Mode::Ha;
+        ha.spec.vip = Some("10.10.0.100".parse().unwrap());
+        for (i, name) in ["node2", "node3"].iter().enumerate() {
+            ha.spec.nodes.push(Node {
+                name: DnsLabel::try_from(name.to_string()).unwrap(),
+                address: format!("10.10.0.{}", 12 + i).parse().unwrap(),
+            });
+        }
+        assert!(
+            matches!(ha.topology().unwrap(), Topology::Ha { nodes, .. } if nodes[2].name.as_str() == "node3")
+        );
+        let third: IpAddr = "10.10.0.13".parse().unwrap();
+        assert_eq!(
+            ha.resolve_node(None, &[third]).unwrap().name.as_str(),
+            "node3"
+        );
+        let err = ha.resolve_node(None, &[]).unwrap_err().to_string();
+        assert!(err.contains("--node NAME"), "{err}");
+        let err = ha
+            .resolve_node(None, &[here, third])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("several nodes"), "{err}");
+        assert!(!local_addresses().is_empty(), "loopback at least");
     }
 }

@@ -5,22 +5,47 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
+use zeroize::Zeroizing;
 
 use crate::etcd::client::{Create, EtcdClient, EtcdError};
 use crate::kube_object::{namespace_key, secret_key, Namespace, Secret, NAMESPACE};
+use crate::secret::{SecretBytes, SecretString};
 use crate::secretbox::{SecretboxError, SecretboxKey};
 
 pub const INSTALLATION_KEYS: &str = "installation-keys";
 pub const REGISTRY_CREDENTIALS: &str = "registry-credentials";
 
+/// A Secret's data: names to secret values.
+pub type SecretData = BTreeMap<String, SecretBytes>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
     #[error(transparent)]
     Etcd(#[from] EtcdError),
-    #[error("secret {name}: {cause}")]
-    Secret { name: String, cause: String },
-    #[error("generating key material: {0}")]
-    Generate(String),
+    #[error("secret {name} does not decrypt: the encryption configuration no longer matches what etcd holds")]
+    Secret {
+        name: String,
+        #[source]
+        source: SecretboxError,
+    },
+    #[error("secret {name} is not a v1 Secret")]
+    NotASecret {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("secret {name} vanished while being created")]
+    Vanished { name: String },
+    #[error("the operating system's random generator failed")]
+    Random(#[source] getrandom::Error),
+    #[error("generating the JWT signing key")]
+    Jwt(#[source] rcgen::Error),
+    #[error("reading {}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Secretbox(#[from] SecretboxError),
 }
@@ -32,39 +57,45 @@ pub enum Stored {
     Existing,
 }
 
-fn random<const N: usize>() -> Result<[u8; N], KeysError> {
-    let mut b = [0u8; N];
-    getrandom::getrandom(&mut b).map_err(|e| KeysError::Generate(e.to_string()))?;
+fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, KeysError> {
+    let mut b = Zeroizing::new([0u8; N]);
+    getrandom::getrandom(b.as_mut()).map_err(KeysError::Random)?;
     Ok(b)
 }
 
 /// The data of `airgap-system/installation-keys`.
-pub fn generate_installation_keys() -> Result<BTreeMap<String, Vec<u8>>, KeysError> {
-    let jwt = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| KeysError::Generate(e.to_string()))?;
-    let mut data = BTreeMap::new();
-    data.insert("rootKey".into(), random::<32>()?.to_vec());
-    data.insert("jwtSigningKey".into(), jwt.serialize_pem().into_bytes());
-    data.insert("hashSalt".into(), random::<32>()?.to_vec());
+pub fn generate_installation_keys() -> Result<SecretData, KeysError> {
+    let jwt =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(KeysError::Jwt)?;
+    let mut data = SecretData::new();
+    data.insert("rootKey".into(), random::<32>()?.to_vec().into());
+    data.insert(
+        "jwtSigningKey".into(),
+        jwt.serialize_pem().into_bytes().into(),
+    );
+    data.insert("hashSalt".into(), random::<32>()?.to_vec().into());
     data.insert(
         "installationId".into(),
-        hex::encode(random::<6>()?).into_bytes(),
+        hex::encode(random::<6>()?.as_ref()).into_bytes().into(),
     );
     Ok(data)
 }
 
 /// A password for the built-in registry's admin (192 random bits, URL-safe text).
-pub fn generate_password() -> Result<String, KeysError> {
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random::<24>()?))
+pub fn generate_password() -> Result<SecretString, KeysError> {
+    Ok(SecretString::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random::<24>()?.as_ref()),
+    ))
 }
 
 /// Writes the `airgap-system` namespace object (unencrypted, as the API server stores
 /// namespaces) unless it exists.
 pub async fn ensure_namespace(etcd: &EtcdClient) -> Result<Stored, KeysError> {
-    let object = serde_json::to_vec(&Namespace::new(NAMESPACE)).map_err(|e| KeysError::Secret {
-        name: NAMESPACE.into(),
-        cause: e.to_string(),
-    })?;
+    let object =
+        serde_json::to_vec(&Namespace::new(NAMESPACE)).map_err(|source| KeysError::NotASecret {
+            name: NAMESPACE.into(),
+            source,
+        })?;
     Ok(
         match etcd.create(&namespace_key(NAMESPACE), &object).await? {
             Create::Created => Stored::Created,
@@ -80,26 +111,26 @@ pub async fn ensure_secret(
     etcd: &EtcdClient,
     key: &SecretboxKey,
     name: &str,
-    generate: impl FnOnce() -> Result<BTreeMap<String, Vec<u8>>, KeysError>,
-) -> Result<(BTreeMap<String, Vec<u8>>, Stored), KeysError> {
+    generate: impl FnOnce() -> Result<SecretData, KeysError>,
+) -> Result<(SecretData, Stored), KeysError> {
     let path = secret_key(NAMESPACE, name);
     if let Some(existing) = read_secret(etcd, key, name).await? {
         return Ok((existing.data, Stored::Existing));
     }
     let secret = Secret::opaque(NAMESPACE, name, generate()?);
-    let json = serde_json::to_vec(&secret).map_err(|e| KeysError::Secret {
-        name: name.into(),
-        cause: e.to_string(),
-    })?;
+    let json =
+        Zeroizing::new(
+            serde_json::to_vec(&secret).map_err(|source| KeysError::NotASecret {
+                name: name.into(),
+                source,
+            })?,
+        );
     match etcd.create(&path, &key.seal(&json)?).await? {
         Create::Created => Ok((secret.data, Stored::Created)),
         // Another writer won the race: theirs stands.
         Create::Exists => match read_secret(etcd, key, name).await? {
             Some(existing) => Ok((existing.data, Stored::Existing)),
-            None => Err(KeysError::Secret {
-                name: name.into(),
-                cause: "vanished while being created".into(),
-            }),
+            None => Err(KeysError::Vanished { name: name.into() }),
         },
     }
 }
@@ -113,13 +144,14 @@ pub async fn read_secret(
     let Some(kv) = etcd.get(&secret_key(NAMESPACE, name)).await? else {
         return Ok(None);
     };
-    let plain = key.open(&kv.value).map_err(|e| KeysError::Secret {
+    let plain = Zeroizing::new(key.open(&kv.value).map_err(|source| KeysError::Secret {
         name: name.into(),
-        cause: format!("{e}; the encryption configuration no longer matches what etcd holds"),
-    })?;
-    let secret: Secret = serde_json::from_slice(&plain).map_err(|e| KeysError::Secret {
-        name: name.into(),
-        cause: format!("not a v1 Secret: {e}"),
-    })?;
+        source,
+    })?);
+    let secret: Secret =
+        serde_json::from_slice(&plain).map_err(|source| KeysError::NotASecret {
+            name: name.into(),
+            source,
+        })?;
     Ok(Some(secret))
 }

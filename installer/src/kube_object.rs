@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::secret::SecretBytes;
+
 pub const NAMESPACE: &str = "airgap-system";
 
 pub fn secret_key(namespace: &str, name: &str) -> String {
@@ -39,7 +41,7 @@ pub struct Secret {
     pub api_version: String,
     pub metadata: ObjectMeta,
     #[serde(with = "base64_map")]
-    pub data: BTreeMap<String, Vec<u8>>,
+    pub data: BTreeMap<String, SecretBytes>,
     #[serde(rename = "type")]
     pub type_: String,
 }
@@ -80,7 +82,7 @@ fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
 }
 
 impl Secret {
-    pub fn opaque(namespace: &str, name: &str, data: BTreeMap<String, Vec<u8>>) -> Self {
+    pub fn opaque(namespace: &str, name: &str, data: BTreeMap<String, SecretBytes>) -> Self {
         Secret {
             kind: "Secret".into(),
             api_version: "v1".into(),
@@ -130,27 +132,34 @@ fn random_uid() -> String {
 
 mod base64_map {
     use super::*;
+    use serde::ser::SerializeMap;
     use serde::{Deserializer, Serializer};
+    use zeroize::{Zeroize, Zeroizing};
 
     pub fn serialize<S: Serializer>(
-        m: &BTreeMap<String, Vec<u8>>,
+        m: &BTreeMap<String, SecretBytes>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         let e = base64::engine::general_purpose::STANDARD;
-        let encoded: BTreeMap<&String, String> = m.iter().map(|(k, v)| (k, e.encode(v))).collect();
-        encoded.serialize(s)
+        let mut map = s.serialize_map(Some(m.len()))?;
+        for (k, v) in m {
+            let encoded = Zeroizing::new(e.encode(v.expose()));
+            map.serialize_entry(k, encoded.as_str())?;
+        }
+        map.end()
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+    ) -> Result<BTreeMap<String, SecretBytes>, D::Error> {
         let encoded = BTreeMap::<String, String>::deserialize(d)?;
         encoded
             .into_iter()
-            .map(|(k, v)| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(v)
-                    .map(|b| (k, b))
+            .map(|(k, mut v)| {
+                let decoded = base64::engine::general_purpose::STANDARD.decode(&v);
+                v.zeroize();
+                decoded
+                    .map(|b| (k, SecretBytes::new(b)))
                     .map_err(serde::de::Error::custom)
             })
             .collect()

@@ -1,10 +1,15 @@
 //! The air-gapped side of airgap: `airgap install` and the node it leaves behind.
 //!
-//! An install is a fixed sequence of [`journal::Phase`]s (verify, pki, etcd, keys, registry,
-//! agent, kubernetes, platform), each idempotent so that a re-run after any failure, even a SIGKILL, completes the
-//! install without redoing or undoing what is done. The [`agent`] supervises the node's
-//! services (etcd, the built-in registry) afterwards. Everything lives under a
-//! [`layout::NodeLayout`] rooted at `--root`, so tests install into temporary directories.
+//! An install runs a [`workflow::Workflow`] (`init`; `join` and `upgrade` share the same
+//! phases) through one [`workflow::Runner`]: verify, pki, etcd, keys, registry, agent,
+//! kubernetes, platform, each a file under [`phases`], each idempotent so that a re-run after
+//! any failure, even a SIGKILL, completes the install without redoing or undoing what is
+//! done. Phases accept only a verified [`release::Release`]; the cluster records its trusted
+//! release in etcd and never moves to a lower one. Errors are typed end to end
+//! ([`error`]), secrets are types that never print ([`secret`]), and what touches the
+//! machine beyond files goes through [`host::Host`]. The [`agent`] supervises the node's
+//! services afterwards. Everything lives under a [`layout::NodeLayout`] rooted at `--root`,
+//! so tests install into temporary directories.
 //!
 //! This crate is synchronous where it touches files and async (tokio) where it talks to etcd
 //! and registries; the CLI owns the runtime.
@@ -12,8 +17,10 @@
 pub mod agent;
 pub mod audit;
 pub mod config;
+pub mod error;
 pub mod etcd;
 pub mod files;
+pub mod host;
 pub mod install;
 pub mod journal;
 pub mod keys;
@@ -21,10 +28,15 @@ pub mod kube_object;
 pub mod kubernetes;
 pub mod layout;
 pub mod pack_files;
+pub mod phases;
 pub mod pki;
 pub mod platform;
+pub mod release;
+pub mod secret;
 pub mod secretbox;
 pub mod service;
+pub mod source;
 pub mod status;
 pub mod template;
 pub mod tls;
+pub mod workflow;

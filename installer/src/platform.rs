@@ -12,16 +12,16 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use airgap::BundleArchive;
 use registry::mirror::RewriteMap;
 use serde_json::json;
 
 use crate::files::PUBLIC;
 use crate::kube_object::NAMESPACE as AIRGAP_NAMESPACE;
-use crate::kubernetes::schema::documents;
+use crate::kubernetes::schema::{documents, SchemaError};
 use crate::kubernetes::RenderedFile;
 use crate::layout::NodeLayout;
 use crate::pack_files::read_files;
+use crate::source::ContentSource;
 use crate::template::{self, Values};
 
 /// Largest manifest or values file read from a pack; packs hold configuration.
@@ -31,23 +31,38 @@ const MAX_FILE: u64 = 8 << 20;
 pub enum PlatformError {
     #[error(transparent)]
     Pack(#[from] crate::pack_files::PackFilesError),
-    #[error("pack {pack}: {file}: {cause}")]
+    #[error("pack {pack}: {file}")]
     Manifest {
         pack: String,
         file: String,
-        cause: String,
+        #[source]
+        cause: ManifestProblem,
     },
     #[error(transparent)]
     Template(#[from] template::TemplateError),
 }
 
-/// Renders the platform manifests. Pure given the archive: byte-identical on every run.
+/// What is wrong with one manifest of a pack.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestProblem {
+    #[error("not UTF-8")]
+    NotUtf8,
+    #[error(transparent)]
+    Yaml(Box<SchemaError>),
+    /// The registry crate's description of an image it cannot rewrite.
+    #[error("{0}")]
+    Rewrite(String),
+    #[error("re-serializing")]
+    Serialize(#[source] serde_yaml_ng::Error),
+}
+
+/// Renders the platform manifests. Pure given the release: byte-identical on every run.
 pub fn render(
-    archive: &BundleArchive,
+    source: &dyn ContentSource,
     layout: &NodeLayout,
     rewrite: &RewriteMap,
 ) -> Result<Vec<RenderedFile>, PlatformError> {
-    let index = archive.verified().index();
+    let index = source.verified().index();
     let dir = layout.manifests_dir();
     let mut namespaces = BTreeSet::from([AIRGAP_NAMESPACE.to_string()]);
     let mut files = Vec::new();
@@ -60,14 +75,16 @@ pub fn render(
                     !name.contains('/') && (name.ends_with(".yaml") || name.ends_with(".yml"))
                 })
         };
-        let bad = |file: &str, cause: String| PlatformError::Manifest {
+        let bad = |file: &str, cause: ManifestProblem| PlatformError::Manifest {
             pack: label.clone(),
             file: file.to_string(),
             cause,
         };
-        for (path, bytes) in read_files(archive, pack, wanted, MAX_FILE)? {
-            let text = String::from_utf8(bytes).map_err(|_| bad(&path, "not UTF-8".into()))?;
-            let docs = documents(&text).map_err(|e| bad(&path, e.to_string()))?;
+        for (path, bytes) in read_files(source, pack, wanted, MAX_FILE)? {
+            let text =
+                String::from_utf8(bytes).map_err(|_| bad(&path, ManifestProblem::NotUtf8))?;
+            let docs =
+                documents(&text).map_err(|e| bad(&path, ManifestProblem::Yaml(Box::new(e))))?;
             if path == "values.yaml" {
                 if let Some(ns) = docs
                     .first()
@@ -85,8 +102,9 @@ pub fn render(
             for mut doc in docs {
                 rewrite
                     .rewrite_manifest(&mut doc)
-                    .map_err(|cause| bad(&path, cause))?;
-                let yaml = serde_yaml_ng::to_string(&doc).map_err(|e| bad(&path, e.to_string()))?;
+                    .map_err(|cause| bad(&path, ManifestProblem::Rewrite(cause)))?;
+                let yaml = serde_yaml_ng::to_string(&doc)
+                    .map_err(|e| bad(&path, ManifestProblem::Serialize(e)))?;
                 out.push_str("---\n");
                 out.push_str(&yaml);
             }

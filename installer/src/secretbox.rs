@@ -10,11 +10,14 @@ use crypto_secretbox::XSalsa20Poly1305;
 use serde::Deserialize;
 
 use base64::Engine;
+use zeroize::Zeroizing;
+
+use crate::secret::{SecretKey, SecretString};
 
 const PREFIX: &str = "k8s:enc:secretbox:v1:";
 const NONCE_SIZE: usize = 24;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum SecretboxError {
     #[error("the value is not encrypted with secretbox key `{0}`")]
     NotOurs(String),
@@ -23,13 +26,15 @@ pub enum SecretboxError {
     #[error("the operating system's random generator failed")]
     Random,
     #[error("encryption configuration: {0}")]
-    Config(String),
+    Config(&'static str),
+    #[error("encryption configuration is not YAML")]
+    ConfigYaml(#[source] serde_yaml_ng::Error),
 }
 
-/// A named 32-byte secretbox key. Debug output never shows the key.
+/// A named 32-byte secretbox key. Debug output never shows the key; it is zeroed on drop.
 pub struct SecretboxKey {
     name: String,
-    key: [u8; 32],
+    key: SecretKey<32>,
 }
 
 impl std::fmt::Debug for SecretboxKey {
@@ -40,27 +45,20 @@ impl std::fmt::Debug for SecretboxKey {
     }
 }
 
-impl Drop for SecretboxKey {
-    fn drop(&mut self) {
-        // Best effort: the key should not outlive its use in freed memory.
-        self.key = [0; 32];
-    }
-}
-
 impl SecretboxKey {
     pub fn generate(name: &str) -> Result<Self, SecretboxError> {
         let mut key = [0u8; 32];
         getrandom::getrandom(&mut key).map_err(|_| SecretboxError::Random)?;
         Ok(SecretboxKey {
             name: name.to_string(),
-            key,
+            key: SecretKey::new(key),
         })
     }
 
     pub fn from_bytes(name: &str, key: [u8; 32]) -> Self {
         SecretboxKey {
             name: name.to_string(),
-            key,
+            key: SecretKey::new(key),
         }
     }
 
@@ -75,7 +73,7 @@ impl SecretboxKey {
     pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, SecretboxError> {
         let mut nonce = [0u8; NONCE_SIZE];
         getrandom::getrandom(&mut nonce).map_err(|_| SecretboxError::Random)?;
-        let cipher = XSalsa20Poly1305::new(&self.key.into());
+        let cipher = XSalsa20Poly1305::new(self.key.expose().into());
         let sealed = cipher
             .encrypt(&nonce.into(), plaintext)
             .map_err(|_| SecretboxError::Random)?;
@@ -98,7 +96,7 @@ impl SecretboxKey {
         let nonce: [u8; NONCE_SIZE] = nonce
             .try_into()
             .map_err(|_| SecretboxError::Open(self.name.clone()))?;
-        XSalsa20Poly1305::new(&self.key.into())
+        XSalsa20Poly1305::new(self.key.expose().into())
             .decrypt(&nonce.into(), sealed)
             .map_err(|_| SecretboxError::Open(self.name.clone()))
     }
@@ -106,9 +104,10 @@ impl SecretboxKey {
     /// The `EncryptionConfiguration` kube-apiserver takes with `--encryption-provider-config`:
     /// secrets are written with this key; `identity` last so objects stored before encryption
     /// was turned on still read.
-    pub fn encryption_configuration(&self) -> String {
-        let secret = base64::engine::general_purpose::STANDARD.encode(self.key);
-        format!(
+    pub fn encryption_configuration(&self) -> SecretString {
+        let secret =
+            Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(self.key.expose()));
+        SecretString::new(format!(
             "apiVersion: apiserver.config.k8s.io/v1\n\
              kind: EncryptionConfiguration\n\
              resources:\n\
@@ -120,8 +119,9 @@ impl SecretboxKey {
              \x20           - name: {}\n\
              \x20             secret: {secret}\n\
              \x20     - identity: {{}}\n",
-            self.name
-        )
+            self.name,
+            secret = secret.as_str()
+        ))
     }
 
     /// Reads the first secretbox key for `secrets` back from an `EncryptionConfiguration`.
@@ -149,8 +149,8 @@ impl SecretboxKey {
             name: String,
             secret: String,
         }
-        let bad = |m: &str| SecretboxError::Config(m.to_string());
-        let config: Config = serde_yaml_ng::from_str(text).map_err(|e| bad(&e.to_string()))?;
+        let bad = SecretboxError::Config;
+        let config: Config = serde_yaml_ng::from_str(text).map_err(SecretboxError::ConfigYaml)?;
         if config.kind != "EncryptionConfiguration" {
             return Err(bad("kind is not EncryptionConfiguration"));
         }
@@ -161,10 +161,13 @@ impl SecretboxKey {
             .flat_map(|r| r.providers.iter())
             .find_map(|p| p.secretbox.as_ref().and_then(|s| s.keys.first()))
             .ok_or_else(|| bad("no secretbox key for secrets"))?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&key.secret)
-            .map_err(|_| bad("the secretbox key is not base64"))?;
+        let bytes = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(&key.secret)
+                .map_err(|_| bad("the secretbox key is not base64"))?,
+        );
         let bytes: [u8; 32] = bytes
+            .as_slice()
             .try_into()
             .map_err(|_| bad("the secretbox key is not 32 bytes"))?;
         Ok(SecretboxKey::from_bytes(&key.name, bytes))
@@ -211,7 +214,7 @@ mod tests {
         assert_eq!(k.open(&sealed).unwrap(), b"hello");
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
-        assert_eq!(k.open(&tampered), Err(SecretboxError::Open("key1".into())));
+        assert!(matches!(k.open(&tampered), Err(SecretboxError::Open(n)) if n == "key1"));
         let other = SecretboxKey::from_bytes("key2", key);
         assert!(matches!(
             other.open(&sealed),
@@ -223,9 +226,10 @@ mod tests {
     fn encryption_configuration_round_trips() {
         let k = SecretboxKey::generate("key1").unwrap();
         let text = k.encryption_configuration();
-        let back = SecretboxKey::from_encryption_configuration(&text).unwrap();
+        let back = SecretboxKey::from_encryption_configuration(text.expose()).unwrap();
         assert_eq!(back.key, k.key);
         assert_eq!(back.name(), "key1");
-        assert!(!format!("{k:?}").contains(&hex::encode(k.key)));
+        assert!(!format!("{k:?}").contains(&hex::encode(k.key.expose())));
+        assert!(!format!("{text:?}").contains("secret:"));
     }
 }

@@ -21,10 +21,19 @@ pub struct ServiceSpec {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("service definition {path}: {cause}")]
-pub struct ServiceError {
-    pub path: String,
-    pub cause: String,
+pub enum ServiceError {
+    #[error("service definition {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("service definition {path} is not valid")]
+    Json {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl ServiceSpec {
@@ -35,14 +44,14 @@ impl ServiceSpec {
     /// Writes the definition; returns whether it changed.
     pub fn write(&self, dir: &Path) -> Result<bool, ServiceError> {
         let path = Self::path_in(dir, &self.name);
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| ServiceError {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|source| ServiceError::Json {
             path: path.display().to_string(),
-            cause: e.to_string(),
+            source,
         })?;
         bytes.push(b'\n');
-        write_if_changed(&path, &bytes, PUBLIC).map_err(|e| ServiceError {
+        write_if_changed(&path, &bytes, PUBLIC).map_err(|source| ServiceError::Io {
             path: path.display().to_string(),
-            cause: e.to_string(),
+            source,
         })
     }
 
@@ -53,10 +62,10 @@ impl ServiceSpec {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => {
-                return Err(ServiceError {
+            Err(source) => {
+                return Err(ServiceError::Io {
                     path: dir.display().to_string(),
-                    cause: e.to_string(),
+                    source,
                 })
             }
         };
@@ -65,13 +74,15 @@ impl ServiceSpec {
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
-            let err = |cause: String| ServiceError {
+            let bytes = std::fs::read(&path).map_err(|source| ServiceError::Io {
                 path: path.display().to_string(),
-                cause,
-            };
-            let bytes = std::fs::read(&path).map_err(|e| err(e.to_string()))?;
+                source,
+            })?;
             let spec: ServiceSpec =
-                serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+                serde_json::from_slice(&bytes).map_err(|source| ServiceError::Json {
+                    path: path.display().to_string(),
+                    source,
+                })?;
             out.insert(spec.name.clone(), spec);
         }
         Ok(out)

@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::agent;
-use crate::config::InstallConfig;
-use crate::etcd::client::EtcdClient;
+use crate::config::{local_addresses, InstallConfig, Node};
+use crate::error::chain;
 use crate::etcd::{url, CLIENT_PORT};
-use crate::journal::{Journal, Phase, PhaseRecord};
+use crate::journal::{Journal, JournalError, Phase, PhaseRecord, WorkflowKind};
 use crate::layout::NodeLayout;
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,20 +59,47 @@ impl NodeStatus {
     }
 }
 
-pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, String> {
-    let journal = Journal::load(&layout.journal()).map_err(|e| e.to_string())?;
-    let pid = agent::running_pid(layout).map_err(|e| e.to_string())?;
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Agent(#[from] agent::AgentError),
+    #[error("removing {}", path.display())]
+    Remove {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The node this root was installed as: the journal's name for it, looked up in the copy of
+/// `install.yaml`.
+fn this_node<'a>(config: &'a InstallConfig, journal: &Journal) -> Option<&'a Node> {
+    match &journal.node {
+        Some(name) => config.node(name),
+        None => config.resolve_node(None, &local_addresses()).ok(),
+    }
+}
+
+pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
+    let journal = Journal::load(&layout.journal())?.journal;
+    let pid = agent::running_pid(layout)?;
     let agent_state = agent::read_state(layout);
     let config = std::fs::read_to_string(layout.install_yaml())
         .ok()
         .and_then(|t| InstallConfig::parse(&t).ok());
+    let node = config
+        .as_ref()
+        .and_then(|c| this_node(c, &journal))
+        .cloned();
     let mut services = BTreeMap::new();
     let defined = crate::service::ServiceSpec::load_all(&layout.services_dir()).unwrap_or_default();
     for name in defined.keys() {
         let supervised = agent_state.as_ref().and_then(|s| s.services.get(name));
-        let (healthy, detail, endpoint) = match (name.as_str(), &config) {
-            ("etcd", Some(c)) => probe_etcd(layout, c).await,
-            ("registry", Some(c)) => probe_registry(layout, c).await,
+        let (healthy, detail, endpoint) = match (name.as_str(), &config, &node) {
+            ("etcd", Some(_), Some(n)) => probe_etcd(layout, n).await,
+            ("registry", Some(c), Some(n)) => probe_registry(layout, c, n).await,
             _ => (false, "no probe".into(), None),
         };
         let detail = if pid.is_none() {
@@ -101,34 +128,33 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, String> {
             .map(|b| format!("{} {}", b.name, b.version)),
         phases: Phase::ALL
             .iter()
-            .map(|p| (*p, journal.phases.get(p).cloned()))
+            .map(|p| {
+                let record = journal
+                    .workflow(WorkflowKind::Init)
+                    .and_then(|w| w.phases.get(p))
+                    .cloned();
+                (*p, record)
+            })
             .collect(),
-        complete: journal.is_complete(),
+        complete: journal.is_complete(WorkflowKind::Init, &Phase::ALL),
         agent: AgentStatus {
             running: pid.is_some(),
             pid: pid.filter(|p| *p != 0),
         },
         services,
-        kubernetes: probe_kubernetes(layout, config.as_ref()).await,
+        kubernetes: probe_kubernetes(layout, config.as_ref(), node.as_ref()).await,
     })
 }
 
-async fn probe_etcd(layout: &NodeLayout, config: &InstallConfig) -> (bool, String, Option<String>) {
-    let endpoint = url(config.this_node().address, CLIENT_PORT);
-    let read = |p: std::path::PathBuf| std::fs::read(p).unwrap_or_default();
-    let client = EtcdClient::new(
-        &endpoint,
-        &read(layout.etcd_pki_dir().join("ca.crt")),
-        &read(layout.pki_dir().join("apiserver-etcd-client.crt")),
-        &read(layout.pki_dir().join("apiserver-etcd-client.key")),
-    );
-    let result = match client {
+async fn probe_etcd(layout: &NodeLayout, node: &Node) -> (bool, String, Option<String>) {
+    let endpoint = url(node.address, CLIENT_PORT);
+    let result = match crate::etcd::client::for_node(layout, &endpoint) {
         Ok(c) => match tokio::time::timeout(Duration::from_secs(5), c.health()).await {
             Ok(Ok(())) => (true, "healthy".to_string()),
-            Ok(Err(e)) => (false, e.to_string()),
+            Ok(Err(e)) => (false, chain(&e)),
             Err(_) => (false, "no answer within 5s".to_string()),
         },
-        Err(e) => (false, e.to_string()),
+        Err(e) => (false, chain(&e)),
     };
     (result.0, result.1, Some(endpoint))
 }
@@ -138,8 +164,9 @@ async fn probe_etcd(layout: &NodeLayout, config: &InstallConfig) -> (bool, Strin
 async fn probe_registry(
     layout: &NodeLayout,
     config: &InstallConfig,
+    node: &Node,
 ) -> (bool, String, Option<String>) {
-    let addr = SocketAddr::new(config.this_node().address, config.registry_port());
+    let addr = SocketAddr::new(node.address, config.registry_port());
     let endpoint = format!("https://{}:{}", config.spec.fqdn, config.registry_port());
     let ca = std::fs::read(layout.fqdn_ca()).unwrap_or_default();
     let (ok, detail) = probe_tls(
@@ -166,14 +193,14 @@ async fn probe_tls(ca: &[u8], name: &str, addr: SocketAddr, url: &str) -> (bool,
     });
     let client = match client {
         Ok(c) => c,
-        Err(e) => return (false, format!("TLS setup: {e}")),
+        Err(e) => return (false, format!("TLS setup: {}", chain(&e))),
     };
     match client.get(url).send().await {
         Ok(r) if r.status() == 200 || r.status() == 401 => {
             (true, format!("serving on {addr} (TLS verified)"))
         }
         Ok(r) => (false, format!("{addr} answered {}", r.status())),
-        Err(e) => (false, format!("{addr}: {e}")),
+        Err(e) => (false, format!("{addr}: {}", chain(&e))),
     }
 }
 
@@ -206,19 +233,20 @@ impl KubernetesStatus {
     }
 }
 
-async fn probe_kubernetes(layout: &NodeLayout, config: Option<&InstallConfig>) -> KubernetesStatus {
+async fn probe_kubernetes(
+    layout: &NodeLayout,
+    config: Option<&InstallConfig>,
+    node: Option<&Node>,
+) -> KubernetesStatus {
     if layout.admin_kubeconfig().exists() {
-        let Some(config) = config else {
+        let (Some(config), Some(node)) = (config, node) else {
             return KubernetesStatus {
                 state: ClusterState::Initialized,
                 running: false,
                 detail: "install.yaml unreadable: cannot probe the API server".into(),
             };
         };
-        let addr = SocketAddr::new(
-            config.this_node().address,
-            crate::kubernetes::API_SERVER_PORT,
-        );
+        let addr = SocketAddr::new(node.address, crate::kubernetes::API_SERVER_PORT);
         let fqdn = config.spec.fqdn.as_str();
         let ca = std::fs::read(layout.pki_dir().join("ca.crt")).unwrap_or_default();
         let url = format!(
@@ -257,8 +285,8 @@ async fn probe_kubernetes(layout: &NodeLayout, config: Option<&InstallConfig>) -
 }
 
 /// Removes what an install created under the root (services stopped first). Logs stay.
-pub fn reset(layout: &NodeLayout) -> Result<Vec<String>, String> {
-    agent::stop(layout).map_err(|e| e.to_string())?;
+pub fn reset(layout: &NodeLayout) -> Result<Vec<String>, StatusError> {
+    agent::stop(layout)?;
     let mut removed = Vec::new();
     for path in layout.installed_paths() {
         let result = if path.is_dir() {
@@ -268,7 +296,10 @@ pub fn reset(layout: &NodeLayout) -> Result<Vec<String>, String> {
         } else {
             continue;
         };
-        result.map_err(|e| format!("removing {}: {e}", path.display()))?;
+        result.map_err(|source| StatusError::Remove {
+            path: path.clone(),
+            source,
+        })?;
         removed.push(path.display().to_string());
     }
     Ok(removed)

@@ -8,11 +8,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 use installer::agent::Launch;
-use installer::install::{install, InstallObserver, InstallRequest};
+use installer::host::SystemHost;
+use installer::install::{install, InstallRequest};
 use installer::journal::{Phase, PhaseState};
 use installer::kubernetes::kubeadm::ClusterInit;
 use installer::layout::NodeLayout;
 use installer::status::ClusterState;
+use installer::workflow::{Observer, SkipSet};
 
 use super::progress::{bytes_bar, HumanBytes};
 
@@ -30,6 +32,13 @@ pub struct InstallArgs {
     /// Relocate every path the installer touches (default: /).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
+    /// This node's name in install.yaml (default: the node whose address this machine has).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Phases to leave out, comma-separated (pki,etcd,keys,registry,agent,kubernetes,platform);
+    /// verify always runs.
+    #[arg(long = "skip-phases", value_name = "P,...", default_value = "")]
+    pub skip_phases: String,
     /// Blobs uploaded at once while seeding the registry.
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -73,12 +82,15 @@ struct PhaseLines {
     bar: Mutex<Option<ProgressBar>>,
 }
 
-impl InstallObserver for PhaseLines {
+impl Observer for PhaseLines {
     fn phase_started(&self, phase: Phase) {
         tracing::info!("phase {phase} started");
     }
     fn phase_finished(&self, phase: Phase, summary: &str, elapsed: Duration) {
         println!("[{phase}] {summary} ({:.1}s)", elapsed.as_secs_f64());
+    }
+    fn phase_skipped(&self, phase: Phase) {
+        println!("[{phase}] skipped (--skip-phases)");
     }
     fn bytes_total(&self, what: &'static str, total: u64) {
         if let Ok(mut bar) = self.bar.lock() {
@@ -107,14 +119,16 @@ pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
         bundle: args.bundle,
         public_key: args.public_key,
         root: std::path::absolute(&args.root).context("resolving --root")?,
+        node: args.node,
         exe: std::env::current_exe().context("locating the airgap binary")?,
         jobs: args.jobs as usize,
+        skip: SkipSet::parse(&args.skip_phases)?,
     };
     let observer = Arc::new(PhaseLines {
         bar: Mutex::new(None),
     });
     let report = runtime()?
-        .block_on(install(&request, observer))
+        .block_on(install(&request, observer, Arc::new(SystemHost)))
         .context("install failed")?;
     let layout = NodeLayout::new(&report.root);
     println!();
@@ -138,7 +152,11 @@ pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
     );
     println!(
         "  registry    {} (user {}; password in secret airgap-system/registry-credentials)",
-        report.registry_endpoint, report.registry_username
+        report
+            .registry_endpoint
+            .as_deref()
+            .unwrap_or("(registry phase skipped)"),
+        report.registry_username.as_deref().unwrap_or("?")
     );
     println!("  CA          {}", layout.fqdn_ca().display());
     println!("  PKI         {}", layout.pki_dir().display());
@@ -173,7 +191,6 @@ pub fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
     let layout = NodeLayout::new(&root);
     let status = runtime()?
         .block_on(installer::status::gather(&layout))
-        .map_err(anyhow::Error::msg)
         .context("reading the node's status")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -196,6 +213,7 @@ pub fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
                         PhaseState::Done => "done",
                         PhaseState::Running => "running",
                         PhaseState::Failed => "FAILED",
+                        PhaseState::Skipped => "skipped",
                     },
                     r.detail.as_deref().unwrap_or("")
                 ),
@@ -271,9 +289,7 @@ pub fn reset_cmd(args: ResetArgs) -> anyhow::Result<()> {
             bail!("reset cancelled; nothing was changed");
         }
     }
-    let removed = installer::status::reset(&layout)
-        .map_err(anyhow::Error::msg)
-        .context("reset")?;
+    let removed = installer::status::reset(&layout).context("reset")?;
     installer::audit::AuditLog::new(&layout).record(
         "reset",
         &root.display().to_string(),

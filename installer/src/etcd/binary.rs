@@ -6,16 +6,22 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use airgap::BundleArchive;
-
-use crate::pack_files::visit_files;
+use crate::host::Host;
+use crate::pack_files::{visit_files, PackFileCause, PackFilesError};
+use crate::source::ContentSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BinaryError {
-    #[error("no etcd binary: no pack in the bundle carries bin/etcd and none is on PATH; add a pack with bin/etcd to the bundle, or install etcd (Debian: etcd-server)")]
+    #[error("no etcd binary: no pack in the bundle carries bin/etcd and none is on PATH")]
     NotFound,
-    #[error("reading bin/etcd from pack {pack}: {cause}")]
-    Pack { pack: String, cause: String },
+    #[error("reading bin/etcd")]
+    Pack(#[from] PackFilesError),
+    #[error("installing {}", path.display())]
+    Install {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Where the binary came from, for status and the audit log.
@@ -36,18 +42,18 @@ impl EtcdBinary {
 /// Extracts `bin/etcd` from the first pack that has it into `bin_dir/etcd` (verified against
 /// the signed index as it streams; the file appears only once the whole layer checked out),
 /// or finds `etcd` on PATH.
-pub fn locate(archive: &BundleArchive, bin_dir: &Path) -> Result<EtcdBinary, BinaryError> {
+pub fn locate(
+    source: &dyn ContentSource,
+    bin_dir: &Path,
+    host: &dyn Host,
+) -> Result<EtcdBinary, BinaryError> {
     let target = bin_dir.join("etcd");
-    for pack in &archive.verified().index().packs {
+    for pack in &source.verified().index().packs {
         let label = format!("{}:{}", pack.name, pack.version);
-        let failed = |cause: String| BinaryError::Pack {
-            pack: label.clone(),
-            cause,
-        };
         let tmp = target.with_extension("partial");
         let mut found = false;
         let streamed = visit_files(
-            archive,
+            source,
             pack,
             |p| p == "bin/etcd",
             |_, _, contents| {
@@ -55,15 +61,22 @@ pub fn locate(archive: &BundleArchive, bin_dir: &Path) -> Result<EtcdBinary, Bin
                     return Ok(());
                 }
                 found = true;
-                write_executable(&tmp, contents)
+                write_executable(&tmp, contents).map_err(|source| PackFileCause::Write {
+                    what: "writing",
+                    path: tmp.clone(),
+                    source,
+                })
             },
         );
         if let Err(e) = streamed {
             let _ = fs::remove_file(&tmp);
-            return Err(failed(e.cause));
+            return Err(e.into());
         }
         if found {
-            fs::rename(&tmp, &target).map_err(|e| failed(e.to_string()))?;
+            fs::rename(&tmp, &target).map_err(|source| BinaryError::Install {
+                path: target.clone(),
+                source,
+            })?;
             if let Some(dir) = target.parent() {
                 let _ = File::open(dir).and_then(|d| d.sync_all());
             }
@@ -73,35 +86,23 @@ pub fn locate(archive: &BundleArchive, bin_dir: &Path) -> Result<EtcdBinary, Bin
             });
         }
     }
-    find_on_path("etcd")
+    host.find_program("etcd")
         .map(EtcdBinary::Path)
         .ok_or(BinaryError::NotFound)
 }
 
-fn write_executable(tmp: &Path, contents: &mut dyn Read) -> Result<(), String> {
+fn write_executable(tmp: &Path, contents: &mut dyn Read) -> io::Result<()> {
     if let Some(dir) = tmp.parent() {
-        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        fs::create_dir_all(dir)?;
     }
     let _ = fs::remove_file(tmp);
     let mut out = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o700)
-        .open(tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    io::copy(contents, &mut out).map_err(|e| e.to_string())?;
-    out.flush().map_err(|e| e.to_string())?;
-    out.sync_all().map_err(|e| e.to_string())?;
-    fs::set_permissions(tmp, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())
-}
-
-pub fn find_on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| {
-            fs::metadata(p)
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+        .open(tmp)?;
+    io::copy(contents, &mut out)?;
+    out.flush()?;
+    out.sync_all()?;
+    fs::set_permissions(tmp, fs::Permissions::from_mode(0o755))
 }

@@ -9,10 +9,32 @@ use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    #[error("etcd client TLS material: {0}")]
-    Tls(String),
-    #[error("etcd at {endpoint}: {cause}")]
-    Request { endpoint: String, cause: String },
+    #[error("etcd client TLS material")]
+    Tls(#[source] reqwest::Error),
+    #[error("etcd client credentials {}", path.display())]
+    Credentials {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("etcd at {endpoint}")]
+    Request {
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("etcd at {endpoint}: unexpected answer")]
+    Answer {
+        endpoint: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("etcd at {endpoint}: a value is not base64")]
+    Encoding {
+        endpoint: String,
+        #[source]
+        source: base64::DecodeError,
+    },
     #[error("etcd at {endpoint} answered {status}: {body}")]
     Status {
         endpoint: String,
@@ -74,13 +96,12 @@ impl EtcdClient {
         cert_pem: &[u8],
         key_pem: &[u8],
     ) -> Result<Self, EtcdError> {
-        let ca =
-            reqwest::Certificate::from_pem(ca_pem).map_err(|e| EtcdError::Tls(e.to_string()))?;
-        let mut identity = cert_pem.to_vec();
+        let ca = reqwest::Certificate::from_pem(ca_pem).map_err(EtcdError::Tls)?;
+        // The identity holds the private key: zeroed when dropped.
+        let mut identity = zeroize::Zeroizing::new(cert_pem.to_vec());
         identity.extend_from_slice(b"\n");
         identity.extend_from_slice(key_pem);
-        let identity =
-            reqwest::Identity::from_pem(&identity).map_err(|e| EtcdError::Tls(e.to_string()))?;
+        let identity = reqwest::Identity::from_pem(&identity).map_err(EtcdError::Tls)?;
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
@@ -91,7 +112,7 @@ impl EtcdClient {
             .connect_timeout(std::time::Duration::from_secs(3))
             .timeout(std::time::Duration::from_secs(10))
             .build()
-            .map_err(|e| EtcdError::Tls(e.to_string()))?;
+            .map_err(EtcdError::Tls)?;
         Ok(EtcdClient {
             http,
             endpoint: endpoint.trim_end_matches('/').to_string(),
@@ -102,16 +123,10 @@ impl EtcdClient {
         &self.endpoint
     }
 
-    fn request_error(&self, e: reqwest::Error) -> EtcdError {
-        let mut cause = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            cause = format!("{cause}: {s}");
-            source = s.source();
-        }
+    fn request_error(&self, source: reqwest::Error) -> EtcdError {
         EtcdError::Request {
             endpoint: self.endpoint.clone(),
-            cause,
+            source,
         }
     }
 
@@ -137,9 +152,9 @@ impl EtcdClient {
     }
 
     fn parse<T: for<'de> Deserialize<'de>>(&self, bytes: &[u8]) -> Result<T, EtcdError> {
-        serde_json::from_slice(bytes).map_err(|e| EtcdError::Request {
+        serde_json::from_slice(bytes).map_err(|source| EtcdError::Answer {
             endpoint: self.endpoint.clone(),
-            cause: format!("unexpected answer: {e}"),
+            source,
         })
     }
 
@@ -176,9 +191,9 @@ impl EtcdClient {
         };
         let revision = |s: &str| s.parse::<i64>().unwrap_or(0);
         Ok(Some(KeyValue {
-            value: B64.decode(kv.value).map_err(|e| EtcdError::Request {
+            value: B64.decode(kv.value).map_err(|source| EtcdError::Encoding {
                 endpoint: self.endpoint.clone(),
-                cause: format!("value is not base64: {e}"),
+                source,
             })?,
             create_revision: revision(&kv.create_revision),
             mod_revision: revision(&kv.mod_revision),
@@ -206,4 +221,46 @@ impl EtcdClient {
             Create::Exists
         })
     }
+
+    /// Writes `value` only if `key` was last modified at `mod_revision` (0: does not exist):
+    /// the compare-and-swap cluster-scoped state (upgrade plans, trusted release) moves by.
+    /// `false` when another writer got there first; nothing was written then.
+    pub async fn compare_and_swap(
+        &self,
+        key: &str,
+        mod_revision: i64,
+        value: &[u8],
+    ) -> Result<bool, EtcdError> {
+        let key = B64.encode(key);
+        let body = json!({
+            "compare": [{
+                "key": key,
+                "target": "MOD",
+                "result": "EQUAL",
+                "mod_revision": mod_revision.to_string(),
+            }],
+            "success": [{ "request_put": { "key": key, "value": B64.encode(value) } }],
+        });
+        let bytes = self.post("/v3/kv/txn", body).await?;
+        let response: TxnResponse = self.parse(&bytes)?;
+        Ok(response.succeeded)
+    }
+}
+
+/// The client a node's installer and status use: this node's etcd endpoint, the etcd CA, and
+/// the `apiserver-etcd-client` certificate.
+pub fn for_node(
+    layout: &crate::layout::NodeLayout,
+    endpoint: &str,
+) -> Result<EtcdClient, EtcdError> {
+    let read = |path: std::path::PathBuf| {
+        std::fs::read(&path).map_err(|source| EtcdError::Credentials { path, source })
+    };
+    let key = zeroize::Zeroizing::new(read(layout.pki_dir().join("apiserver-etcd-client.key"))?);
+    EtcdClient::new(
+        endpoint,
+        &read(layout.etcd_pki_dir().join("ca.crt"))?,
+        &read(layout.pki_dir().join("apiserver-etcd-client.crt"))?,
+        &key,
+    )
 }

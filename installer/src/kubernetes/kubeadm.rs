@@ -5,12 +5,10 @@
 //! once `kubeadm init` succeeded, so a re-run never inits twice, and `status` reports a
 //! cluster only when it is there.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
-use tokio::io::AsyncWriteExt;
-
-use crate::etcd::binary::find_on_path;
+use crate::host::Host;
 use crate::layout::NodeLayout;
 
 /// What the kubeadm step found or did.
@@ -22,6 +20,50 @@ pub enum ClusterInit {
     AlreadyInitialized,
     /// No `kubeadm` on PATH: the configuration is rendered and nothing else happened.
     KubeadmMissing,
+}
+
+impl ClusterInit {
+    /// What the node shows without running anything: a cluster exists once kubeadm wrote
+    /// `admin.conf`.
+    pub fn observed(layout: &NodeLayout) -> Self {
+        if layout.admin_kubeconfig().exists() {
+            ClusterInit::AlreadyInitialized
+        } else {
+            ClusterInit::KubeadmMissing
+        }
+    }
+}
+
+/// A program the installer ran (kubeadm, kubectl) that did not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    #[error("running {what} ({})", program.display())]
+    Spawn {
+        what: &'static str,
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {}", log.display())]
+    Log {
+        log: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} ({}) failed ({status}): {last_line}", program.display())]
+    Failed {
+        what: &'static str,
+        program: PathBuf,
+        status: std::process::ExitStatus,
+        last_line: String,
+        log: PathBuf,
+    },
+    #[error("{} exited 0 but left no {} (output in {})", program.display(), expected.display(), log.display())]
+    NoOutput {
+        program: PathBuf,
+        expected: PathBuf,
+        log: PathBuf,
+    },
 }
 
 /// The arguments `kubeadm` is run with. Paths are the node's own; when the root is not `/`,
@@ -44,37 +86,40 @@ pub fn init_args(layout: &NodeLayout) -> Vec<String> {
 
 /// `kubeadm init` with the rendered configuration, unless the cluster already exists or the
 /// node has no kubeadm. Output goes to `var/log/airgap/kubeadm.log`.
-pub async fn init(layout: &NodeLayout) -> Result<ClusterInit, String> {
+pub fn init(layout: &NodeLayout, host: &dyn Host) -> Result<ClusterInit, ProgramError> {
     if layout.admin_kubeconfig().exists() {
         return Ok(ClusterInit::AlreadyInitialized);
     }
-    let Some(kubeadm) = find_on_path("kubeadm") else {
+    let Some(kubeadm) = host.find_program("kubeadm") else {
         return Ok(ClusterInit::KubeadmMissing);
     };
-    run_logged(
+    let log = run_logged(
         layout,
+        host,
         &kubeadm,
         &init_args(layout),
         "kubeadm init",
         "kubeadm.log",
-    )
-    .await?;
+    )?;
     if !layout.admin_kubeconfig().exists() {
-        return Err(format!(
-            "{} exited 0 but left no {}; see {}",
-            kubeadm.display(),
-            layout.admin_kubeconfig().display(),
-            layout.log_dir().join("kubeadm.log").display()
-        ));
+        return Err(ProgramError::NoOutput {
+            program: kubeadm,
+            expected: layout.admin_kubeconfig(),
+            log,
+        });
     }
     Ok(ClusterInit::Initialized { kubeadm })
 }
 
 /// `kubectl apply` of every platform manifest, namespaces first (files apply in path order).
-pub async fn apply_manifests(layout: &NodeLayout) -> Result<PathBuf, String> {
-    let kubectl = find_on_path("kubectl").ok_or(
-        "the cluster exists but kubectl is not on PATH to apply the platform manifests; install kubectl (it ships with kubeadm) and re-run",
-    )?;
+/// `None` when the node has no kubectl.
+pub fn apply_manifests(
+    layout: &NodeLayout,
+    host: &dyn Host,
+) -> Result<Option<PathBuf>, ProgramError> {
+    let Some(kubectl) = host.find_program("kubectl") else {
+        return Ok(None);
+    };
     let args = vec![
         "--kubeconfig".to_string(),
         layout.admin_kubeconfig().display().to_string(),
@@ -85,50 +130,63 @@ pub async fn apply_manifests(layout: &NodeLayout) -> Result<PathBuf, String> {
         "--filename".into(),
         layout.manifests_dir().display().to_string(),
     ];
-    run_logged(layout, &kubectl, &args, "kubectl apply", "kubectl.log").await?;
-    Ok(kubectl)
+    run_logged(
+        layout,
+        host,
+        &kubectl,
+        &args,
+        "kubectl apply",
+        "kubectl.log",
+    )?;
+    Ok(Some(kubectl))
 }
 
-async fn run_logged(
+/// Runs `program`, appending the command line and its output to `log` under the log
+/// directory; returns the log's path.
+fn run_logged(
     layout: &NodeLayout,
+    host: &dyn Host,
     program: &Path,
     args: &[String],
-    what: &str,
+    what: &'static str,
     log: &str,
-) -> Result<(), String> {
+) -> Result<PathBuf, ProgramError> {
     let log_path = layout.log_dir().join(log);
-    std::fs::create_dir_all(layout.log_dir()).map_err(|e| e.to_string())?;
-    let output = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("running {}: {e}", program.display()))?;
-    let mut file = tokio::fs::OpenOptions::new()
+    let log_error = |source| ProgramError::Log {
+        log: log_path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(layout.log_dir()).map_err(log_error)?;
+    let output = host
+        .run(program, args)
+        .map_err(|source| ProgramError::Spawn {
+            what,
+            program: program.to_path_buf(),
+            source,
+        })?;
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
-        .await
-        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        .map_err(log_error)?;
     let header = format!("$ {} {}\n", program.display(), args.join(" "));
     for chunk in [header.as_bytes(), &output.stdout, &output.stderr] {
-        file.write_all(chunk)
-            .await
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        file.write_all(chunk).map_err(log_error)?;
     }
     if output.status.success() {
-        return Ok(());
+        return Ok(log_path);
     }
-    let last = String::from_utf8_lossy(&output.stderr)
+    let last_line = String::from_utf8_lossy(&output.stderr)
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
         .to_string();
-    Err(format!(
-        "{what} ({}) failed ({}): {last}; full output in {}",
-        program.display(),
-        output.status,
-        log_path.display()
-    ))
+    Err(ProgramError::Failed {
+        what,
+        program: program.to_path_buf(),
+        status: output.status,
+        last_line,
+        log: log_path,
+    })
 }

@@ -18,12 +18,12 @@ pub mod schema;
 
 use std::path::{Path, PathBuf};
 
-use airgap::{BundleIndex, ImageReference, PackRecord};
+use airgap::{BundleIndex, ImageReference, PackRecord, VerifiedIndex};
 use registry::auth::Credentials;
 use registry::mirror::{containerd_hosts, HostAccess, MirrorTarget, RewriteMap};
 use serde_json::json;
 
-use crate::config::InstallConfig;
+use crate::config::{InstallConfig, Node};
 use crate::etcd::{url, CLIENT_PORT};
 use crate::files::{PRIVATE, PUBLIC};
 use crate::layout::NodeLayout;
@@ -198,8 +198,10 @@ pub struct RenderedFile {
 /// Everything the kubernetes phase needs to render.
 pub struct Inputs<'a> {
     pub config: &'a InstallConfig,
+    /// The node being configured.
+    pub node: &'a Node,
     pub layout: &'a NodeLayout,
-    pub index: &'a BundleIndex,
+    pub release: &'a VerifiedIndex,
     pub target: &'a MirrorTarget,
     pub rewrite: &'a RewriteMap,
     /// Credentials containerd presents to the private registry.
@@ -214,9 +216,10 @@ pub enum RenderError {
     Release(#[from] ReleaseError),
     #[error(transparent)]
     Template(#[from] template::TemplateError),
-    #[error("rendered {file} does not match its schema: {cause}")]
+    #[error("rendered {file} does not match its schema")]
     Schema {
         file: &'static str,
+        #[source]
         cause: schema::SchemaError,
     },
 }
@@ -229,10 +232,10 @@ pub struct Rendered {
 
 /// Renders the phase's files. Pure: the same inputs give byte-identical output.
 pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
-    let release = KubernetesRelease::from_bundle(inputs.index, inputs.rewrite)?;
+    let release = KubernetesRelease::from_bundle(inputs.release.index(), inputs.rewrite)?;
     let config = inputs.config;
     let layout = inputs.layout;
-    let node = config.this_node();
+    let node = inputs.node;
     let fqdn = config.spec.fqdn.as_str();
     let mut sans = vec![fqdn.to_string()];
     sans.extend(config.spec.vip.map(|v| v.to_string()));
@@ -305,7 +308,7 @@ pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
     ];
     let ca = inputs.registry_ca.map(|p| layout.node_path(p));
     let hosts = containerd_hosts(
-        inputs.index,
+        inputs.release.index(),
         inputs.target,
         HostAccess {
             ca: ca.as_deref(),
@@ -356,7 +359,7 @@ mod tests {
         BundleIndex {
             format_version: 1,
             name: "b".into(),
-            version: "1.0.0".into(),
+            version: "1.0.0".parse().unwrap(),
             created: "2026-01-01T00:00:00Z".into(),
             platforms: vec![],
             packs: vec![PackRecord {
@@ -372,6 +375,20 @@ mod tests {
             base: None,
             expected_blobs: vec![],
         }
+    }
+
+    /// `index` signed with a throwaway key and verified: the only way to a `VerifiedIndex`.
+    fn signed(mut index: BundleIndex) -> VerifiedIndex {
+        for path in ["oci-layout", "index.json"] {
+            index.entries.push(airgap::EntryRecord {
+                path: airgap::EntryPath::new(path).unwrap(),
+                size: 1,
+                sha256: Digest::of(path.as_bytes()),
+            });
+        }
+        let key = airgap::SigningKey::generate().unwrap();
+        let bytes = index.to_bytes();
+        VerifiedIndex::verify(&bytes, &key.sign(&bytes), &key.public_key()).unwrap()
     }
 
     fn release(index: &BundleIndex) -> Result<KubernetesRelease, ReleaseError> {
@@ -437,13 +454,16 @@ mod tests {
         let index = index("1.34.2", &K8S);
         let target = MirrorTarget::parse("https://mgmt.example.internal:5000", false).unwrap();
         let rewrite = RewriteMap::new(&index, &target);
+        let verified = signed(index);
+        let node = config.resolve_node(None, &[]).unwrap();
         let render_at = |root: &str| {
             let layout = NodeLayout::new(root);
             let ca = layout.registry_ca();
             let files = render(&Inputs {
                 config: &config,
+                node,
                 layout: &layout,
-                index: &index,
+                release: &verified,
                 target: &target,
                 rewrite: &rewrite,
                 credentials: None,

@@ -328,10 +328,14 @@ pub struct PodSecurityExemptions {
     pub namespaces: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    #[error("document {index}: not YAML: {cause}")]
-    Yaml { index: usize, cause: String },
+    #[error("document {index}: not YAML")]
+    Yaml {
+        index: usize,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
     #[error(
         "document {index}: expected {expected}, found apiVersion `{api_version}` kind `{kind}`"
     )]
@@ -341,11 +345,12 @@ pub enum SchemaError {
         api_version: String,
         kind: String,
     },
-    #[error("document {index} ({kind}): {cause}")]
+    #[error("document {index} ({kind})")]
     Invalid {
         index: usize,
         kind: &'static str,
-        cause: String,
+        #[source]
+        source: serde_yaml_ng::Error,
     },
     #[error("{found} documents where {expected} were expected")]
     Count { found: usize, expected: usize },
@@ -357,10 +362,8 @@ pub fn documents(text: &str) -> Result<Vec<serde_yaml_ng::Value>, SchemaError> {
     serde_yaml_ng::Deserializer::from_str(text)
         .enumerate()
         .map(|(index, doc)| {
-            serde_yaml_ng::Value::deserialize(doc).map_err(|e| SchemaError::Yaml {
-                index,
-                cause: e.to_string(),
-            })
+            serde_yaml_ng::Value::deserialize(doc)
+                .map_err(|source| SchemaError::Yaml { index, source })
         })
         .filter(|v| !matches!(v, Ok(serde_yaml_ng::Value::Null)))
         .collect()
@@ -384,10 +387,10 @@ pub fn parse_as<T: Document>(index: usize, value: &serde_yaml_ng::Value) -> Resu
             kind,
         });
     }
-    serde_yaml_ng::from_value(value.clone()).map_err(|e| SchemaError::Invalid {
+    serde_yaml_ng::from_value(value.clone()).map_err(|source| SchemaError::Invalid {
         index,
         kind: T::KIND,
-        cause: e.to_string(),
+        source,
     })
 }
 
@@ -455,7 +458,7 @@ mod tests {
         let ok = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n";
         assert!(parse_single::<AuditPolicy>(ok).is_ok());
         let typo = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n    verb: [get]\n";
-        let e = parse_single::<AuditPolicy>(typo).unwrap_err().to_string();
+        let e = crate::error::chain(&parse_single::<AuditPolicy>(typo).unwrap_err());
         assert!(e.contains("unknown field `verb`"), "{e}");
         let level = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Everything\n";
         assert!(parse_single::<AuditPolicy>(level).is_err());

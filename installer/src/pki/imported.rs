@@ -7,24 +7,38 @@ use rustls_pki_types::{CertificateDer, DnsName, ServerName, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("{what} holds no PEM certificate")]
     NoCertificate { what: &'static str },
-    #[error("{what} is not a valid X.509 certificate: {cause}")]
-    Unparsable { what: &'static str, cause: String },
+    #[error("{what} is not a valid X.509 certificate")]
+    Unparsable {
+        what: &'static str,
+        #[source]
+        source: x509_parser::nom::Err<x509_parser::error::X509Error>,
+    },
+    #[error("{what} is not a valid X.509 certificate")]
+    Rejected {
+        what: &'static str,
+        #[source]
+        source: webpki::Error,
+    },
+    #[error("the certificate's public key is not valid")]
+    PublicKey(#[source] x509_parser::error::X509Error),
     #[error("the key is {found}; use RSA with at least 2048 bits, or ECDSA P-256 or P-384")]
     WeakKey { found: String },
     #[error("the certificate is not valid before {not_before}")]
     NotYetValid { not_before: String },
     #[error("the certificate expired on {not_after}")]
     Expired { not_after: String },
-    #[error("the certificate does not chain to the given CA ({cause})")]
-    Chain { cause: String },
+    #[error("the certificate does not chain to the given CA")]
+    Chain(#[source] webpki::Error),
     #[error("the certificate's names ({sans}) do not cover {fqdn}")]
     Name { fqdn: String, sans: String },
-    #[error("the private key cannot be read ({cause}); give an unencrypted PKCS#8 PEM key (`openssl pkcs8 -topk8 -nocrypt`)")]
-    KeyUnreadable { cause: String },
+    #[error("the private key is not PEM text; give an unencrypted PKCS#8 PEM key (`openssl pkcs8 -topk8 -nocrypt`)")]
+    KeyNotText,
+    #[error("the private key cannot be read; give an unencrypted PKCS#8 PEM key (`openssl pkcs8 -topk8 -nocrypt`)")]
+    KeyUnreadable(#[source] rcgen::Error),
     #[error("the private key does not belong to the certificate")]
     KeyMismatch,
 }
@@ -39,10 +53,11 @@ pub fn check_server_certificate(
 ) -> Result<(), ImportError> {
     let chain = pem_certificates(cert_pem, "the certificate file")?;
     let cas = pem_certificates(ca_pem, "the CA file")?;
-    let (_, leaf) = X509Certificate::from_der(&chain[0]).map_err(|e| ImportError::Unparsable {
-        what: "the certificate",
-        cause: e.to_string(),
-    })?;
+    let (_, leaf) =
+        X509Certificate::from_der(&chain[0]).map_err(|source| ImportError::Unparsable {
+            what: "the certificate",
+            source,
+        })?;
 
     check_key_strength(&leaf)?;
 
@@ -61,9 +76,9 @@ pub fn check_server_certificate(
 
     let leaf_der = CertificateDer::from(chain[0].as_slice());
     let end_entity =
-        webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| ImportError::Unparsable {
+        webpki::EndEntityCert::try_from(&leaf_der).map_err(|source| ImportError::Rejected {
             what: "the certificate",
-            cause: format!("{e:?}"),
+            source,
         })?;
     let ca_ders: Vec<CertificateDer<'_>> = cas
         .iter()
@@ -72,9 +87,9 @@ pub fn check_server_certificate(
     let anchors = ca_ders
         .iter()
         .map(|c| {
-            webpki::anchor_from_trusted_cert(c).map_err(|e| ImportError::Unparsable {
+            webpki::anchor_from_trusted_cert(c).map_err(|source| ImportError::Rejected {
                 what: "the CA",
-                cause: format!("{e:?}"),
+                source,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -92,9 +107,7 @@ pub fn check_server_certificate(
             None,
             None,
         )
-        .map_err(|e| ImportError::Chain {
-            cause: format!("{e:?}"),
-        })?;
+        .map_err(ImportError::Chain)?;
 
     let name = DnsName::try_from(fqdn.to_string()).map_err(|_| ImportError::Name {
         fqdn: fqdn.to_string(),
@@ -107,12 +120,8 @@ pub fn check_server_certificate(
             sans: describe_sans(&leaf),
         })?;
 
-    let key_pem = std::str::from_utf8(key_pem).map_err(|_| ImportError::KeyUnreadable {
-        cause: "not PEM text".into(),
-    })?;
-    let key = KeyPair::from_pem(key_pem).map_err(|e| ImportError::KeyUnreadable {
-        cause: e.to_string(),
-    })?;
+    let key_pem = std::str::from_utf8(key_pem).map_err(|_| ImportError::KeyNotText)?;
+    let key = KeyPair::from_pem(key_pem).map_err(ImportError::KeyUnreadable)?;
     if leaf.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
         return Err(ImportError::KeyMismatch);
     }
@@ -152,10 +161,7 @@ fn check_key_strength(cert: &X509Certificate<'_>) -> Result<(), ImportError> {
         Ok(_) => Err(ImportError::WeakKey {
             found: format!("of algorithm {}", spki.algorithm.algorithm),
         }),
-        Err(e) => Err(ImportError::Unparsable {
-            what: "the certificate's public key",
-            cause: e.to_string(),
-        }),
+        Err(e) => Err(ImportError::PublicKey(e)),
     }
 }
 
@@ -192,10 +198,8 @@ pub fn pem_certificates(pem: &[u8], what: &'static str) -> Result<Vec<Vec<u8>>, 
         return Err(ImportError::NoCertificate { what });
     }
     for der in &ders {
-        X509Certificate::from_der(der).map_err(|e| ImportError::Unparsable {
-            what,
-            cause: e.to_string(),
-        })?;
+        X509Certificate::from_der(der)
+            .map_err(|source| ImportError::Unparsable { what, source })?;
     }
     Ok(ders)
 }

@@ -22,15 +22,40 @@ use crate::files::{write_atomic, PRIVATE, PUBLIC};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
-    #[error("generating an RSA-2048 key: {0}")]
-    KeyGeneration(String),
-    #[error("issuing {name}: {cause}")]
-    Issue { name: String, cause: String },
-    #[error("reading {path}: {cause}")]
-    Read { path: String, cause: String },
-    #[error("writing {path}: {cause}")]
-    Write { path: String, cause: std::io::Error },
-    #[error("imported certificate: {0}")]
+    #[error("generating an RSA-2048 key")]
+    RsaGeneration(#[source] rsa::Error),
+    #[error("encoding a generated RSA-2048 key")]
+    RsaEncoding(#[source] rsa::pkcs8::Error),
+    #[error("loading a generated key")]
+    KeyLoad(#[source] rcgen::Error),
+    #[error("issuing {name}")]
+    Issue {
+        name: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("issuing {name}: SAN `{san}` is not a DNS name")]
+    San {
+        name: String,
+        san: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("{name}: the CA just written does not load back")]
+    Reload { name: String },
+    #[error("reading {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("writing {path}")]
+    Write {
+        path: String,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("imported certificate")]
     Imported(#[from] imported::ImportError),
 }
 
@@ -44,13 +69,10 @@ const RENEW_BEFORE: Duration = Duration::days(30);
 pub fn generate_rsa_2048() -> Result<KeyPair, PkiError> {
     use rsa::pkcs8::EncodePrivateKey;
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
-        .map_err(|e| PkiError::KeyGeneration(e.to_string()))?;
-    let der = key
-        .to_pkcs8_der()
-        .map_err(|e| PkiError::KeyGeneration(e.to_string()))?;
+        .map_err(PkiError::RsaGeneration)?;
+    let der = key.to_pkcs8_der().map_err(PkiError::RsaEncoding)?;
     let der = rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
-    KeyPair::from_pkcs8_der_and_sign_algo(&der, &PKCS_RSA_SHA256)
-        .map_err(|e| PkiError::KeyGeneration(e.to_string()))
+    KeyPair::from_pkcs8_der_and_sign_algo(&der, &PKCS_RSA_SHA256).map_err(PkiError::KeyLoad)
 }
 
 /// A certificate and key pair on disk.
@@ -105,16 +127,15 @@ impl CertificateAuthority {
         params.not_before = now - Duration::minutes(5);
         params.not_after = now + CA_LIFETIME;
         params.serial_number = Some(random_serial());
-        let cert = params.self_signed(&key).map_err(|e| PkiError::Issue {
+        let cert = params.self_signed(&key).map_err(|source| PkiError::Issue {
             name: common_name.to_string(),
-            cause: e.to_string(),
+            source,
         })?;
         // Key first: a certificate on disk never points at a key that is not there yet.
         write(&paths.key, key.serialize_pem().as_bytes(), PRIVATE)?;
         write(&paths.cert, cert.pem().as_bytes(), PUBLIC)?;
-        let ca = Self::load(paths)?.ok_or_else(|| PkiError::Issue {
+        let ca = Self::load(paths)?.ok_or_else(|| PkiError::Reload {
             name: common_name.to_string(),
-            cause: "the CA just written does not load back".into(),
         })?;
         Ok((ca, Ensured::Created))
     }
@@ -143,13 +164,13 @@ impl CertificateAuthority {
             }
         }
         let params =
-            CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|e| PkiError::Read {
+            CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|source| PkiError::Read {
                 path: paths.cert.display().to_string(),
-                cause: e.to_string(),
+                source,
             })?;
-        let issuer = params.self_signed(&key).map_err(|e| PkiError::Read {
+        let issuer = params.self_signed(&key).map_err(|source| PkiError::Read {
             path: paths.cert.display().to_string(),
-            cause: e.to_string(),
+            source,
         })?;
         Ok(Some(CertificateAuthority {
             issuer,
@@ -174,9 +195,10 @@ impl CertificateAuthority {
                 d.clone()
                     .try_into()
                     .map(SanType::DnsName)
-                    .map_err(|e| PkiError::Issue {
+                    .map_err(|source| PkiError::San {
                         name: spec.common_name.clone(),
-                        cause: format!("SAN `{d}`: {e}"),
+                        san: d.clone(),
+                        source,
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -195,9 +217,9 @@ impl CertificateAuthority {
         params.serial_number = Some(random_serial());
         let cert = params
             .signed_by(&key, &self.issuer, &self.key)
-            .map_err(|e| PkiError::Issue {
+            .map_err(|source| PkiError::Issue {
                 name: spec.common_name.clone(),
-                cause: e.to_string(),
+                source,
             })?;
         write(&paths.key, key.serialize_pem().as_bytes(), PRIVATE)?;
         write(&paths.cert, cert.pem().as_bytes(), PUBLIC)?;

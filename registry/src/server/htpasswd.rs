@@ -19,6 +19,8 @@ pub enum HtpasswdError {
     NotBcrypt { path: PathBuf, line: usize },
     #[error("{path} holds no users")]
     Empty { path: PathBuf },
+    #[error("hashing a password with bcrypt")]
+    Hash(#[source] bcrypt::BcryptError),
 }
 
 #[derive(Debug)]
@@ -86,8 +88,9 @@ impl Htpasswd {
 }
 
 /// One `user:bcrypt` line, for tests and the installer's generated credentials.
-pub fn entry(user: &str, password: &str) -> Result<String, bcrypt::BcryptError> {
-    Ok(format!("{user}:{}\n", bcrypt::hash(password, 10)?))
+pub fn entry(user: &str, password: &str) -> Result<String, HtpasswdError> {
+    let hash = bcrypt::hash(password, 10).map_err(HtpasswdError::Hash)?;
+    Ok(format!("{user}:{hash}\n"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,285 @@
+//! The installer's errors, typed end to end: a phase failure keeps its cause as a `source`
+//! (an etcd error stays an [`EtcdError`], a refused upload a [`registry::RegistryError`]), so
+//! callers can decide by type, and the next step for the operator is data ([`Hint`]), not
+//! text glued onto a message. The CLI prints the cause chain and the hint on one line:
+//! `error: install failed: phase etcd: no etcd binary: …; hint: install etcd …`.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::agent::AgentError;
+use crate::config::ConfigError;
+use crate::etcd::binary::BinaryError;
+use crate::etcd::client::EtcdError;
+use crate::journal::{JournalError, Phase};
+use crate::keys::KeysError;
+use crate::kubernetes::kubeadm::ProgramError;
+use crate::kubernetes::RenderError;
+use crate::pki::imported::ImportError;
+use crate::pki::PkiError;
+use crate::platform::PlatformError;
+use crate::release::{ReleaseId, TrustError};
+use crate::service::ServiceError;
+
+/// What the operator can do next, printed after the error as `; hint: …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint(pub String);
+
+impl fmt::Display for Hint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The whole cause chain of `error` on one line, `a: b: c`: what the journal and the audit
+/// log record of a failure (they outlive the typed value).
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out.replace('\n', " ")
+}
+
+/// Why `airgap install` (or `join`, `upgrade`) refused to start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{}", path.display())]
+    Input {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("imported certificate {}", path.display())]
+    Import {
+        path: PathBuf,
+        #[source]
+        source: ImportError,
+    },
+    #[error("{} failed verification", bundle.display())]
+    Verify {
+        bundle: PathBuf,
+        #[source]
+        source: airgap::VerifyError,
+    },
+    #[error("public key {}", path.display())]
+    PublicKey {
+        path: PathBuf,
+        #[source]
+        source: airgap::signing::KeyError,
+    },
+    #[error("{} holds installation `{found}`", root.display())]
+    OtherInstallation { root: PathBuf, found: String },
+    /// The root runs another release: moving it is an upgrade's job, which keeps quorum,
+    /// rolls back on failure and never touches the installation keys.
+    #[error("{} runs release {installed}; bundle {offered} is a different release", root.display())]
+    ReleaseChange {
+        root: PathBuf,
+        installed: Box<ReleaseId>,
+        offered: Box<ReleaseId>,
+    },
+    /// TUF's rule: trusted metadata is never replaced with a lower version.
+    #[error("bundle {offered} is older than the trusted release {trusted}: a release is never replaced by a lower version")]
+    Downgrade {
+        trusted: Box<ReleaseId>,
+        offered: Box<ReleaseId>,
+    },
+    #[error("--skip-phases: {0}")]
+    Skip(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("phase {phase}")]
+    Phase {
+        phase: Phase,
+        #[source]
+        source: PhaseError,
+    },
+}
+
+impl InstallError {
+    pub fn hint(&self) -> Option<Hint> {
+        let h = |s: String| Some(Hint(s));
+        match self {
+            InstallError::OtherInstallation { root, .. } => h(format!(
+                "remove it first with `airgap reset --root {}`",
+                root.display()
+            )),
+            InstallError::ReleaseChange { root, offered, .. } => h(format!(
+                "use `airgap upgrade --bundle BUNDLE --pub KEY --root {}` to move to {}",
+                root.display(),
+                offered.version
+            )),
+            InstallError::Downgrade { .. } => h(
+                "install a release at least as new as the trusted one; downgrades are refused"
+                    .into(),
+            ),
+            InstallError::Verify { .. } => h(
+                "check that the bundle was copied completely and that --pub is the key it was signed with"
+                    .into(),
+            ),
+            InstallError::Skip(_) => h(format!(
+                "phases are {}; verify cannot be skipped",
+                Phase::ALL.map(|p| p.as_str()).join(",")
+            )),
+            InstallError::Phase { source, .. } => source.hint(),
+            _ => None,
+        }
+    }
+
+    /// The phase that failed, if one did.
+    pub fn phase(&self) -> Option<Phase> {
+        match self {
+            InstallError::Phase { phase, .. } => Some(*phase),
+            _ => None,
+        }
+    }
+}
+
+/// Why a phase failed, with its typed cause.
+#[derive(Debug, thiserror::Error)]
+pub enum PhaseError {
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} failed verification", bundle.display())]
+    Verify {
+        bundle: PathBuf,
+        #[source]
+        source: airgap::VerifyError,
+    },
+    #[error("{} changed while it was being verified", bundle.display())]
+    Changed { bundle: PathBuf },
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("etcd not healthy after {secs}s (log: {})", log.display())]
+    EtcdUnhealthy {
+        secs: u64,
+        log: PathBuf,
+        #[source]
+        source: EtcdError,
+    },
+    #[error(transparent)]
+    Binary(#[from] BinaryError),
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    #[error("secret airgap-system/{secret}: field `{field}` {problem}")]
+    SecretField {
+        secret: &'static str,
+        field: &'static str,
+        problem: &'static str,
+    },
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("registry {target}")]
+    Registry {
+        target: String,
+        #[source]
+        source: Box<registry::RegistryError>,
+    },
+    #[error(transparent)]
+    Target(#[from] registry::mirror::TargetError),
+    #[error("the built-in registry at {addr} did not accept connections within {secs}s (log: {})", log.display())]
+    RegistryUnreachable {
+        addr: std::net::SocketAddr,
+        secs: u64,
+        log: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the registry's htpasswd")]
+    Htpasswd(#[source] registry::server::htpasswd::HtpasswdError),
+    #[error("seeding {target}")]
+    Seed {
+        target: String,
+        #[source]
+        source: Box<registry::seed::SeedError>,
+    },
+    #[error(transparent)]
+    Render(Box<RenderError>),
+    #[error(transparent)]
+    Platform(Box<PlatformError>),
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    #[error("the cluster exists but kubectl is not on PATH to apply the platform manifests")]
+    KubectlMissing,
+    /// A test's stand-in phase failing on purpose (the runner's unit tests).
+    #[error("{0}")]
+    Injected(&'static str),
+}
+
+// Boxed: rendering and platform errors carry documents' names and causes, and every phase's
+// `Result` would otherwise pay for them.
+impl From<RenderError> for PhaseError {
+    fn from(e: RenderError) -> Self {
+        PhaseError::Render(Box::new(e))
+    }
+}
+
+impl From<PlatformError> for PhaseError {
+    fn from(e: PlatformError) -> Self {
+        PhaseError::Platform(Box::new(e))
+    }
+}
+
+impl PhaseError {
+    pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| PhaseError::Io { what, path, source }
+    }
+
+    pub fn hint(&self) -> Option<Hint> {
+        let h = |s: String| Some(Hint(s));
+        match self {
+            PhaseError::Binary(BinaryError::NotFound) => h(
+                "add a pack with bin/etcd to the bundle, or install etcd (Debian: etcd-server)"
+                    .into(),
+            ),
+            PhaseError::EtcdUnhealthy { log, .. } => {
+                h(format!("see {} for why etcd is not up", log.display()))
+            }
+            PhaseError::RegistryUnreachable { log, .. } => h(format!(
+                "see {} for why the registry is not up",
+                log.display()
+            )),
+            PhaseError::Agent(AgentError::StartTimeout { log, .. }) => {
+                h(format!("see {log} for why the agent did not start"))
+            }
+            PhaseError::Registry { source, .. } if source.is_transient() => {
+                h("the registry failed transiently; re-run the same command to resume".into())
+            }
+            PhaseError::Seed { source, .. } if matches!(source.as_ref(), registry::seed::SeedError::Registry(e) if e.is_transient()) => {
+                h("the registry failed transiently; re-run the same command to resume".into())
+            }
+            PhaseError::Program(ProgramError::Failed { log, .. }) => {
+                h(format!("full output in {}", log.display()))
+            }
+            PhaseError::KubectlMissing => h(
+                "install kubectl (it ships with kubeadm) and re-run; the install resumes".into(),
+            ),
+            PhaseError::Trust(TrustError::Mismatch { .. }) => {
+                h("use `airgap upgrade` to move the cluster to another release".into())
+            }
+            PhaseError::Keys(KeysError::Secret { .. }) => h(
+                "the encryption configuration must be the one the cluster was installed with"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}

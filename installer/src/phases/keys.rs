@@ -1,0 +1,217 @@
+//! Phase keys: cluster-scoped state in etcd, created once per installation with create-only
+//! writes and never regenerated: the encryption-at-rest key (and the
+//! `EncryptionConfiguration` the API server reads), the installation keys and registry
+//! credentials as encrypted Secrets, and the cluster's trusted release.
+
+use std::path::Path;
+
+use super::{etcd_healthy, InstallContext, RegistryAccess};
+use crate::audit::Outcome;
+use crate::error::PhaseError;
+use crate::etcd::client::EtcdClient;
+use crate::files::{write_atomic, PRIVATE};
+use crate::journal::Phase;
+use crate::keys::{self, KeysError, SecretData, Stored, INSTALLATION_KEYS, REGISTRY_CREDENTIALS};
+use crate::layout::NodeLayout;
+use crate::release::{self, Trusted};
+use crate::secretbox::SecretboxKey;
+
+fn stored(s: Stored) -> Outcome {
+    match s {
+        Stored::Created => Outcome::Done,
+        Stored::Existing => Outcome::Unchanged,
+    }
+}
+
+/// The encryption-at-rest key from the node's `EncryptionConfiguration`, if it has one.
+fn read_encryption_key(layout: &NodeLayout) -> Result<Option<SecretboxKey>, PhaseError> {
+    let path = layout.encryption_config();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = zeroize::Zeroizing::new(text);
+            Ok(Some(
+                SecretboxKey::from_encryption_configuration(&text).map_err(KeysError::from)?,
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(PhaseError::io("reading", &path)(e)),
+    }
+}
+
+pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
+    let etcd = etcd_healthy(ctx, std::time::Duration::from_secs(60)).await?;
+    // The trusted release first: a cluster that trusts another release refuses this one
+    // before any key is created for it.
+    let trust = release::ensure_trusted(&etcd, ctx.release.id()).await?;
+    ctx.audit.record(
+        "etcd.create",
+        release::TRUSTED_RELEASE_KEY,
+        match trust {
+            Trusted::Recorded => Outcome::Done,
+            Trusted::Already => Outcome::Unchanged,
+        },
+    );
+    let path = ctx.layout.encryption_config();
+    let key = match read_encryption_key(&ctx.layout)? {
+        Some(key) => key,
+        None => {
+            let key = SecretboxKey::generate("key1").map_err(KeysError::from)?;
+            write_atomic(
+                &path,
+                key.encryption_configuration().expose().as_bytes(),
+                PRIVATE,
+            )
+            .map_err(PhaseError::io("writing", &path))?;
+            ctx.audit.record(
+                "keys.encryption-config",
+                &path.display().to_string(),
+                Outcome::Done,
+            );
+            key
+        }
+    };
+    let ns = keys::ensure_namespace(&etcd).await?;
+    ctx.audit
+        .record("etcd.create", "namespaces/airgap-system", stored(ns));
+    ctx.failpoint.reached(Phase::Keys);
+    let (_, keys_stored) = keys::ensure_secret(
+        &etcd,
+        &key,
+        INSTALLATION_KEYS,
+        keys::generate_installation_keys,
+    )
+    .await?;
+    ctx.audit.record(
+        "etcd.create",
+        "secrets/airgap-system/installation-keys",
+        stored(keys_stored),
+    );
+    let generate = || registry_credentials(ctx);
+    let (data, reg_stored) =
+        keys::ensure_secret(&etcd, &key, REGISTRY_CREDENTIALS, generate).await?;
+    ctx.audit.record(
+        "etcd.create",
+        "secrets/airgap-system/registry-credentials",
+        stored(reg_stored),
+    );
+    ctx.access = Some(registry_access(&data)?);
+    Ok(match (keys_stored, reg_stored, trust) {
+        (Stored::Existing, Stored::Existing, Trusted::Already) => {
+            format!(
+                "installation keys already in etcd; kept; trusted release {}",
+                ctx.release.id()
+            )
+        }
+        _ => format!(
+            "installation keys and registry credentials created in etcd (secretbox-encrypted); trusted release {}",
+            ctx.release.id()
+        ),
+    })
+}
+
+/// The data of `airgap-system/registry-credentials`: the external registry's, or the
+/// built-in one's with a generated password.
+fn registry_credentials(ctx: &InstallContext) -> Result<SecretData, KeysError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| KeysError::File {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let mut data = SecretData::new();
+    match ctx.config.external_registry() {
+        Some(external) => {
+            data.insert("endpoint".into(), external.url.clone().into_bytes().into());
+            data.insert(
+                "username".into(),
+                external
+                    .username
+                    .clone()
+                    .unwrap_or_default()
+                    .into_bytes()
+                    .into(),
+            );
+            let password = match &external.password_file {
+                Some(p) => {
+                    let mut bytes = read(p)?;
+                    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        bytes.pop();
+                    }
+                    bytes
+                }
+                None => Vec::new(),
+            };
+            data.insert("password".into(), password.into());
+            let ca = match &external.ca {
+                Some(p) => read(p)?,
+                None => Vec::new(),
+            };
+            data.insert("caCert".into(), ca.into());
+        }
+        None => {
+            let endpoint = format!(
+                "https://{}:{}",
+                ctx.config.spec.fqdn,
+                ctx.config.registry_port()
+            );
+            data.insert("endpoint".into(), endpoint.into_bytes().into());
+            data.insert("username".into(), b"admin".to_vec().into());
+            let password = keys::generate_password()?;
+            data.insert(
+                "password".into(),
+                password.expose().as_bytes().to_vec().into(),
+            );
+            data.insert("caCert".into(), read(&ctx.layout.fqdn_ca())?.into());
+        }
+    }
+    Ok(data)
+}
+
+/// The registry access a Secret's data describes.
+fn registry_access(data: &SecretData) -> Result<RegistryAccess, PhaseError> {
+    let field = |field: &'static str| {
+        data.get(field).ok_or(PhaseError::SecretField {
+            secret: REGISTRY_CREDENTIALS,
+            field,
+            problem: "is missing",
+        })
+    };
+    let text = |name: &'static str| -> Result<String, PhaseError> {
+        String::from_utf8(field(name)?.expose().to_vec()).map_err(|_| PhaseError::SecretField {
+            secret: REGISTRY_CREDENTIALS,
+            field: name,
+            problem: "is not text",
+        })
+    };
+    Ok(RegistryAccess {
+        endpoint: text("endpoint")?,
+        username: text("username")?,
+        password: field("password")?
+            .to_secret_string()
+            .ok_or(PhaseError::SecretField {
+                secret: REGISTRY_CREDENTIALS,
+                field: "password",
+                problem: "is not text",
+            })?,
+        ca_pem: field("caCert")?.expose().to_vec(),
+    })
+}
+
+/// The registry access stored in etcd, for phases that run when the keys phase was skipped.
+pub(super) async fn read_registry_access(
+    layout: &NodeLayout,
+    etcd: &EtcdClient,
+) -> Result<RegistryAccess, PhaseError> {
+    let missing = PhaseError::SecretField {
+        secret: REGISTRY_CREDENTIALS,
+        field: "data",
+        problem: "is not in etcd yet: run the keys phase",
+    };
+    let Some(key) = read_encryption_key(layout)? else {
+        return Err(missing);
+    };
+    match keys::read_secret(etcd, &key, REGISTRY_CREDENTIALS).await? {
+        Some(secret) => registry_access(&secret.data),
+        None => Err(missing),
+    }
+}

@@ -1,0 +1,289 @@
+//! The phase bodies of the install workflows, one file per phase. Each is idempotent: run on
+//! a node where its work is done it changes nothing and says so, which is how the
+//! [`Runner`](crate::workflow::Runner) resumes a workflow by running it again.
+//!
+//! [`InstallContext`] is what the phases share: the request, the resolved node, the verified
+//! release, and what earlier phases produced (an etcd client, the registry's credentials,
+//! where the release was mirrored). Each of those is derived again when the phase that makes
+//! it was skipped (`--skip-phases`), so no phase depends on another having run in this
+//! process.
+
+mod agent;
+mod etcd;
+mod keys;
+mod kubernetes;
+mod pki;
+mod platform;
+mod registry;
+mod verify;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::registry::auth::Credentials;
+use ::registry::mirror::{MirrorTarget, RewriteMap};
+
+use crate::agent::Launch;
+use crate::audit::{AuditLog, Outcome};
+use crate::config::{InstallConfig, Node};
+use crate::error::PhaseError;
+use crate::etcd::client::EtcdClient;
+use crate::etcd::EtcdMember;
+use crate::files::write_if_changed;
+use crate::host::Host;
+use crate::journal::{Journal, Phase, WorkflowKind};
+use crate::kubernetes::kubeadm::ClusterInit;
+use crate::kubernetes::RenderedFile;
+use crate::layout::NodeLayout;
+use crate::release::Release;
+use crate::secret::SecretString;
+use crate::workflow::{Failpoint, Observer, PhaseBodies, Step};
+
+/// What the phases of one run share.
+pub struct InstallContext {
+    pub config: InstallConfig,
+    /// The node this run installs, resolved by name or address.
+    pub node: Node,
+    pub layout: NodeLayout,
+    pub release: Release,
+    /// The bundle file the release was opened from, and the `install.yaml` given.
+    pub bundle_path: PathBuf,
+    pub config_path: PathBuf,
+    /// The `airgap` binary the agent and the built-in registry run as.
+    pub exe: PathBuf,
+    /// Blobs uploaded at once while seeding.
+    pub jobs: usize,
+    pub audit: AuditLog,
+    pub observer: Arc<dyn Observer>,
+    pub host: Arc<dyn Host>,
+    pub failpoint: Failpoint,
+    pub started: Instant,
+    etcd: Option<EtcdClient>,
+    access: Option<RegistryAccess>,
+    mirror: Option<Mirror>,
+    cluster: Option<ClusterInit>,
+    pub outcome: RunOutcome,
+}
+
+/// What a run reports at its end.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutcome {
+    pub launch: Option<Launch>,
+    pub seed: Option<SeedStats>,
+    /// Time from the start of the run until etcd and the registry were serving, seeding
+    /// excluded.
+    pub healthy_after: Duration,
+    /// Whether kubeadm ran; `None` when the kubernetes phase was skipped.
+    pub cluster: Option<ClusterInit>,
+    pub registry_endpoint: Option<String>,
+    pub registry_username: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SeedStats {
+    pub bytes_uploaded: u64,
+    pub blobs_uploaded: usize,
+    pub blobs_present: usize,
+    pub elapsed: Duration,
+}
+
+/// The registry the release is seeded into, with the credentials stored in etcd.
+#[derive(Debug, Clone)]
+pub struct RegistryAccess {
+    pub endpoint: String,
+    pub username: String,
+    pub password: SecretString,
+    pub ca_pem: Vec<u8>,
+}
+
+impl RegistryAccess {
+    /// The login, when the registry wants one. This is where the password leaves its type:
+    /// the registry client sends it as basic auth.
+    pub fn credentials(&self) -> Option<Credentials> {
+        (!self.username.is_empty()).then(|| Credentials {
+            username: self.username.clone(),
+            password: self.password.expose().to_string(),
+        })
+    }
+}
+
+/// Where the registry phase seeded the release, and what each image is called there: what
+/// the kubernetes and platform phases point nodes and manifests at.
+pub struct Mirror {
+    pub target: MirrorTarget,
+    pub rewrite: RewriteMap,
+}
+
+/// The inputs of a context besides what the phases produce.
+pub struct ContextInputs {
+    pub config: InstallConfig,
+    pub node: Node,
+    pub layout: NodeLayout,
+    pub release: Release,
+    pub bundle_path: PathBuf,
+    pub config_path: PathBuf,
+    pub exe: PathBuf,
+    pub jobs: usize,
+    pub observer: Arc<dyn Observer>,
+    pub host: Arc<dyn Host>,
+    pub started: Instant,
+}
+
+impl InstallContext {
+    pub fn new(inputs: ContextInputs) -> Self {
+        InstallContext {
+            audit: AuditLog::new(&inputs.layout),
+            config: inputs.config,
+            node: inputs.node,
+            layout: inputs.layout,
+            release: inputs.release,
+            bundle_path: inputs.bundle_path,
+            config_path: inputs.config_path,
+            exe: inputs.exe,
+            jobs: inputs.jobs,
+            observer: inputs.observer,
+            host: inputs.host,
+            failpoint: Failpoint::from_env(),
+            started: inputs.started,
+            etcd: None,
+            access: None,
+            mirror: None,
+            cluster: None,
+            outcome: RunOutcome::default(),
+        }
+    }
+
+    pub fn member(&self) -> EtcdMember {
+        EtcdMember {
+            name: self.node.name.to_string(),
+            address: self.node.address,
+            initial_cluster: self
+                .config
+                .spec
+                .nodes
+                .iter()
+                .map(|n| (n.name.to_string(), n.address))
+                .collect(),
+            cluster_token: format!("airgap-{}", self.config.metadata.name),
+        }
+    }
+
+    /// The etcd client with this node's client certificate.
+    fn etcd_client(&mut self) -> Result<EtcdClient, PhaseError> {
+        if let Some(client) = &self.etcd {
+            return Ok(client.clone());
+        }
+        let client = crate::etcd::client::for_node(&self.layout, &self.member().client_url())?;
+        self.etcd = Some(client.clone());
+        Ok(client)
+    }
+
+    /// The registry's endpoint and credentials, from the keys phase or, when it was
+    /// skipped, from the Secret in etcd.
+    async fn registry_access(&mut self) -> Result<RegistryAccess, PhaseError> {
+        if let Some(access) = &self.access {
+            return Ok(access.clone());
+        }
+        let etcd = self.etcd_client()?;
+        let access = keys::read_registry_access(&self.layout, &etcd).await?;
+        self.access = Some(access.clone());
+        Ok(access)
+    }
+
+    /// Where the release is mirrored, from the registry phase or derived the same way. Taken
+    /// out of the context while a phase uses it beside the context's other fields; the phase
+    /// puts it back.
+    async fn take_mirror(&mut self) -> Result<Mirror, PhaseError> {
+        match self.mirror.take() {
+            Some(m) => Ok(m),
+            None => {
+                let access = self.registry_access().await?;
+                let target = MirrorTarget::parse(&access.endpoint, false)?;
+                let rewrite = RewriteMap::new(self.release.verified().index(), &target);
+                Ok(Mirror { target, rewrite })
+            }
+        }
+    }
+
+    /// Writes what changed; returns how many files did.
+    fn write_rendered(&self, action: &str, files: &[RenderedFile]) -> Result<usize, PhaseError> {
+        let mut written = 0;
+        for file in files {
+            let changed = write_if_changed(&file.path, &file.bytes, file.mode)
+                .map_err(PhaseError::io("writing", &file.path))?;
+            if changed {
+                written += 1;
+                self.audit
+                    .record(action, &file.path.display().to_string(), Outcome::Done);
+            }
+        }
+        Ok(written)
+    }
+
+    /// The registry's listen address on this node (the built-in registry).
+    fn registry_listen(&self) -> SocketAddr {
+        SocketAddr::new(self.node.address, self.config.registry_port())
+    }
+}
+
+impl PhaseBodies for InstallContext {
+    async fn run(
+        &mut self,
+        workflow: WorkflowKind,
+        step: Step,
+        journal: &mut Journal,
+    ) -> Result<String, PhaseError> {
+        // Every workflow runs the same bodies; what differs (join reads cluster material
+        // instead of creating it) is decided inside the cluster-scoped phases.
+        let _ = workflow;
+        match step.phase {
+            Phase::Verify => verify::run(self, journal),
+            Phase::Pki => pki::run(self),
+            Phase::Etcd => etcd::run(self).await,
+            Phase::Keys => keys::run(self).await,
+            Phase::Registry => registry::run(self).await,
+            Phase::Agent => agent::run(self).await,
+            Phase::Kubernetes => kubernetes::run(self).await,
+            Phase::Platform => platform::run(self).await,
+        }
+    }
+}
+
+fn outcome(changed: bool) -> Outcome {
+    if changed {
+        Outcome::Done
+    } else {
+        Outcome::Unchanged
+    }
+}
+
+/// Polls `check` until it succeeds or `limit` passes; the error is the last failure.
+async fn wait_for<F, Fut, E>(limit: Duration, mut check: F) -> Result<(), E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// etcd answering its health check within `limit`.
+async fn etcd_healthy(ctx: &mut InstallContext, limit: Duration) -> Result<EtcdClient, PhaseError> {
+    let client = ctx.etcd_client()?;
+    wait_for(limit, || client.health())
+        .await
+        .map_err(|source| PhaseError::EtcdUnhealthy {
+            secs: limit.as_secs(),
+            log: ctx.layout.log_dir().join("etcd.log"),
+            source,
+        })?;
+    Ok(client)
+}

@@ -1,0 +1,124 @@
+//! Phase pki: the cluster CA and etcd CA, this node's etcd and agent certificates, the
+//! `apiserver-etcd-client` certificate, and the FQDN certificate (issued, or imported as
+//! checked before anything was written). Keys 0600; what exists and is current is kept.
+
+use std::path::Path;
+
+use super::InstallContext;
+use crate::audit::Outcome;
+use crate::error::PhaseError;
+use crate::files::{write_if_changed, PRIVATE, PUBLIC};
+use crate::journal::Phase;
+use crate::pki::{CertificateAuthority, Ensured, LeafSpec, PairPaths, Usage};
+
+pub(super) fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
+    let layout = &ctx.layout;
+    let node = &ctx.node;
+    let name = ctx.config.metadata.name.as_str();
+    let mut created = Vec::new();
+    let audit = &ctx.audit;
+    let mut note = |what: &str, e: Ensured| {
+        let outcome = match e {
+            Ensured::Created => {
+                created.push(what.to_string());
+                Outcome::Done
+            }
+            Ensured::Kept => Outcome::Unchanged,
+        };
+        audit.record("pki.issue", what, outcome);
+    };
+    let (ca, e) = CertificateAuthority::ensure(
+        &PairPaths::new(&layout.pki_dir(), "ca"),
+        &format!("{name}-ca"),
+    )?;
+    note("ca", e);
+    let (etcd_ca, e) = CertificateAuthority::ensure(
+        &PairPaths::new(&layout.etcd_pki_dir(), "ca"),
+        &format!("{name}-etcd-ca"),
+    )?;
+    note("etcd/ca", e);
+    ctx.failpoint.reached(Phase::Pki);
+    let member = LeafSpec {
+        common_name: node.name.to_string(),
+        organization: None,
+        dns_names: vec![node.name.to_string(), "localhost".into()],
+        ip_addresses: vec![node.address, std::net::Ipv4Addr::LOCALHOST.into()],
+        usage: Usage::ServerAndClient,
+    };
+    for stem in ["server", "peer"] {
+        let e = etcd_ca.ensure_leaf(&PairPaths::new(&layout.etcd_pki_dir(), stem), &member)?;
+        note(&format!("etcd/{stem}"), e);
+    }
+    let client = LeafSpec {
+        common_name: "kube-apiserver-etcd-client".into(),
+        organization: None,
+        dns_names: vec![],
+        ip_addresses: vec![],
+        usage: Usage::Client,
+    };
+    let e = etcd_ca.ensure_leaf(
+        &PairPaths::new(&layout.pki_dir(), "apiserver-etcd-client"),
+        &client,
+    )?;
+    note("apiserver-etcd-client", e);
+    let agent = LeafSpec {
+        common_name: format!("airgap-agent:{}", node.name),
+        organization: Some("airgap:agents".into()),
+        dns_names: vec![node.name.to_string()],
+        ip_addresses: vec![node.address],
+        usage: Usage::ServerAndClient,
+    };
+    let e = ca.ensure_leaf(&PairPaths::new(&layout.etc().join("pki"), "agent"), &agent)?;
+    note("agent", e);
+
+    let fqdn_paths = PairPaths {
+        cert: layout.fqdn_cert(),
+        key: layout.fqdn_key(),
+    };
+    let fqdn_summary = match &ctx.config.spec.certificates {
+        Some(certs) => {
+            // Checked before anything was written; copied as given.
+            let import = &certs.import;
+            let copy = |from: &Path, to: &Path, mode| -> Result<bool, PhaseError> {
+                let bytes = zeroize::Zeroizing::new(
+                    std::fs::read(from).map_err(PhaseError::io("reading", from))?,
+                );
+                write_if_changed(to, &bytes, mode).map_err(PhaseError::io("writing", to))
+            };
+            let mut changed = copy(&import.key, &fqdn_paths.key, PRIVATE)?;
+            changed |= copy(&import.cert, &fqdn_paths.cert, PUBLIC)?;
+            changed |= copy(&import.ca, &layout.fqdn_ca(), PUBLIC)?;
+            note(
+                "fqdn (imported)",
+                if changed {
+                    Ensured::Created
+                } else {
+                    Ensured::Kept
+                },
+            );
+            "FQDN certificate imported"
+        }
+        None => {
+            let mut ips: Vec<_> = ctx.config.spec.nodes.iter().map(|n| n.address).collect();
+            ips.extend(ctx.config.spec.vip);
+            let fqdn = LeafSpec {
+                common_name: ctx.config.spec.fqdn.to_string(),
+                organization: None,
+                dns_names: vec![ctx.config.spec.fqdn.to_string()],
+                ip_addresses: ips,
+                usage: Usage::Server,
+            };
+            let e = ca.ensure_leaf(&fqdn_paths, &fqdn)?;
+            note("fqdn", e);
+            let ca_path = layout.fqdn_ca();
+            write_if_changed(&ca_path, ca.cert_pem().as_bytes(), PUBLIC)
+                .map_err(PhaseError::io("writing", &ca_path))?;
+            "FQDN certificate issued by the cluster CA"
+        }
+    };
+    Ok(if created.is_empty() {
+        format!("all certificates in place; {fqdn_summary}")
+    } else {
+        format!("issued {}; {fqdn_summary}", created.join(", "))
+    })
+}

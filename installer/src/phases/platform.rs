@@ -1,0 +1,53 @@
+//! Phase platform: namespaces and addon manifests rendered with images pointed at the
+//! private registry; applied with kubectl when a cluster exists.
+
+use std::path::PathBuf;
+
+use super::InstallContext;
+use crate::audit::Outcome;
+use crate::error::PhaseError;
+use crate::journal::Phase;
+use crate::kubernetes::kubeadm::{self, ClusterInit};
+
+pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
+    let release = ctx.release.clone();
+    let mirror = ctx.take_mirror().await?;
+    let files = crate::platform::render(release.archive().as_ref(), &ctx.layout, &mirror.rewrite);
+    ctx.mirror = Some(mirror);
+    let files = files?;
+    let written = ctx.write_rendered("platform.render", &files)?;
+    let keep: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    for stale in crate::platform::stale_files(&ctx.layout.manifests_dir(), &keep) {
+        std::fs::remove_file(&stale).map_err(PhaseError::io("removing", &stale))?;
+        ctx.audit.record(
+            "platform.remove",
+            &stale.display().to_string(),
+            Outcome::Done,
+        );
+    }
+    ctx.failpoint.reached(Phase::Platform);
+    // The kubernetes phase's finding, or (when it was skipped) what the node shows.
+    let cluster = ctx
+        .cluster
+        .clone()
+        .unwrap_or_else(|| ClusterInit::observed(&ctx.layout));
+    let applied = match cluster {
+        ClusterInit::KubeadmMissing => "not applied: no cluster".to_string(),
+        _ => {
+            let kubectl = kubeadm::apply_manifests(&ctx.layout, ctx.host.as_ref())?
+                .ok_or(PhaseError::KubectlMissing)?;
+            ctx.audit.record_with(
+                "platform.apply",
+                &ctx.layout.manifests_dir().display().to_string(),
+                Outcome::Done,
+                Some(&kubectl.display().to_string()),
+            );
+            "applied with kubectl".to_string()
+        }
+    };
+    Ok(format!(
+        "{} manifests in {} ({written} changed); {applied}",
+        files.len(),
+        ctx.layout.manifests_dir().display()
+    ))
+}

@@ -1,0 +1,174 @@
+//! Phase registry: the built-in registry on this node (htpasswd, service, readiness) unless
+//! an external one is configured; then the release seeded into it and the mirror
+//! configuration (rewrite map, the registry's CA) written for the phases after it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use registry::mirror::{MirrorTarget, RewriteMap};
+use registry::seed::{SeedObserver, SeedPlan, Seeder};
+use registry::{ClientConfig, RegistryClient};
+
+use super::{outcome, wait_for, InstallContext, Mirror, RegistryAccess, SeedStats};
+use crate::agent;
+use crate::audit::Outcome;
+use crate::error::PhaseError;
+use crate::files::{write_atomic, write_if_changed, PRIVATE, PUBLIC};
+use crate::journal::Phase;
+use crate::service::ServiceSpec;
+use crate::workflow::{Failpoint, Observer};
+
+/// How long the built-in registry has to accept connections once started.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
+    let access = ctx.registry_access().await?;
+    let target = MirrorTarget::parse(&access.endpoint, false)?;
+    let mut resolve = Vec::new();
+    if ctx.config.external_registry().is_none() {
+        let listen = ctx.registry_listen();
+        builtin_registry(ctx, &access)?;
+        resolve.push((ctx.config.spec.fqdn.to_string(), listen));
+        wait_for(READY_WITHIN, || async move {
+            tokio::net::TcpStream::connect(listen).await.map(|_| ())
+        })
+        .await
+        .map_err(|source| PhaseError::RegistryUnreachable {
+            addr: listen,
+            secs: READY_WITHIN.as_secs(),
+            log: ctx.layout.log_dir().join("registry.log"),
+            source,
+        })?;
+    }
+    ctx.outcome.healthy_after = ctx.started.elapsed();
+    let registry_error = |source| PhaseError::Registry {
+        target: target.to_string(),
+        source: Box::new(source),
+    };
+    let client = RegistryClient::new(
+        &target.host,
+        ClientConfig {
+            ca_pem: (!access.ca_pem.is_empty()).then(|| access.ca_pem.clone()),
+            credentials: access.credentials(),
+            resolve,
+            ..ClientConfig::default()
+        },
+    )
+    .map_err(registry_error)?;
+    client.ping().await.map_err(registry_error)?;
+
+    let archive = ctx.release.archive().clone();
+    let seed_error = |source| PhaseError::Seed {
+        target: target.to_string(),
+        source: Box::new(source),
+    };
+    let plan = SeedPlan::new(&archive, &target).map_err(seed_error)?;
+    ctx.observer.bytes_total("seeding", plan.blob_bytes());
+    let seeding = Instant::now();
+    let seeder = Seeder {
+        archive,
+        client: Arc::new(client),
+        jobs: ctx.jobs,
+        observer: Arc::new(SeedProgress {
+            observer: ctx.observer.clone(),
+            failpoint: ctx.failpoint,
+        }),
+    };
+    let report = seeder.run(&plan).await.map_err(seed_error)?;
+    ctx.observer.bytes_finished();
+    ctx.outcome.seed = Some(SeedStats {
+        bytes_uploaded: report.bytes_uploaded,
+        blobs_uploaded: report.blobs_uploaded,
+        blobs_present: report.blobs_present,
+        elapsed: seeding.elapsed(),
+    });
+    ctx.audit.record_with(
+        "registry.seed",
+        &target.to_string(),
+        outcome(report.blobs_uploaded + report.manifests_pushed > 0),
+        Some(&format!(
+            "{} blobs uploaded, {} present, {} manifests pushed",
+            report.blobs_uploaded, report.blobs_present, report.manifests_pushed
+        )),
+    );
+
+    let index = ctx.release.verified().index();
+    let w = |path: PathBuf, bytes: &[u8]| {
+        write_if_changed(&path, bytes, PUBLIC).map_err(PhaseError::io("writing", &path))
+    };
+    let rewrite = RewriteMap::new(index, &target);
+    w(ctx.layout.rewrite_map(), &rewrite.to_json())?;
+    if !access.ca_pem.is_empty() {
+        w(ctx.layout.registry_ca(), &access.ca_pem)?;
+    }
+    let summary = format!(
+        "{} images and {} packs in {target}: {} blobs uploaded, {} already there",
+        index.images.len(),
+        index.packs.len(),
+        report.blobs_uploaded,
+        report.blobs_present
+    );
+    ctx.outcome.registry_endpoint = Some(access.endpoint.clone());
+    ctx.outcome.registry_username = Some(access.username.clone());
+    ctx.mirror = Some(Mirror { target, rewrite });
+    Ok(summary)
+}
+
+/// The built-in registry's htpasswd and service definition, and the agent running it.
+fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(), PhaseError> {
+    let htpasswd = ctx.layout.htpasswd();
+    let password = access.password.expose();
+    let current = registry::server::Htpasswd::load(&htpasswd)
+        .map(|h| h.check(&access.username, password))
+        .unwrap_or(false);
+    if !current {
+        let line = registry::server::htpasswd::entry(&access.username, password)
+            .map_err(PhaseError::Htpasswd)?;
+        write_atomic(&htpasswd, line.as_bytes(), PRIVATE)
+            .map_err(PhaseError::io("writing", &htpasswd))?;
+        ctx.audit.record(
+            "registry.htpasswd",
+            &htpasswd.display().to_string(),
+            Outcome::Done,
+        );
+    }
+    let spec = ServiceSpec {
+        name: "registry".into(),
+        program: ctx.exe.clone(),
+        args: vec![
+            "registry".into(),
+            "serve".into(),
+            ctx.layout.registry_storage().display().to_string(),
+            "--listen".into(),
+            ctx.registry_listen().to_string(),
+            "--tls-cert".into(),
+            ctx.layout.fqdn_cert().display().to_string(),
+            "--tls-key".into(),
+            ctx.layout.fqdn_key().display().to_string(),
+            "--htpasswd".into(),
+            htpasswd.display().to_string(),
+        ],
+        env: Default::default(),
+    };
+    let changed = spec.write(&ctx.layout.services_dir())?;
+    ctx.audit
+        .record("service.define", "registry", outcome(changed));
+    agent::ensure_running(&ctx.layout, &ctx.exe, ctx.host.as_ref())?;
+    Ok(())
+}
+
+struct SeedProgress {
+    observer: Arc<dyn Observer>,
+    failpoint: Failpoint,
+}
+
+impl SeedObserver for SeedProgress {
+    fn bytes_sent(&self, n: u64) {
+        self.observer.bytes_done(n);
+        self.failpoint.reached(Phase::Registry);
+    }
+    fn blob_skipped(&self, size: u64) {
+        self.observer.bytes_done(size);
+    }
+}

@@ -1,0 +1,195 @@
+//! Releases and the cluster's trust in one.
+//!
+//! A [`Release`] is a bundle whose signature verified: the only thing phases accept, so no
+//! phase can act on an index that `bundle inspect` merely read. The cluster records its
+//! **trusted release** (name, semver version, sha256 of the signed `bundle.json`) in etcd,
+//! written create-only by the first install; the node's journal keeps a copy. What may move
+//! it follows TUF's rule: trusted metadata is never replaced with a lower version, and only
+//! an upgrade replaces it at all ([`decide`]).
+
+use std::fmt;
+use std::sync::Arc;
+
+use airgap::{BundleArchive, Digest, PublicKey, VerifiedIndex};
+use serde::{Deserialize, Serialize};
+
+use crate::etcd::client::{Create, EtcdClient, EtcdError};
+
+/// Where the trusted release lives in etcd: cluster-scoped, beside the Kubernetes keys.
+pub const TRUSTED_RELEASE_KEY: &str = "/airgap/cluster/trusted-release";
+
+/// What names a release: the product, its version, and the exact signed index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseId {
+    pub name: String,
+    pub version: semver::Version,
+    /// sha256 of the signed `bundle.json`.
+    pub index_sha256: Digest,
+}
+
+impl fmt::Display for ReleaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name, self.version)
+    }
+}
+
+impl ReleaseId {
+    pub fn of(verified: &VerifiedIndex) -> Self {
+        let index = verified.index();
+        ReleaseId {
+            name: index.name.clone(),
+            version: index.version.clone(),
+            index_sha256: verified.index_digest(),
+        }
+    }
+}
+
+/// A bundle whose signature verified, opened for random access; each entry is checked
+/// against the signed index as it is read. Made only from a [`BundleArchive`], which only
+/// a signature check makes.
+#[derive(Debug, Clone)]
+pub struct Release {
+    archive: Arc<BundleArchive>,
+    key: PublicKey,
+    id: ReleaseId,
+}
+
+impl Release {
+    /// `key` is the one the archive's signature was checked against.
+    pub fn new(archive: BundleArchive, key: PublicKey) -> Self {
+        let id = ReleaseId::of(archive.verified());
+        Release {
+            archive: Arc::new(archive),
+            key,
+            id,
+        }
+    }
+
+    pub fn key(&self) -> &PublicKey {
+        &self.key
+    }
+
+    pub fn id(&self) -> &ReleaseId {
+        &self.id
+    }
+
+    pub fn verified(&self) -> &VerifiedIndex {
+        self.archive.verified()
+    }
+
+    pub fn archive(&self) -> &Arc<BundleArchive> {
+        &self.archive
+    }
+}
+
+/// What installing `offered` over `installed` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The same release: a re-run, which resumes or changes nothing.
+    Same,
+    /// A newer release: an upgrade's job.
+    Newer,
+    /// A lower version, or another product: never.
+    Older,
+    /// Same name and version, other content: a re-signed or forged release; never silently.
+    Conflicting,
+}
+
+pub fn decide(installed: &ReleaseId, offered: &ReleaseId) -> Decision {
+    if installed == offered {
+        return Decision::Same;
+    }
+    match offered.version.cmp(&installed.version) {
+        std::cmp::Ordering::Less => Decision::Older,
+        std::cmp::Ordering::Greater if offered.name == installed.name => Decision::Newer,
+        std::cmp::Ordering::Greater => Decision::Conflicting,
+        std::cmp::Ordering::Equal => Decision::Conflicting,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("the cluster trusts release {trusted}; this bundle is {offered}")]
+    Mismatch {
+        trusted: Box<ReleaseId>,
+        offered: Box<ReleaseId>,
+    },
+    #[error("the trusted release record in etcd ({TRUSTED_RELEASE_KEY}) is not valid")]
+    Corrupt(#[source] serde_json::Error),
+    #[error("reading the trusted release")]
+    Etcd(#[from] EtcdError),
+}
+
+/// Whether the record was written now or found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trusted {
+    Recorded,
+    Already,
+}
+
+/// The trusted release in etcd, if the cluster has one.
+pub async fn trusted(etcd: &EtcdClient) -> Result<Option<ReleaseId>, TrustError> {
+    match etcd.get(TRUSTED_RELEASE_KEY).await? {
+        None => Ok(None),
+        Some(kv) => serde_json::from_slice(&kv.value)
+            .map(Some)
+            .map_err(TrustError::Corrupt),
+    }
+}
+
+/// Records `release` as the cluster's trusted release unless one is recorded (create-only);
+/// a different one already there is refused: only an upgrade moves it.
+pub async fn ensure_trusted(etcd: &EtcdClient, release: &ReleaseId) -> Result<Trusted, TrustError> {
+    let record = serde_json::to_vec(release).map_err(TrustError::Corrupt)?;
+    let existing = match etcd.create(TRUSTED_RELEASE_KEY, &record).await? {
+        Create::Created => return Ok(Trusted::Recorded),
+        Create::Exists => trusted(etcd).await?,
+    };
+    match existing {
+        Some(t) if &t == release => Ok(Trusted::Already),
+        Some(t) => Err(TrustError::Mismatch {
+            trusted: Box::new(t),
+            offered: Box::new(release.clone()),
+        }),
+        // Deleted between the two calls: nothing to compare with; a re-run records it.
+        None => Ok(Trusted::Already),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &str, version: &str, sha: u8) -> ReleaseId {
+        ReleaseId {
+            name: name.into(),
+            version: version.parse().unwrap(),
+            index_sha256: Digest::of(&[sha]),
+        }
+    }
+
+    #[test]
+    fn versions_are_compared_as_semver_never_as_text() {
+        let installed = id("mgmt", "1.9.0", 1);
+        assert_eq!(decide(&installed, &installed.clone()), Decision::Same);
+        // As text "1.10.0" < "1.9.0"; as semver it is newer.
+        assert_eq!(
+            decide(&installed, &id("mgmt", "1.10.0", 2)),
+            Decision::Newer
+        );
+        assert_eq!(
+            decide(&installed, &id("mgmt", "1.9.0-rc.1", 2)),
+            Decision::Older
+        );
+        assert_eq!(decide(&installed, &id("mgmt", "1.8.9", 2)), Decision::Older);
+        assert_eq!(
+            decide(&installed, &id("mgmt", "1.9.0", 2)),
+            Decision::Conflicting
+        );
+        assert_eq!(
+            decide(&installed, &id("other", "2.0.0", 2)),
+            Decision::Conflicting
+        );
+    }
+}
