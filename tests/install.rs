@@ -82,10 +82,17 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
     let root = setup.path("root");
     let config = install_yaml(setup.dir.path(), "");
 
+    // -vv: the debug output is grepped for every secret below.
     let out = install(&ns, &config, &bundle, &setup.public(), &root)
+        .arg("-vv")
         .output()
         .unwrap();
     let stdout = output_ok(&out, "install");
+    let verbose_output = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        verbose_output.contains("DEBUG"),
+        "-vv printed no debug lines"
+    );
     for phase in [
         "[verify]",
         "[pki]",
@@ -175,6 +182,42 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
     ] {
         assert_eq!(mode(&root.join(key)), 0o600, "{key}");
     }
+    // No secret in the -vv output or in any log, in any encoding it is kept in.
+    let encryption_config =
+        std::fs::read_to_string(root.join("etc/kubernetes/encryption-config.yaml")).unwrap();
+    let secretbox_key = encryption_config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("secret:"))
+        .map(|k| k.trim().trim_matches('"').to_string())
+        .expect("a secretbox key in encryption-config.yaml");
+    let jwt = String::from_utf8(keys["jwtSigningKey"].clone()).unwrap();
+    let jwt_body = jwt
+        .lines()
+        .find(|l| l.len() > 20 && !l.starts_with("-----"))
+        .unwrap()
+        .to_string();
+    let mut secrets = vec![
+        ("registry password", password.clone()),
+        ("secretbox key", secretbox_key),
+        ("jwt signing key", jwt_body),
+    ];
+    for name in ["rootKey", "hashSalt"] {
+        secrets.push((name, base64_std(&keys[name])));
+        secrets.push((name, hex(&keys[name])));
+    }
+    let mut logs = vec![("install -vv".to_string(), verbose_output.clone())];
+    for (path, bytes) in snapshot(&root.join("var/log")) {
+        logs.push((
+            path.display().to_string(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
+    }
+    assert!(logs.len() > 2, "no logs under var/log: {logs:?}");
+    for (log, text) in &logs {
+        for (name, secret) in &secrets {
+            assert!(!text.contains(secret.as_str()), "{name} appears in {log}");
+        }
+    }
     let audit = std::fs::read_to_string(root.join("var/log/airgap/audit.log")).unwrap();
     for line in audit.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -222,6 +265,52 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
         .unwrap();
     assert_eq!((mod_keys, mod_creds), (keys_rev, creds_rev));
     assert_eq!(revision_after, revision_before, "the re-run wrote to etcd");
+
+    // Another release over this root is an upgrade's job: refused with the hint, nothing
+    // changed. An older one is refused naming both versions (never a downgrade).
+    let journal = root.join("var/lib/airgap/journal.json");
+    let journal_before = std::fs::read(&journal).unwrap();
+    let spec = std::fs::read_to_string(&setup.fixture.spec).unwrap();
+    assert!(spec.contains("version: 4.5.0"), "{spec}");
+    for (version, expect) in [
+        ("4.6.0", vec!["4.5.0", "4.6.0", "airgap upgrade"]),
+        ("4.4.9", vec!["4.5.0", "4.4.9", "older", "hint:"]),
+    ] {
+        let other_spec = setup
+            .fixture
+            .spec
+            .with_file_name(format!("bundle-{version}.yaml"));
+        std::fs::write(
+            &other_spec,
+            spec.replace("version: 4.5.0", &format!("version: {version}")),
+        )
+        .unwrap();
+        let other_bundle = setup.build_spec(&other_spec, &format!("bundle-{version}.tar"));
+        let err = fails(&mut install(
+            &ns,
+            &config,
+            &other_bundle,
+            &setup.public(),
+            &root,
+        ));
+        for needle in expect {
+            assert!(err.contains(needle), "{version}: {err}");
+        }
+        assert_eq!(
+            snapshot(&root.join("etc")),
+            before,
+            "{version} changed etc/"
+        );
+        assert_eq!(
+            std::fs::read(&journal).unwrap(),
+            journal_before,
+            "{version} changed the journal"
+        );
+        let (_, _, revision) = probe
+            .raw("/registry/secrets/airgap-system/installation-keys")
+            .unwrap();
+        assert_eq!(revision, revision_before, "{version} wrote to etcd");
+    }
 
     // Another installation refuses this root.
     let other = setup.path("other.yaml");
@@ -307,6 +396,10 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
         "reset removed a containerd host it did not write"
     );
     assert!(root.join("var/log/airgap/audit.log").exists());
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn base64_std(bytes: &[u8]) -> String {
