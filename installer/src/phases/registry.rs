@@ -120,7 +120,7 @@ fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(),
     let htpasswd = ctx.layout.htpasswd();
     let password = access.password.expose();
     let current = registry::server::Htpasswd::load(&htpasswd)
-        .map(|h| h.check(&access.username, password))
+        .map(|h| h.matches(&access.username, password))
         .unwrap_or(false);
     if !current {
         let line = registry::server::htpasswd::entry(&access.username, password)

@@ -240,7 +240,7 @@ impl Registry {
             })
             .and_then(|raw| String::from_utf8(raw).ok());
         let ok = match creds.as_deref().and_then(|c| c.split_once(':')) {
-            Some((user, password)) => htpasswd.check(user, password),
+            Some((user, password)) => htpasswd.authenticate(user, password).await,
             None => false,
         };
         if ok {
