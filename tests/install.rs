@@ -727,7 +727,10 @@ fn install_yaml_errors_name_the_field_and_position_and_write_nothing() {
     );
     let err = fails(&mut cmd);
     assert!(err.contains("phase etcd: no etcd binary"), "{err}");
-    assert!(err.contains("etcd-server"), "{err}");
+    assert!(
+        err.contains("; hint: add a pack with bin/etcd") && err.contains("etcd-server"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -744,6 +744,7 @@ fn a_stand_in_kubeadm_on_path_is_run_with_the_rendered_configuration_then_kubect
     assert!(
         line.contains("phase kubernetes: kubeadm init")
             && line.contains("stand-in refuses")
+            && line.contains("; hint: full output in")
             && line.contains("kubeadm.log"),
         "{line}"
     );
