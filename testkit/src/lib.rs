@@ -35,6 +35,15 @@ impl Rng {
     }
 }
 
+/// A layer blob as a manifest and a config name it.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub digest: Digest,
+    pub size: u64,
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+}
+
 /// Writes an OCI image layout directory.
 pub struct LayoutWriter {
     dir: PathBuf,
@@ -63,48 +72,99 @@ impl LayoutWriter {
 
     /// A gzip'd tar layer holding one file of `size` random bytes. Stored (level 0) deflate
     /// keeps generation fast; the data is incompressible anyway.
-    pub fn random_layer(&mut self, rng: &mut Rng, size: u64) -> io::Result<(Digest, u64)> {
-        let tmp = self
-            .dir
-            .join(format!("blobs/sha256/.tmp-{}", rng.next_u64()));
-        let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, File::create(&tmp)?));
-        {
-            let mut gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::none());
-            let header = ustar_header("data.bin", HeaderKind::Regular, 0o644, size, 0)
-                .map_err(io::Error::other)?;
-            gz.write_all(&header)?;
-            let mut buf = vec![0u8; 1 << 20];
+    pub fn random_layer(&mut self, rng: &mut Rng, size: u64) -> io::Result<Layer> {
+        let mut buf = vec![0u8; (1 << 20).min(size as usize).max(1)];
+        self.layer(rng.next_u64(), flate2::Compression::none(), |tar| {
+            tar.write_all(
+                &ustar_header("data.bin", HeaderKind::Regular, 0o644, size, 0)
+                    .map_err(io::Error::other)?,
+            )?;
             let mut left = size;
             while left > 0 {
                 let n = left.min(buf.len() as u64) as usize;
                 rng.fill(&mut buf[..n]);
-                gz.write_all(&buf[..n])?;
+                tar.write_all(&buf[..n])?;
                 left -= n as u64;
             }
-            gz.write_all(&END_OF_ARCHIVE[..padding(size) as usize])?;
-            gz.write_all(&END_OF_ARCHIVE)?;
-            gz.finish()?;
-        }
-        let (_, digest, len) = out.finish()?;
+            tar.write_all(&END_OF_ARCHIVE[..padding(size) as usize])
+        })
+    }
+
+    /// A layer with a static busybox at `bin/busybox` (from the host's `busybox-static`), so
+    /// an image over it really runs: `/bin/busybox echo …`.
+    pub fn busybox_layer(&mut self, busybox: &Path) -> io::Result<Layer> {
+        let bytes = fs::read(busybox)?;
+        self.layer(0, flate2::Compression::fast(), |tar| {
+            for dir in ["bin/", "tmp/", "proc/", "sys/", "dev/", "etc/"] {
+                tar.write_all(
+                    &ustar_header(dir, HeaderKind::Directory, 0o755, 0, 0)
+                        .map_err(io::Error::other)?,
+                )?;
+            }
+            let size = bytes.len() as u64;
+            tar.write_all(
+                &ustar_header("bin/busybox", HeaderKind::Regular, 0o755, size, 0)
+                    .map_err(io::Error::other)?,
+            )?;
+            tar.write_all(&bytes)?;
+            tar.write_all(&END_OF_ARCHIVE[..padding(size) as usize])
+        })
+    }
+
+    /// Writes a gzip'd tar layer whose entries `entries` writes, recording both digests: the
+    /// blob's (compressed) and the `diff_id` (the uncompressed tar), which runtimes check
+    /// when they unpack.
+    fn layer(
+        &mut self,
+        tag: u64,
+        level: flate2::Compression,
+        entries: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<Layer> {
+        let tmp = self.dir.join(format!("blobs/sha256/.tmp-{tag}"));
+        let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, File::create(&tmp)?));
+        let gz = flate2::write::GzEncoder::new(out, level);
+        let mut tar = HashingWriter::new(gz);
+        entries(&mut tar)?;
+        tar.write_all(&END_OF_ARCHIVE)?;
+        let (gz, diff_id, _) = tar.finish()?;
+        let (_, digest, size) = gz.finish()?.finish()?;
         fs::rename(&tmp, self.dir.join(digest.blob_path()))?;
-        Ok((digest, len))
+        Ok(Layer {
+            digest,
+            size,
+            diff_id,
+        })
     }
 
     /// An image manifest over `layers`, with a config naming `platform` (`os/arch`).
-    pub fn image(&mut self, layers: &[(Digest, u64)], platform: &str) -> io::Result<Descriptor> {
+    pub fn image(&mut self, layers: &[Layer], platform: &str) -> io::Result<Descriptor> {
+        self.image_with(layers, platform, &[])
+    }
+
+    /// An image whose config runs `entrypoint` (a runnable image over a busybox layer).
+    pub fn image_with(
+        &mut self,
+        layers: &[Layer],
+        platform: &str,
+        entrypoint: &[&str],
+    ) -> io::Result<Descriptor> {
         let (os, arch) = platform.split_once('/').unwrap_or(("linux", "amd64"));
+        let mut config = serde_json::json!({"Env": ["PATH=/bin:/usr/bin"]});
+        if !entrypoint.is_empty() {
+            config["Entrypoint"] = serde_json::json!(entrypoint);
+        }
         let config = serde_json::to_vec(&serde_json::json!({
             "architecture": arch,
             "os": os,
-            "config": {"Env": ["PATH=/usr/bin"]},
-            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.0.to_string()).collect::<Vec<_>>()},
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()},
         }))?;
         let (config_digest, config_size) = self.blob(&config)?;
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": {"mediaType": CONFIG, "digest": config_digest, "size": config_size},
-            "layers": layers.iter().map(|(d, s)| serde_json::json!({"mediaType": LAYER_GZIP, "digest": d, "size": s})).collect::<Vec<_>>(),
+            "layers": layers.iter().map(|l| serde_json::json!({"mediaType": LAYER_GZIP, "digest": l.digest, "size": l.size})).collect::<Vec<_>>(),
         }))?;
         let (digest, size) = self.blob(&manifest)?;
         Ok(Descriptor {
@@ -238,14 +298,47 @@ pub fn write_k8s_pack(dir: &Path, version: &str, images: &[&str]) -> io::Result<
     fs::write(dir.join("values.yaml"), values)
 }
 
+/// What a fixture carries beyond its synthetic images.
+#[derive(Debug, Clone, Default)]
+pub struct FixtureOptions {
+    /// A static busybox: the api image and the pause image get it as their first layer and
+    /// really run (`/bin/busybox …`; pause sleeps).
+    pub busybox: Option<PathBuf>,
+    /// Files copied into the `k8s` pack: (path in the pack, e.g. `bin/containerd`, source).
+    pub node_files: Vec<(String, PathBuf)>,
+}
+
+/// The pause image's name among [`FIXTURE_K8S_IMAGES`].
+pub const FIXTURE_PAUSE: &str = "registry.k8s.io/pause:3.10.1";
+
 pub fn fixture(root: &Path, seed: u64, layer_size: u64) -> io::Result<Fixture> {
+    fixture_with(root, seed, layer_size, &FixtureOptions::default())
+}
+
+pub fn fixture_with(
+    root: &Path,
+    seed: u64,
+    layer_size: u64,
+    options: &FixtureOptions,
+) -> io::Result<Fixture> {
     let mut rng = Rng::new(seed);
     let layout_dir = root.join("layout");
     let mut layout = LayoutWriter::create(&layout_dir)?;
+    let busybox = match &options.busybox {
+        Some(path) => Some(layout.busybox_layer(path)?),
+        None => None,
+    };
     let shared = layout.random_layer(&mut rng, layer_size)?;
     let a = layout.random_layer(&mut rng, layer_size / 2 + 1)?;
     let b = layout.random_layer(&mut rng, layer_size / 3 + 2)?;
-    let api = layout.image(&[shared, a], "linux/amd64")?;
+    let api = match &busybox {
+        Some(bb) => layout.image_with(
+            &[bb.clone(), shared.clone(), a.clone()],
+            "linux/amd64",
+            &["/bin/busybox"],
+        )?,
+        None => layout.image(&[shared.clone(), a.clone()], "linux/amd64")?,
+    };
     layout.tag(&api, FIXTURE_IMAGES[0]);
     let worker = layout.image(&[shared, b], "linux/amd64")?;
     layout.tag(&worker, FIXTURE_IMAGES[1]);
@@ -256,15 +349,26 @@ pub fn fixture(root: &Path, seed: u64, layer_size: u64) -> io::Result<Fixture> {
     layout.tag(&multi, FIXTURE_IMAGES[2]);
     for (i, name) in FIXTURE_K8S_IMAGES.iter().enumerate() {
         let layer = layout.random_layer(&mut rng, 512 + i as u64)?;
-        let image = layout.image(&[layer], "linux/amd64")?;
+        let image = match &busybox {
+            Some(bb) if *name == FIXTURE_PAUSE => layout.image_with(
+                &[bb.clone(), layer],
+                "linux/amd64",
+                &["/bin/busybox", "sleep", "2147483647"],
+            )?,
+            _ => layout.image(&[layer], "linux/amd64")?,
+        };
         layout.tag(&image, name);
     }
     layout.finish()?;
-    write_k8s_pack(
-        &root.join("packs/kubernetes"),
-        FIXTURE_K8S_VERSION,
-        &FIXTURE_K8S_IMAGES,
-    )?;
+    let k8s = root.join("packs/kubernetes");
+    write_k8s_pack(&k8s, FIXTURE_K8S_VERSION, &FIXTURE_K8S_IMAGES)?;
+    for (path, source) in &options.node_files {
+        let to = k8s.join(path);
+        if let Some(dir) = to.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        fs::copy(source, &to)?;
+    }
     write_pack(
         &root.join("packs/platform-core"),
         "platform-core",
@@ -305,7 +409,7 @@ pub fn bench_content(
     let mut names = Vec::new();
     let mut spec = String::from("apiVersion: airgap/v1\nkind: Bundle\nmetadata: {name: bench, version: 1.0.0}\nspec:\n  images:\n");
     for i in 0..images {
-        let mut image_layers = vec![base];
+        let mut image_layers = vec![base.clone()];
         for _ in 0..layers {
             image_layers.push(layout.random_layer(&mut rng, layer_size)?);
         }

@@ -2,10 +2,37 @@
 //!
 //!   airgap-testkit bench DIR IMAGES LAYERS LAYER_BYTES [--k8s]  # layout + bundle.yaml; prints
 //!                                                              # image names (--k8s: plus a k8s pack)
-//!   airgap-testkit fixture DIR SEED LAYER_BYTES           # the small test fixture
+//!   airgap-testkit fixture DIR SEED LAYER_BYTES [--busybox FILE] [--node-file PACK_PATH=FILE]...
+//!                                                         # the small test fixture (busybox: the
+//!                                                         # api and pause images really run)
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+fn fixture_options(args: &[String]) -> std::io::Result<testkit::FixtureOptions> {
+    let mut options = testkit::FixtureOptions::default();
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{flag} needs a value")))?;
+        match flag.as_str() {
+            "--busybox" => options.busybox = Some(PathBuf::from(value)),
+            "--node-file" => {
+                let (at, from) = value.split_once('=').ok_or_else(|| {
+                    std::io::Error::other(
+                        "--node-file takes PACK_PATH=FILE, e.g. bin/runc=/usr/sbin/runc",
+                    )
+                })?;
+                options
+                    .node_files
+                    .push((at.to_string(), PathBuf::from(from)));
+            }
+            other => return Err(std::io::Error::other(format!("unknown flag {other}"))),
+        }
+    }
+    Ok(options)
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,11 +56,11 @@ fn main() -> ExitCode {
             )),
         },
         Some("fixture") => match (args.get(1), num(2), num(3)) {
-            (Some(dir), Some(seed), Some(size)) => {
-                testkit::fixture(&PathBuf::from(dir), seed, size).map(|_| ())
-            }
+            (Some(dir), Some(seed), Some(size)) => fixture_options(&args[4..]).and_then(|o| {
+                testkit::fixture_with(&PathBuf::from(dir), seed, size, &o).map(|_| ())
+            }),
             _ => Err(std::io::Error::other(
-                "usage: airgap-testkit fixture DIR SEED LAYER_BYTES",
+                "usage: airgap-testkit fixture DIR SEED LAYER_BYTES [--busybox FILE] [--node-file PACK_PATH=FILE]...",
             )),
         },
         _ => Err(std::io::Error::other(
