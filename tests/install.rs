@@ -447,14 +447,17 @@ fn sigkill_during_each_phase_then_a_rerun_completes() {
     // The bundle's pack carries bin/etcd: a wrapper that records it ran, then runs etcd.
     let pack_bin = setup.path("packs/platform-core/bin");
     std::fs::create_dir_all(&pack_bin).unwrap();
+    let root = setup.path("root");
     std::fs::write(
         pack_bin.join("etcd"),
-        "#!/bin/sh\necho \"$0\" >> \"$(dirname \"$0\")/../../../log/airgap/etcd-from-pack\"\nexec etcd \"$@\"\n",
+        format!(
+            "#!/bin/sh\necho \"$0\" >> {}/var/log/airgap/etcd-from-pack\nexec etcd \"$@\"\n",
+            root.display()
+        ),
     )
     .unwrap();
     let bundle = setup.build("bundle.tar");
     let ns = NetNs::create("kill");
-    let root = setup.path("root");
     let config = install_yaml(setup.dir.path(), "");
     // Each run resumes from the previous kill and is killed in turn in the next phase.
     for phase in [
@@ -473,7 +476,10 @@ fn sigkill_during_each_phase_then_a_rerun_completes() {
         .output()
         .unwrap();
     let stdout = output_ok(&out, "install after the kills");
-    assert!(stdout.contains("from pack platform-core:1.2.0"), "{stdout}");
+    assert!(
+        stdout.contains("etcd from pack platform-core:1.2.0"),
+        "{stdout}"
+    );
     assert!(
         root.join("var/log/airgap/etcd-from-pack").exists(),
         "etcd did not run from the pack"

@@ -75,6 +75,13 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
     );
     assert!(ok, "{out}{err}");
     assert!(
+        out.contains("credentials are not included"),
+        "the default output must say the login is left out: {out}"
+    );
+    let anonymous =
+        std::fs::read_to_string(config.join("certs.d/example.internal/hosts.toml")).unwrap();
+    assert!(!anonymous.contains("Authorization"), "{anonymous}");
+    assert!(
         out.contains("2 mounted"),
         "the shared layer is mounted, not re-sent: {out}"
     );
@@ -86,7 +93,8 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
         true,
     );
 
-    // Re-run, this time with credentials from an auth file: nothing is sent again.
+    // Re-run, this time with credentials from an auth file, written into the mirror
+    // configuration: nothing is sent again.
     let auth = setup.path("auth.json");
     let basic = registry::Credentials {
         username: USER.into(),
@@ -109,8 +117,10 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
             .arg(&bundle)
             .arg("--pub")
             .arg(setup.public())
-            .args(["--to", &to, "--ca", &ca, "--config-dir", &config_arg]),
+            .args(["--to", &to, "--ca", &ca, "--config-dir", &config_arg])
+            .arg("--with-credentials"),
     );
+    assert!(out.contains("Authorization header (files 0600)"), "{out}");
     assert!(out.contains("blobs: 0 uploaded"), "{out}");
     assert!(out.contains("manifests: 0 pushed"), "{out}");
 
@@ -145,12 +155,22 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
         )
     );
 
-    // containerd hosts.toml: valid TOML, one mirror with override_path and the CA.
-    let hosts: toml::Table =
-        std::fs::read_to_string(config.join("certs.d/example.internal/hosts.toml"))
+    // containerd hosts.toml: valid TOML, one mirror with override_path, the CA copied beside it
+    // and referenced relatively (the directory works wherever it is copied), the login as a
+    // header in a private file.
+    let host_dir = config.join("certs.d/example.internal");
+    let hosts: toml::Table = std::fs::read_to_string(host_dir.join("hosts.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(host_dir.join("hosts.toml"))
             .unwrap()
-            .parse()
-            .unwrap();
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     assert_eq!(hosts["server"].as_str(), Some("https://example.internal"));
     let mirror_url = format!(
         "https://{}/v2/airgap/mirror/example.internal",
@@ -161,7 +181,13 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
         .unwrap_or_else(|| panic!("{hosts:?}"));
     assert_eq!(host["override_path"].as_bool(), Some(true));
     assert_eq!(host["capabilities"].as_array().unwrap().len(), 2);
-    assert_eq!(host["ca"].as_str(), Some(ca.as_str()));
+    assert_eq!(host["ca"].as_str(), Some("ca.crt"));
+    assert_eq!(
+        std::fs::read(host_dir.join("ca.crt")).unwrap(),
+        std::fs::read(&pki.ca).unwrap()
+    );
+    let header = host["header"]["Authorization"][0].as_str().unwrap();
+    assert_eq!(header, basic);
 }
 
 #[test]

@@ -10,12 +10,12 @@ use std::path::PathBuf;
 
 use crate::agent::AgentError;
 use crate::config::ConfigError;
-use crate::etcd::binary::BinaryError;
 use crate::etcd::client::EtcdError;
 use crate::journal::{JournalError, Phase};
 use crate::keys::KeysError;
 use crate::kubernetes::kubeadm::ProgramError;
 use crate::kubernetes::RenderError;
+use crate::node_binaries::BinaryError;
 use crate::pki::imported::ImportError;
 use crate::pki::PkiError;
 use crate::platform::PlatformError;
@@ -246,10 +246,12 @@ impl PhaseError {
     pub fn hint(&self) -> Option<Hint> {
         let h = |s: String| Some(Hint(s));
         match self {
-            PhaseError::Binary(BinaryError::NotFound) => h(
-                "add a pack with bin/etcd to the bundle, or install etcd (Debian: etcd-server)"
-                    .into(),
-            ),
+            PhaseError::Binary(BinaryError::NotFound { name }) => h(format!(
+                "add a pack with bin/{name} to the bundle, or install {name}{}",
+                BinaryError::debian_package(name)
+                    .map(|p| format!(" (Debian: {p})"))
+                    .unwrap_or_default()
+            )),
             PhaseError::EtcdUnhealthy { log, .. } => {
                 h(format!("see {} for why etcd is not up", log.display()))
             }

@@ -28,6 +28,7 @@ pub mod keys;
 pub mod kube_object;
 pub mod kubernetes;
 pub mod layout;
+pub mod node_binaries;
 pub mod pack_files;
 pub mod phases;
 pub mod pki;

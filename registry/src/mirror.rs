@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 
 use airgap::{BundleIndex, Digest, ImageReference};
 use serde::Serialize;
@@ -249,14 +248,20 @@ pub fn for_each_image<E>(
     Ok(())
 }
 
-/// How containerd reaches the mirror: the CA it trusts for it and, when the mirror wants a
-/// login, the credentials sent as a static `Authorization: Basic` header (containerd's
-/// `hosts.toml` has no other way to carry them; files holding one must be private).
+/// How containerd reaches the mirror: whether it must trust a CA for it, which the caller
+/// puts beside each `hosts.toml` as [`HOST_CA_FILE`] (containerd resolves a relative `ca`
+/// against the host directory, so the directory is self-contained wherever it is copied),
+/// and, when the mirror wants a login, the credentials sent as a static
+/// `Authorization: Basic` header (containerd's `hosts.toml` has no other way to carry them;
+/// files holding one must be private).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostAccess<'a> {
-    pub ca: Option<&'a Path>,
+    pub ca: bool,
     pub credentials: Option<&'a crate::auth::Credentials>,
 }
+
+/// The CA's file name in every host directory that needs one.
+pub const HOST_CA_FILE: &str = "ca.crt";
 
 /// containerd `hosts.toml` contents by host (`certs.d/<host>/hosts.toml`): one per upstream
 /// registry the bundle's images come from, sending pulls to the mirror so workloads keep their
@@ -330,11 +335,8 @@ fn hosts_toml(
     if override_path {
         text.push_str("  override_path = true\n");
     }
-    if let Some(ca) = access.ca {
-        text.push_str(&format!(
-            "  ca = {}\n",
-            toml_string(&ca.display().to_string())
-        ));
+    if access.ca {
+        text.push_str(&format!("  ca = {}\n", toml_string(HOST_CA_FILE)));
     }
     if let Some(c) = access.credentials {
         use base64::Engine as _;

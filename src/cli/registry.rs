@@ -10,7 +10,7 @@ use airgap::{BundleArchive, PublicKey};
 use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 use registry::auth::{AuthFile, Credentials};
-use registry::mirror::{containerd_hosts, HostAccess, MirrorTarget, RewriteMap};
+use registry::mirror::{containerd_hosts, HostAccess, MirrorTarget, RewriteMap, HOST_CA_FILE};
 use registry::seed::{SeedObserver, SeedPlan, Seeder};
 use registry::server::{tls_acceptor, ArchiveStore, Htpasswd, LayoutStore, Registry, Store};
 use registry::{ClientConfig, RegistryClient};
@@ -51,9 +51,14 @@ pub struct SeedArgs {
     /// Allow an http:// target (content and credentials cross the network unencrypted).
     #[arg(long)]
     pub plain_http: bool,
-    /// Where to write rewrite-map.json and containerd's certs.d/<host>/hosts.toml files.
+    /// Where to write rewrite-map.json and containerd's certs.d/<host>/hosts.toml files
+    /// (with --ca, a copy of the CA beside each).
     #[arg(long, value_name = "DIR", default_value = "mirror-config")]
     pub config_dir: PathBuf,
+    /// Put the login in the hosts.toml files as an Authorization header (files then 0600).
+    /// Without it containerd pulls anonymously and the files say nothing secret.
+    #[arg(long)]
+    pub with_credentials: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,9 +138,13 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         .with_context(|| format!("verifying {}", args.bundle.display()))?;
     let plan = SeedPlan::new(&archive, &target)
         .with_context(|| format!("reading {}", args.bundle.display()))?;
+    let login = credentials(&args, &target.host)?;
+    if args.with_credentials && login.is_none() {
+        bail!("--with-credentials: no login for {} (give --username with --password-stdin, or log in with `skopeo login`)", target.host);
+    }
     let mut config = ClientConfig {
         plain_http: target.plain_http,
-        credentials: credentials(&args, &target.host)?,
+        credentials: login.clone(),
         ..ClientConfig::default()
     };
     if let Some(ca) = &args.ca {
@@ -169,49 +178,70 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         report.manifests_present,
         started.elapsed().as_secs_f64(),
     );
-    write_mirror_config(&args, index, &target)
+    let login = login.filter(|_| args.with_credentials);
+    write_mirror_config(&args, index, &target, login.as_ref())
 }
 
+/// The files a node's containerd needs to pull through the mirror: self-contained host
+/// directories (the CA copied in, referenced relatively) that can be copied to any node.
 fn write_mirror_config(
     args: &SeedArgs,
     index: &airgap::BundleIndex,
     target: &MirrorTarget,
+    login: Option<&Credentials>,
 ) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = &args.config_dir;
-    let write = |path: &Path, bytes: &[u8]| -> anyhow::Result<()> {
+    let write = |path: &Path, bytes: &[u8], mode: u32| -> anyhow::Result<()> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+        let _ = std::fs::remove_file(path);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::write_all(&mut file, bytes)
+            .with_context(|| format!("writing {}", path.display()))
     };
     write(
         &dir.join("rewrite-map.json"),
         &RewriteMap::new(index, target).to_json(),
+        0o644,
     )?;
     let ca = match &args.ca {
-        Some(ca) => Some(std::path::absolute(ca).context("resolving the --ca path")?),
+        Some(ca) => Some(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?),
         None => None,
     };
     let hosts = containerd_hosts(
         index,
         target,
         HostAccess {
-            ca: ca.as_deref(),
-            credentials: None,
+            ca: ca.is_some(),
+            credentials: login,
         },
     );
     for (host, text) in &hosts {
-        write(
-            &dir.join("certs.d").join(host).join("hosts.toml"),
-            text.as_bytes(),
-        )?;
+        let host_dir = dir.join("certs.d").join(host);
+        let mode = if login.is_some() { 0o600 } else { 0o644 };
+        write(&host_dir.join("hosts.toml"), text.as_bytes(), mode)?;
+        if let Some(ca) = &ca {
+            write(&host_dir.join(HOST_CA_FILE), ca, 0o644)?;
+        }
     }
     println!(
-        "wrote {} and {} containerd hosts.toml file(s) under {}",
+        "wrote {} and {} containerd host directories under {}{}",
         dir.join("rewrite-map.json").display(),
         hosts.len(),
-        dir.join("certs.d").display()
+        dir.join("certs.d").display(),
+        if login.is_some() {
+            " with the login as an Authorization header (files 0600)"
+        } else {
+            "; credentials are not included (--with-credentials adds them): containerd pulls anonymously"
+        }
     );
     Ok(())
 }

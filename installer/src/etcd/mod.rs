@@ -1,8 +1,7 @@
 //! etcd on the node: its member configuration (client and peer TLS, client certificates
-//! required, TLS 1.2 cipher suites only), the binary it runs, and the client the installer
-//! talks to it with.
+//! required, TLS 1.2 cipher suites only) and the client the installer talks to it with. Its
+//! binary comes from [`crate::node_binaries`].
 
-pub mod binary;
 pub mod client;
 
 use std::net::IpAddr;

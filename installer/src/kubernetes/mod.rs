@@ -16,11 +16,11 @@
 pub mod kubeadm;
 pub mod schema;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use airgap::{BundleIndex, ImageReference, PackRecord, VerifiedIndex};
 use registry::auth::Credentials;
-use registry::mirror::{containerd_hosts, HostAccess, MirrorTarget, RewriteMap};
+use registry::mirror::{containerd_hosts, HostAccess, MirrorTarget, RewriteMap, HOST_CA_FILE};
 use serde_json::json;
 
 use crate::config::{InstallConfig, Node};
@@ -206,8 +206,8 @@ pub struct Inputs<'a> {
     pub rewrite: &'a RewriteMap,
     /// Credentials containerd presents to the private registry.
     pub credentials: Option<&'a Credentials>,
-    /// The registry's CA under the root, if it needs one.
-    pub registry_ca: Option<&'a Path>,
+    /// The registry's CA (PEM), if it needs one: copied beside each `hosts.toml`.
+    pub registry_ca: Option<&'a [u8]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -306,16 +306,22 @@ pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
             mode: PUBLIC,
         },
     ];
-    let ca = inputs.registry_ca.map(|p| layout.node_path(p));
     let hosts = containerd_hosts(
         inputs.release.index(),
         inputs.target,
         HostAccess {
-            ca: ca.as_deref(),
+            ca: inputs.registry_ca.is_some(),
             credentials: inputs.credentials,
         },
     );
     for (host, text) in hosts {
+        if let Some(ca) = inputs.registry_ca {
+            files.push(RenderedFile {
+                path: layout.containerd_certs_dir().join(&host).join(HOST_CA_FILE),
+                bytes: ca.to_vec(),
+                mode: PUBLIC,
+            });
+        }
         files.push(RenderedFile {
             path: layout.containerd_certs_dir().join(host).join("hosts.toml"),
             bytes: text.into_bytes(),
@@ -458,7 +464,6 @@ mod tests {
         let node = config.resolve_node(None, &[]).unwrap();
         let render_at = |root: &str| {
             let layout = NodeLayout::new(root);
-            let ca = layout.registry_ca();
             let files = render(&Inputs {
                 config: &config,
                 node,
@@ -467,7 +472,7 @@ mod tests {
                 target: &target,
                 rewrite: &rewrite,
                 credentials: None,
-                registry_ca: Some(&ca),
+                registry_ca: Some(b"-----BEGIN CERTIFICATE-----\n"),
             })
             .unwrap()
             .files;
@@ -495,10 +500,7 @@ mod tests {
         for (_, bytes, mode) in hosts {
             assert_eq!(*mode, PUBLIC);
             let text = String::from_utf8_lossy(bytes);
-            assert!(
-                text.contains("ca = \"/etc/airgap/mirror/registry-ca.crt\""),
-                "{text}"
-            );
+            assert!(text.contains("ca = \"ca.crt\""), "{text}");
             assert!(!text.contains("Authorization"));
         }
     }

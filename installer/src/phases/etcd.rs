@@ -7,22 +7,22 @@ use super::{etcd_healthy, outcome, InstallContext};
 use crate::agent;
 use crate::audit::Outcome;
 use crate::error::PhaseError;
-use crate::etcd::binary::{self, EtcdBinary};
 use crate::journal::Phase;
+use crate::node_binaries::NodeBinaries;
 
 pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
-    let binary = binary::locate(
+    let binaries = NodeBinaries::install(
         ctx.release.archive().as_ref(),
+        |_| true,
+        &["etcd"],
+        false,
         &ctx.layout.bin_dir(),
-        ctx.host.as_ref(),
     )?;
-    let from = match &binary {
-        EtcdBinary::Bundle { pack, .. } => format!("from pack {pack}"),
-        EtcdBinary::Path(p) => format!("{} from PATH", p.display()),
-    };
+    let binary = binaries.require("etcd", ctx.host.as_ref())?;
+    let from = binary.describe();
     let member = ctx.member();
     let changed = member
-        .service(&ctx.layout, binary.path())
+        .service(&ctx.layout, &binary.path)
         .write(&ctx.layout.services_dir())?;
     ctx.audit.record("service.define", "etcd", outcome(changed));
     let (_, started) = agent::ensure_running(&ctx.layout, &ctx.exe, ctx.host.as_ref())?;

@@ -11,7 +11,6 @@ use crate::kubernetes::kubeadm::{self, ClusterInit};
 pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
     let access = ctx.registry_access().await?;
     let credentials = access.credentials();
-    let registry_ca = ctx.layout.registry_ca();
     let mirror = ctx.take_mirror().await?;
     let rendered = crate::kubernetes::render(&crate::kubernetes::Inputs {
         config: &ctx.config,
@@ -21,7 +20,7 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         target: &mirror.target,
         rewrite: &mirror.rewrite,
         credentials: credentials.as_ref(),
-        registry_ca: (!access.ca_pem.is_empty()).then_some(registry_ca.as_path()),
+        registry_ca: (!access.ca_pem.is_empty()).then_some(access.ca_pem.as_slice()),
     });
     ctx.mirror = Some(mirror);
     let rendered = rendered?;
