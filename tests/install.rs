@@ -466,6 +466,7 @@ fn sigkill_during_each_phase_then_a_rerun_completes() {
         "etcd",
         "keys",
         "registry",
+        "runtime",
         "agent",
         "kubernetes",
         "platform",

@@ -218,6 +218,20 @@ pub enum PhaseError {
     Program(#[from] ProgramError),
     #[error("the cluster exists but kubectl is not on PATH to apply the platform manifests")]
     KubectlMissing,
+    #[error(
+        "the k8s pack names no pause image (registry.k8s.io/pause:…): every pod sandbox needs one"
+    )]
+    NoPauseImage,
+    #[error("a containerd airgap did not start is serving {}", socket.display())]
+    ForeignRuntime { socket: PathBuf },
+    #[error("containerd not ready over CRI at {} within {secs}s (log: {})", socket.display(), log.display())]
+    RuntimeUnready {
+        socket: PathBuf,
+        secs: u64,
+        log: PathBuf,
+        #[source]
+        source: crate::cri::CriError,
+    },
     /// A test's stand-in phase failing on purpose (the runner's unit tests).
     #[error("{0}")]
     Injected(&'static str),
@@ -271,6 +285,17 @@ impl PhaseError {
             PhaseError::Program(ProgramError::Failed { log, .. }) => {
                 h(format!("full output in {}", log.display()))
             }
+            PhaseError::ForeignRuntime { .. } => h(
+                "stop and disable it (systemctl disable --now containerd), then re-run: airgap runs the node's containerd with the air-gap configuration"
+                    .into(),
+            ),
+            PhaseError::RuntimeUnready { log, .. } => {
+                h(format!("see {} for why containerd is not up", log.display()))
+            }
+            PhaseError::NoPauseImage => h(
+                "add registry.k8s.io/pause:<version> to the k8s pack's images and rebuild the bundle"
+                    .into(),
+            ),
             PhaseError::KubectlMissing => h(
                 "install kubectl (it ships with kubeadm) and re-run; the install resumes".into(),
             ),

@@ -29,18 +29,21 @@ pub enum Phase {
     Etcd,
     Keys,
     Registry,
+    /// The container runtime: containerd, runc and the node binaries from the bundle.
+    Runtime,
     Agent,
     Kubernetes,
     Platform,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 9] = [
         Phase::Verify,
         Phase::Pki,
         Phase::Etcd,
         Phase::Keys,
         Phase::Registry,
+        Phase::Runtime,
         Phase::Agent,
         Phase::Kubernetes,
         Phase::Platform,
@@ -53,6 +56,7 @@ impl Phase {
             Phase::Etcd => "etcd",
             Phase::Keys => "keys",
             Phase::Registry => "registry",
+            Phase::Runtime => "runtime",
             Phase::Agent => "agent",
             Phase::Kubernetes => "kubernetes",
             Phase::Platform => "platform",

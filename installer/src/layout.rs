@@ -87,6 +87,30 @@ impl NodeLayout {
     pub fn containerd_certs_dir(&self) -> PathBuf {
         self.at("etc/containerd/certs.d")
     }
+    /// The containerd airgap runs: its configuration, its data, its state and CRI socket
+    /// (the standard places when the root is `/`, so the kubelet's defaults find it).
+    pub fn containerd_config(&self) -> PathBuf {
+        self.at("etc/airgap/containerd/config.toml")
+    }
+    pub fn containerd_root(&self) -> PathBuf {
+        self.at("var/lib/containerd")
+    }
+    pub fn containerd_state(&self) -> PathBuf {
+        self.at("run/containerd")
+    }
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.at("run/containerd/containerd.sock")
+    }
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.at("etc/cni/net.d")
+    }
+    /// The kubelet's systemd unit and airgap's drop-in for it.
+    pub fn kubelet_unit(&self) -> PathBuf {
+        self.at("etc/systemd/system/kubelet.service")
+    }
+    pub fn kubelet_dropin(&self) -> PathBuf {
+        self.at("etc/systemd/system/kubelet.service.d/10-airgap.conf")
+    }
     /// Kernel settings the kubelet's `protectKernelDefaults` insists on.
     pub fn kubelet_sysctl(&self) -> PathBuf {
         self.at("etc/sysctl.d/90-airgap-kubelet.conf")
@@ -147,7 +171,11 @@ impl NodeLayout {
             self.kubelet_sysctl(),
             self.etc(),
             self.systemd_unit(),
+            self.kubelet_unit(),
+            self.kubelet_dropin(),
             self.state_dir(),
+            self.containerd_root(),
+            self.containerd_state(),
         ];
         // containerd host directories are shared with the node's own: only ours go.
         if let Ok(dirs) = std::fs::read_dir(self.containerd_certs_dir()) {

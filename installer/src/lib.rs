@@ -17,6 +17,7 @@
 pub mod agent;
 pub mod audit;
 pub mod config;
+pub mod containerd;
 pub mod cri;
 pub mod error;
 pub mod etcd;

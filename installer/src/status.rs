@@ -100,6 +100,7 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
         let (healthy, detail, endpoint) = match (name.as_str(), &config, &node) {
             ("etcd", Some(_), Some(n)) => probe_etcd(layout, n).await,
             ("registry", Some(c), Some(n)) => probe_registry(layout, c, n).await,
+            ("containerd", _, _) => probe_containerd(layout, &defined[name]).await,
             _ => (false, "no probe".into(), None),
         };
         let detail = if pid.is_none() {
@@ -157,6 +158,43 @@ async fn probe_etcd(layout: &NodeLayout, node: &Node) -> (bool, String, Option<S
         Err(e) => (false, chain(&e)),
     };
     (result.0, result.1, Some(endpoint))
+}
+
+/// containerd answers over CRI (the kubelet's path) and says its runtime is ready; the
+/// detail names the program it runs, so an operator sees whether it came from the bundle.
+async fn probe_containerd(
+    layout: &NodeLayout,
+    spec: &crate::service::ServiceSpec,
+) -> (bool, String, Option<String>) {
+    let socket = layout.containerd_socket();
+    let cri = crate::cri::CriClient::new(&socket);
+    let program = spec.program.display();
+    let result = tokio::time::timeout(Duration::from_secs(5), async {
+        let version = cri.version().await?;
+        let status = cri.status(true).await?;
+        Ok::<_, crate::cri::CriError>((version, status))
+    })
+    .await;
+    let endpoint = Some(format!("unix://{}", socket.display()));
+    match result {
+        Ok(Ok((v, s))) if s.runtime_ready() => (
+            true,
+            format!(
+                "{} {} ready over CRI, sandbox image {} ({program})",
+                v.runtime_name,
+                v.runtime_version,
+                s.sandbox_image().unwrap_or_default()
+            ),
+            endpoint,
+        ),
+        Ok(Ok((_, s))) => (
+            false,
+            format!("runtime not ready: {:?} ({program})", s.conditions),
+            endpoint,
+        ),
+        Ok(Err(e)) => (false, chain(&e), endpoint),
+        Err(_) => (false, "no CRI answer within 5s".into(), endpoint),
+    }
 }
 
 /// The registry answers `/v2/` over TLS, verified against the node's CA for the FQDN, with

@@ -65,6 +65,7 @@ impl Workflow {
                 step(Phase::Etcd, Scope::Node),
                 step(Phase::Keys, Scope::Cluster),
                 step(Phase::Registry, Scope::Node),
+                step(Phase::Runtime, Scope::Node),
                 step(Phase::Agent, Scope::Node),
                 step(Phase::Kubernetes, Scope::Node),
                 step(Phase::Platform, Scope::Cluster),
@@ -90,6 +91,7 @@ impl Workflow {
                 VERIFY,
                 step(Phase::Registry, Scope::Cluster),
                 step(Phase::Etcd, Scope::Node),
+                step(Phase::Runtime, Scope::Node),
                 step(Phase::Agent, Scope::Node),
                 step(Phase::Kubernetes, Scope::Node),
                 step(Phase::Platform, Scope::Cluster),
@@ -361,15 +363,15 @@ mod tests {
         let expect = [
             (
                 Workflow::init(),
-                "verify pki etcd keys registry agent kubernetes platform",
+                "verify pki etcd keys registry runtime agent kubernetes platform",
             ),
             (
                 Workflow::join(),
-                "verify pki etcd keys registry agent kubernetes platform",
+                "verify pki etcd keys registry runtime agent kubernetes platform",
             ),
             (
                 Workflow::upgrade(),
-                "verify registry etcd agent kubernetes platform",
+                "verify registry etcd runtime agent kubernetes platform",
             ),
         ];
         for (workflow, order) in expect {
@@ -455,7 +457,8 @@ mod tests {
         f.run(&host, &workflow, &skip).unwrap();
         assert_eq!(
             ran(&host),
-            ["verify", "pki", "etcd", "keys", "agent", "platform"].map(|p| format!("init:{p}"))
+            ["verify", "pki", "etcd", "keys", "runtime", "agent", "platform"]
+                .map(|p| format!("init:{p}"))
         );
         assert_eq!(
             f.journal.state(WorkflowKind::Init, Phase::Registry),

@@ -35,7 +35,7 @@ pub struct InstallArgs {
     /// This node's name in install.yaml (default: the node whose address this machine has).
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
-    /// Phases to leave out, comma-separated (pki,etcd,keys,registry,agent,kubernetes,platform);
+    /// Phases to leave out, comma-separated (pki,etcd,keys,registry,runtime,agent,kubernetes,platform);
     /// verify always runs.
     #[arg(long = "skip-phases", value_name = "P,...", default_value = "")]
     pub skip_phases: String,

@@ -15,6 +15,7 @@ mod kubernetes;
 mod pki;
 mod platform;
 mod registry;
+mod runtime;
 mod verify;
 
 use std::net::SocketAddr;
@@ -244,6 +245,7 @@ impl PhaseBodies for InstallContext {
             Phase::Etcd => etcd::run(self).await,
             Phase::Keys => keys::run(self).await,
             Phase::Registry => registry::run(self).await,
+            Phase::Runtime => runtime::run(self).await,
             Phase::Agent => agent::run(self).await,
             Phase::Kubernetes => kubernetes::run(self).await,
             Phase::Platform => platform::run(self).await,

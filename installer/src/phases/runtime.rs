@@ -1,0 +1,144 @@
+//! Phase runtime: the node's container runtime from the bundle. The `k8s` pack's binaries
+//! (containerd, shim, runc, ctr, crictl, kubeadm, kubelet, kubectl, CNI plugins) are installed
+//! at versioned paths; containerd is configured for the air gap (certs.d, the bundle's pause
+//! image, the bundle's runc, cgroups as the kubelet drives them), handed to the agent, and
+//! ready when it answers over CRI with that sandbox image. A node with no containerd in the
+//! bundle or on PATH is left without one, and the phase says so.
+
+use std::time::Duration;
+
+use super::{outcome, wait_for, InstallContext};
+use crate::audit::Outcome;
+use crate::containerd::{self, CgroupDriver, RuntimePrograms};
+use crate::cri::CriClient;
+use crate::error::PhaseError;
+use crate::files::{write_if_changed, PUBLIC};
+use crate::journal::Phase;
+use crate::node_binaries::{self, NodeBinaries, Origin, CNI};
+use crate::service::ServiceSpec;
+
+/// How long containerd has to answer over CRI once the agent started it.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
+    let names: Vec<&str> = node_binaries::RUNTIME
+        .iter()
+        .chain(&node_binaries::KUBERNETES)
+        .copied()
+        .collect();
+    let binaries = NodeBinaries::install(
+        ctx.release.archive().as_ref(),
+        |p| p.layer == "k8s",
+        &names,
+        true,
+        &ctx.layout.bin_dir(),
+    )?;
+    for file in &binaries.files {
+        if file.change != node_binaries::Change::Unchanged {
+            ctx.audit.record(
+                "binary.install",
+                &file.path.display().to_string(),
+                Outcome::Done,
+            );
+        }
+    }
+    ctx.failpoint.reached(Phase::Runtime);
+    let from_bundle = binaries.files.len();
+    let replaced = binaries.replaced();
+    let host = ctx.host.as_ref();
+    let Some(containerd) = binaries.resolve("containerd", host) else {
+        return Ok(format!(
+            "{from_bundle} node binaries from the bundle; no containerd in the bundle or on PATH: no container runtime configured (add containerd, containerd-shim-runc-v2 and runc to the k8s pack's bin/)"
+        ));
+    };
+    let runc = binaries.require("runc", host)?;
+    let shim = binaries.require("containerd-shim-runc-v2", host)?;
+    let index = ctx.release.verified().index();
+    let sandbox = containerd::sandbox_image(index).ok_or(PhaseError::NoPauseImage)?;
+    let programs = RuntimePrograms {
+        containerd: containerd.path.clone(),
+        runc: runc.path.clone(),
+        shim: shim.path.clone(),
+        cni_bin: binaries.resolve(CNI, host).and_then(|b| match b.origin {
+            Origin::Bundle { .. } => Some(b.path),
+            Origin::Path => None,
+        }),
+    };
+
+    // A containerd airgap did not start owns the socket: configuring ours over it would
+    // leave two runtimes fighting over the same containers.
+    let socket = ctx.layout.containerd_socket();
+    let service_file = ServiceSpec::path_in(&ctx.layout.services_dir(), "containerd");
+    let cri = CriClient::new(&socket);
+    if !service_file.exists() && cri.version().await.is_ok() {
+        return Err(PhaseError::ForeignRuntime { socket });
+    }
+
+    let config_path = ctx.layout.containerd_config();
+    let config = containerd::render_config(
+        &ctx.layout,
+        &programs,
+        &sandbox,
+        CgroupDriver::of_this_host(),
+    );
+    let config_changed = write_if_changed(&config_path, config.as_bytes(), PUBLIC)
+        .map_err(PhaseError::io("writing", &config_path))?;
+    ctx.audit.record(
+        "containerd.config",
+        &config_path.display().to_string(),
+        outcome(config_changed),
+    );
+    let spec = containerd::service(&ctx.layout, &programs, &config);
+    let changed = spec.write(&ctx.layout.services_dir())?;
+    ctx.audit
+        .record("service.define", "containerd", outcome(changed));
+    crate::agent::ensure_running(&ctx.layout, &ctx.exe, host)?;
+
+    wait_for(READY_WITHIN, || async {
+        let status = cri.status(true).await?;
+        if status.runtime_ready() && status.sandbox_image().as_deref() == Some(sandbox.as_str()) {
+            Ok(())
+        } else {
+            Err(crate::cri::CriError::Status {
+                method: "Status",
+                code: 14,
+                message: format!(
+                    "runtime not ready yet (conditions {:?}, sandbox image {:?})",
+                    status.conditions,
+                    status.sandbox_image()
+                ),
+            })
+        }
+    })
+    .await
+    .map_err(|source| PhaseError::RuntimeUnready {
+        socket: socket.clone(),
+        secs: READY_WITHIN.as_secs(),
+        log: ctx.layout.log_dir().join("containerd.log"),
+        source,
+    })?;
+    let version = cri
+        .version()
+        .await
+        .map_err(|source| PhaseError::RuntimeUnready {
+            socket: socket.clone(),
+            secs: 0,
+            log: ctx.layout.log_dir().join("containerd.log"),
+            source,
+        })?;
+    let mut summary = format!(
+        "{} {} ready on {} (sandbox image {sandbox}); {}; {}",
+        version.runtime_name,
+        version.runtime_version,
+        socket.display(),
+        containerd.describe(),
+        runc.describe(),
+    );
+    summary.push_str(&format!("; {from_bundle} files from the bundle"));
+    if replaced > 0 {
+        summary.push_str(&format!(
+            " ({replaced} on disk differed from the bundle and were replaced)"
+        ));
+    }
+    Ok(summary)
+}
