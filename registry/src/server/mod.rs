@@ -4,6 +4,7 @@
 //! Without an htpasswd file pulls are anonymous and pushes are refused; with one, every
 //! request needs basic auth. A served archive is read-only whatever the auth.
 
+pub mod access;
 mod catalog;
 pub mod htpasswd;
 pub mod store;
@@ -113,7 +114,7 @@ impl Registry {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let registry = registry.clone();
-                    async move { Ok::<_, Infallible>(registry.handle(req).await) }
+                    async move { Ok::<_, Infallible>(registry.handle(req, peer).await) }
                 });
                 let builder = hyper::server::conn::http1::Builder::new();
                 let result = match tls {
@@ -137,19 +138,33 @@ impl Registry {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = std::time::Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let response = self.route(req).await;
-        tracing::info!(%method, %path, status = %response.status(), "request");
+        let write = !matches!(method, Method::GET | Method::HEAD);
+        let (user, response) = match self.authorize(&req, write).await {
+            Ok(user) => (user, self.route(req).await),
+            Err(refusal) => (None, refusal),
+        };
+        access::AccessRecord {
+            client: peer,
+            user: user.as_deref(),
+            method: method.as_str(),
+            path: &path,
+            status: response.status().as_u16(),
+            bytes: response
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+            millis: started.elapsed().as_secs_f64() * 1000.0,
+        }
+        .emit();
         response
     }
 
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
-        let write = !matches!(*req.method(), Method::GET | Method::HEAD);
-        if let Err(r) = self.authorize(&req, write).await {
-            return r;
-        }
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
         let Some(rest) = path.strip_prefix("/v2/") else {
@@ -217,7 +232,12 @@ impl Registry {
         }
     }
 
-    async fn authorize(&self, req: &Request<Incoming>, write: bool) -> Result<(), Response<Body>> {
+    /// Who may do this: `Ok(Some(user))` for a login, `Ok(None)` for an anonymous pull.
+    async fn authorize(
+        &self,
+        req: &Request<Incoming>,
+        write: bool,
+    ) -> Result<Option<String>, Response<Body>> {
         let Some(htpasswd) = &self.htpasswd else {
             if write {
                 return Err(error(
@@ -226,7 +246,7 @@ impl Registry {
                     "this registry is read-only: pushes need the server started with --htpasswd",
                 ));
             }
-            return Ok(());
+            return Ok(None);
         };
         let creds = req
             .headers()
@@ -239,12 +259,10 @@ impl Registry {
                     .ok()
             })
             .and_then(|raw| String::from_utf8(raw).ok());
-        let ok = match creds.as_deref().and_then(|c| c.split_once(':')) {
-            Some((user, password)) => htpasswd.authenticate(user, password).await,
-            None => false,
-        };
-        if ok {
-            return Ok(());
+        if let Some((user, password)) = creds.as_deref().and_then(|c| c.split_once(':')) {
+            if htpasswd.authenticate(user, password).await {
+                return Ok(Some(user.to_string()));
+            }
         }
         let mut r = error(
             StatusCode::UNAUTHORIZED,
