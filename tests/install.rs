@@ -4,14 +4,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::node::{
-    install, install_with, install_yaml, output_ok, secret, skopeo_certs, EtcdProbe, NetNs,
-    ADDRESS, FQDN,
+    install, install_with, install_yaml, kill_during, output_ok, secret, skopeo_certs, EtcdProbe,
+    NetNs, ADDRESS, FQDN,
 };
 use common::{airgap, fails, ok, Setup};
 
@@ -407,40 +406,6 @@ fn base64_std(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Runs an install parked at `phase`'s failpoint and SIGKILLs it there.
-fn kill_during(ns: &NetNs, config: &Path, bundle: &Path, public: &Path, root: &Path, phase: &str) {
-    let mut child = install(ns, config, bundle, public, root)
-        .env("AIRGAP_FAILPOINT", phase)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        seen.push(line.clone());
-        if line.contains(&format!("failpoint: paused in phase {phase}")) {
-            break;
-        }
-    }
-    assert!(
-        seen.iter().any(|l| l.contains("failpoint")),
-        "install never reached phase {phase}: {seen:?}"
-    );
-    // `ip netns exec` execs the installer, so the child's pid is the installer's.
-    // SAFETY: killing our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
-    let status = child.wait().unwrap();
-    assert_eq!(
-        status.code(),
-        None,
-        "the installer was not killed by a signal"
-    );
-}
-
 #[test]
 fn sigkill_during_each_phase_then_a_rerun_completes() {
     let setup = Setup::new(256 << 10);
@@ -471,7 +436,10 @@ fn sigkill_during_each_phase_then_a_rerun_completes() {
         "kubernetes",
         "platform",
     ] {
-        kill_during(&ns, &config, &bundle, &setup.public(), &root, phase);
+        kill_during(
+            install(&ns, &config, &bundle, &setup.public(), &root),
+            phase,
+        );
     }
     let out = install(&ns, &config, &bundle, &setup.public(), &root)
         .output()

@@ -42,6 +42,45 @@ impl CgroupDriver {
     }
 }
 
+/// What this host lets containerd do, probed rather than assumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostLimits {
+    pub cgroups: CgroupDriver,
+    /// The host cannot lower OOM scores (root without CAP_SYS_RESOURCE: a container, a
+    /// sandbox), so containerd must not try to give pod sandboxes their usual -998, or runc
+    /// fails to start every pod ("can't get final child's PID from pipe").
+    pub restrict_oom_score_adj: bool,
+}
+
+impl HostLimits {
+    pub fn of_this_host() -> Self {
+        HostLimits {
+            cgroups: CgroupDriver::of_this_host(),
+            restrict_oom_score_adj: !can_lower_oom_score(),
+        }
+    }
+}
+
+/// Tries to lower this process's `oom_score_adj` by one and puts it back (raising is always
+/// allowed).
+fn can_lower_oom_score() -> bool {
+    let path = "/proc/self/oom_score_adj";
+    let Some(current) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok())
+    else {
+        return false;
+    };
+    if current <= -1000 {
+        return true;
+    }
+    let lowered = std::fs::write(path, (current - 1).to_string()).is_ok();
+    if lowered {
+        let _ = std::fs::write(path, current.to_string());
+    }
+    lowered
+}
+
 /// The bundle's pause image, by its original name: the `k8s` pack's image whose repository
 /// ends in `/pause`.
 pub fn sandbox_image(index: &BundleIndex) -> Option<String> {
@@ -68,7 +107,7 @@ pub fn render_config(
     layout: &NodeLayout,
     programs: &RuntimePrograms,
     sandbox_image: &str,
-    cgroups: CgroupDriver,
+    limits: HostLimits,
 ) -> String {
     let p = |path: &Path| toml_string(&path.display().to_string());
     let cni_bin = programs
@@ -88,6 +127,7 @@ state = {state}
 [plugins."io.containerd.grpc.v1.cri"]
   # The bundle's pause image: pulled through the mirror like every other image.
   sandbox_image = {sandbox}
+  restrict_oom_score_adj = {restrict_oom}
 
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
@@ -112,7 +152,8 @@ state = {state}
         socket = p(&layout.containerd_socket()),
         sandbox = toml_string(sandbox_image),
         runc = p(&programs.runc),
-        systemd = cgroups == CgroupDriver::Systemd,
+        systemd = limits.cgroups == CgroupDriver::Systemd,
+        restrict_oom = limits.restrict_oom_score_adj,
         cni_bin = cni_bin,
         cni_conf = p(&layout.cni_conf_dir()),
         certs = p(&layout.containerd_certs_dir()),
@@ -172,7 +213,10 @@ mod tests {
             &layout,
             &programs,
             "registry.k8s.io/pause:3.10.1",
-            CgroupDriver::Systemd,
+            HostLimits {
+                cgroups: CgroupDriver::Systemd,
+                restrict_oom_score_adj: false,
+            },
         );
         let config: toml::Table = text.parse().unwrap();
         let cri = &config["plugins"]["io.containerd.grpc.v1.cri"];
@@ -194,8 +238,14 @@ mod tests {
             config["grpc"]["address"].as_str(),
             Some("/srv/node/run/containerd/containerd.sock")
         );
-        let cgroupfs = render_config(&layout, &programs, "p", CgroupDriver::Cgroupfs);
+        assert_eq!(cri["restrict_oom_score_adj"].as_bool(), Some(false));
+        let limited = HostLimits {
+            cgroups: CgroupDriver::Cgroupfs,
+            restrict_oom_score_adj: true,
+        };
+        let cgroupfs = render_config(&layout, &programs, "p", limited);
         assert!(cgroupfs.contains("SystemdCgroup = false"));
+        assert!(cgroupfs.contains("restrict_oom_score_adj = true"));
         let spec = service(&layout, &programs, &text);
         assert_ne!(
             spec.env["AIRGAP_CONFIG_SHA256"],

@@ -53,8 +53,11 @@ pub struct Setup {
 
 impl Setup {
     pub fn new(layer_size: u64) -> Self {
+        Self::with_options(layer_size, &testkit::FixtureOptions::default())
+    }
+    pub fn with_options(layer_size: u64, options: &testkit::FixtureOptions) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let fixture = testkit::fixture(dir.path(), 7, layer_size).expect("fixture");
+        let fixture = testkit::fixture_with(dir.path(), 7, layer_size, options).expect("fixture");
         ok(airgap()
             .arg("keygen")
             .arg("-o")

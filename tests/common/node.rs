@@ -81,6 +81,31 @@ impl NetNs {
         cmd
     }
 
+    /// `airgap` in the namespace's network, but in a private mount namespace that keeps the
+    /// host's `/sys`: `ip netns exec` remounts `/sys` for the namespace, which hides the cgroup
+    /// mounts runc needs to start containers. `/etc/hosts` is bound from the namespace's hosts
+    /// file as `ip netns exec` does; `path` replaces the installer's PATH.
+    pub fn airgap_keeping_cgroups(&self, path: &Path) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.name))
+            .args([
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "/bin/sh",
+                "-c",
+            ])
+            .arg(format!(
+                "mount --bind /etc/netns/{}/hosts /etc/hosts && PATH='{}' exec \"$0\" \"$@\"",
+                self.name,
+                path.display()
+            ))
+            .arg(env!("CARGO_BIN_EXE_airgap"));
+        cmd.env_remove("AIRGAP_FAILPOINT");
+        cmd
+    }
+
     pub fn pids(&self) -> Vec<i32> {
         let out = Command::new("ip")
             .args(["netns", "pids", &self.name])
@@ -150,6 +175,42 @@ pub fn install_with(
         .arg("--root")
         .arg(root);
     cmd
+}
+
+/// Runs `install` parked at `phase`'s failpoint and SIGKILLs it there.
+pub fn kill_during(mut install: Command, phase: &str) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = install
+        .env("AIRGAP_FAILPOINT", phase)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains(&format!("failpoint: paused in phase {phase}")) {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("failpoint")),
+        "install never reached phase {phase}: {seen:?}"
+    );
+    // `ip netns exec` execs the installer, so the child's pid is the installer's.
+    // SAFETY: killing our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        None,
+        "the installer was not killed by a signal"
+    );
 }
 
 pub fn output_ok(out: &Output, what: &str) -> String {

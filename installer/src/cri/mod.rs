@@ -343,7 +343,7 @@ fn pod_config(pod: &PodSpec<'_>) -> Message {
                 .string(2, pod.uid)
                 .string(3, pod.namespace),
         )
-        .string(2, pod.name)
+        // No hostname (field 2): a host-network pod has the node's, as the kubelet does it.
         .string(3, &pod.log_directory.display().to_string())
         .message(8, linux)
 }

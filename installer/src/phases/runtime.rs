@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{outcome, wait_for, InstallContext};
 use crate::audit::Outcome;
-use crate::containerd::{self, CgroupDriver, RuntimePrograms};
+use crate::containerd::{self, HostLimits, RuntimePrograms};
 use crate::cri::CriClient;
 use crate::error::PhaseError;
 use crate::files::{write_if_changed, PUBLIC};
@@ -75,12 +75,8 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     }
 
     let config_path = ctx.layout.containerd_config();
-    let config = containerd::render_config(
-        &ctx.layout,
-        &programs,
-        &sandbox,
-        CgroupDriver::of_this_host(),
-    );
+    let config =
+        containerd::render_config(&ctx.layout, &programs, &sandbox, HostLimits::of_this_host());
     let config_changed = write_if_changed(&config_path, config.as_bytes(), PUBLIC)
         .map_err(PhaseError::io("writing", &config_path))?;
     ctx.audit.record(
