@@ -13,9 +13,9 @@ command -v etcd >/dev/null || missing+=(etcd-server)
 command -v ip >/dev/null || missing+=(iproute2)
 [[ -x /usr/bin/containerd && -x /usr/bin/containerd-shim-runc-v2 ]] || missing+=(containerd)
 [[ -x /usr/sbin/runc ]] || missing+=(runc)
-# The runnable test images wrap a static busybox (Debian's busybox is dynamically linked).
-file_is_static() { [[ -x $1 ]] && ! grep -q 'ld-linux' "$1" 2>/dev/null; }
-file_is_static /usr/bin/busybox || missing+=(busybox-static)
+# The runnable test images wrap a static busybox (Debian's `busybox` is dynamically linked).
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' ||
+  missing+=(busybox-static)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "error: the tests need: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
