@@ -712,16 +712,24 @@ fn invocations(record: &Path, tool: &str) -> Vec<Vec<String>> {
 }
 
 #[test]
-fn a_stand_in_kubeadm_on_path_is_run_with_the_rendered_configuration_then_kubectl_applies() {
+fn a_stand_in_kubeadm_from_the_bundle_is_run_with_the_rendered_configuration_then_kubectl_applies()
+{
     let s = Setup::new(4096);
+    // The k8s pack carries the node's kubeadm, kubectl and kubelet (stand-ins: the real
+    // kubeadm cannot run here); none is on PATH.
+    let pack_bin = s.path("packs/kubernetes/bin");
+    std::fs::create_dir_all(&pack_bin).unwrap();
+    for (name, script) in [
+        ("kubeadm", STAND_IN_KUBEADM),
+        ("kubectl", STAND_IN_KUBECTL),
+        ("kubelet", "#!/bin/sh\nexit 0\n"),
+    ] {
+        std::fs::write(pack_bin.join(name), script).unwrap();
+    }
     let bundle = s.build("b.tar");
     let ns = NetNs::create("k8s-kubeadm");
     let root = s.path("node");
     let bin = bin_dir(s.dir.path());
-    for (name, script) in [("kubeadm", STAND_IN_KUBEADM), ("kubectl", STAND_IN_KUBECTL)] {
-        std::fs::write(bin.join(name), script).unwrap();
-        std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
     let record = s.path("record");
     std::fs::create_dir_all(&record).unwrap();
     // sh and the coreutils the stand-ins use, after our bin (which holds no real kubeadm).
@@ -760,6 +768,23 @@ fn a_stand_in_kubeadm_on_path_is_run_with_the_rendered_configuration_then_kubect
     );
     assert!(out.contains("kubeadm init ran"), "{out}");
     assert!(out.contains("applied with kubectl"), "{out}");
+    let audit = std::fs::read_to_string(root.join("var/log/airgap/audit.log")).unwrap();
+    assert!(
+        audit.contains("var/lib/airgap/bin/kubeadm/1.34.2/kubeadm"),
+        "kubeadm did not run from the bundle: {audit}"
+    );
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/kubelet.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=\"/var/lib/airgap/bin/kubelet/1.34.2/kubelet\""),
+        "{unit}"
+    );
+    let dropin =
+        std::fs::read_to_string(root.join("etc/systemd/system/kubelet.service.d/10-airgap.conf"))
+            .unwrap();
+    assert!(
+        dropin.contains("unix:///run/containerd/containerd.sock"),
+        "{dropin}"
+    );
 
     let kubeadm = invocations(&record, "kubeadm");
     assert_eq!(

@@ -204,6 +204,32 @@ impl NodeBinaries {
     }
 }
 
+/// `name` as an earlier phase installed it from the bundle (under the version of the first
+/// pack that has it in the store), else from PATH: for phases that run a program without
+/// streaming the packs again.
+pub fn locate(
+    store: &Path,
+    index: &airgap::BundleIndex,
+    name: &str,
+    host: &dyn Host,
+) -> Option<Binary> {
+    index
+        .packs
+        .iter()
+        .find_map(|pack| {
+            let path = store.join(name).join(&pack.version).join(name);
+            path.is_file().then(|| Binary {
+                name: name.to_string(),
+                path,
+                origin: Origin::Bundle {
+                    pack: format!("{}:{}", pack.name, pack.version),
+                },
+                change: Change::Unchanged,
+            })
+        })
+        .or_else(|| NodeBinaries::default().resolve(name, host))
+}
+
 /// Moves `partial` to `target` unless `target` already has the same bytes.
 fn settle(partial: &Path, target: &Path) -> Result<Change, BinaryError> {
     let install = |source| BinaryError::Install {

@@ -34,6 +34,14 @@ pub const KUBELET_SYSCTL: Template = Template {
     name: "kubelet-sysctl.conf",
     text: include_str!("../../manifests/kubelet-sysctl.conf"),
 };
+pub const KUBELET_UNIT: Template = Template {
+    name: "kubelet.service",
+    text: include_str!("../../manifests/kubelet.service"),
+};
+pub const KUBELET_DROPIN: Template = Template {
+    name: "kubelet-dropin.conf",
+    text: include_str!("../../manifests/kubelet-dropin.conf"),
+};
 pub const NAMESPACE: Template = Template {
     name: "namespace.yaml",
     text: include_str!("../../manifests/namespace.yaml"),

@@ -85,12 +85,17 @@ pub fn init_args(layout: &NodeLayout) -> Vec<String> {
 }
 
 /// `kubeadm init` with the rendered configuration, unless the cluster already exists or the
-/// node has no kubeadm. Output goes to `var/log/airgap/kubeadm.log`.
-pub fn init(layout: &NodeLayout, host: &dyn Host) -> Result<ClusterInit, ProgramError> {
+/// node has no kubeadm (the bundle's, else PATH's). Output goes to
+/// `var/log/airgap/kubeadm.log`.
+pub fn init(
+    layout: &NodeLayout,
+    host: &dyn Host,
+    kubeadm: Option<PathBuf>,
+) -> Result<ClusterInit, ProgramError> {
     if layout.admin_kubeconfig().exists() {
         return Ok(ClusterInit::AlreadyInitialized);
     }
-    let Some(kubeadm) = host.find_program("kubeadm") else {
+    let Some(kubeadm) = kubeadm else {
         return Ok(ClusterInit::KubeadmMissing);
     };
     let log = run_logged(
@@ -116,8 +121,9 @@ pub fn init(layout: &NodeLayout, host: &dyn Host) -> Result<ClusterInit, Program
 pub fn apply_manifests(
     layout: &NodeLayout,
     host: &dyn Host,
+    kubectl: Option<PathBuf>,
 ) -> Result<Option<PathBuf>, ProgramError> {
-    let Some(kubectl) = host.find_program("kubectl") else {
+    let Some(kubectl) = kubectl else {
         return Ok(None);
     };
     let args = vec![

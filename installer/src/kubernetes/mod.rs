@@ -16,7 +16,7 @@
 pub mod kubeadm;
 pub mod schema;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use airgap::{BundleIndex, ImageReference, PackRecord, VerifiedIndex};
 use registry::auth::Credentials;
@@ -208,6 +208,9 @@ pub struct Inputs<'a> {
     pub credentials: Option<&'a Credentials>,
     /// The registry's CA (PEM), if it needs one: copied beside each `hosts.toml`.
     pub registry_ca: Option<&'a [u8]>,
+    /// The kubelet the node runs (the bundle's, else PATH's), as the node sees it: its systemd
+    /// unit is rendered only when there is one.
+    pub kubelet: Option<&'a Path>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +286,34 @@ pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
         }
     })?;
     let sysctl = template::KUBELET_SYSCTL.render(&Values::new())?;
+    let kubelet_units = match inputs.kubelet {
+        Some(kubelet) => {
+            let values = Values::from([
+                ("kubelet", json!(kubelet.display().to_string())),
+                (
+                    "runtime_endpoint",
+                    json!(format!(
+                        "unix://{}",
+                        layout.node_path(&layout.containerd_socket()).display()
+                    )),
+                ),
+            ]);
+            let unit_values = Values::from([("kubelet", values["kubelet"].clone())]);
+            vec![
+                RenderedFile {
+                    path: layout.kubelet_unit(),
+                    bytes: template::KUBELET_UNIT.render(&unit_values)?.into_bytes(),
+                    mode: PUBLIC,
+                },
+                RenderedFile {
+                    path: layout.kubelet_dropin(),
+                    bytes: template::KUBELET_DROPIN.render(&values)?.into_bytes(),
+                    mode: PUBLIC,
+                },
+            ]
+        }
+        None => Vec::new(),
+    };
 
     let mut files = vec![
         RenderedFile {
@@ -333,6 +364,7 @@ pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
             },
         });
     }
+    files.extend(kubelet_units);
     Ok(Rendered { release, files })
 }
 
@@ -473,6 +505,7 @@ mod tests {
                 rewrite: &rewrite,
                 credentials: None,
                 registry_ca: Some(b"-----BEGIN CERTIFICATE-----\n"),
+                kubelet: Some(Path::new("/var/lib/airgap/bin/kubelet/1.34.2/kubelet")),
             })
             .unwrap()
             .files;
@@ -491,6 +524,17 @@ mod tests {
             render_at("/srv/other/root"),
             "rendered files name node paths only"
         );
+        // The kubelet's unit runs the given kubelet against airgap's containerd.
+        let file = |name: &str| {
+            a.iter()
+                .find(|(p, _, _)| p.ends_with(name))
+                .map(|(_, b, _)| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_else(|| panic!("{name} not rendered"))
+        };
+        assert!(file("kubelet.service")
+            .contains("ExecStart=\"/var/lib/airgap/bin/kubelet/1.34.2/kubelet\""));
+        assert!(file("10-airgap.conf")
+            .contains("--container-runtime-endpoint=\"unix:///run/containerd/containerd.sock\""));
         // Without credentials the hosts.toml files carry no secret and are world-readable.
         let hosts: Vec<_> = a
             .iter()

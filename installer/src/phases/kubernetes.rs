@@ -7,11 +7,17 @@ use crate::audit::Outcome;
 use crate::error::PhaseError;
 use crate::journal::Phase;
 use crate::kubernetes::kubeadm::{self, ClusterInit};
+use crate::node_binaries::locate;
 
 pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
     let access = ctx.registry_access().await?;
     let credentials = access.credentials();
     let mirror = ctx.take_mirror().await?;
+    let index = ctx.release.verified().index();
+    let store = ctx.layout.bin_dir();
+    let host = ctx.host.as_ref();
+    let kubelet = locate(&store, index, "kubelet", host).map(|b| ctx.layout.node_path(&b.path));
+    let kubeadm = locate(&store, index, "kubeadm", host).map(|b| b.path);
     let rendered = crate::kubernetes::render(&crate::kubernetes::Inputs {
         config: &ctx.config,
         node: &ctx.node,
@@ -21,6 +27,7 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         rewrite: &mirror.rewrite,
         credentials: credentials.as_ref(),
         registry_ca: (!access.ca_pem.is_empty()).then_some(access.ca_pem.as_slice()),
+        kubelet: kubelet.as_deref(),
     });
     ctx.mirror = Some(mirror);
     let rendered = rendered?;
@@ -31,7 +38,7 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     let audit_dir = ctx.layout.kubernetes_audit_dir();
     std::fs::create_dir_all(&audit_dir).map_err(PhaseError::io("creating", &audit_dir))?;
     let release = &rendered.release;
-    let init = kubeadm::init(&ctx.layout, ctx.host.as_ref())?;
+    let init = kubeadm::init(&ctx.layout, ctx.host.as_ref(), kubeadm)?;
     let ran = match &init {
         ClusterInit::Initialized { kubeadm } => {
             ctx.audit.record_with(
