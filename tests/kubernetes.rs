@@ -168,6 +168,15 @@ fn without_kubeadm_the_configuration_is_rendered_hardened_and_no_cluster_is_clai
         "{out}"
     );
     assert!(out.contains("not applied: no cluster"), "{out}");
+    // Nor a containerd: the runtime phase says the node has no runtime, and goes on.
+    assert!(
+        out.lines().any(|l| l.starts_with("[runtime]")
+            && l.contains(
+                "no containerd in the bundle or on PATH: no container runtime configured"
+            )),
+        "{out}"
+    );
+    assert!(!root.join("etc/airgap/containerd/config.toml").exists());
     assert!(!root.join("etc/kubernetes/admin.conf").exists());
 
     // Every document parses as its typed schema, unknown fields rejected.
