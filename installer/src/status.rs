@@ -309,7 +309,7 @@ async fn probe_kubernetes(
             state: ClusterState::RenderedOnly,
             running: false,
             detail: format!(
-                "configuration rendered ({}), but kubeadm is not on this node: the cluster is NOT running; install kubeadm, kubelet and containerd, then re-run `airgap install`",
+                "configuration rendered ({}), but kubeadm is not on this node: the cluster is NOT running; add kubeadm, kubelet and containerd to the k8s pack's bin/ (or install them), then re-run `airgap install`",
                 layout.kubeadm_config().display()
             ),
         }

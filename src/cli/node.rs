@@ -168,7 +168,7 @@ pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
     println!("  logs        {}", layout.log_dir().display());
     if report.cluster == Some(ClusterInit::KubeadmMissing) {
         println!(
-            "kubeadm is not on this node: Kubernetes is configured but NOT running; install kubeadm, kubelet and containerd, then re-run install"
+            "kubeadm is not on this node: Kubernetes is configured but NOT running; add kubeadm, kubelet and containerd to the k8s pack's bin/ (or install them), then re-run install"
         );
     }
     if report.launch == Some(Launch::Detached) {
