@@ -84,6 +84,34 @@ pub enum InstallError {
         installed: Box<ReleaseId>,
         offered: Box<ReleaseId>,
     },
+    #[error("{} holds no completed installation", root.display())]
+    NotInstalled { root: PathBuf },
+    #[error("{} already runs release {release}", root.display())]
+    AlreadyCurrent {
+        root: PathBuf,
+        release: Box<ReleaseId>,
+    },
+    #[error("bundle {offered} is another product than the installed {installed}")]
+    OtherProduct {
+        installed: Box<ReleaseId>,
+        offered: Box<ReleaseId>,
+    },
+    #[error(
+        "bundle {offered} has the version of the installed release {installed} but other content"
+    )]
+    Resigned {
+        installed: Box<ReleaseId>,
+        offered: Box<ReleaseId>,
+    },
+    #[error("delta bundle {offered} is built on {base_name} {base_version}, but the node runs {installed}")]
+    DeltaBase {
+        installed: Box<ReleaseId>,
+        offered: Box<ReleaseId>,
+        base_name: String,
+        base_version: String,
+    },
+    #[error("moving the cluster's trusted release")]
+    Trust(#[from] crate::release::TrustError),
     /// TUF's rule: trusted metadata is never replaced with a lower version.
     #[error("bundle {offered} is older than the trusted release {trusted}: a release is never replaced by a lower version")]
     Downgrade {
@@ -114,6 +142,16 @@ impl InstallError {
                 "use `airgap upgrade --bundle BUNDLE --pub KEY --root {}` to move to {}",
                 root.display(),
                 offered.version
+            )),
+            InstallError::NotInstalled { root } => h(format!(
+                "install first: `airgap install -c install.yaml --bundle BUNDLE --pub KEY --root {}`",
+                root.display()
+            )),
+            InstallError::AlreadyCurrent { .. } => {
+                h("nothing to do; `airgap status` shows the node".into())
+            }
+            InstallError::DeltaBase { installed, .. } => h(format!(
+                "build the delta with `--since` the bundle of {installed}, or use the full bundle"
             )),
             InstallError::Downgrade { .. } => h(
                 "install a release at least as new as the trusted one; downgrades are refused"

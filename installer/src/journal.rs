@@ -164,6 +164,10 @@ pub struct Journal {
     pub bundle: Option<VerifiedBundle>,
     #[serde(default)]
     pub workflows: BTreeMap<WorkflowKind, WorkflowRecord>,
+    /// While an upgrade is under way: the release the node ran before it (the journal's
+    /// `bundle` names the new one once it verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_release: Option<ReleaseId>,
 }
 
 impl Default for Journal {
@@ -174,6 +178,7 @@ impl Default for Journal {
             node: None,
             bundle: None,
             workflows: BTreeMap::new(),
+            previous_release: None,
         }
     }
 }
@@ -256,6 +261,7 @@ impl Journal {
                         node: v1.node,
                         bundle: v1.bundle,
                         workflows,
+                        previous_release: None,
                     },
                     migrated_from: Some(1),
                 })
@@ -300,6 +306,12 @@ impl Journal {
         self.workflow(kind)
             .and_then(|w| w.phases.get(&phase))
             .map(|r| r.state)
+    }
+
+    /// Starts workflow `kind` afresh (a new upgrade), remembering the release it moves from.
+    pub fn start_workflow(&mut self, kind: WorkflowKind, previous: ReleaseId) {
+        self.workflows.remove(&kind);
+        self.previous_release = Some(previous);
     }
 
     pub fn record(&mut self, kind: WorkflowKind, phase: Phase, record: PhaseRecord) {

@@ -42,4 +42,5 @@ pub mod source;
 pub mod status;
 pub mod template;
 pub mod tls;
+pub mod upgrade;
 pub mod workflow;

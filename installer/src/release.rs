@@ -119,6 +119,10 @@ pub enum TrustError {
     Corrupt(#[source] serde_json::Error),
     #[error("reading the trusted release")]
     Etcd(#[from] EtcdError),
+    #[error("the cluster has no trusted release record ({TRUSTED_RELEASE_KEY}): it was never installed to the end")]
+    Missing,
+    #[error("another writer kept changing the trusted release; nothing was changed")]
+    Raced,
 }
 
 /// Whether the record was written now or found.
@@ -155,6 +159,49 @@ pub async fn ensure_trusted(etcd: &EtcdClient, release: &ReleaseId) -> Result<Tr
         // Deleted between the two calls: nothing to compare with; a re-run records it.
         None => Ok(Trusted::Already),
     }
+}
+
+/// What [`advance_trusted`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advanced {
+    /// The record moved from the installed release to the offered one.
+    Moved,
+    /// It already named the offered release (a resumed upgrade).
+    Already,
+}
+
+/// Moves the cluster's trusted release from `from` to `to` with a compare-and-swap, so two
+/// upgrades racing cannot both win and nothing ever moves it backwards: `to` must be newer
+/// than whatever the record holds.
+pub async fn advance_trusted(
+    etcd: &EtcdClient,
+    from: &ReleaseId,
+    to: &ReleaseId,
+) -> Result<Advanced, TrustError> {
+    let record = serde_json::to_vec(to).map_err(TrustError::Corrupt)?;
+    // Two rounds: a concurrent writer between the read and the swap is seen on the second.
+    for _ in 0..2 {
+        let Some(kv) = etcd.get(TRUSTED_RELEASE_KEY).await? else {
+            return Err(TrustError::Missing);
+        };
+        let current: ReleaseId = serde_json::from_slice(&kv.value).map_err(TrustError::Corrupt)?;
+        if &current == to {
+            return Ok(Advanced::Already);
+        }
+        if &current != from || to.version <= current.version {
+            return Err(TrustError::Mismatch {
+                trusted: Box::new(current),
+                offered: Box::new(to.clone()),
+            });
+        }
+        if etcd
+            .compare_and_swap(TRUSTED_RELEASE_KEY, kv.mod_revision, &record)
+            .await?
+        {
+            return Ok(Advanced::Moved);
+        }
+    }
+    Err(TrustError::Raced)
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub enum Command {
     Registry(registry::RegistryCommand),
     /// Install a standalone management node from a bundle, fully offline.
     Install(node::InstallArgs),
+    /// Move an installed node to a newer release from a bundle (keys and certificates kept).
+    Upgrade(node::UpgradeArgs),
     /// Report the node's install phases and services (exit 3 when not healthy).
     Status(node::StatusArgs),
     /// Supervise the node's services (what the systemd unit runs).
@@ -68,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Registry(cmd) => registry::run(cmd),
         Command::Install(args) => node::install_cmd(args),
+        Command::Upgrade(args) => node::upgrade_cmd(args),
         Command::Status(args) => node::status_cmd(args),
         Command::Agent(args) => node::agent_cmd(args),
         Command::Stop(args) => node::stop_cmd(args),

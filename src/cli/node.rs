@@ -46,6 +46,27 @@ pub struct InstallArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct UpgradeArgs {
+    /// The newer bundle (full, or a delta built `--since` the installed release's bundle).
+    #[arg(long, value_name = "FILE")]
+    pub bundle: PathBuf,
+    /// The public key the bundle must be signed with.
+    #[arg(long = "pub", value_name = "FILE")]
+    pub public_key: PathBuf,
+    /// The root the node was installed into.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Phases to leave out, comma-separated (registry,etcd,runtime,agent,kubernetes,platform);
+    /// verify always runs.
+    #[arg(long = "skip-phases", value_name = "P,...", default_value = "")]
+    pub skip_phases: String,
+    /// Blobs uploaded at once while seeding the registry.
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct RootArgs {
     /// The root the node was installed into.
     #[arg(long, value_name = "DIR", default_value = "/")]
@@ -177,6 +198,40 @@ pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
             report.root.display()
         );
     }
+    Ok(())
+}
+
+pub fn upgrade_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
+    let request = installer::upgrade::UpgradeRequest {
+        bundle: args.bundle,
+        public_key: args.public_key,
+        root: std::path::absolute(&args.root).context("resolving --root")?,
+        exe: std::env::current_exe().context("locating the airgap binary")?,
+        jobs: args.jobs as usize,
+        skip: SkipSet::parse(&args.skip_phases)?,
+    };
+    let observer = Arc::new(PhaseLines {
+        bar: Mutex::new(None),
+    });
+    let report = runtime()?
+        .block_on(installer::upgrade::upgrade(
+            &request,
+            observer,
+            Arc::new(SystemHost),
+        ))
+        .context("upgrade failed")?;
+    println!();
+    println!(
+        "upgraded node {} from {} to {}{}",
+        report.node,
+        report.from,
+        report.to,
+        if report.advanced == installer::release::Advanced::Already {
+            " (resumed)"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 

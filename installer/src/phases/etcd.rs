@@ -12,7 +12,7 @@ use crate::node_binaries::NodeBinaries;
 
 pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
     let binaries = NodeBinaries::install(
-        ctx.release.archive().as_ref(),
+        &ctx.content(),
         |_| true,
         &["etcd"],
         false,

@@ -66,6 +66,7 @@ pub struct InstallContext {
     mirror: Option<Mirror>,
     cluster: Option<ClusterInit>,
     pub outcome: RunOutcome,
+    registry_store: PathBuf,
 }
 
 /// What a run reports at its end.
@@ -136,6 +137,7 @@ impl InstallContext {
     pub fn new(inputs: ContextInputs) -> Self {
         InstallContext {
             audit: AuditLog::new(&inputs.layout),
+            registry_store: inputs.layout.registry_storage(),
             config: inputs.config,
             node: inputs.node,
             layout: inputs.layout,
@@ -172,7 +174,7 @@ impl InstallContext {
     }
 
     /// The etcd client with this node's client certificate.
-    fn etcd_client(&mut self) -> Result<EtcdClient, PhaseError> {
+    pub fn etcd_client(&mut self) -> Result<EtcdClient, PhaseError> {
         if let Some(client) = &self.etcd {
             return Ok(client.clone());
         }
@@ -223,6 +225,15 @@ impl InstallContext {
         Ok(written)
     }
 
+    /// Where phases read the release's packs from: the bundle, and for what a delta bundle
+    /// left out, the node's registry store (which holds the base release).
+    pub fn content(&self) -> crate::source::WithNodeStore<'_> {
+        crate::source::WithNodeStore {
+            archive: self.release.archive(),
+            store: &self.registry_store,
+        }
+    }
+
     /// The registry's listen address on this node (the built-in registry).
     fn registry_listen(&self) -> SocketAddr {
         SocketAddr::new(self.node.address, self.config.registry_port())
@@ -238,9 +249,8 @@ impl PhaseBodies for InstallContext {
     ) -> Result<String, PhaseError> {
         // Every workflow runs the same bodies; what differs (join reads cluster material
         // instead of creating it) is decided inside the cluster-scoped phases.
-        let _ = workflow;
         match step.phase {
-            Phase::Verify => verify::run(self, journal),
+            Phase::Verify => verify::run(self, journal, workflow),
             Phase::Pki => pki::run(self),
             Phase::Etcd => etcd::run(self).await,
             Phase::Keys => keys::run(self).await,

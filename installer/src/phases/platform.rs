@@ -10,9 +10,8 @@ use crate::journal::Phase;
 use crate::kubernetes::kubeadm::{self, ClusterInit};
 
 pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
-    let release = ctx.release.clone();
     let mirror = ctx.take_mirror().await?;
-    let files = crate::platform::render(release.archive().as_ref(), &ctx.layout, &mirror.rewrite);
+    let files = crate::platform::render(&ctx.content(), &ctx.layout, &mirror.rewrite);
     ctx.mirror = Some(mirror);
     let files = files?;
     let written = ctx.write_rendered("platform.render", &files)?;

@@ -27,7 +27,7 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         .copied()
         .collect();
     let binaries = NodeBinaries::install(
-        ctx.release.archive().as_ref(),
+        &ctx.content(),
         |p| p.layer == "k8s",
         &names,
         true,

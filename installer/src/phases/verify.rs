@@ -13,7 +13,11 @@ use crate::error::PhaseError;
 use crate::files::{write_if_changed, PRIVATE};
 use crate::journal::{Journal, Phase, PhaseState, VerifiedBundle, WorkflowKind};
 
-pub(super) fn run(ctx: &mut InstallContext, journal: &mut Journal) -> Result<String, PhaseError> {
+pub(super) fn run(
+    ctx: &mut InstallContext,
+    journal: &mut Journal,
+    workflow: WorkflowKind,
+) -> Result<String, PhaseError> {
     let bundle = ctx.bundle_path.clone();
     let fail = |source: airgap::VerifyError| PhaseError::Verify {
         bundle: bundle.clone(),
@@ -35,7 +39,7 @@ pub(super) fn run(ctx: &mut InstallContext, journal: &mut Journal) -> Result<Str
             .map_or(0, |d| d.as_nanos()),
     };
     let already = journal.bundle.as_ref() == Some(&fingerprint)
-        && journal.state(WorkflowKind::Init, Phase::Verify) == Some(PhaseState::Done);
+        && journal.state(workflow, Phase::Verify) == Some(PhaseState::Done);
     let summary = if already {
         format!("{id}: signature OK; digests checked by an earlier run")
     } else {

@@ -1,0 +1,189 @@
+//! `airgap upgrade --bundle`: the `upgrade` workflow on an installed node.
+//!
+//! Refused before anything is written: a root with no completed installation, a bundle whose
+//! signature fails, another product, the release already running, a lower version (TUF's
+//! rule), a delta built on another release than the one installed. Then the cluster's trusted
+//! release moves forward by compare-and-swap, and the phases run: the new content seeded, the
+//! node's binaries, services and configuration moved to it. PKI and installation keys are not
+//! in the workflow at all. A failed or killed upgrade is resumed by running it again with the
+//! same bundle.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use airgap::{BundleArchive, PublicKey};
+
+use crate::config::{local_addresses, InstallConfig};
+use crate::error::InstallError;
+use crate::host::Host;
+use crate::journal::{Journal, Phase, WorkflowKind};
+use crate::layout::NodeLayout;
+use crate::phases::{ContextInputs, InstallContext};
+use crate::release::{advance_trusted, decide, Advanced, Decision, Release, ReleaseId};
+use crate::workflow::{Observer, Runner, SkipSet, Workflow};
+
+#[derive(Debug, Clone)]
+pub struct UpgradeRequest {
+    pub bundle: PathBuf,
+    pub public_key: PathBuf,
+    pub root: PathBuf,
+    pub exe: PathBuf,
+    pub jobs: usize,
+    pub skip: SkipSet,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpgradeReport {
+    pub from: ReleaseId,
+    pub to: ReleaseId,
+    /// Whether this run moved the trusted release or found it already moved (a resumed run).
+    pub advanced: Advanced,
+    pub node: String,
+}
+
+pub async fn upgrade(
+    request: &UpgradeRequest,
+    observer: Arc<dyn Observer>,
+    host: Arc<dyn Host>,
+) -> Result<UpgradeReport, InstallError> {
+    let started = Instant::now();
+    let layout = NodeLayout::new(&request.root);
+    let not_installed = || InstallError::NotInstalled {
+        root: request.root.clone(),
+    };
+    let mut journal = Journal::load_migrating(&layout.journal())?;
+    let init_done = journal.is_complete(WorkflowKind::Init, &Workflow::init().phases());
+    let Some(installed) = journal.release().filter(|_| init_done) else {
+        return Err(not_installed());
+    };
+    let config_path = layout.install_yaml();
+    let config = InstallConfig::load(&config_path)?;
+    let node = match &journal.node {
+        Some(name) => config.node(name).cloned(),
+        None => None,
+    };
+    let node = match node {
+        Some(n) => n,
+        None => config.resolve_node(None, &local_addresses())?.clone(),
+    };
+    let key = PublicKey::load(&request.public_key).map_err(|source| InstallError::PublicKey {
+        path: request.public_key.clone(),
+        source,
+    })?;
+    let archive =
+        BundleArchive::open(&request.bundle, &key).map_err(|source| InstallError::Verify {
+            bundle: request.bundle.clone(),
+            source,
+        })?;
+    let release = Release::new(archive, key);
+    let offered = release.id().clone();
+
+    // A run that was interrupted after it started moving to `offered` resumes; anything else
+    // must be a newer release of the same product.
+    let upgrade_steps = Workflow::upgrade().phases();
+    let resuming = journal.workflow(WorkflowKind::Upgrade).is_some()
+        && !journal.is_complete(WorkflowKind::Upgrade, &upgrade_steps);
+    let boxed = |r: &ReleaseId| Box::new(r.clone());
+    match decide(&installed, &offered) {
+        Decision::Same if resuming => {}
+        Decision::Same => {
+            return Err(InstallError::AlreadyCurrent {
+                root: request.root.clone(),
+                release: boxed(&offered),
+            })
+        }
+        Decision::Older => {
+            return Err(InstallError::Downgrade {
+                trusted: boxed(&installed),
+                offered: boxed(&offered),
+            })
+        }
+        Decision::Conflicting if installed.name != offered.name => {
+            return Err(InstallError::OtherProduct {
+                installed: boxed(&installed),
+                offered: boxed(&offered),
+            })
+        }
+        Decision::Conflicting => {
+            return Err(InstallError::Resigned {
+                installed: boxed(&installed),
+                offered: boxed(&offered),
+            })
+        }
+        Decision::Newer => {}
+    }
+    // The release this node runs until the upgrade completes: the journal names the offered
+    // one once the verify phase passed, so a resumed run compares with what the cluster trusted
+    // before.
+    let previous = if resuming {
+        journal
+            .previous_release
+            .clone()
+            .unwrap_or_else(|| installed.clone())
+    } else {
+        installed.clone()
+    };
+    if let Some(base) = &release.verified().index().base {
+        let matches = base.name == previous.name
+            && base.version == previous.version
+            && base.index_digest == previous.index_sha256;
+        if !matches {
+            return Err(InstallError::DeltaBase {
+                installed: boxed(&previous),
+                offered: boxed(&offered),
+                base_name: base.name.clone(),
+                base_version: base.version.to_string(),
+            });
+        }
+    }
+    if !resuming {
+        journal.start_workflow(WorkflowKind::Upgrade, previous.clone());
+    }
+
+    let mut ctx = InstallContext::new(ContextInputs {
+        config,
+        node,
+        layout: layout.clone(),
+        release,
+        bundle_path: request.bundle.clone(),
+        config_path,
+        exe: request.exe.clone(),
+        jobs: request.jobs,
+        observer: observer.clone(),
+        host: host.clone(),
+        started,
+    });
+    let etcd = ctx.etcd_client().map_err(|source| InstallError::Phase {
+        phase: Phase::Etcd,
+        source,
+    })?;
+    let advanced = advance_trusted(&etcd, &previous, &offered).await?;
+    journal.save(&layout.journal())?;
+    let journal_path = layout.journal();
+    let audit = ctx.audit.clone();
+    audit.record(
+        "release.trust",
+        crate::release::TRUSTED_RELEASE_KEY,
+        match advanced {
+            Advanced::Moved => crate::audit::Outcome::Done,
+            Advanced::Already => crate::audit::Outcome::Unchanged,
+        },
+    );
+    Runner {
+        journal: &mut journal,
+        journal_path: &journal_path,
+        audit: &audit,
+        observer: observer.as_ref(),
+        host: host.as_ref(),
+        skip: &request.skip,
+    }
+    .run(&Workflow::upgrade(), &mut ctx)
+    .await?;
+    Ok(UpgradeReport {
+        from: previous,
+        to: offered,
+        advanced,
+        node: ctx.node.name.to_string(),
+    })
+}

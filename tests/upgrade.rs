@@ -1,0 +1,234 @@
+//! `airgap upgrade --bundle` on a standalone node end to end (real etcd, the built-in registry,
+//! skopeo as the client), in its own network namespace.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::node::{
+    install, install_yaml, kill_during, output_ok, secret, skopeo_certs, EtcdProbe, NetNs, FQDN,
+};
+use common::{airgap, fails, Setup};
+
+fn snapshot(dirs: &[PathBuf]) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        } else {
+            out.insert(p.clone(), std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+/// The fixture's spec with another name/version, plus `extra` image lines.
+fn bundle_of(
+    setup: &Setup,
+    name: &str,
+    version: &str,
+    extra: &str,
+    since: Option<&Path>,
+) -> PathBuf {
+    let spec = std::fs::read_to_string(&setup.fixture.spec)
+        .unwrap()
+        .replace(
+            "metadata: {name: mgmt-plane, version: 4.5.0}",
+            &format!("metadata: {{name: {name}, version: {version}}}"),
+        );
+    let path = setup
+        .fixture
+        .spec
+        .with_file_name(format!("{name}-{version}.yaml"));
+    std::fs::write(&path, format!("{spec}{extra}")).unwrap();
+    let out = setup.path(&format!("{name}-{version}.tar"));
+    let mut cmd = setup.build_command(&path, &out);
+    if let Some(base) = since {
+        cmd.arg("--since").arg(base);
+    }
+    common::ok(&mut cmd);
+    out
+}
+
+fn upgrade(ns: &NetNs, bundle: &Path, public: &Path, root: &Path) -> Command {
+    let mut cmd = ns.airgap();
+    cmd.arg("upgrade")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--pub")
+        .arg(public)
+        .arg("--root")
+        .arg(root);
+    cmd
+}
+
+#[test]
+fn a_standalone_node_upgrades_to_a_newer_bundle_keeping_keys_and_refuses_the_rest() {
+    let setup = Setup::new(16 << 10);
+    let v450 = setup.build("bundle.tar");
+    let ns = NetNs::create("upg");
+    let root = setup.path("root");
+    let config = install_yaml(setup.dir.path(), "");
+    output_ok(
+        &install(&ns, &config, &v450, &setup.public(), &root)
+            .output()
+            .unwrap(),
+        "install 4.5.0",
+    );
+    let probe = EtcdProbe {
+        ns: &ns,
+        root: root.clone(),
+    };
+    let kept = [
+        root.join("etc/kubernetes/pki"),
+        root.join("etc/airgap/pki"),
+        root.join("etc/kubernetes/encryption-config.yaml"),
+    ];
+    let keys_before = snapshot(&kept);
+    let (_, _, keys_rev) = secret(&probe, "installation-keys");
+    let (creds, _, creds_rev) = secret(&probe, "registry-credentials");
+    let password = String::from_utf8(creds["password"].clone()).unwrap();
+
+    // 4.6.0 adds an image. Killed in the middle of the runtime phase, the upgrade resumes.
+    let extra = "    - ref: example.internal/platform/api:1.1\n      from: oci:layout:example.internal/platform/api:1.0\n";
+    let v460 = bundle_of(&setup, "mgmt-plane", "4.6.0", extra, None);
+    kill_during(upgrade(&ns, &v460, &setup.public(), &root), "runtime");
+    let out = output_ok(
+        &upgrade(&ns, &v460, &setup.public(), &root)
+            .output()
+            .unwrap(),
+        "upgrade to 4.6.0",
+    );
+    assert!(
+        out.contains("upgraded node node1 from mgmt-plane 4.5.0 to mgmt-plane 4.6.0 (resumed)"),
+        "{out}"
+    );
+    for phase in [
+        "[verify]",
+        "[registry]",
+        "[etcd]",
+        "[runtime]",
+        "[kubernetes]",
+        "[platform]",
+    ] {
+        assert!(out.contains(phase), "{out}");
+    }
+    assert!(!out.contains("[pki]") && !out.contains("[keys]"), "{out}");
+
+    // Keys, certificates and Secrets untouched; the cluster trusts 4.6.0.
+    assert_eq!(
+        snapshot(&kept),
+        keys_before,
+        "the upgrade changed keys or certificates"
+    );
+    assert_eq!(secret(&probe, "installation-keys").2, keys_rev);
+    assert_eq!(secret(&probe, "registry-credentials").2, creds_rev);
+    let (trusted, _, _) = probe.raw("/airgap/cluster/trusted-release").unwrap();
+    let trusted: serde_json::Value = serde_json::from_slice(&trusted).unwrap();
+    assert_eq!(trusted["version"], "4.6.0", "{trusted}");
+
+    // The new image pulls by its mirrored name with the bundle's digest.
+    let inspect = common::ok(airgap().args(["bundle", "inspect", "--json"]).arg(&v460));
+    let index: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let new_image = index["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["reference"] == "example.internal/platform/api:1.1")
+        .expect("api:1.1 in the bundle");
+    let reference = format!(
+        "docker://{FQDN}:5000/{}:1.1",
+        new_image["mirrorRepository"].as_str().unwrap()
+    );
+    let certs = skopeo_certs(&root, setup.dir.path());
+    let out = ns
+        .command("skopeo")
+        .args(["inspect", "--raw", "--cert-dir"])
+        .arg(&certs)
+        .args(["--creds", &format!("admin:{password}")])
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        airgap::Digest::of(&out.stdout).to_string(),
+        new_image["digest"].as_str().unwrap()
+    );
+
+    // status reports the new release.
+    let out = ns
+        .airgap()
+        .args(["status", "--json", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&output_ok(&out, "status")).unwrap();
+    assert_eq!(status["bundle"], "mgmt-plane 4.6.0");
+    assert_eq!(status["complete"], true);
+
+    // Refused, one line each, nothing changed: the same release again, the old one, another
+    // product, a delta built on a release the node does not run.
+    let journal = root.join("var/lib/airgap/journal.json");
+    let journal_before = std::fs::read(&journal).unwrap();
+    let etc_before = snapshot(&[root.join("etc")]);
+    let other = bundle_of(&setup, "other-product", "9.0.0", "", None);
+    let wrong_base = bundle_of(&setup, "mgmt-plane", "4.7.0", "", Some(&v450));
+    for (bundle, says) in [
+        (&v460, vec!["already runs release mgmt-plane 4.6.0"]),
+        (
+            &v450,
+            vec!["4.5.0", "older than the trusted release mgmt-plane 4.6.0"],
+        ),
+        (&other, vec!["another product"]),
+        (
+            &wrong_base,
+            vec![
+                "built on mgmt-plane 4.5.0",
+                "runs mgmt-plane 4.6.0",
+                "hint:",
+            ],
+        ),
+    ] {
+        let err = fails(&mut upgrade(&ns, bundle, &setup.public(), &root));
+        for s in says {
+            assert!(err.contains(s), "{}: {err}", bundle.display());
+        }
+        assert_eq!(std::fs::read(&journal).unwrap(), journal_before);
+        assert_eq!(snapshot(&[root.join("etc")]), etc_before);
+    }
+    let (trusted, _, _) = probe.raw("/airgap/cluster/trusted-release").unwrap();
+    assert!(String::from_utf8_lossy(&trusted).contains("\"4.6.0\""));
+
+    // A delta built on the running release upgrades: only new layers travel, the rest is in
+    // the node's registry and store already.
+    let extra2 = format!(
+        "{extra}    - ref: example.internal/platform/worker:1.2\n      from: oci:layout:example.internal/platform/worker:1.0\n"
+    );
+    let delta = bundle_of(&setup, "mgmt-plane", "4.8.0", &extra2, Some(&v460));
+    let out = output_ok(
+        &upgrade(&ns, &delta, &setup.public(), &root)
+            .output()
+            .unwrap(),
+        "upgrade to the 4.8.0 delta",
+    );
+    assert!(out.contains("to mgmt-plane 4.8.0"), "{out}");
+
+    // A root with no installation is told to install first.
+    let err = fails(&mut upgrade(
+        &ns,
+        &v460,
+        &setup.public(),
+        &setup.path("empty"),
+    ));
+    assert!(
+        err.contains("holds no completed installation") && err.contains("airgap install"),
+        "{err}"
+    );
+}
