@@ -124,6 +124,54 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
     assert!(out.contains("blobs: 0 uploaded"), "{out}");
     assert!(out.contains("manifests: 0 pushed"), "{out}");
 
+    // The registry says which releases it holds: the signed index is published as an
+    // artifact, verified by whoever reads it with the key; another key rejects it.
+    let check = |key: &Path| {
+        airgap()
+            .env("REGISTRY_AUTH_FILE", &auth)
+            .args([
+                "upgrade",
+                "--check",
+                "--from-registry",
+                &to,
+                "--ca",
+                &ca,
+                "--pub",
+            ])
+            .arg(key)
+            .arg("--root")
+            .arg(setup.path("no-node"))
+            .output()
+            .unwrap()
+    };
+    let listed = check(&setup.public());
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(stdout.contains("mgmt-plane 4.5.0"), "{stdout}");
+    assert!(stdout.contains("signature OK"), "{stdout}");
+    common::ok(
+        airgap()
+            .arg("keygen")
+            .arg("-o")
+            .arg(setup.path("other.key")),
+    );
+    let rejected = check(&setup.path("other.pub"));
+    let stdout = String::from_utf8_lossy(&rejected.stdout);
+    let stderr = String::from_utf8_lossy(&rejected.stderr);
+    assert!(!rejected.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("4.5.0  REJECTED: its signature does not verify"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("failed verification and are not offered"),
+        "{stderr}"
+    );
+
     // The rewrite map sends every original reference to the mirror.
     let map: serde_json::Value =
         serde_json::from_slice(&std::fs::read(config.join("rewrite-map.json")).unwrap()).unwrap();

@@ -29,6 +29,9 @@ pub struct BundleArchive {
     mtime: u64,
     /// Entry path -> (index position, header offset).
     offsets: HashMap<String, (usize, u64)>,
+    /// The signed `bundle.json` bytes and their signatures, as verified: what a registry
+    /// holding this release publishes so that it can be verified there too.
+    signed: Arc<(Vec<u8>, crate::signing::SignatureFile)>,
 }
 
 impl BundleArchive {
@@ -52,7 +55,13 @@ impl BundleArchive {
             verified,
             mtime: header.mtime,
             offsets,
+            signed: Arc::new((header.index_bytes, header.signatures)),
         })
+    }
+
+    /// The verified `bundle.json` bytes and its signature file.
+    pub fn signed_index(&self) -> (&[u8], &crate::signing::SignatureFile) {
+        (&self.signed.0, &self.signed.1)
     }
 
     pub fn verified(&self) -> &VerifiedIndex {

@@ -187,3 +187,94 @@ pub async fn upgrade(
         node: ctx.node.name.to_string(),
     })
 }
+
+/// One release found in a registry's releases repository.
+#[derive(Debug)]
+pub enum ListedRelease {
+    /// Its signature verified with the given key.
+    Verified {
+        tag: String,
+        id: ReleaseId,
+        /// Against the node's release, when there is an installed one.
+        decision: Option<Decision>,
+    },
+    /// Not offered: unreadable, not a release artifact, or not signed by the key.
+    Rejected { tag: String, reason: ListError },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("reading it from the registry")]
+    Registry(#[from] Box<registry::RegistryError>),
+    #[error("the tag names no release artifact")]
+    Missing,
+    #[error("its signature does not verify")]
+    Signature(#[source] airgap::VerifyError),
+    #[error("its index names release {named}, not the tag's version")]
+    TagMismatch { named: String },
+}
+
+/// The releases in `repo` of `client`'s registry, each verified with `key`, in version order,
+/// compared with `installed`. Nothing is downloaded but the small signed indexes.
+pub async fn list_registry_releases(
+    client: &registry::RegistryClient,
+    repo: &str,
+    key: &PublicKey,
+    installed: Option<&ReleaseId>,
+) -> Result<Vec<ListedRelease>, registry::RegistryError> {
+    use registry::release_artifact;
+    let mut out = Vec::new();
+    for tag in release_artifact::list(client, repo).await? {
+        let listed = match release_artifact::fetch(client, repo, &tag).await {
+            Err(e) => ListedRelease::Rejected {
+                tag,
+                reason: ListError::Registry(Box::new(e)),
+            },
+            Ok(None) => ListedRelease::Rejected {
+                tag,
+                reason: ListError::Missing,
+            },
+            Ok(Some(parts)) => {
+                let verified = airgap::SignatureFile::parse(&parts.signature)
+                    .map_err(airgap::VerifyError::from)
+                    .and_then(|sigs| airgap::VerifiedIndex::verify(&parts.index, &sigs, key));
+                match verified {
+                    Err(e) => ListedRelease::Rejected {
+                        tag,
+                        reason: ListError::Signature(e),
+                    },
+                    Ok(v) if v.index().version.to_string() != tag => ListedRelease::Rejected {
+                        tag,
+                        reason: ListError::TagMismatch {
+                            named: v.index().version.to_string(),
+                        },
+                    },
+                    Ok(v) => {
+                        let id = ReleaseId::of(&v);
+                        let decision = installed.map(|i| decide(i, &id));
+                        ListedRelease::Verified { tag, id, decision }
+                    }
+                }
+            }
+        };
+        out.push(listed);
+    }
+    out.sort_by(|a, b| match (a, b) {
+        (ListedRelease::Verified { id: x, .. }, ListedRelease::Verified { id: y, .. }) => {
+            x.version.cmp(&y.version)
+        }
+        (ListedRelease::Verified { .. }, _) => std::cmp::Ordering::Less,
+        (_, ListedRelease::Verified { .. }) => std::cmp::Ordering::Greater,
+        _ => std::cmp::Ordering::Equal,
+    });
+    Ok(out)
+}
+
+/// The release an installed root runs, if any (for `--check` without a full upgrade).
+pub fn installed_release(root: &std::path::Path) -> Result<Option<ReleaseId>, InstallError> {
+    let layout = NodeLayout::new(root);
+    if !layout.journal().exists() {
+        return Ok(None);
+    }
+    Ok(Journal::load_migrating(&layout.journal())?.release())
+}

@@ -371,6 +371,43 @@ impl RegistryClient {
         }))
     }
 
+    /// The repository's tags (`None` when the repository does not exist). Follows the
+    /// registry's `Link` pagination.
+    pub async fn list_tags(&self, repo: &str) -> Result<Option<Vec<String>>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let mut tags = Vec::new();
+        let mut next = Some(format!("v2/{repo}/tags/list?n=1000"));
+        while let Some(path) = next.take() {
+            let url = self.url(&path)?;
+            let response = self
+                .execute(Some(repo), Method::GET, || self.http.get(url.clone()), true)
+                .await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            let response = self
+                .expect(response, &[StatusCode::OK], Method::GET, Some(repo))
+                .await?;
+            // `Link: </v2/<repo>/tags/list?n=..&last=..>; rel="next"`
+            next = response
+                .headers()
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split_once('<'))
+                .and_then(|(_, rest)| rest.split_once('>'))
+                .map(|(target, _)| target.trim_start_matches('/').to_string());
+            let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+            let list: TagList = serde_json::from_slice(&bytes)
+                .map_err(|e| RegistryError::Content(format!("{url}: tag list: {e}")))?;
+            tags.extend(list.tags.unwrap_or_default());
+        }
+        Ok(Some(tags))
+    }
+
     /// Starts a blob download at byte `from` (a resumed download asks for the rest). The
     /// caller streams and hashes the body; [`BlobDownload::offset`] says where it really
     /// starts, since a registry may ignore the range and send everything.

@@ -14,6 +14,7 @@ pub use auth::{AuthFile, Credentials};
 pub use client::{ClientConfig, RegistryClient, RegistryError, RetryPolicy};
 pub mod mirror;
 pub mod name;
+pub mod release_artifact;
 pub mod seed;
 
 pub use mirror::{MirrorTarget, RewriteMap};

@@ -79,6 +79,8 @@ pub struct BlobPush {
 pub struct SeedPlan {
     pub blobs: Vec<BlobPush>,
     pub manifests: Vec<ManifestPush>,
+    /// Where the release's signed index is published (`<prefix>/airgap/releases`).
+    pub releases_repository: String,
 }
 
 impl SeedPlan {
@@ -157,7 +159,11 @@ impl SeedPlan {
             });
         }
         let blobs = order.into_iter().filter_map(|d| blobs.remove(&d)).collect();
-        Ok(SeedPlan { blobs, manifests })
+        Ok(SeedPlan {
+            blobs,
+            manifests,
+            releases_repository: target.repository(crate::release_artifact::REPOSITORY),
+        })
     }
 
     /// Bytes of blobs this bundle carries: what a cold seed sends.
@@ -195,6 +201,8 @@ pub struct SeedReport {
     pub blobs_present: usize,
     pub manifests_pushed: usize,
     pub manifests_present: usize,
+    /// Whether the release artifact was pushed now (false: it was there).
+    pub release_published: bool,
 }
 
 /// Progress callbacks; all have no-op defaults.
@@ -269,6 +277,21 @@ impl Seeder {
             return Err(e);
         }
         let (pushed, present) = self.push_manifests(plan).await?;
+        // Last: a release is listed in the registry only once all of its content is there.
+        let index = self.archive.verified().index();
+        let (index_bytes, signatures) = self.archive.signed_index();
+        let parts = crate::release_artifact::ReleaseParts {
+            index: index_bytes.to_vec(),
+            signature: signatures.to_bytes(),
+        };
+        let release_present = crate::release_artifact::publish(
+            &self.client,
+            &plan.releases_repository,
+            &parts,
+            &index.name,
+            &index.version.to_string(),
+        )
+        .await?;
         Ok(SeedReport {
             blobs_uploaded: counts.uploaded,
             bytes_uploaded: counts.bytes,
@@ -276,6 +299,7 @@ impl Seeder {
             blobs_present: counts.present,
             manifests_pushed: pushed,
             manifests_present: present,
+            release_published: !release_present,
         })
     }
 

@@ -48,8 +48,23 @@ pub struct InstallArgs {
 #[derive(Debug, clap::Args)]
 pub struct UpgradeArgs {
     /// The newer bundle (full, or a delta built `--since` the installed release's bundle).
-    #[arg(long, value_name = "FILE")]
-    pub bundle: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "check",
+        conflicts_with = "check"
+    )]
+    pub bundle: Option<PathBuf>,
+    /// List the releases a registry holds (their signed indexes verified with --pub) and which
+    /// are newer than the node's; changes nothing.
+    #[arg(long, requires = "from_registry")]
+    pub check: bool,
+    /// The registry and prefix releases were seeded into (https://HOST[:PORT][/PREFIX]).
+    #[arg(long, value_name = "URL", requires = "check")]
+    pub from_registry: Option<String>,
+    /// CA certificate to trust for --from-registry.
+    #[arg(long, value_name = "FILE", requires = "from_registry")]
+    pub ca: Option<PathBuf>,
     /// The public key the bundle must be signed with.
     #[arg(long = "pub", value_name = "FILE")]
     pub public_key: PathBuf,
@@ -202,8 +217,11 @@ pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
 }
 
 pub fn upgrade_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
+    let Some(bundle) = args.bundle.clone() else {
+        return check_cmd(args);
+    };
     let request = installer::upgrade::UpgradeRequest {
-        bundle: args.bundle,
+        bundle,
         public_key: args.public_key,
         root: std::path::absolute(&args.root).context("resolving --root")?,
         exe: std::env::current_exe().context("locating the airgap binary")?,
@@ -232,6 +250,71 @@ pub fn upgrade_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
             ""
         }
     );
+    Ok(())
+}
+
+/// `airgap upgrade --check --from-registry URL`: the releases there, verified, against the
+/// node's. Credentials from the standard auth files (`skopeo login`).
+fn check_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
+    use installer::upgrade::{list_registry_releases, ListedRelease};
+    let Some(url) = &args.from_registry else {
+        anyhow::bail!("--check needs --from-registry URL");
+    };
+    let target = registry::mirror::MirrorTarget::parse(url, false)?;
+    let key = airgap::PublicKey::load(&args.public_key).context("loading the public key")?;
+    let root = std::path::absolute(&args.root).context("resolving --root")?;
+    let installed = installer::upgrade::installed_release(&root)?;
+    let mut config = registry::ClientConfig {
+        credentials: registry::auth::AuthFile::discover()?
+            .get(&target.host)
+            .cloned(),
+        ..registry::ClientConfig::default()
+    };
+    if let Some(ca) = &args.ca {
+        config = config.with_ca_file(ca)?;
+    }
+    let client = registry::RegistryClient::new(&target.host, config)?;
+    let repo = target.repository(registry::release_artifact::REPOSITORY);
+    let listed = runtime()?
+        .block_on(list_registry_releases(
+            &client,
+            &repo,
+            &key,
+            installed.as_ref(),
+        ))
+        .with_context(|| format!("listing releases in {url}"))?;
+    match &installed {
+        Some(id) => println!("this node runs {id}"),
+        None => println!("no installation under {}", root.display()),
+    }
+    if listed.is_empty() {
+        println!("{url} holds no airgap releases (airgap registry seed publishes them)");
+    }
+    let mut rejected = 0;
+    for release in &listed {
+        match release {
+            ListedRelease::Verified { id, decision, .. } => {
+                use installer::release::Decision;
+                let note = match decision {
+                    Some(Decision::Newer) => "newer: `airgap upgrade` can move to it",
+                    Some(Decision::Same) => "running",
+                    Some(Decision::Older) => "older: never offered",
+                    Some(Decision::Conflicting) => {
+                        "conflicts with the running release: never offered"
+                    }
+                    None => "signature OK",
+                };
+                println!("  {id}  {note}");
+            }
+            ListedRelease::Rejected { tag, reason } => {
+                rejected += 1;
+                println!("  {tag}  REJECTED: {}", installer::error::chain(reason));
+            }
+        }
+    }
+    if rejected > 0 {
+        anyhow::bail!("{rejected} release(s) in {url} failed verification and are not offered");
+    }
     Ok(())
 }
 

@@ -178,6 +178,17 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         report.manifests_present,
         started.elapsed().as_secs_f64(),
     );
+    println!(
+        "release index {} at {}/{}:{} (what `airgap upgrade --check --from-registry` lists)",
+        if report.release_published {
+            "published"
+        } else {
+            "already published"
+        },
+        target.host,
+        plan.releases_repository,
+        index.version
+    );
     let login = login.filter(|_| args.with_credentials);
     write_mirror_config(&args, index, &target, login.as_ref())
 }

@@ -1,0 +1,140 @@
+//! A release's signed index published in a registry, so the registry itself says which
+//! releases it holds and each can be verified there: an OCI artifact (image manifest with an
+//! `artifactType` of ours) in `<prefix>/airgap/releases:<version>`, whose config is the
+//! release's `bundle.json` (which names every blob of the release by digest) and whose one
+//! layer is its signature file. Nothing here is trusted: readers verify the signature with
+//! their key before using the index.
+
+use airgap::oci::OCI_MANIFEST;
+use airgap::Digest;
+
+use crate::client::{RegistryClient, RegistryError};
+
+pub const ARTIFACT_TYPE: &str = "application/vnd.airgap.release.v1";
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.airgap.bundle-index.v1+json";
+pub const SIGNATURE_MEDIA_TYPE: &str = "application/vnd.airgap.bundle-signature.v1+json";
+/// Under the mirror prefix.
+pub const REPOSITORY: &str = "airgap/releases";
+/// Bigger than this is not a release manifest's part (the index limit of the format).
+const MAX_PART: u64 = 32 << 20;
+
+/// The two signed parts of a release, as bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseParts {
+    pub index: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// The artifact manifest for `parts`, tagged `version` by the caller.
+pub fn manifest(parts: &ReleaseParts, name: &str, version: &str) -> Vec<u8> {
+    let descriptor = |media: &str, bytes: &[u8]| {
+        serde_json::json!({
+            "mediaType": media,
+            "digest": Digest::of(bytes).to_string(),
+            "size": bytes.len(),
+        })
+    };
+    let value = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
+        "config": descriptor(INDEX_MEDIA_TYPE, &parts.index),
+        "layers": [descriptor(SIGNATURE_MEDIA_TYPE, &parts.signature)],
+        "annotations": {
+            "org.opencontainers.image.title": name,
+            "org.opencontainers.image.version": version,
+        },
+    });
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+async fn put_blob(client: &RegistryClient, repo: &str, bytes: &[u8]) -> Result<(), RegistryError> {
+    let digest = Digest::of(bytes);
+    if client.blob_exists(repo, &digest).await? {
+        return Ok(());
+    }
+    let session = client.start_upload(repo).await?;
+    let session = client
+        .upload_chunk(repo, session, reqwest::Body::from(bytes.to_vec()))
+        .await?;
+    client.commit_upload(repo, session, &digest).await
+}
+
+/// Publishes `parts` as `repo:version`; returns whether it was already there.
+pub async fn publish(
+    client: &RegistryClient,
+    repo: &str,
+    parts: &ReleaseParts,
+    name: &str,
+    version: &str,
+) -> Result<bool, RegistryError> {
+    let manifest = manifest(parts, name, version);
+    if client
+        .manifest_digest(repo, version, &[OCI_MANIFEST])
+        .await?
+        == Some(Digest::of(&manifest))
+    {
+        return Ok(true);
+    }
+    put_blob(client, repo, &parts.index).await?;
+    put_blob(client, repo, &parts.signature).await?;
+    client
+        .put_manifest(repo, version, OCI_MANIFEST, &manifest)
+        .await?;
+    Ok(false)
+}
+
+/// The tags of the releases repository (empty when it does not exist).
+pub async fn list(client: &RegistryClient, repo: &str) -> Result<Vec<String>, RegistryError> {
+    Ok(client.list_tags(repo).await?.unwrap_or_default())
+}
+
+async fn get_part(
+    client: &RegistryClient,
+    repo: &str,
+    descriptor: &serde_json::Value,
+    media: &str,
+) -> Result<Vec<u8>, RegistryError> {
+    let bad = |what: &str| RegistryError::Content(format!("release artifact in {repo}: {what}"));
+    if descriptor["mediaType"] != media {
+        return Err(bad(&format!("expected a {media} part")));
+    }
+    let digest: Digest = descriptor["digest"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| bad("a part has no sha256 digest"))?;
+    let mut download = client.get_blob(repo, &digest, 0).await?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = download.chunk().await? {
+        if (bytes.len() + chunk.len()) as u64 > MAX_PART {
+            return Err(bad("a part is larger than a release index may be"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if Digest::of(&bytes) != digest {
+        return Err(bad(&format!("blob {digest} does not hash to its digest")));
+    }
+    Ok(bytes)
+}
+
+/// Reads release `tag`: its manifest, index and signature, each checked against its digest
+/// (not yet against a key: that is the caller's, with [`airgap::VerifiedIndex::verify`]).
+pub async fn fetch(
+    client: &RegistryClient,
+    repo: &str,
+    tag: &str,
+) -> Result<Option<ReleaseParts>, RegistryError> {
+    let Some(fetched) = client.get_manifest(repo, tag, &[OCI_MANIFEST]).await? else {
+        return Ok(None);
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&fetched.bytes)
+        .map_err(|e| RegistryError::Content(format!("{repo}:{tag}: {e}")))?;
+    if manifest["artifactType"] != ARTIFACT_TYPE {
+        return Err(RegistryError::Content(format!(
+            "{repo}:{tag} is not an airgap release artifact"
+        )));
+    }
+    let index = get_part(client, repo, &manifest["config"], INDEX_MEDIA_TYPE).await?;
+    let signature = get_part(client, repo, &manifest["layers"][0], SIGNATURE_MEDIA_TYPE).await?;
+    Ok(Some(ReleaseParts { index, signature }))
+}
