@@ -61,6 +61,38 @@ fn every_single_byte_flip_is_rejected() {
     }
 }
 
+/// The parallel verifier (every entry handed to a hashing thread) reports exactly what the
+/// sequential one does, for flips and truncations anywhere.
+#[test]
+fn hashing_in_parallel_reports_what_hashing_in_order_reports() {
+    use airgap::verify::{verify_with, VerifyOptions};
+    let (bytes, key) = small_bundle();
+    let run = |input: &[u8], workers: usize| {
+        let options = VerifyOptions {
+            workers,
+            parallel_from: 1,
+        };
+        verify_with(input, &key, &options, |_| {})
+            .map(|v| v.index_digest())
+            .map_err(|e| e.to_string())
+    };
+    assert!(run(&bytes, 2).is_ok());
+    assert_eq!(run(&bytes, 2), run(&bytes, 1));
+    let mut rng = Rng::new(13);
+    let mut mutated = bytes.clone();
+    for i in (0..bytes.len()).step_by(97) {
+        let mask = (rng.next_u64() % 255 + 1) as u8;
+        mutated[i] ^= mask;
+        let parallel = run(&mutated, 2);
+        assert!(parallel.is_err(), "flip at {i} accepted in parallel");
+        assert_eq!(parallel, run(&mutated, 1), "flip at {i}");
+        mutated[i] = bytes[i];
+    }
+    for cut in (0..bytes.len()).step_by(389) {
+        assert_eq!(run(&bytes[..cut], 2), run(&bytes[..cut], 1), "cut at {cut}");
+    }
+}
+
 #[test]
 fn every_truncation_is_rejected() {
     let (bytes, key) = small_bundle();

@@ -28,5 +28,7 @@ pub use entry_path::EntryPath;
 pub use index::{BundleIndex, EntryRecord, ImageRecord, PackRecord};
 pub use reference::ImageReference;
 pub use signing::{KeyId, PublicKey, SignatureFile, SigningKey};
-pub use verify::{verify, BundleStream, UnverifiedIndex, VerifiedIndex, VerifyError};
+pub use verify::{
+    verify, verify_with, BundleStream, UnverifiedIndex, VerifiedIndex, VerifyError, VerifyOptions,
+};
 pub use writer::BundleWriter;

@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use airgap::parts::PartsReader;
 use airgap::tar::{Strictness, TarReader};
 use airgap::verify::UnverifiedHeader;
-use airgap::{BundleStream, PublicKey, SigningKey};
+use airgap::{PublicKey, SigningKey};
 use anyhow::{bail, Context};
 
 use std::collections::HashMap;
@@ -265,14 +265,10 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let fail = || format!("{} failed verification", args.bundle.display());
     let (reader, total) = open(&args.bundle)?;
     let bar = bytes_bar(total, "verifying");
-    let mut stream = BundleStream::open(reader, &key).with_context(fail)?;
-    let mut buf = vec![0u8; airgap::digest::COPY_BUFFER];
-    while stream.next_entry().with_context(fail)?.is_some() {
-        while stream.read_entry(&mut buf).with_context(fail)? > 0 {
-            bar.set_position(stream.position());
-        }
-    }
-    let verified = stream.finish().with_context(fail)?;
+    let verified = airgap::verify_with(reader, &key, &airgap::VerifyOptions::default(), |at| {
+        bar.set_position(at)
+    })
+    .with_context(fail)?;
     bar.finish_and_clear();
     let index = verified.index();
     println!(

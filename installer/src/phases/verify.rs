@@ -6,7 +6,7 @@
 
 use std::io::BufReader;
 
-use airgap::{BundleStream, PublicKey};
+use airgap::PublicKey;
 
 use super::InstallContext;
 use crate::error::PhaseError;
@@ -52,23 +52,24 @@ pub(super) fn run(
         // The release was opened with the key; the stream checks the same signature again
         // on the bytes it reads, so what is hashed is what was signed.
         let key: &PublicKey = ctx.release.key();
-        let mut stream =
-            BundleStream::open(BufReader::with_capacity(256 << 10, reader), key).map_err(fail)?;
-        let mut buf = vec![0u8; airgap::digest::COPY_BUFFER];
         let mut seen = 0u64;
         let mut halfway = false;
-        while stream.next_entry().map_err(fail)?.is_some() {
-            while stream.read_entry(&mut buf).map_err(fail)? > 0 {
-                let position = stream.position();
-                ctx.observer.bytes_done(position - seen);
+        let observer = ctx.observer.clone();
+        let failpoint = ctx.failpoint;
+        let streamed = airgap::verify_with(
+            BufReader::with_capacity(256 << 10, reader),
+            key,
+            &airgap::VerifyOptions::default(),
+            |position| {
+                observer.bytes_done(position - seen);
                 seen = position;
-            }
-            if !halfway && seen * 2 >= total {
-                halfway = true;
-                ctx.failpoint.reached(Phase::Verify);
-            }
-        }
-        let streamed = stream.finish().map_err(fail)?;
+                if !halfway && seen * 2 >= total {
+                    halfway = true;
+                    failpoint.reached(Phase::Verify);
+                }
+            },
+        )
+        .map_err(fail)?;
         ctx.observer.bytes_finished();
         if streamed.index_digest() != id.index_sha256 {
             // The file changed between opening and streaming: trust neither.
