@@ -61,35 +61,51 @@ fn every_single_byte_flip_is_rejected() {
     }
 }
 
-/// The parallel verifier (every entry handed to a hashing thread) reports exactly what the
-/// sequential one does, for flips and truncations anywhere.
+/// Verifying a file on every core (a structure pass beside hashing threads) reports exactly
+/// what the in-order verifier reports, for flips and truncations anywhere.
 #[test]
-fn hashing_in_parallel_reports_what_hashing_in_order_reports() {
-    use airgap::verify::{verify_with, VerifyOptions};
+fn verifying_a_file_in_parallel_reports_what_the_in_order_verifier_reports() {
     let (bytes, key) = small_bundle();
-    let run = |input: &[u8], workers: usize| {
-        let options = VerifyOptions {
-            workers,
-            parallel_from: 1,
-        };
-        verify_with(input, &key, &options, |_| {})
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b.tar");
+    let run = |input: &[u8]| {
+        std::fs::write(&file, input).unwrap();
+        let parallel = airgap::verify_file(&file, &key, 2, |_| {})
             .map(|v| v.index_digest())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        let in_order = verify(input, &key)
+            .map(|v| v.index_digest())
+            .map_err(|e| e.to_string());
+        (parallel, in_order)
     };
-    assert!(run(&bytes, 2).is_ok());
-    assert_eq!(run(&bytes, 2), run(&bytes, 1));
+    let (parallel, in_order) = run(&bytes);
+    assert!(parallel.is_ok());
+    assert_eq!(parallel, in_order);
     let mut rng = Rng::new(13);
     let mut mutated = bytes.clone();
-    for i in (0..bytes.len()).step_by(97) {
+    let tail = bytes.len().saturating_sub(1100);
+    let positions = (0..bytes.len())
+        .step_by(23)
+        .chain((tail..bytes.len()).step_by(3));
+    for i in positions {
         let mask = (rng.next_u64() % 255 + 1) as u8;
         mutated[i] ^= mask;
-        let parallel = run(&mutated, 2);
-        assert!(parallel.is_err(), "flip at {i} accepted in parallel");
-        assert_eq!(parallel, run(&mutated, 1), "flip at {i}");
+        let (parallel, in_order) = run(&mutated);
+        assert!(parallel.is_err(), "flip at {i} accepted");
+        assert_eq!(parallel, in_order, "flip at {i}");
         mutated[i] = bytes[i];
     }
-    for cut in (0..bytes.len()).step_by(389) {
-        assert_eq!(run(&bytes[..cut], 2), run(&bytes[..cut], 1), "cut at {cut}");
+    for cut in (0..bytes.len()).step_by(97) {
+        let (parallel, in_order) = run(&bytes[..cut]);
+        assert_eq!(parallel, in_order, "cut at {cut}");
+    }
+    // Anything after the end marker, zeros included.
+    for extra in [&[0u8; 512][..], &[0u8; 1][..], b"x"] {
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(extra);
+        let (parallel, in_order) = run(&longer);
+        assert!(parallel.is_err(), "{} extra bytes accepted", extra.len());
+        assert_eq!(parallel, in_order);
     }
 }
 

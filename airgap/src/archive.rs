@@ -17,7 +17,8 @@ use crate::index::{EntryRecord, SIGNATURE_PATH};
 use crate::parts::{BundleFile, PartsReader};
 use crate::signing::PublicKey;
 use crate::tar::{
-    entry_span, padding, ustar_header, HeaderKind, Strictness, TarReader, BLOCK, ENTRY_MODE,
+    entry_span, padding, ustar_header, HeaderKind, Strictness, TarReader, BLOCK, END_OF_ARCHIVE,
+    ENTRY_MODE,
 };
 use crate::verify::{truncated_or, UnverifiedHeader, VerifiedIndex, VerifyError};
 
@@ -32,6 +33,8 @@ pub struct BundleArchive {
     /// The signed `bundle.json` bytes and their signatures, as verified: what a registry
     /// holding this release publishes so that it can be verified there too.
     signed: Arc<(Vec<u8>, crate::signing::SignatureFile)>,
+    /// Where the last entry's padding ends: the end-of-archive marker starts here.
+    end: u64,
 }
 
 impl BundleArchive {
@@ -56,7 +59,32 @@ impl BundleArchive {
             mtime: header.mtime,
             offsets,
             signed: Arc::new((header.index_bytes, header.signatures)),
+            end: offset,
         })
+    }
+
+    /// The archive ends as the writer ends it: the end-of-archive marker right after the
+    /// last entry, and nothing after it. With every entry read through [`Self::open_entry`],
+    /// this completes a random-access verification.
+    pub fn check_end(&self) -> Result<(), VerifyError> {
+        let marker_len = END_OF_ARCHIVE.len() as u64;
+        if self.file.len() != self.end + marker_len {
+            return Err(VerifyError::Io(io::Error::other(format!(
+                "the archive is {} bytes, not the {} its entries and end marker take",
+                self.file.len(),
+                self.end + marker_len
+            ))));
+        }
+        let mut marker = [0u8; END_OF_ARCHIVE.len()];
+        self.file
+            .read_exact_at(&mut marker, self.end)
+            .map_err(|e| truncated_or(e, "end-of-archive marker"))?;
+        if marker != END_OF_ARCHIVE {
+            return Err(VerifyError::Io(io::Error::other(
+                "the end-of-archive marker is not zero",
+            )));
+        }
+        Ok(())
     }
 
     /// The verified `bundle.json` bytes and its signature file.

@@ -19,6 +19,7 @@ pub mod reference;
 pub mod signing;
 pub mod tar;
 pub mod verify;
+pub mod verify_file;
 pub mod writer;
 
 pub use archive::BundleArchive;
@@ -28,7 +29,6 @@ pub use entry_path::EntryPath;
 pub use index::{BundleIndex, EntryRecord, ImageRecord, PackRecord};
 pub use reference::ImageReference;
 pub use signing::{KeyId, PublicKey, SignatureFile, SigningKey};
-pub use verify::{
-    verify, verify_with, BundleStream, UnverifiedIndex, VerifiedIndex, VerifyError, VerifyOptions,
-};
+pub use verify::{verify, BundleStream, UnverifiedIndex, VerifiedIndex, VerifyError};
+pub use verify_file::verify_file;
 pub use writer::BundleWriter;

@@ -233,9 +233,6 @@ pub struct BundleStream<R> {
     positions: HashMap<EntryPath, usize>,
     next: usize,
     current: Option<(usize, DigestHasher)>,
-    /// Off for the parallel verifier, which hashes entries on worker threads and checks the
-    /// digests itself.
-    hash_inline: bool,
 }
 
 /// An entry whose header matched the index; its data is read through the stream.
@@ -266,7 +263,6 @@ impl<R: Read> BundleStream<R> {
             positions,
             next: 0,
             current: None,
-            hash_inline: true,
         })
     }
 
@@ -334,9 +330,6 @@ impl<R: Read> BundleStream<R> {
         let Some((position, hasher)) = self.current.take() else {
             return Ok(());
         };
-        if !self.hash_inline {
-            return Ok(());
-        }
         let record = &self.verified.index.entries[position];
         let actual = hasher.finish();
         if actual != record.sha256 {
@@ -358,9 +351,7 @@ impl<R: Read> BundleStream<R> {
             .tar
             .read(buf)
             .map_err(|e| truncated_or(e, self.verified.index.entries[*position].path.as_str()))?;
-        if self.hash_inline {
-            hasher.update(&buf[..n]);
-        }
+        hasher.update(&buf[..n]);
         Ok(n)
     }
 
@@ -382,199 +373,7 @@ impl<R: Read> Read for BundleStream<R> {
     }
 }
 
-/// Verifies a whole bundle: signature, then every entry's size and digest, in one pass,
-/// hashing large entries on every core (see [`verify_with`]).
+/// Verifies a whole bundle: signature, then every entry's size and digest, in one pass.
 pub fn verify<R: Read>(reader: R, key: &PublicKey) -> Result<VerifiedIndex, VerifyError> {
-    verify_with(reader, key, &VerifyOptions::default(), |_| {})
-}
-
-/// How [`verify_with`] spreads the hashing.
-#[derive(Debug, Clone)]
-pub struct VerifyOptions {
-    /// Hashing threads; 1 hashes on the reading thread.
-    pub workers: usize,
-    /// Entries at least this large go to a worker; smaller ones are hashed while read
-    /// (a manifest is not worth a hand-off).
-    pub parallel_from: u64,
-}
-
-impl Default for VerifyOptions {
-    fn default() -> Self {
-        VerifyOptions {
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            parallel_from: 256 << 10,
-        }
-    }
-}
-
-/// Chunks queued per worker: with [`COPY_BUFFER`]-sized chunks, what bounds memory.
-const QUEUE_PER_WORKER: usize = 4;
-
-enum Work {
-    Start { entry: usize },
-    Chunk(Vec<u8>),
-    End,
-}
-
-/// [`verify`] with its options and a progress callback (bytes of the archive consumed so far).
-///
-/// One thread reads the archive in order and checks its structure, as [`BundleStream`] does;
-/// the data of large entries goes, in chunks, to hashing workers (entry by entry, round
-/// robin), so entries are hashed in parallel while the archive is still read once, in order,
-/// from any `Read` (a pipe too). Memory stays bounded by the queues. The error reported is the
-/// one a sequential verifier reports: the first failure in archive order.
-pub fn verify_with<R: Read>(
-    reader: R,
-    key: &PublicKey,
-    options: &VerifyOptions,
-    mut progress: impl FnMut(u64),
-) -> Result<VerifiedIndex, VerifyError> {
-    let mut stream = BundleStream::open(reader, key)?;
-    if options.workers <= 1 {
-        let mut buf = vec![0u8; COPY_BUFFER];
-        while stream.next_entry()?.is_some() {
-            while stream.read_entry(&mut buf)? > 0 {
-                progress(stream.position());
-            }
-        }
-        return stream.finish();
-    }
-    let mut worker_digests: Vec<(usize, Digest)> = Vec::new();
-    let mut digest_errors: Vec<(usize, VerifyError)> = Vec::new();
-    let mut offloaded: Vec<usize> = Vec::new();
-    let mut hashed: Vec<usize> = Vec::new();
-    let structure = std::thread::scope(|scope| {
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Digest)>();
-        let mut workers = Vec::new();
-        // Started at the first large entry: a bundle of small entries costs no threads.
-        let spawn_workers = |workers: &mut Vec<std::sync::mpsc::SyncSender<Work>>| {
-            for _ in 0..options.workers {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Work>(QUEUE_PER_WORKER);
-                let done = done_tx.clone();
-                scope.spawn(move || {
-                    let mut current: Option<(usize, DigestHasher)> = None;
-                    for work in rx {
-                        match work {
-                            Work::Start { entry } => current = Some((entry, DigestHasher::new())),
-                            Work::Chunk(bytes) => {
-                                if let Some((_, h)) = current.as_mut() {
-                                    h.update(&bytes);
-                                }
-                            }
-                            Work::End => {
-                                if let Some((entry, h)) = current.take() {
-                                    let _ = done.send((entry, h.finish()));
-                                }
-                            }
-                        }
-                    }
-                });
-                workers.push(tx);
-            }
-        };
-        stream.hash_inline = false;
-        let mut next_worker = 0;
-        // Entries whose data was read completely: only their digests count.
-        let mut complete = 0usize;
-        let result = (|| -> Result<(), VerifyError> {
-            while let Some(entry) = stream.next_entry()? {
-                let index = stream.next - 1;
-                let offload = entry.record.size >= options.parallel_from;
-                if offload {
-                    offloaded.push(index);
-                    if workers.is_empty() {
-                        spawn_workers(&mut workers);
-                    }
-                    let tx = &workers[next_worker];
-                    next_worker = (next_worker + 1) % workers.len();
-                    let _ = tx.send(Work::Start { entry: index });
-                    let mut left = entry.record.size;
-                    while left > 0 {
-                        let mut chunk = vec![0u8; (left as usize).min(COPY_BUFFER)];
-                        let mut filled = 0;
-                        while filled < chunk.len() {
-                            let n = stream.read_entry(&mut chunk[filled..])?;
-                            if n == 0 {
-                                break;
-                            }
-                            filled += n;
-                        }
-                        chunk.truncate(filled);
-                        left -= filled as u64;
-                        progress(stream.position());
-                        let _ = tx.send(Work::Chunk(chunk));
-                        if filled == 0 {
-                            break;
-                        }
-                    }
-                    let _ = tx.send(Work::End);
-                } else {
-                    let mut hasher = DigestHasher::new();
-                    let mut buf = vec![0u8; (entry.record.size as usize).clamp(1, COPY_BUFFER)];
-                    loop {
-                        let n = stream.read_entry(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        hasher.update(&buf[..n]);
-                    }
-                    progress(stream.position());
-                    let actual = hasher.finish();
-                    if actual != entry.record.sha256 {
-                        digest_errors.push((
-                            index,
-                            VerifyError::DigestMismatch {
-                                path: entry.record.path.clone(),
-                                expected: entry.record.sha256,
-                                actual,
-                            },
-                        ));
-                        // Nothing after it can be reported first: stop reading.
-                        complete = index + 1;
-                        return Ok(());
-                    }
-                }
-                complete = index + 1;
-            }
-            Ok(())
-        })();
-        drop(workers);
-        drop(done_tx);
-        for (index, actual) in done_rx {
-            hashed.push(index);
-            if index < complete {
-                worker_digests.push((index, actual));
-            }
-        }
-        result
-    });
-    for (index, actual) in worker_digests {
-        let record = &stream.verified.index.entries[index];
-        if actual != record.sha256 {
-            digest_errors.push((
-                index,
-                VerifyError::DigestMismatch {
-                    path: record.path.clone(),
-                    expected: record.sha256,
-                    actual,
-                },
-            ));
-        }
-    }
-    // The first failure in archive order: an entry's digest before anything after it.
-    digest_errors.sort_by_key(|(i, _)| *i);
-    if let Some((_, e)) = digest_errors.into_iter().next() {
-        return Err(e);
-    }
-    structure?;
-    // Every entry handed to a worker must have come back hashed: a worker that died must
-    // not leave an entry unchecked.
-    hashed.sort_unstable();
-    if offloaded != hashed {
-        return Err(VerifyError::Io(io::Error::other(
-            "a hashing thread stopped before checking every entry",
-        )));
-    }
-    // `next_entry` returned `None`: every listed entry was seen and the archive ended.
-    Ok(stream.verified)
+    BundleStream::open(reader, key)?.finish()
 }

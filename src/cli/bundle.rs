@@ -265,10 +265,10 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let fail = || format!("{} failed verification", args.bundle.display());
     let (reader, total) = open(&args.bundle)?;
     let bar = bytes_bar(total, "verifying");
-    let verified = airgap::verify_with(reader, &key, &airgap::VerifyOptions::default(), |at| {
-        bar.set_position(at)
-    })
-    .with_context(fail)?;
+    drop(reader);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let verified = airgap::verify_file(&args.bundle, &key, workers, |at| bar.set_position(at))
+        .with_context(fail)?;
     bar.finish_and_clear();
     let index = verified.index();
     println!(

@@ -4,7 +4,7 @@
 //! the bundle is trusted does anything get written: the journal's record of it and the copy
 //! of `install.yaml`.
 
-use std::io::BufReader;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use airgap::PublicKey;
 
@@ -52,23 +52,21 @@ pub(super) fn run(
         // The release was opened with the key; the stream checks the same signature again
         // on the bytes it reads, so what is hashed is what was signed.
         let key: &PublicKey = ctx.release.key();
-        let mut seen = 0u64;
-        let mut halfway = false;
+        drop(reader);
+        let seen = AtomicU64::new(0);
+        let halfway = AtomicBool::new(false);
         let observer = ctx.observer.clone();
         let failpoint = ctx.failpoint;
-        let streamed = airgap::verify_with(
-            BufReader::with_capacity(256 << 10, reader),
-            key,
-            &airgap::VerifyOptions::default(),
-            |position| {
-                observer.bytes_done(position - seen);
-                seen = position;
-                if !halfway && seen * 2 >= total {
-                    halfway = true;
-                    failpoint.reached(Phase::Verify);
-                }
-            },
-        )
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let streamed = airgap::verify_file(&bundle, key, workers, |hashed| {
+            let before = seen.fetch_max(hashed, Ordering::Relaxed);
+            if hashed > before {
+                observer.bytes_done(hashed - before);
+            }
+            if hashed * 2 >= total && !halfway.swap(true, Ordering::Relaxed) {
+                failpoint.reached(Phase::Verify);
+            }
+        })
         .map_err(fail)?;
         ctx.observer.bytes_finished();
         if streamed.index_digest() != id.index_sha256 {
