@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use airgap::digest::DigestHasher;
 use airgap::oci::{Descriptor, MAX_MANIFEST_SIZE, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION};
-use airgap::parts::{BundleFile, PartsReader};
+use airgap::parts::BundleFile;
 use airgap::{BundleArchive, Digest, PublicKey, VerifyError};
 use tokio::sync::{Mutex, RwLock};
 
@@ -80,7 +80,8 @@ pub struct ArchiveStore {
 impl ArchiveStore {
     /// Verifies the whole bundle (signature, then every entry), then serves it in place.
     pub fn open(path: &Path, key: &PublicKey) -> Result<Self, StoreError> {
-        airgap::verify(PartsReader::open(path).map_err(io_err(path))?, key)?;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        airgap::verify_file(path, key, workers, |_| {})?;
         let archive = BundleArchive::open(path, key)?;
         let mut catalog = Catalog::default();
         let target = MirrorTarget {
