@@ -22,8 +22,17 @@ fn main() -> ExitCode {
                     .and_then(|e| e.hint())
             });
             let mut line = format!("error: {err:#}");
+            // A full disk, here or on a registry's: nothing partial was kept, so the same
+            // command is the next step once there is room.
+            let disk_full = err.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull)
+            }) || line.contains("No space left on device");
             if let Some(hint) = hint {
                 line.push_str(&format!("; hint: {hint}"));
+            } else if disk_full {
+                line.push_str("; hint: free space there and run the same command again: it resumes from what is complete");
             }
             eprintln!("{}", line.replace('\n', " "));
             ExitCode::FAILURE

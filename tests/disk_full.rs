@@ -1,0 +1,161 @@
+//! A filesystem that fills up: `bundle build` and seeding the built-in registry fail with one
+//! line naming the path and "No space left", leave nothing partial behind, and the same
+//! command completes once there is room. The small filesystem is a size-limited tmpfs this
+//! test mounts (root) and unmounts on drop, pass or fail.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::registries::{airgap_serve, write_htpasswd, Pki, PASSWORD, USER};
+use common::{airgap, Setup};
+
+struct SmallFs {
+    dir: PathBuf,
+}
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs at {}", dir.display());
+        SmallFs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Frees room, as an operator deleting old bundles would.
+    fn grow(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_full_disk_fails_cleanly_and_the_same_command_completes_with_room() {
+    // ~1 MiB of layers: more than the 600 KiB filesystem holds.
+    let setup = Setup::new(400 << 10);
+
+    // bundle build onto a full disk: one line, nothing at -o, no temporary left.
+    let small = SmallFs::mount(&setup.path("small"), "600k");
+    let out = small.dir.join("bundle.tar");
+    let err = common::fails(&mut setup.build_command(&setup.fixture.spec, &out));
+    assert!(
+        err.contains("No space left on device")
+            && err.contains(&out.display().to_string())
+            && err.contains("; hint: free space there and run the same command again"),
+        "{err}"
+    );
+    assert_eq!(files_under(&small.dir), Vec::<PathBuf>::new());
+    small.grow("8m");
+    common::ok(&mut setup.build_command(&setup.fixture.spec, &out));
+    common::ok(&mut setup.verify(&out));
+
+    // Seeding the built-in registry whose store fills up: one line, only whole and
+    // digest-checked blobs in the store, no upload left behind.
+    let bundle = setup.build("bundle.tar");
+    let store_fs = SmallFs::mount(&setup.path("store"), "600k");
+    let store = store_fs.dir.join("registry");
+    let pki = Pki::new(&setup.path("pki"));
+    let htpasswd = setup.path("htpasswd");
+    write_htpasswd(&htpasswd);
+    let server = airgap_serve(&store, &pki, &["--htpasswd", htpasswd.to_str().unwrap()]);
+    let seed = || {
+        let mut cmd = airgap();
+        cmd.args(["registry", "seed"])
+            .arg(&bundle)
+            .arg("--pub")
+            .arg(setup.public())
+            .args(["--to", &format!("https://127.0.0.1:{}", server.port)])
+            .arg("--ca")
+            .arg(&pki.ca)
+            .args(["--username", USER, "--password-stdin"])
+            .arg("--config-dir")
+            .arg(setup.path("mirror-config"));
+        cmd
+    };
+    let run_seed = || {
+        use std::io::Write;
+        let mut child = seed()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(PASSWORD.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let failed = run_seed();
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("error: ")
+            && lines[0].contains("No space left on device")
+            && lines[0].contains("; hint: free space"),
+        "{stderr}"
+    );
+    for file in files_under(&store) {
+        let rel = file.strip_prefix(&store).unwrap();
+        if let Ok(blob) = rel.strip_prefix("blobs/sha256") {
+            let name = blob.to_str().unwrap();
+            assert_eq!(
+                airgap::Digest::of(&std::fs::read(&file).unwrap()).hex(),
+                name,
+                "a partial blob was committed"
+            );
+        } else {
+            assert!(
+                !rel.starts_with(".uploads"),
+                "an upload was left behind: {}",
+                rel.display()
+            );
+        }
+    }
+    store_fs.grow("8m");
+    let done = run_seed();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(stdout.contains("seeded mgmt-plane 4.5.0"), "{stdout}");
+    drop(server);
+}
