@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::registries::{airgap_serve, write_htpasswd, Pki, PASSWORD, USER};
-use common::{airgap, Setup};
+use common::{airgap, snapshot, Setup};
 
 struct SmallFs {
     dir: PathBuf,
@@ -47,18 +47,7 @@ impl Drop for SmallFs {
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
+    snapshot(dir).into_keys().collect()
 }
 
 #[test]

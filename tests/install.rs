@@ -3,33 +3,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::node::{
-    install, install_with, install_yaml, kill_during, output_ok, secret, skopeo_certs, EtcdProbe,
-    NetNs, ADDRESS, FQDN,
+    install, install_with, install_yaml, kill_during, output_ok, secret, skopeo_certs, status_json,
+    EtcdProbe, NetNs, ADDRESS, FQDN,
 };
-use common::{airgap, fails, ok, Setup};
-
-/// Every file under `dir` with its content, for "a re-run changes nothing".
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.clone(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
+use common::{airgap, fails, ok, snapshot, Setup};
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -229,13 +211,7 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
     assert!(!audit.contains(&base64_std(&keys["rootKey"])));
 
     // status reports every phase done and both services healthy.
-    let out = ns
-        .airgap()
-        .args(["status", "--json", "--root"])
-        .arg(&root)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_str(&output_ok(&out, "status")).unwrap();
+    let status = status_json(&ns, &root);
     assert_eq!(status["complete"], true);
     assert_eq!(status["services"]["etcd"]["healthy"], true);
     assert_eq!(status["services"]["registry"]["healthy"], true);

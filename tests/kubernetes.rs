@@ -15,7 +15,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use common::node::{
-    install, install_yaml, output_ok, secret, skopeo_certs, EtcdProbe, NetNs, ADDRESS, FQDN,
+    install, install_yaml, output_ok, secret, skopeo_certs, status_json, EtcdProbe, NetNs, ADDRESS,
+    FQDN,
 };
 use common::{airgap, Setup};
 use installer::kubernetes::schema::{
@@ -624,15 +625,7 @@ fn without_kubeadm_the_configuration_is_rendered_hardened_and_no_cluster_is_clai
     let text = output_ok(&status, "status");
     assert!(text.contains("kubernetes not running"), "{text}");
     assert!(text.contains("the cluster is NOT running"), "{text}");
-    let json = output_ok(
-        &ns.airgap()
-            .args(["status", "--json", "--root"])
-            .arg(&root)
-            .output()
-            .unwrap(),
-        "status --json",
-    );
-    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let json = status_json(&ns, &root);
     assert_eq!(json["kubernetes"]["state"], "renderedOnly");
     assert_eq!(json["kubernetes"]["running"], false);
 

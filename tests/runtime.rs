@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::node::{install_with, install_yaml, kill_during, output_ok, NetNs};
+use common::node::{install_with, install_yaml, kill_during, output_ok, status_json, NetNs};
 use common::{airgap, Setup};
 use installer::cri::{ContainerSpec, CriClient, PodSpec};
 
@@ -287,13 +287,7 @@ fn containerd_from_the_bundle_pulls_every_image_through_cri_and_runs_a_pod() {
     );
 
     // status reports containerd healthy over CRI.
-    let out = ns
-        .airgap()
-        .args(["status", "--json", "--root"])
-        .arg(&root)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_str(&output_ok(&out, "status")).unwrap();
+    let status = status_json(&ns, &root);
     let containerd = &status["services"]["containerd"];
     assert_eq!(containerd["healthy"], true, "{containerd}");
     assert!(

@@ -8,21 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::node::{
-    install, install_yaml, kill_during, output_ok, secret, skopeo_certs, EtcdProbe, NetNs, FQDN,
+    install, install_yaml, kill_during, output_ok, secret, skopeo_certs, status_json, EtcdProbe,
+    NetNs, FQDN,
 };
-use common::{airgap, fails, Setup};
+use common::{airgap, fails, snapshot, Setup};
 
-fn snapshot(dirs: &[PathBuf]) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack: Vec<PathBuf> = dirs.to_vec();
-    while let Some(p) = stack.pop() {
-        if p.is_dir() {
-            stack.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
-        } else {
-            out.insert(p.clone(), std::fs::read(&p).unwrap());
-        }
-    }
-    out
+/// Every file under `paths`, with its content.
+fn snapshot_all(paths: &[PathBuf]) -> BTreeMap<PathBuf, Vec<u8>> {
+    paths.iter().flat_map(|p| snapshot(p)).collect()
 }
 
 /// The fixture's spec with another name/version, plus `extra` image lines.
@@ -87,7 +80,7 @@ fn a_standalone_node_upgrades_to_a_newer_bundle_keeping_keys_and_refuses_the_res
         root.join("etc/airgap/pki"),
         root.join("etc/kubernetes/encryption-config.yaml"),
     ];
-    let keys_before = snapshot(&kept);
+    let keys_before = snapshot_all(&kept);
     let (_, _, keys_rev) = secret(&probe, "installation-keys");
     let (creds, _, creds_rev) = secret(&probe, "registry-credentials");
     let password = String::from_utf8(creds["password"].clone()).unwrap();
@@ -120,7 +113,7 @@ fn a_standalone_node_upgrades_to_a_newer_bundle_keeping_keys_and_refuses_the_res
 
     // Keys, certificates and Secrets untouched; the cluster trusts 4.6.0.
     assert_eq!(
-        snapshot(&kept),
+        snapshot_all(&kept),
         keys_before,
         "the upgrade changed keys or certificates"
     );
@@ -152,24 +145,14 @@ fn a_standalone_node_upgrades_to_a_newer_bundle_keeping_keys_and_refuses_the_res
         .arg(&reference)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let manifest = output_ok(&out, "skopeo inspect --raw");
     assert_eq!(
-        airgap::Digest::of(&out.stdout).to_string(),
+        airgap::Digest::of(manifest.as_bytes()).to_string(),
         new_image["digest"].as_str().unwrap()
     );
 
     // status reports the new release.
-    let out = ns
-        .airgap()
-        .args(["status", "--json", "--root"])
-        .arg(&root)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_str(&output_ok(&out, "status")).unwrap();
+    let status = status_json(&ns, &root);
     assert_eq!(status["bundle"], "mgmt-plane 4.6.0");
     assert_eq!(status["complete"], true);
 
@@ -177,7 +160,7 @@ fn a_standalone_node_upgrades_to_a_newer_bundle_keeping_keys_and_refuses_the_res
     // product, a delta built on a release the node does not run.
     let journal = root.join("var/lib/airgap/journal.json");
     let journal_before = std::fs::read(&journal).unwrap();
-    let etc_before = snapshot(&[root.join("etc")]);
+    let etc_before = snapshot(&root.join("etc"));
     let other = bundle_of(&setup, "other-product", "9.0.0", "", None);
     let wrong_base = bundle_of(&setup, "mgmt-plane", "4.7.0", "", Some(&v450));
     for (bundle, says) in [
@@ -201,7 +184,7 @@ fn a_standalone_node_upgrades_to_a_newer_bundle_keeping_keys_and_refuses_the_res
             assert!(err.contains(s), "{}: {err}", bundle.display());
         }
         assert_eq!(std::fs::read(&journal).unwrap(), journal_before);
-        assert_eq!(snapshot(&[root.join("etc")]), etc_before);
+        assert_eq!(snapshot(&root.join("etc")), etc_before);
     }
     let (trusted, _, _) = probe.raw("/airgap/cluster/trusted-release").unwrap();
     assert!(String::from_utf8_lossy(&trusted).contains("\"4.6.0\""));

@@ -20,6 +20,11 @@ use crate::parts::PartsReader;
 use crate::signing::PublicKey;
 use crate::verify::{VerifiedIndex, VerifyError};
 
+/// Hashing threads for this machine: one per core.
+pub fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Verifies the bundle at `path` (or its split parts) with `workers` hashing threads;
 /// `progress` gets the bytes hashed so far.
 pub fn verify_file(

@@ -455,6 +455,19 @@ impl InstallConfig {
     /// address this machine has, never one picked by its position in the list. A standalone
     /// configuration has one node, so that one is it even when the machine does not (yet)
     /// carry its address.
+    /// The node a root was installed as: `journal_node` (the name the journal recorded) when
+    /// this configuration has it, else the node whose address this machine has.
+    pub fn installed_node(
+        &self,
+        journal_node: Option<&str>,
+        local: &[IpAddr],
+    ) -> Result<&Node, ConfigError> {
+        match journal_node.and_then(|name| self.node(name)) {
+            Some(node) => Ok(node),
+            None => self.resolve_node(None, local),
+        }
+    }
+
     pub fn resolve_node(
         &self,
         requested: Option<&str>,

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use airgap::BundleIndex;
+use registry::mirror::toml_string;
 
 use crate::layout::NodeLayout;
 use crate::service::ServiceSpec;
@@ -95,10 +96,6 @@ pub fn sandbox_image(index: &BundleIndex) -> Option<String> {
             repo.rsplit('/').next() == Some("pause")
         })
         .cloned()
-}
-
-fn toml_string(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
 }
 
 /// `config.toml` (version 2, containerd 1.6 and 1.7). Pure: the same inputs give the same

@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airgap::{BundleArchive, PublicKey};
-
 use crate::agent::Launch;
 use crate::config::{local_addresses, InstallConfig};
 use crate::error::InstallError;
@@ -80,16 +78,7 @@ pub async fn install(
         }
     }
     preflight(&config)?;
-    let key = PublicKey::load(&request.public_key).map_err(|source| InstallError::PublicKey {
-        path: request.public_key.clone(),
-        source,
-    })?;
-    let archive =
-        BundleArchive::open(&request.bundle, &key).map_err(|source| InstallError::Verify {
-            bundle: request.bundle.clone(),
-            source,
-        })?;
-    let release = Release::new(archive, key);
+    let release = Release::open(&request.bundle, &request.public_key)?;
     if let Some(installed) = journal.release() {
         let offered = release.id().clone();
         match decide(&installed, &offered) {

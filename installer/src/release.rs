@@ -8,11 +8,13 @@
 //! an upgrade replaces it at all ([`decide`]).
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 use airgap::{BundleArchive, Digest, PublicKey, VerifiedIndex};
 use serde::{Deserialize, Serialize};
 
+use crate::error::InstallError;
 use crate::etcd::client::{Create, EtcdClient, EtcdError};
 
 /// Where the trusted release lives in etcd: cluster-scoped, beside the Kubernetes keys.
@@ -64,6 +66,20 @@ impl Release {
             key,
             id,
         }
+    }
+
+    /// Loads `public_key` and opens `bundle` with it: the signature checked, nothing else
+    /// read yet.
+    pub fn open(bundle: &Path, public_key: &Path) -> Result<Self, InstallError> {
+        let key = PublicKey::load(public_key).map_err(|source| InstallError::PublicKey {
+            path: public_key.to_path_buf(),
+            source,
+        })?;
+        let archive = BundleArchive::open(bundle, &key).map_err(|source| InstallError::Verify {
+            bundle: bundle.to_path_buf(),
+            source,
+        })?;
+        Ok(Release::new(archive, key))
     }
 
     pub fn key(&self) -> &PublicKey {

@@ -73,15 +73,6 @@ pub enum StatusError {
     },
 }
 
-/// The node this root was installed as: the journal's name for it, looked up in the copy of
-/// `install.yaml`.
-fn this_node<'a>(config: &'a InstallConfig, journal: &Journal) -> Option<&'a Node> {
-    match &journal.node {
-        Some(name) => config.node(name),
-        None => config.resolve_node(None, &local_addresses()).ok(),
-    }
-}
-
 pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
     let journal = Journal::load(&layout.journal())?.journal;
     let pid = agent::running_pid(layout)?;
@@ -91,7 +82,10 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
         .and_then(|t| InstallConfig::parse(&t).ok());
     let node = config
         .as_ref()
-        .and_then(|c| this_node(c, &journal))
+        .and_then(|c| {
+            c.installed_node(journal.node.as_deref(), &local_addresses())
+                .ok()
+        })
         .cloned();
     let mut services = BTreeMap::new();
     let defined = crate::service::ServiceSpec::load_all(&layout.services_dir()).unwrap_or_default();

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use airgap::{BundleArchive, PublicKey};
+use airgap::PublicKey;
 
 use crate::config::{local_addresses, InstallConfig};
 use crate::error::InstallError;
@@ -49,34 +49,19 @@ pub async fn upgrade(
 ) -> Result<UpgradeReport, InstallError> {
     let started = Instant::now();
     let layout = NodeLayout::new(&request.root);
-    let not_installed = || InstallError::NotInstalled {
-        root: request.root.clone(),
-    };
     let mut journal = Journal::load_migrating(&layout.journal())?;
     let init_done = journal.is_complete(WorkflowKind::Init, &Workflow::init().phases());
     let Some(installed) = journal.release().filter(|_| init_done) else {
-        return Err(not_installed());
+        return Err(InstallError::NotInstalled {
+            root: request.root.clone(),
+        });
     };
     let config_path = layout.install_yaml();
     let config = InstallConfig::load(&config_path)?;
-    let node = match &journal.node {
-        Some(name) => config.node(name).cloned(),
-        None => None,
-    };
-    let node = match node {
-        Some(n) => n,
-        None => config.resolve_node(None, &local_addresses())?.clone(),
-    };
-    let key = PublicKey::load(&request.public_key).map_err(|source| InstallError::PublicKey {
-        path: request.public_key.clone(),
-        source,
-    })?;
-    let archive =
-        BundleArchive::open(&request.bundle, &key).map_err(|source| InstallError::Verify {
-            bundle: request.bundle.clone(),
-            source,
-        })?;
-    let release = Release::new(archive, key);
+    let node = config
+        .installed_node(journal.node.as_deref(), &local_addresses())?
+        .clone();
+    let release = Release::open(&request.bundle, &request.public_key)?;
     let offered = release.id().clone();
 
     // A run that was interrupted after it started moving to `offered` resumes; anything else

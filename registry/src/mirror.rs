@@ -351,7 +351,8 @@ fn hosts_toml(
     text
 }
 
-fn toml_string(s: &str) -> String {
+/// `s` as a TOML basic string, quoted and escaped.
+pub fn toml_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

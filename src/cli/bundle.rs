@@ -266,7 +266,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let (reader, total) = open(&args.bundle)?;
     let bar = bytes_bar(total, "verifying");
     drop(reader);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = airgap::verify_file::all_cores();
     let verified = airgap::verify_file(&args.bundle, &key, workers, |at| bar.set_position(at))
         .with_context(fail)?;
     bar.finish_and_clear();

@@ -45,6 +45,22 @@ pub fn fails(cmd: &mut Command) -> String {
     lines[0].to_string()
 }
 
+/// Every file under `path` (or `path` itself, when it is a file) with its content: what
+/// "nothing changed" and "nothing left behind" compare. Nothing there is an empty map.
+pub fn snapshot(path: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        } else if p.exists() {
+            let bytes = std::fs::read(&p).unwrap();
+            out.insert(p, bytes);
+        }
+    }
+    out
+}
+
 /// A fixture with a key pair: `root/bundle.yaml`, `root/k.key`, `root/k.pub`.
 pub struct Setup {
     pub dir: tempfile::TempDir,

@@ -213,6 +213,17 @@ pub fn kill_during(mut install: Command, phase: &str) {
     );
 }
 
+/// `airgap status --json` of `root`, which must succeed (exit 0: the node is healthy).
+pub fn status_json(ns: &NetNs, root: &Path) -> serde_json::Value {
+    let out = ns
+        .airgap()
+        .args(["status", "--json", "--root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    serde_json::from_str(&output_ok(&out, "status --json")).unwrap()
+}
+
 pub fn output_ok(out: &Output, what: &str) -> String {
     assert!(
         out.status.success(),

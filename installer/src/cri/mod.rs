@@ -35,6 +35,13 @@ pub enum CriError {
         code: u32,
         message: String,
     },
+    #[error(
+        "the runtime is not ready (conditions {conditions:?}, sandbox image {sandbox_image:?})"
+    )]
+    NotReady {
+        conditions: BTreeMap<String, bool>,
+        sandbox_image: Option<String>,
+    },
     #[error("CRI {method}: the answer is not a gRPC message")]
     Framing { method: &'static str },
     #[error("CRI {method}: the answer does not decode")]

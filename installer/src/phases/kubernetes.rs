@@ -7,17 +7,15 @@ use crate::audit::Outcome;
 use crate::error::PhaseError;
 use crate::journal::Phase;
 use crate::kubernetes::kubeadm::{self, ClusterInit};
-use crate::node_binaries::locate;
 
 pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
     let access = ctx.registry_access().await?;
     let credentials = access.credentials();
     let mirror = ctx.take_mirror().await?;
-    let index = ctx.release.verified().index();
-    let store = ctx.layout.bin_dir();
-    let host = ctx.host.as_ref();
-    let kubelet = locate(&store, index, "kubelet", host).map(|b| ctx.layout.node_path(&b.path));
-    let kubeadm = locate(&store, index, "kubeadm", host).map(|b| b.path);
+    let kubelet = ctx
+        .program("kubelet")
+        .map(|b| ctx.layout.node_path(&b.path));
+    let kubeadm = ctx.program("kubeadm").map(|b| b.path);
     let rendered = crate::kubernetes::render(&crate::kubernetes::Inputs {
         config: &ctx.config,
         node: &ctx.node,

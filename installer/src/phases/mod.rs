@@ -234,6 +234,16 @@ impl InstallContext {
         }
     }
 
+    /// A program the runtime phase installed from the bundle, else the node's own on PATH.
+    pub fn program(&self, name: &str) -> Option<crate::node_binaries::Binary> {
+        crate::node_binaries::locate(
+            &self.layout.bin_dir(),
+            self.release.verified().index(),
+            name,
+            self.host.as_ref(),
+        )
+    }
+
     /// The registry's listen address on this node (the built-in registry).
     fn registry_listen(&self) -> SocketAddr {
         SocketAddr::new(self.node.address, self.config.registry_port())

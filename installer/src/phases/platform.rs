@@ -33,13 +33,7 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     let applied = match cluster {
         ClusterInit::KubeadmMissing => "not applied: no cluster".to_string(),
         _ => {
-            let found = crate::node_binaries::locate(
-                &ctx.layout.bin_dir(),
-                ctx.release.verified().index(),
-                "kubectl",
-                ctx.host.as_ref(),
-            )
-            .map(|b| b.path);
+            let found = ctx.program("kubectl").map(|b| b.path);
             let kubectl = kubeadm::apply_manifests(&ctx.layout, ctx.host.as_ref(), found)?
                 .ok_or(PhaseError::KubectlMissing)?;
             ctx.audit.record_with(

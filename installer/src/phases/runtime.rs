@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::{outcome, wait_for, InstallContext};
 use crate::audit::Outcome;
 use crate::containerd::{self, HostLimits, RuntimePrograms};
-use crate::cri::CriClient;
+use crate::cri::{CriClient, CriError};
 use crate::error::PhaseError;
 use crate::files::{write_if_changed, PUBLIC};
 use crate::journal::Phase;
@@ -90,38 +90,26 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         .record("service.define", "containerd", outcome(changed));
     crate::agent::ensure_running(&ctx.layout, &ctx.exe, host)?;
 
+    let unready = |source| PhaseError::RuntimeUnready {
+        socket: socket.clone(),
+        secs: READY_WITHIN.as_secs(),
+        log: ctx.layout.log_dir().join("containerd.log"),
+        source,
+    };
     wait_for(READY_WITHIN, || async {
         let status = cri.status(true).await?;
         if status.runtime_ready() && status.sandbox_image().as_deref() == Some(sandbox.as_str()) {
             Ok(())
         } else {
-            Err(crate::cri::CriError::Status {
-                method: "Status",
-                code: 14,
-                message: format!(
-                    "runtime not ready yet (conditions {:?}, sandbox image {:?})",
-                    status.conditions,
-                    status.sandbox_image()
-                ),
+            Err(CriError::NotReady {
+                conditions: status.conditions.clone(),
+                sandbox_image: status.sandbox_image(),
             })
         }
     })
     .await
-    .map_err(|source| PhaseError::RuntimeUnready {
-        socket: socket.clone(),
-        secs: READY_WITHIN.as_secs(),
-        log: ctx.layout.log_dir().join("containerd.log"),
-        source,
-    })?;
-    let version = cri
-        .version()
-        .await
-        .map_err(|source| PhaseError::RuntimeUnready {
-            socket: socket.clone(),
-            secs: 0,
-            log: ctx.layout.log_dir().join("containerd.log"),
-            source,
-        })?;
+    .map_err(unready)?;
+    let version = cri.version().await.map_err(unready)?;
     let mut summary = format!(
         "{} {} ready on {} (sandbox image {sandbox}); {}; {}",
         version.runtime_name,

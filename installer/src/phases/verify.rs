@@ -43,21 +43,17 @@ pub(super) fn run(
     let summary = if already {
         format!("{id}: signature OK; digests checked by an earlier run")
     } else {
-        let reader = airgap::parts::PartsReader::open(&bundle)
-            .map_err(PhaseError::io("opening", &bundle))?;
-        let total = reader
-            .total_size()
-            .map_err(PhaseError::io("reading", &bundle))?;
+        // Entries' bytes, what the hashing threads report progress in.
+        let total: u64 = index.entries.iter().map(|e| e.size).sum();
         ctx.observer.bytes_total("verifying", total);
-        // The release was opened with the key; the stream checks the same signature again
-        // on the bytes it reads, so what is hashed is what was signed.
+        // The release was opened with the key; the file is verified again with it, so what
+        // is hashed is what was signed.
         let key: &PublicKey = ctx.release.key();
-        drop(reader);
         let seen = AtomicU64::new(0);
         let halfway = AtomicBool::new(false);
         let observer = ctx.observer.clone();
         let failpoint = ctx.failpoint;
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = airgap::verify_file::all_cores();
         let streamed = airgap::verify_file(&bundle, key, workers, |hashed| {
             let before = seen.fetch_max(hashed, Ordering::Relaxed);
             if hashed > before {

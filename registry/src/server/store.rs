@@ -80,8 +80,7 @@ pub struct ArchiveStore {
 impl ArchiveStore {
     /// Verifies the whole bundle (signature, then every entry), then serves it in place.
     pub fn open(path: &Path, key: &PublicKey) -> Result<Self, StoreError> {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        airgap::verify_file(path, key, workers, |_| {})?;
+        airgap::verify_file(path, key, airgap::verify_file::all_cores(), |_| {})?;
         let archive = BundleArchive::open(path, key)?;
         let mut catalog = Catalog::default();
         let target = MirrorTarget {
