@@ -20,7 +20,7 @@ use crate::layout::NodeLayout;
 use crate::phases::{ContextInputs, InstallContext, SeedStats};
 use crate::pki;
 use crate::release::{decide, Decision, Release};
-use crate::workflow::{Observer, Runner, SkipSet, Workflow};
+use crate::workflow::{Observer, SkipSet, Workflow};
 
 /// What `airgap install` was asked.
 #[derive(Debug, Clone)]
@@ -116,18 +116,8 @@ pub async fn install(
         host: host.clone(),
         started,
     });
-    let journal_path = layout.journal();
-    let audit = ctx.audit.clone();
-    Runner {
-        journal: &mut journal,
-        journal_path: &journal_path,
-        audit: &audit,
-        observer: observer.as_ref(),
-        host: host.as_ref(),
-        skip: &request.skip,
-    }
-    .run(&Workflow::init(), &mut ctx)
-    .await?;
+    ctx.run_workflow(&Workflow::init(), &mut journal, &request.skip)
+        .await?;
     let outcome = ctx.outcome.clone();
     Ok(InstallReport {
         root: request.root.clone(),

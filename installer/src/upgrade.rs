@@ -21,7 +21,7 @@ use crate::journal::{Journal, Phase, WorkflowKind};
 use crate::layout::NodeLayout;
 use crate::phases::{ContextInputs, InstallContext};
 use crate::release::{advance_trusted, decide, Advanced, Decision, Release, ReleaseId};
-use crate::workflow::{Observer, Runner, SkipSet, Workflow};
+use crate::workflow::{Observer, SkipSet, Workflow};
 
 #[derive(Debug, Clone)]
 pub struct UpgradeRequest {
@@ -145,9 +145,7 @@ pub async fn upgrade(
     })?;
     let advanced = advance_trusted(&etcd, &previous, &offered).await?;
     journal.save(&layout.journal())?;
-    let journal_path = layout.journal();
-    let audit = ctx.audit.clone();
-    audit.record(
+    ctx.audit.record(
         "release.trust",
         crate::release::TRUSTED_RELEASE_KEY,
         match advanced {
@@ -155,16 +153,8 @@ pub async fn upgrade(
             Advanced::Already => crate::audit::Outcome::Unchanged,
         },
     );
-    Runner {
-        journal: &mut journal,
-        journal_path: &journal_path,
-        audit: &audit,
-        observer: observer.as_ref(),
-        host: host.as_ref(),
-        skip: &request.skip,
-    }
-    .run(&Workflow::upgrade(), &mut ctx)
-    .await?;
+    ctx.run_workflow(&Workflow::upgrade(), &mut journal, &request.skip)
+        .await?;
     Ok(UpgradeReport {
         from: previous,
         to: offered,

@@ -234,6 +234,29 @@ impl InstallContext {
         }
     }
 
+    /// Runs `workflow`'s phases on this context, journaled in `journal`.
+    pub async fn run_workflow(
+        &mut self,
+        workflow: &crate::workflow::Workflow,
+        journal: &mut Journal,
+        skip: &crate::workflow::SkipSet,
+    ) -> Result<(), crate::error::InstallError> {
+        let journal_path = self.layout.journal();
+        let audit = self.audit.clone();
+        let observer = self.observer.clone();
+        let host = self.host.clone();
+        crate::workflow::Runner {
+            journal,
+            journal_path: &journal_path,
+            audit: &audit,
+            observer: observer.as_ref(),
+            host: host.as_ref(),
+            skip,
+        }
+        .run(workflow, self)
+        .await
+    }
+
     /// A program the runtime phase installed from the bundle, else the node's own on PATH.
     pub fn program(&self, name: &str) -> Option<crate::node_binaries::Binary> {
         crate::node_binaries::locate(
