@@ -24,6 +24,11 @@ impl NodeLayout {
     pub fn pki_dir(&self) -> PathBuf {
         self.at("etc/kubernetes/pki")
     }
+
+    /// The etcd client certificate the installer, status and the node's registry use.
+    pub fn etcd_client_pair(&self) -> crate::pki::PairPaths {
+        crate::pki::PairPaths::new(&self.pki_dir(), "apiserver-etcd-client")
+    }
     pub fn etcd_pki_dir(&self) -> PathBuf {
         self.at("etc/kubernetes/pki/etcd")
     }

@@ -597,6 +597,57 @@ impl RegistryClient {
             .map(drop)
     }
 
+    /// `DELETE /v2/<repo>/manifests/<reference>`: a manifest by digest (its tags with it) or
+    /// a tag alone. `false` when the registry does not have it.
+    pub async fn delete_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"))?;
+        let response = self
+            .execute(
+                Some(repo),
+                Method::DELETE,
+                || self.http.delete(url.clone()),
+                true,
+            )
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        self.expect(
+            response,
+            &[StatusCode::ACCEPTED],
+            Method::DELETE,
+            Some(repo),
+        )
+        .await
+        .map(|_| true)
+    }
+
+    /// Asks airgap's built-in registry to collect garbage (`POST /airgap/v1/gc`); answers its
+    /// JSON report.
+    pub async fn collect_garbage(
+        &self,
+        dry_run: bool,
+        grace: Duration,
+    ) -> Result<serde_json::Value, RegistryError> {
+        let url = self.url(&format!(
+            "airgap/v1/gc?dryRun={dry_run}&graceSeconds={}",
+            grace.as_secs()
+        ))?;
+        let response = self
+            .execute(None, Method::POST, || self.http.post(url.clone()), true)
+            .await?;
+        let response = self
+            .expect(response, &[StatusCode::OK], Method::POST, None)
+            .await?;
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| RegistryError::Content(format!("{url}: garbage collection report: {e}")))
+    }
+
     fn url(&self, path: &str) -> Result<Url, RegistryError> {
         self.base
             .join(path)

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod content_digest;
 pub mod manifest;
 
 pub use auth::{AuthFile, Credentials};

@@ -12,7 +12,10 @@ use indicatif::ProgressBar;
 use registry::auth::{AuthFile, Credentials};
 use registry::mirror::{containerd_hosts, HostAccess, MirrorTarget, RewriteMap, HOST_CA_FILE};
 use registry::seed::{SeedObserver, SeedPlan, Seeder};
-use registry::server::{tls_acceptor, ArchiveStore, Htpasswd, LayoutStore, Registry, Store};
+use registry::server::{
+    tls_acceptor, ArchiveStore, EtcdMetadata, Htpasswd, LayoutStore, MetadataBackend, MetadataLog,
+    Registry, RegistryOptions, Store, UploadLimits,
+};
 use registry::{ClientConfig, RegistryClient};
 
 use super::progress::{bytes_bar, HumanBytes};
@@ -23,6 +26,44 @@ pub enum RegistryCommand {
     Seed(SeedArgs),
     /// Run the built-in registry over a bundle or an OCI layout directory.
     Serve(ServeArgs),
+    /// Remove blobs no manifest references from a store directory (or a running registry).
+    Gc(GcArgs),
+}
+
+/// How to reach and log in to a registry.
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// CA certificate(s) to trust for the registry, in addition to the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// User to log in as; the password is read from standard input.
+    #[arg(long, requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the password for --username from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// Allow an http:// registry (content and credentials cross the network unencrypted).
+    #[arg(long)]
+    pub plain_http: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// A store directory no registry is serving (`airgap registry serve DIR`); for a running
+    /// one, give --url instead.
+    #[arg(required_unless_present = "url", conflicts_with = "url")]
+    pub dir: Option<PathBuf>,
+    /// A running built-in registry started with --enable-delete, e.g. https://HOST:5000.
+    #[arg(long, value_name = "https://HOST[:PORT]")]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub login: LoginArgs,
+    /// Report what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep unreferenced blobs younger than this (written by another process, say).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -35,22 +76,12 @@ pub struct SeedArgs {
     /// The target registry and optional repository prefix.
     #[arg(long, value_name = "https://HOST[:PORT][/PREFIX]")]
     pub to: String,
-    /// CA certificate(s) to trust for the target, in addition to the system's.
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
-    /// User to log in as; the password is read from standard input.
-    #[arg(long, requires = "password_stdin")]
-    pub username: Option<String>,
-    /// Read the password for --username from standard input.
-    #[arg(long, requires = "username")]
-    pub password_stdin: bool,
+    #[command(flatten)]
+    pub login: LoginArgs,
     /// Blobs uploaded at once.
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
-    /// Allow an http:// target (content and credentials cross the network unencrypted).
-    #[arg(long)]
-    pub plain_http: bool,
     /// Where to write rewrite-map.json and containerd's certs.d/<host>/hosts.toml files
     /// (with --ca, a copy of the CA beside each).
     #[arg(long, value_name = "DIR", default_value = "mirror-config")]
@@ -82,6 +113,31 @@ pub struct ServeArgs {
     /// and pushes are refused.
     #[arg(long, value_name = "FILE")]
     pub htpasswd: Option<PathBuf>,
+    /// Accept DELETE of manifests, tags and blobs, and garbage collection through
+    /// POST /airgap/v1/gc (a store directory only).
+    #[arg(long)]
+    pub enable_delete: bool,
+    /// Requests per second one client address may make (bursts of twice that).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: Option<u32>,
+    /// Upload sessions one client address may hold open at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_uploads_per_client: usize,
+    /// Drop an upload session not written to for this long.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub upload_idle_timeout: std::time::Duration,
+    /// Keep the store's metadata in etcd (installed nodes) instead of a log in the directory.
+    #[arg(long, value_name = "https://HOST:2379", requires_all = ["etcd_ca", "etcd_cert", "etcd_key"])]
+    pub etcd: Option<String>,
+    /// The etcd CA certificate.
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    pub etcd_ca: Option<PathBuf>,
+    /// The etcd client certificate.
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The etcd client key.
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    pub etcd_key: Option<PathBuf>,
 }
 
 pub fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
@@ -92,6 +148,7 @@ pub fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
     match cmd {
         RegistryCommand::Seed(args) => runtime.block_on(seed(args)),
         RegistryCommand::Serve(args) => runtime.block_on(serve(args)),
+        RegistryCommand::Gc(args) => runtime.block_on(gc(args)),
     }
 }
 
@@ -111,7 +168,7 @@ impl SeedObserver for BarObserver {
     }
 }
 
-fn credentials(args: &SeedArgs, host: &str) -> anyhow::Result<Option<Credentials>> {
+fn credentials(args: &LoginArgs, host: &str) -> anyhow::Result<Option<Credentials>> {
     if let Some(username) = &args.username {
         let mut password = String::new();
         std::io::stdin()
@@ -132,25 +189,17 @@ fn credentials(args: &SeedArgs, host: &str) -> anyhow::Result<Option<Credentials
 
 async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let target = MirrorTarget::parse(&args.to, args.plain_http)?;
+    let target = MirrorTarget::parse(&args.to, args.login.plain_http)?;
     let key = PublicKey::load(&args.public_key).context("loading the public key")?;
     let archive = BundleArchive::open(&args.bundle, &key)
         .with_context(|| format!("verifying {}", args.bundle.display()))?;
     let plan = SeedPlan::new(&archive, &target)
         .with_context(|| format!("reading {}", args.bundle.display()))?;
-    let login = credentials(&args, &target.host)?;
+    let login = credentials(&args.login, &target.host)?;
     if args.with_credentials && login.is_none() {
         bail!("--with-credentials: no login for {} (give --username with --password-stdin, or log in with `skopeo login`)", target.host);
     }
-    let mut config = ClientConfig {
-        plain_http: target.plain_http,
-        credentials: login.clone(),
-        ..ClientConfig::default()
-    };
-    if let Some(ca) = &args.ca {
-        config = config.with_ca_file(ca)?;
-    }
-    let client = Arc::new(RegistryClient::new(&target.host, config)?);
+    let client = Arc::new(client_for(&args.login, &target, login.clone())?);
     let bar = bytes_bar(plan.blob_bytes(), "seeding");
     let seeder = Seeder {
         archive: Arc::new(archive),
@@ -223,7 +272,7 @@ fn write_mirror_config(
         &RewriteMap::new(index, target).to_json(),
         0o644,
     )?;
-    let ca = match &args.ca {
+    let ca = match &args.login.ca {
         Some(ca) => Some(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?),
         None => None,
     };
@@ -257,12 +306,50 @@ fn write_mirror_config(
     Ok(())
 }
 
+fn client_for(
+    login: &LoginArgs,
+    target: &MirrorTarget,
+    credentials: Option<Credentials>,
+) -> anyhow::Result<RegistryClient> {
+    let mut config = ClientConfig {
+        plain_http: target.plain_http,
+        credentials,
+        ..ClientConfig::default()
+    };
+    if let Some(ca) = &login.ca {
+        config = config.with_ca_file(ca)?;
+    }
+    Ok(RegistryClient::new(&target.host, config)?)
+}
+
+/// The metadata backend `serve` was asked for: etcd, or the log in the directory.
+fn metadata_backend(args: &ServeArgs) -> anyhow::Result<Arc<dyn MetadataBackend>> {
+    let (Some(endpoint), Some(ca), Some(cert), Some(key)) =
+        (&args.etcd, &args.etcd_ca, &args.etcd_cert, &args.etcd_key)
+    else {
+        return Ok(Arc::new(MetadataLog::open(&args.source)?));
+    };
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let key = read(key)?;
+    let client = etcd::EtcdClient::new(endpoint, &read(ca)?, &read(cert)?, &key)?;
+    Ok(Arc::new(EtcdMetadata::new(client)))
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = if args.source.is_dir()
         || !args.source.exists() && args.source.extension().is_none()
     {
+        std::fs::create_dir_all(&args.source)
+            .with_context(|| format!("creating {}", args.source.display()))?;
+        let limits = UploadLimits {
+            per_client: args.max_uploads_per_client,
+            idle: args.upload_idle_timeout,
+        };
+        let backend = metadata_backend(&args)?;
+        tracing::info!(metadata = %backend.describe(), "opening the store");
         Store::Layout(
-            LayoutStore::open(&args.source)
+            LayoutStore::open_with(&args.source, backend, limits)
+                .await
                 .with_context(|| format!("opening {}", args.source.display()))?,
         )
     } else {
@@ -300,10 +387,74 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (Some(_), false) => ", authenticated pulls, read-only",
         }
     );
-    let registry = Arc::new(Registry::new(store, htpasswd));
-    let server = tokio::spawn(registry.serve(listener, tls));
+    if args.enable_delete && !store.is_writable() {
+        bail!("--enable-delete: a served bundle is read-only; serve a store directory to delete from it");
+    }
+    let options = RegistryOptions {
+        deletes: args.enable_delete,
+        rate_limit: args.rate_limit,
+    };
+    let registry = Arc::new(Registry::with_options(store, htpasswd, options));
+    let server = tokio::spawn(registry.clone().serve(listener, tls));
     shutdown_signal().await;
     server.abort();
+    if let Store::Layout(layout) = registry.store() {
+        layout.flush_index().await.context("writing index.json")?;
+    }
+    Ok(())
+}
+
+async fn gc(args: GcArgs) -> anyhow::Result<()> {
+    let report = match (&args.dir, &args.url) {
+        (Some(dir), _) => {
+            if !dir.join("oci-layout").is_file() {
+                bail!(
+                    "{} is not a registry store directory (no oci-layout file)",
+                    dir.display()
+                );
+            }
+            let store = LayoutStore::open(dir, UploadLimits::default())
+                .await
+                .with_context(|| format!("opening {}", dir.display()))?;
+            let report = store.gc(args.dry_run, args.grace).await?;
+            if !args.dry_run {
+                store.flush_index().await?;
+            }
+            serde_json::to_value(&report)?
+        }
+        (None, Some(url)) => {
+            let target = MirrorTarget::parse(url, args.login.plain_http)?;
+            let login = credentials(&args.login, &target.host)?;
+            let client = client_for(&args.login, &target, login)?;
+            client
+                .collect_garbage(args.dry_run, args.grace)
+                .await
+                .with_context(|| format!("collecting garbage at {url}"))?
+        }
+        (None, None) => bail!("give a store directory or --url"),
+    };
+    let removed = report["removed"].as_array().map(Vec::len).unwrap_or(0);
+    let bytes = report["removedBytes"].as_u64().unwrap_or(0);
+    let kept = report["kept"].as_u64().unwrap_or(0);
+    println!(
+        "{} {removed} blobs ({}), kept {kept}{}",
+        if args.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        },
+        HumanBytes(bytes),
+        if args.dry_run {
+            " (dry run: nothing removed)"
+        } else {
+            ""
+        }
+    );
+    if args.dry_run {
+        for entry in report["removed"].as_array().into_iter().flatten() {
+            println!("  {}", entry[0].as_str().unwrap_or_default());
+        }
+    }
     Ok(())
 }
 

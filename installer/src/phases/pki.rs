@@ -56,10 +56,7 @@ pub(super) fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
         ip_addresses: vec![],
         usage: Usage::Client,
     };
-    let e = etcd_ca.ensure_leaf(
-        &PairPaths::new(&layout.pki_dir(), "apiserver-etcd-client"),
-        &client,
-    )?;
+    let e = etcd_ca.ensure_leaf(&layout.etcd_client_pair(), &client)?;
     note("apiserver-etcd-client", e);
     let agent = LeafSpec {
         common_name: format!("airgap-agent:{}", node.name),

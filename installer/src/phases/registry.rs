@@ -133,6 +133,7 @@ fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(),
             Outcome::Done,
         );
     }
+    let etcd_client = ctx.layout.etcd_client_pair();
     let spec = ServiceSpec {
         name: "registry".into(),
         program: ctx.exe.clone(),
@@ -148,6 +149,21 @@ fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(),
             ctx.layout.fqdn_key().display().to_string(),
             "--htpasswd".into(),
             htpasswd.display().to_string(),
+            // Metadata in etcd: every node's registry shows one catalog.
+            "--etcd".into(),
+            ctx.member().client_url(),
+            "--etcd-ca".into(),
+            ctx.layout
+                .etcd_pki_dir()
+                .join("ca.crt")
+                .display()
+                .to_string(),
+            "--etcd-cert".into(),
+            etcd_client.cert.display().to_string(),
+            "--etcd-key".into(),
+            etcd_client.key.display().to_string(),
+            // Old releases are pruned and collected (`airgap release prune`).
+            "--enable-delete".into(),
         ],
         env: Default::default(),
     };

@@ -1,5 +1,6 @@
-//! The built-in registry: the OCI distribution API (pull and push) over TLS, served from a
-//! verified bundle archive or an OCI layout directory.
+//! The built-in registry: the OCI distribution API v1.1 (pull, push, referrers, and deletes
+//! when enabled) over TLS, served from a verified bundle archive or a store directory whose
+//! metadata lives in a local log or in etcd.
 //!
 //! Without an htpasswd file pulls are anonymous and pushes are refused; with one, every
 //! request needs basic auth. A served archive is read-only whatever the auth.
@@ -7,6 +8,10 @@
 pub mod access;
 mod catalog;
 pub mod htpasswd;
+mod manifest_record;
+pub mod metadata;
+mod metrics;
+mod rate_limit;
 pub mod store;
 
 use std::convert::Infallible;
@@ -15,7 +20,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use airgap::oci::MAX_MANIFEST_SIZE;
-use airgap::Digest;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
@@ -27,10 +31,14 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use htpasswd::Htpasswd;
-pub use store::{ArchiveStore, LayoutStore, Store};
+pub use metadata::{EtcdMetadata, MetadataBackend, MetadataLog};
+pub use store::{ArchiveStore, GcReport, LayoutStore, Store, UploadLimits};
 
+use crate::content_digest::ContentDigest;
 use crate::name::{is_valid_repository, is_valid_tag};
-use store::{CommitOutcome, PutManifest};
+use metrics::{Gauge, Metrics};
+use rate_limit::RateLimit;
+use store::{Append, CommitOutcome, Deleted, PutManifest, StartUpload};
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -51,6 +59,19 @@ pub enum ServeError {
 pub struct Registry {
     store: Store,
     htpasswd: Option<Htpasswd>,
+    options: RegistryOptions,
+    rate_limit: Option<RateLimit>,
+    metrics: Metrics,
+}
+
+/// What a registry allows beyond pulls and pushes.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Accept `DELETE` of manifests, tags and blob links (a store directory only).
+    pub deletes: bool,
+    /// Requests per second one client address may make (bursts of twice that); `None`: no
+    /// limit.
+    pub rate_limit: Option<u32>,
 }
 
 /// Loads a PEM certificate chain and private key into a rustls server configuration with the
@@ -93,7 +114,25 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 
 impl Registry {
     pub fn new(store: Store, htpasswd: Option<Htpasswd>) -> Self {
-        Registry { store, htpasswd }
+        Registry::with_options(store, htpasswd, RegistryOptions::default())
+    }
+
+    pub fn with_options(
+        store: Store,
+        htpasswd: Option<Htpasswd>,
+        options: RegistryOptions,
+    ) -> Self {
+        Registry {
+            store,
+            htpasswd,
+            rate_limit: options.rate_limit.map(RateLimit::new),
+            options,
+            metrics: Metrics::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Serves connections until the task is dropped.
@@ -143,10 +182,53 @@ impl Registry {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let write = !matches!(method, Method::GET | Method::HEAD);
-        let (user, response) = match self.authorize(&req, write).await {
-            Ok(user) => (user, self.route(req).await),
-            Err(refusal) => (None, refusal),
+        let has_body = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+            || req.headers().contains_key(hyper::header::TRANSFER_ENCODING);
+        let (user, mut response) = if self
+            .rate_limit
+            .as_ref()
+            .is_some_and(|l| !l.allow(peer.ip()))
+        {
+            self.metrics.rate_limited();
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOOMANYREQUESTS",
+                "too many requests from this client; retry later",
+            );
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            (None, r)
+        } else {
+            match self.authorize(&req, write).await {
+                Ok(user) => (user, self.route(req, peer).await),
+                Err(refusal) => (None, refusal),
+            }
         };
+        // A refused request's body may be unread: say the connection ends here, so a client
+        // does not send its retry down a connection the server is about to close.
+        if has_body && !response.status().is_success() {
+            response
+                .headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let sent = response
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        self.metrics.request(
+            method.as_str(),
+            response.status().as_u16(),
+            if method == Method::HEAD {
+                0
+            } else {
+                sent.unwrap_or(0)
+            },
+        );
         access::AccessRecord {
             client: peer,
             user: user.as_deref(),
@@ -164,12 +246,18 @@ impl Registry {
         response
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
         let Some(rest) = path.strip_prefix("/v2/") else {
             if path == "/v2" {
                 return ok_json(b"{}".to_vec());
+            }
+            if path == "/metrics" && req.method() == Method::GET {
+                return self.metrics_response().await;
+            }
+            if path == "/airgap/v1/gc" && req.method() == Method::POST {
+                return self.gc(&query).await;
             }
             return error(
                 StatusCode::NOT_FOUND,
@@ -193,6 +281,8 @@ impl Registry {
             Route::Blob(name, digest)
         } else if let Some(name) = rest.strip_suffix("/tags/list") {
             Route::Tags(name)
+        } else if let Some((name, digest)) = rest.rsplit_once("/referrers/") {
+            Route::Referrers(name, digest)
         } else {
             return error(StatusCode::NOT_FOUND, "NOT_FOUND", "unknown API path");
         };
@@ -215,14 +305,21 @@ impl Registry {
                 let (name, reference) = (name.to_string(), reference.to_string());
                 self.put_manifest(&name, &reference, req).await
             }
+            (Route::Manifest(name, reference), Method::DELETE) => {
+                self.delete_manifest(name, reference).await
+            }
             (Route::Blob(name, digest), Method::GET | Method::HEAD) => {
                 let head = req.method() == Method::HEAD;
                 self.get_blob(name, digest, head, req.headers().get(hyper::header::RANGE))
                     .await
             }
+            (Route::Blob(name, digest), Method::DELETE) => self.delete_blob(name, digest).await,
+            (Route::Referrers(name, digest), Method::GET) => {
+                self.referrers(name, digest, &query).await
+            }
             (Route::Upload(name, id), method) => {
                 let (name, id) = (name.to_string(), id.to_string());
-                self.upload(&name, &id, &query, method, req).await
+                self.upload(&name, &id, &query, method, req, peer).await
             }
             _ => error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -303,7 +400,7 @@ impl Registry {
 
     async fn get_manifest(&self, name: &str, reference: &str, head: bool) -> Response<Body> {
         let resolved = self.store.catalog().await.resolve(name, reference);
-        let Some((digest, media_type)) = resolved else {
+        let Some((digest, record)) = resolved else {
             return error(
                 StatusCode::NOT_FOUND,
                 "MANIFEST_UNKNOWN",
@@ -318,7 +415,7 @@ impl Registry {
             );
         };
         let mut r = self.blob_response(data, head, None, &digest).await;
-        if let Ok(v) = HeaderValue::from_str(&media_type) {
+        if let Ok(v) = HeaderValue::from_str(&record.media_type) {
             r.headers_mut().insert(CONTENT_TYPE, v);
         }
         r
@@ -331,12 +428,8 @@ impl Registry {
         head: bool,
         range: Option<&HeaderValue>,
     ) -> Response<Body> {
-        let Ok(digest) = digest.parse::<Digest>() else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "DIGEST_INVALID",
-                "provided digest is not a sha256 digest",
-            );
+        let Ok(digest) = digest.parse::<ContentDigest>() else {
+            return bad_digest();
         };
         let Some(data) = self.store.blob(name, &digest).await else {
             return error(
@@ -355,7 +448,7 @@ impl Registry {
         data: store::BlobData,
         head: bool,
         range: Option<&str>,
-        digest: &Digest,
+        digest: &ContentDigest,
     ) -> Response<Body> {
         let len = data.size();
         let (status, start, end) = match range.map(|r| parse_range(r, len)) {
@@ -446,16 +539,18 @@ impl Registry {
                 )
             }
         };
-        let tag = match reference.parse::<Digest>() {
-            Ok(d) if d != Digest::of(&bytes) => {
+        let (tag, digest) = match reference.parse::<ContentDigest>() {
+            Ok(d) if d != d.same_algorithm_of(&bytes) => {
                 return error(
                     StatusCode::BAD_REQUEST,
                     "DIGEST_INVALID",
                     "manifest content does not match the digest in the URL",
                 );
             }
-            Ok(_) => None,
-            Err(_) if is_valid_tag(reference) => Some(reference),
+            Ok(d) => (None, d),
+            Err(_) if is_valid_tag(reference) => {
+                (Some(reference), airgap::Digest::of(&bytes).into())
+            }
             Err(_) => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -464,9 +559,16 @@ impl Registry {
                 )
             }
         };
-        match layout.put_manifest(name, tag, &media_type, &bytes).await {
-            Ok(PutManifest::Stored(digest)) => {
-                created(&format!("/v2/{name}/manifests/{digest}"), &digest)
+        match layout
+            .put_manifest(name, tag, digest, &media_type, &bytes)
+            .await
+        {
+            Ok(PutManifest::Stored { digest, subject }) => {
+                let mut r = created(&format!("/v2/{name}/manifests/{digest}"), &digest);
+                if let Some(v) = subject.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+                    r.headers_mut().insert("oci-subject", v);
+                }
+                r
             }
             Ok(PutManifest::Missing(missing)) => {
                 let list: Vec<String> = missing.iter().map(|d| d.to_string()).collect();
@@ -492,6 +594,7 @@ impl Registry {
         query: &str,
         method: Method,
         req: Request<Incoming>,
+        peer: SocketAddr,
     ) -> Response<Body> {
         let Store::Layout(layout) = &self.store else {
             return read_only();
@@ -501,18 +604,28 @@ impl Registry {
         match (method, id) {
             (Method::POST, "") => {
                 if let (Some(mount), Some(from)) = (params.get("mount"), params.get("from")) {
-                    if let (Ok(digest), true) = (mount.parse::<Digest>(), is_valid_repository(from))
+                    if let (Ok(digest), true) =
+                        (mount.parse::<ContentDigest>(), is_valid_repository(from))
                     {
-                        if layout.mount(name, &digest, from).await {
-                            return created(&format!("/v2/{name}/blobs/{digest}"), &digest);
+                        match layout.mount(name, &digest, from).await {
+                            Ok(true) => {
+                                return created(&format!("/v2/{name}/blobs/{digest}"), &digest)
+                            }
+                            Ok(false) => {}
+                            Err(e) => return internal(&e),
                         }
                     }
                 }
-                let id = match layout.start_upload(name).await {
-                    Ok(id) => id,
-                    Err(e) => {
-                        return error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", &e.to_string())
+                let id = match layout.start_upload(name, peer.ip()).await {
+                    Ok(StartUpload::Started(id)) => id,
+                    Ok(StartUpload::TooMany) => {
+                        return error(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "TOOMANYREQUESTS",
+                            "this client has too many uploads open; finish or cancel some",
+                        )
                     }
+                    Err(e) => return internal(&e),
                 };
                 if let Some(digest) = params.get("digest") {
                     // Monolithic upload: POST with the whole blob.
@@ -521,13 +634,39 @@ impl Registry {
                 accepted(&location(&id), 0, &id)
             }
             (Method::PATCH, id) if !id.is_empty() => {
-                match stream_into(layout, name, id, req.into_body()).await {
-                    Ok(Some(size)) => accepted(&location(id), size, id),
-                    Ok(None) => error(
-                        StatusCode::NOT_FOUND,
-                        "BLOB_UPLOAD_UNKNOWN",
-                        "blob upload unknown to registry",
-                    ),
+                let range = match content_range(&req) {
+                    Ok(r) => r,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", e),
+                };
+                match stream_into(
+                    layout,
+                    name,
+                    id,
+                    range.map(|r| r.0),
+                    req.into_body(),
+                    &self.metrics,
+                )
+                .await
+                {
+                    Ok(Streamed::Done(size)) => {
+                        if range.is_some_and(|(_, end)| end + 1 != size) {
+                            // The chunk's length does not match its Content-Range: the upload
+                            // can no longer be trusted to hold what the client thinks.
+                            layout.cancel(name, id).await;
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                "BLOB_UPLOAD_INVALID",
+                                "the chunk's length does not match its Content-Range",
+                            );
+                        }
+                        accepted(&location(id), size, id)
+                    }
+                    Ok(Streamed::OutOfOrder(size)) => {
+                        let mut r = accepted(&location(id), size, id);
+                        *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                        r
+                    }
+                    Ok(Streamed::Unknown) => upload_unknown(),
                     Err(e) => {
                         layout.cancel(name, id).await;
                         error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", &e)
@@ -583,23 +722,13 @@ impl Registry {
         digest: &str,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let Ok(digest) = digest.parse::<Digest>() else {
+        let Ok(digest) = digest.parse::<ContentDigest>() else {
             layout.cancel(name, id).await;
-            return error(
-                StatusCode::BAD_REQUEST,
-                "DIGEST_INVALID",
-                "provided digest is not a sha256 digest",
-            );
+            return bad_digest();
         };
-        match stream_into(layout, name, id, req.into_body()).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "BLOB_UPLOAD_UNKNOWN",
-                    "blob upload unknown to registry",
-                )
-            }
+        match stream_into(layout, name, id, None, req.into_body(), &self.metrics).await {
+            Ok(Streamed::Done(_)) => {}
+            Ok(Streamed::OutOfOrder(_) | Streamed::Unknown) => return upload_unknown(),
             Err(e) => {
                 layout.cancel(name, id).await;
                 return error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", &e);
@@ -622,42 +751,255 @@ impl Registry {
     }
 }
 
+impl Registry {
+    fn deletable(&self) -> Result<&LayoutStore, Box<Response<Body>>> {
+        match &self.store {
+            Store::Layout(layout) if self.options.deletes => Ok(layout),
+            Store::Layout(_) => Err(Box::new(error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UNSUPPORTED",
+                "deletes are disabled; start the registry with --enable-delete",
+            ))),
+            Store::Archive(_) => Err(Box::new(read_only())),
+        }
+    }
+
+    async fn delete_manifest(&self, name: &str, reference: &str) -> Response<Body> {
+        let layout = match self.deletable() {
+            Ok(l) => l,
+            Err(r) => return *r,
+        };
+        if reference.parse::<ContentDigest>().is_err() && !is_valid_tag(reference) {
+            return error(StatusCode::BAD_REQUEST, "TAG_INVALID", "invalid tag");
+        }
+        match layout.delete_manifest(name, reference).await {
+            Ok(Deleted::Deleted) => accepted_empty(),
+            Ok(Deleted::NotFound) => error(
+                StatusCode::NOT_FOUND,
+                "MANIFEST_UNKNOWN",
+                "manifest unknown",
+            ),
+            Err(e) => internal(&e),
+        }
+    }
+
+    async fn delete_blob(&self, name: &str, digest: &str) -> Response<Body> {
+        let layout = match self.deletable() {
+            Ok(l) => l,
+            Err(r) => return *r,
+        };
+        let Ok(digest) = digest.parse::<ContentDigest>() else {
+            return bad_digest();
+        };
+        match layout.delete_blob(name, &digest).await {
+            Ok(Deleted::Deleted) => accepted_empty(),
+            Ok(Deleted::NotFound) => error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                "blob unknown to registry",
+            ),
+            Err(e) => internal(&e),
+        }
+    }
+
+    /// `GET /v2/<name>/referrers/<digest>[?artifactType=T]`: an image index of the manifests
+    /// whose subject is `digest` (an empty one when there are none, as the spec asks).
+    async fn referrers(&self, name: &str, digest: &str, query: &str) -> Response<Body> {
+        let Ok(subject) = digest.parse::<ContentDigest>() else {
+            return bad_digest();
+        };
+        let params = query_params(query);
+        let filter = params.get("artifactType");
+        let found = self.store.catalog().await.referrers(name, &subject);
+        let manifests: Vec<serde_json::Value> = found
+            .iter()
+            .filter(|(_, r)| filter.is_none_or(|f| r.artifact_type.as_ref() == Some(f)))
+            .map(|(d, r)| {
+                let mut desc = serde_json::json!({
+                    "mediaType": r.media_type,
+                    "digest": d.to_string(),
+                    "size": r.size,
+                });
+                if let Some(t) = &r.artifact_type {
+                    desc["artifactType"] = serde_json::json!(t);
+                }
+                if !r.annotations.is_empty() {
+                    desc["annotations"] = serde_json::json!(r.annotations);
+                }
+                desc
+            })
+            .collect();
+        let body = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": airgap::oci::OCI_INDEX,
+            "manifests": manifests,
+        });
+        let mut r = ok_json(serde_json::to_vec(&body).unwrap_or_default());
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(airgap::oci::OCI_INDEX),
+        );
+        if filter.is_some() {
+            r.headers_mut().insert(
+                "oci-filters-applied",
+                HeaderValue::from_static("artifactType"),
+            );
+        }
+        r
+    }
+
+    async fn metrics_response(&self) -> Response<Body> {
+        let mut gauges = Vec::new();
+        {
+            let catalog = self.store.catalog().await;
+            gauges.push(Gauge {
+                name: "airgap_registry_repositories",
+                help: "Repositories in the catalog.",
+                value: catalog.repositories.len() as u64,
+            });
+            gauges.push(Gauge {
+                name: "airgap_registry_manifests",
+                help: "Manifests in the catalog.",
+                value: catalog.manifest_count() as u64,
+            });
+        }
+        if let Store::Layout(layout) = &self.store {
+            gauges.push(Gauge {
+                name: "airgap_registry_uploads",
+                help: "Upload sessions open.",
+                value: layout.open_uploads().await as u64,
+            });
+            gauges.push(Gauge {
+                name: "airgap_registry_store_bytes",
+                help: "Bytes of blobs and manifests in the store directory.",
+                value: layout.stored_bytes(),
+            });
+        }
+        let mut r = Response::new(full(self.metrics.render(&gauges).into_bytes()));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        r
+    }
+
+    /// `POST /airgap/v1/gc[?dryRun=true][&graceSeconds=N]`: garbage collection of a running
+    /// store directory, safe against the pushes it serves at the same time.
+    async fn gc(&self, query: &str) -> Response<Body> {
+        let layout = match self.deletable() {
+            Ok(l) => l,
+            Err(r) => return *r,
+        };
+        let params = query_params(query);
+        let dry_run = params
+            .get("dryRun")
+            .is_some_and(|v| v == "true" || v == "1");
+        let grace = match params.get("graceSeconds").map(|v| v.parse::<u64>()) {
+            None => DEFAULT_GC_GRACE,
+            Some(Ok(s)) => std::time::Duration::from_secs(s),
+            Some(Err(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "UNSUPPORTED",
+                    "graceSeconds must be a number",
+                )
+            }
+        };
+        match layout.gc(dry_run, grace).await {
+            Ok(report) => {
+                if !dry_run {
+                    if let Err(e) = layout.flush_index().await {
+                        return internal(&e);
+                    }
+                }
+                ok_json(serde_json::to_vec(&report).unwrap_or_default())
+            }
+            Err(e) => internal(&e),
+        }
+    }
+}
+
+/// Blobs younger than this are never collected: a blob a client has just written by other
+/// means than this server is not garbage yet.
+pub const DEFAULT_GC_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
 enum Route<'a> {
     Manifest(&'a str, &'a str),
     Blob(&'a str, &'a str),
     Upload(&'a str, &'a str),
     Tags(&'a str),
+    Referrers(&'a str, &'a str),
 }
 
 impl<'a> Route<'a> {
     fn name(&self) -> &'a str {
         match self {
-            Route::Manifest(n, _) | Route::Blob(n, _) | Route::Upload(n, _) | Route::Tags(n) => n,
+            Route::Manifest(n, _)
+            | Route::Blob(n, _)
+            | Route::Upload(n, _)
+            | Route::Tags(n)
+            | Route::Referrers(n, _) => n,
         }
     }
 }
 
-/// Streams a request body into an upload. `Ok(None)`: no such upload.
+enum Streamed {
+    /// The body is in; the upload's size.
+    Done(u64),
+    /// The body does not start where the upload ends (its size); nothing was written.
+    OutOfOrder(u64),
+    Unknown,
+}
+
+/// Streams a request body into an upload; with `at`, the body must start there.
 async fn stream_into(
     layout: &LayoutStore,
     name: &str,
     id: &str,
+    mut at: Option<u64>,
     mut body: Incoming,
-) -> Result<Option<u64>, String> {
+    metrics: &Metrics,
+) -> Result<Streamed, String> {
     let Some(mut size) = layout.upload_size(name, id).await else {
-        return Ok(None);
+        return Ok(Streamed::Unknown);
     };
+    if at.is_some_and(|at| at != size) {
+        return Ok(Streamed::OutOfOrder(size));
+    }
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("upload body ended early: {e}"))?;
         if let Ok(data) = frame.into_data() {
-            match layout.append(name, id, &data).await {
-                Ok(Some(n)) => size = n,
-                Ok(None) => return Ok(None),
+            metrics.received(data.len() as u64);
+            match layout.append(name, id, at.take(), &data).await {
+                Ok(Append::Appended(n)) => size = n,
+                Ok(Append::OutOfOrder(n)) => return Ok(Streamed::OutOfOrder(n)),
+                Ok(Append::UnknownUpload) => return Ok(Streamed::Unknown),
                 Err(e) => return Err(e.to_string()),
             }
         }
     }
-    Ok(Some(size))
+    Ok(Streamed::Done(size))
+}
+
+/// A chunk's `Content-Range: <start>-<end>` (inclusive), when the client sent one.
+fn content_range(req: &Request<Incoming>) -> Result<Option<(u64, u64)>, &'static str> {
+    let Some(v) = req.headers().get(hyper::header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let bad = "Content-Range must be <start>-<end>";
+    let v = v.to_str().map_err(|_| bad)?.trim();
+    // Some clients write the HTTP form, `bytes 0-99/*`.
+    let v = v.strip_prefix("bytes ").unwrap_or(v);
+    let v = v.split('/').next().unwrap_or(v);
+    let (a, b) = v.split_once('-').ok_or(bad)?;
+    let (start, end) = (
+        a.trim().parse::<u64>().map_err(|_| bad)?,
+        b.trim().parse::<u64>().map_err(|_| bad)?,
+    );
+    if end < start {
+        return Err(bad);
+    }
+    Ok(Some((start, end)))
 }
 
 async fn read_limited(mut body: Incoming, limit: u64) -> Result<Option<Vec<u8>>, String> {
@@ -837,7 +1179,7 @@ fn too_large() -> Response<Body> {
     )
 }
 
-fn created(location: &str, digest: &Digest) -> Response<Body> {
+fn created(location: &str, digest: &ContentDigest) -> Response<Body> {
     let mut r = Response::new(empty());
     *r.status_mut() = StatusCode::CREATED;
     let h = r.headers_mut();
@@ -866,6 +1208,33 @@ fn accepted(location: &str, size: u64, id: &str) -> Response<Body> {
         h.insert("docker-upload-uuid", v);
     }
     h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+    r
+}
+
+fn bad_digest() -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        "DIGEST_INVALID",
+        "provided digest is not a sha256 or sha512 digest",
+    )
+}
+
+fn upload_unknown() -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        "BLOB_UPLOAD_UNKNOWN",
+        "blob upload unknown to registry",
+    )
+}
+
+fn internal(e: &dyn std::fmt::Display) -> Response<Body> {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", &e.to_string())
+}
+
+fn accepted_empty() -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::ACCEPTED;
+    r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(0));
     r
 }
 

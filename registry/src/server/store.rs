@@ -1,28 +1,37 @@
 //! Where the built-in registry's bytes come from: a verified bundle archive (read in place,
-//! read-only) or an OCI layout directory that pushes write into.
+//! read-only) or a store directory that pushes write into.
 //!
-//! A layout directory is a standard OCI image layout; each (repository, manifest) pair is a
-//! descriptor in `index.json` annotated with `io.airgap.repository`, plus the usual
-//! `org.opencontainers.image.ref.name` (`<repository>:<tag>`) when tagged, so other tools can
-//! read the directory too.
+//! A store directory is a standard OCI image layout (blobs under `blobs/<algorithm>/`), so
+//! other tools can read it; its metadata lives in a [`MetadataBackend`] (a log in the
+//! directory, or etcd) and `index.json` is regenerated from it in the background, a moment
+//! after the last change, instead of on every push. Each (repository, manifest) pair is a
+//! descriptor annotated with `io.airgap.repository`, plus `org.opencontainers.image.ref.name`
+//! (`<repository>:<tag>`) when tagged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-use airgap::digest::DigestHasher;
 use airgap::oci::{Descriptor, MAX_MANIFEST_SIZE, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION};
 use airgap::parts::BundleFile;
-use airgap::{BundleArchive, Digest, PublicKey, VerifyError};
-use tokio::sync::{Mutex, RwLock};
+use airgap::{BundleArchive, PublicKey, VerifyError};
+use tokio::sync::{Mutex, Notify, RwLock};
 
-use super::catalog::Catalog;
-use crate::manifest::References;
+use super::catalog::{Catalog, Change};
+use super::manifest_record::ManifestRecord;
+use super::metadata::{MetadataBackend, MetadataError, MetadataLog, Requirement};
+use crate::content_digest::{ContentDigest, ContentHasher};
 use crate::mirror::{mirrored_names, MirrorTarget};
 
 pub const REPOSITORY_ANNOTATION: &str = "io.airgap.repository";
+
+/// How long after the last change `index.json` is rewritten.
+const INDEX_DEBOUNCE: Duration = Duration::from_millis(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,7 +42,11 @@ pub enum StoreError {
     #[error("{path} is not an OCI layout directory: {reason}")]
     NotALayout { path: PathBuf, reason: String },
     #[error("manifest {digest} in the bundle is not valid: {reason}")]
-    BadManifest { digest: Digest, reason: String },
+    BadManifest { digest: String, reason: String },
+    #[error("{path} is in use by another registry process (its lock is held); stop it first, or run the command through it")]
+    InUse { path: PathBuf },
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -90,60 +103,110 @@ impl ArchiveStore {
         };
         let add = |repo: &str,
                    tag: Option<&str>,
-                   digest: Digest,
+                   digest: airgap::Digest,
                    media_type: &str,
                    catalog: &mut Catalog|
-         -> Result<References, StoreError> {
+         -> Result<ManifestRecord, StoreError> {
             let bytes = archive.read_small(&digest.blob_path(), MAX_MANIFEST_SIZE)?;
-            let refs =
-                References::parse(media_type, &bytes).map_err(|e| StoreError::BadManifest {
+            let record = ManifestRecord::parse(media_type, &bytes).map_err(|reason| {
+                StoreError::BadManifest {
+                    digest: digest.to_string(),
+                    reason,
+                }
+            })?;
+            let digest = ContentDigest::from(digest);
+            catalog.apply(&Change::PutManifest {
+                repo: repo.to_string(),
+                digest,
+                record: record.clone(),
+            });
+            if let Some(tag) = tag {
+                catalog.apply(&Change::Tag {
+                    repo: repo.to_string(),
+                    tag: tag.to_string(),
                     digest,
-                    reason: e.to_string(),
-                })?;
-            catalog.add_manifest(repo, tag, digest, media_type, &refs);
-            Ok(refs)
+                });
+            }
+            Ok(record)
         };
         for name in mirrored_names(archive.verified().index(), &target) {
-            let refs = add(
+            let record = add(
                 &name.repository,
                 name.tag.as_deref(),
                 name.digest,
                 &name.media_type,
                 &mut catalog,
             )?;
-            if let References::Manifests(children) = refs {
-                for child in &children {
-                    add(
-                        &name.repository,
-                        None,
-                        child.digest,
-                        &child.media_type,
-                        &mut catalog,
-                    )?;
-                }
+            let index: Option<airgap::oci::ImageIndex> = if record.children.is_empty() {
+                None
+            } else {
+                let bytes = archive.read_small(&name.digest.blob_path(), MAX_MANIFEST_SIZE)?;
+                serde_json::from_slice(&bytes).ok()
+            };
+            for child in index.map(|i| i.manifests).unwrap_or_default() {
+                add(
+                    &name.repository,
+                    None,
+                    child.digest,
+                    &child.media_type,
+                    &mut catalog,
+                )?;
             }
         }
         Ok(ArchiveStore { archive, catalog })
     }
 }
 
-/// An upload in progress in a layout directory; `None` once committed or cancelled.
+/// Limits a store directory applies to uploads.
+#[derive(Debug, Clone)]
+pub struct UploadLimits {
+    /// Open upload sessions one client address may hold.
+    pub per_client: usize,
+    /// An upload not written to for this long is dropped.
+    pub idle: Duration,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            per_client: 64,
+            idle: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// An upload in progress in a store directory; `None` once committed or cancelled.
 type UploadSlot = Arc<Mutex<Option<Upload>>>;
 
 struct Upload {
     path: PathBuf,
     file: fs::File,
-    hasher: DigestHasher,
+    hasher: ContentHasher,
+}
+
+struct UploadEntry {
+    repository: String,
+    client: IpAddr,
+    last_active: Instant,
+    slot: UploadSlot,
 }
 
 pub struct LayoutStore {
     root: PathBuf,
-    catalog: RwLock<Catalog>,
-    /// Upload id -> (repository, the upload). Each upload has its own lock, so parallel
-    /// uploads never wait on one another; the map's lock is held only to look one up.
-    uploads: Mutex<HashMap<String, (String, UploadSlot)>>,
-    /// Serializes `index.json` rewrites.
-    index_lock: Mutex<()>,
+    catalog: Arc<RwLock<Catalog>>,
+    backend: Arc<dyn MetadataBackend>,
+    /// Upload id -> the upload. Each upload has its own lock, so parallel uploads never wait
+    /// on one another; the map's lock is held only to look one up.
+    uploads: Mutex<HashMap<String, UploadEntry>>,
+    limits: UploadLimits,
+    /// Serializes metadata writes: a manifest's references are checked, and blobs are
+    /// committed or collected, with no other write in between.
+    writes: Mutex<()>,
+    index_dirty: Arc<Notify>,
+    /// Bytes under `blobs/`.
+    stored_bytes: AtomicU64,
+    /// Held for the store's lifetime: one process per directory.
+    _lock: fs::File,
 }
 
 #[derive(serde::Deserialize)]
@@ -152,42 +215,97 @@ struct LayoutIndex {
     manifests: Vec<Descriptor>,
 }
 
+pub enum StartUpload {
+    Started(String),
+    TooMany,
+}
+
+pub enum Append {
+    Appended(u64),
+    /// The chunk does not start where the upload ends: the current size.
+    OutOfOrder(u64),
+    UnknownUpload,
+}
+
+pub enum CommitOutcome {
+    Committed,
+    DigestMismatch(ContentDigest),
+    UnknownUpload,
+}
+
+pub enum PutManifest {
+    Stored {
+        digest: ContentDigest,
+        subject: Option<ContentDigest>,
+    },
+    Missing(Vec<ContentDigest>),
+    Invalid(String),
+}
+
+pub enum Deleted {
+    Deleted,
+    NotFound,
+}
+
+/// What a garbage collection removed, or would remove in a dry run.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Blobs removed (or to remove), with their sizes.
+    pub removed: Vec<(ContentDigest, u64)>,
+    pub removed_bytes: u64,
+    /// Blobs kept: referenced by a manifest, linked into a repository, or newer than the
+    /// grace period.
+    pub kept: usize,
+    /// Abandoned upload files removed.
+    pub stale_uploads: usize,
+}
+
 impl LayoutStore {
-    /// Opens (or creates, when empty or absent) an OCI layout directory.
-    pub fn open(root: &Path) -> Result<Self, StoreError> {
-        fs::create_dir_all(root.join("blobs/sha256")).map_err(io_err(root))?;
-        fs::create_dir_all(root.join(".uploads")).map_err(io_err(root))?;
+    /// Opens (or creates, when empty or absent) a store directory with the local metadata
+    /// log.
+    pub async fn open(root: &Path, limits: UploadLimits) -> Result<Self, StoreError> {
+        let log = MetadataLog::open(root)?;
+        LayoutStore::open_with(root, Arc::new(log), limits).await
+    }
+
+    /// Opens a store directory whose metadata lives in `backend`.
+    pub async fn open_with(
+        root: &Path,
+        backend: Arc<dyn MetadataBackend>,
+        limits: UploadLimits,
+    ) -> Result<Self, StoreError> {
+        for dir in ["blobs/sha256", "blobs/sha512", ".uploads", ".airgap"] {
+            let dir = root.join(dir);
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        let lock_path = root.join(".airgap/lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::InUse {
+                path: root.to_path_buf(),
+            });
+        }
         let layout = root.join("oci-layout");
         if !layout.exists() {
             write_atomic(&layout, OCI_LAYOUT_FILE)?;
         }
-        let index_path = root.join("index.json");
-        let mut catalog = Catalog::default();
-        if index_path.exists() {
-            let bytes = fs::read(&index_path).map_err(io_err(&index_path))?;
-            let index: LayoutIndex =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::NotALayout {
-                    path: root.to_path_buf(),
-                    reason: format!("index.json: {e}"),
-                })?;
-            for d in index.manifests {
-                let Some(repo) = d.annotations.get(REPOSITORY_ANNOTATION) else {
-                    continue;
-                };
-                let tag = d
-                    .annotations
-                    .get(REF_NAME_ANNOTATION)
-                    .and_then(|r| r.strip_prefix(repo.as_str()))
-                    .and_then(|r| r.strip_prefix(':'));
-                let path = root.join(d.digest.blob_path());
-                let bytes = fs::read(&path).map_err(io_err(&path))?;
-                let refs = References::parse(&d.media_type, &bytes).map_err(|e| {
-                    StoreError::NotALayout {
-                        path: root.to_path_buf(),
-                        reason: format!("manifest {}: {e}", d.digest),
-                    }
-                })?;
-                catalog.add_manifest(repo, tag, d.digest, &d.media_type, &refs);
+        let mut catalog = backend.load().await?;
+        if catalog.repositories.is_empty() {
+            // A layout written before the metadata backend (or by another tool): import it.
+            let imported = import_index(root)?;
+            if !imported.is_empty() {
+                backend.commit(&imported, &[]).await?;
+                for change in &imported {
+                    catalog.apply(change);
+                }
+                tracing::info!(path = %root.display(), changes = imported.len(), "imported index.json into the registry metadata");
             }
         }
         // Uploads do not survive a restart; clients start them over.
@@ -196,19 +314,83 @@ impl LayoutStore {
                 let _ = fs::remove_file(e.path());
             }
         }
+        let stored_bytes = blob_files(root)?.iter().map(|(_, _, len, _)| len).sum();
+        let catalog = Arc::new(RwLock::new(catalog));
+        backend.clone().follow(catalog.clone());
+        let index_dirty = Arc::new(Notify::new());
+        spawn_index_writer(root.to_path_buf(), catalog.clone(), index_dirty.clone());
         Ok(LayoutStore {
             root: root.to_path_buf(),
-            catalog: RwLock::new(catalog),
+            catalog,
+            backend,
             uploads: Mutex::new(HashMap::new()),
-            index_lock: Mutex::new(()),
+            limits,
+            writes: Mutex::new(()),
+            index_dirty,
+            stored_bytes: AtomicU64::new(stored_bytes),
+            _lock: lock,
         })
     }
 
-    fn blob_file(&self, digest: &Digest) -> PathBuf {
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn metadata_backend(&self) -> String {
+        self.backend.describe()
+    }
+
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    pub async fn open_uploads(&self) -> usize {
+        self.uploads.lock().await.len()
+    }
+
+    fn blob_file(&self, digest: &ContentDigest) -> PathBuf {
         self.root.join(digest.blob_path())
     }
 
-    pub async fn start_upload(&self, repository: &str) -> Result<String, StoreError> {
+    /// Makes a batch durable, then shows it to readers. `Ok(false)`: a requirement vanished.
+    async fn write(&self, batch: &[Change], requires: &[Requirement]) -> Result<bool, StoreError> {
+        if !self.backend.commit(batch, requires).await? {
+            return Ok(false);
+        }
+        let mut catalog = self.catalog.write().await;
+        for change in batch {
+            catalog.apply(change);
+        }
+        drop(catalog);
+        if batch.iter().any(|c| !matches!(c, Change::LinkBlob { .. })) {
+            self.index_dirty.notify_one();
+        }
+        Ok(true)
+    }
+
+    pub async fn start_upload(
+        &self,
+        repository: &str,
+        client: IpAddr,
+    ) -> Result<StartUpload, StoreError> {
+        let expired = {
+            let mut uploads = self.uploads.lock().await;
+            let idle = self.limits.idle;
+            let expired: Vec<String> = uploads
+                .iter()
+                .filter(|(_, u)| u.last_active.elapsed() > idle)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let expired: Vec<UploadEntry> =
+                expired.iter().filter_map(|id| uploads.remove(id)).collect();
+            if uploads.values().filter(|u| u.client == client).count() >= self.limits.per_client {
+                drop(uploads);
+                self.discard(expired).await;
+                return Ok(StartUpload::TooMany);
+            }
+            expired
+        };
+        self.discard(expired).await;
         let mut id = [0u8; 16];
         getrandom::getrandom(&mut id).map_err(|e| StoreError::Io {
             path: self.root.clone(),
@@ -224,32 +406,51 @@ impl LayoutStore {
         let upload = Upload {
             path,
             file,
-            hasher: DigestHasher::new(),
+            hasher: ContentHasher::sha256(),
         };
         self.uploads.lock().await.insert(
             id.clone(),
-            (repository.to_string(), Arc::new(Mutex::new(Some(upload)))),
+            UploadEntry {
+                repository: repository.to_string(),
+                client,
+                last_active: Instant::now(),
+                slot: Arc::new(Mutex::new(Some(upload))),
+            },
         );
-        Ok(id)
+        Ok(StartUpload::Started(id))
     }
 
-    /// Appends bytes to an upload. `None` when there is no such upload for the repository.
+    async fn discard(&self, expired: Vec<UploadEntry>) {
+        for entry in expired {
+            if let Some(upload) = entry.slot.lock().await.take() {
+                tracing::info!(repository = %entry.repository, "dropping an idle upload");
+                let _ = fs::remove_file(&upload.path);
+            }
+        }
+    }
+
+    /// Appends bytes to an upload; `at`, when the client said where the chunk starts
+    /// (`Content-Range`), must be where the upload ends.
     pub async fn append(
         &self,
         repository: &str,
         id: &str,
+        at: Option<u64>,
         chunk: &[u8],
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Append, StoreError> {
         let Some(slot) = self.slot(repository, id).await else {
-            return Ok(None);
+            return Ok(Append::UnknownUpload);
         };
         let mut guard = slot.lock().await;
         let Some(upload) = guard.as_mut() else {
-            return Ok(None);
+            return Ok(Append::UnknownUpload);
         };
+        if at.is_some_and(|at| at != upload.hasher.len()) {
+            return Ok(Append::OutOfOrder(upload.hasher.len()));
+        }
         upload.file.write_all(chunk).map_err(io_err(&upload.path))?;
         upload.hasher.update(chunk);
-        Ok(Some(upload.hasher.len()))
+        Ok(Append::Appended(upload.hasher.len()))
     }
 
     pub async fn upload_size(&self, repository: &str, id: &str) -> Option<u64> {
@@ -259,11 +460,10 @@ impl LayoutStore {
     }
 
     async fn slot(&self, repository: &str, id: &str) -> Option<UploadSlot> {
-        let uploads = self.uploads.lock().await;
-        uploads
-            .get(id)
-            .filter(|(repo, _)| repo == repository)
-            .map(|(_, slot)| slot.clone())
+        let mut uploads = self.uploads.lock().await;
+        let entry = uploads.get_mut(id).filter(|e| e.repository == repository)?;
+        entry.last_active = Instant::now();
+        Some(entry.slot.clone())
     }
 
     /// Ends an upload: commits it as `digest` when the bytes match, discards it otherwise.
@@ -271,12 +471,28 @@ impl LayoutStore {
         &self,
         repository: &str,
         id: &str,
-        digest: &Digest,
+        digest: &ContentDigest,
     ) -> Result<CommitOutcome, StoreError> {
         let Some(upload) = self.take_upload(repository, id).await else {
             return Ok(CommitOutcome::UnknownUpload);
         };
-        let actual = upload.hasher.finish();
+        let len = upload.hasher.len();
+        let actual = match digest {
+            ContentDigest::Sha256(_) => upload.hasher.finish(),
+            // Uploads hash as sha256 while they stream (the digest is only named at the
+            // end); a sha512 upload is read back once to check it.
+            ContentDigest::Sha512(_) => {
+                let path = upload.path.clone();
+                let want = *digest;
+                tokio::task::spawn_blocking(move || rehash(&path, &want))
+                    .await
+                    .map_err(|e| StoreError::Io {
+                        path: upload.path.clone(),
+                        cause: io::Error::other(e),
+                    })?
+                    .map_err(io_err(&upload.path))?
+            }
+        };
         if actual != *digest {
             let _ = fs::remove_file(&upload.path);
             return Ok(CommitOutcome::DigestMismatch(actual));
@@ -284,8 +500,22 @@ impl LayoutStore {
         upload.file.sync_all().map_err(io_err(&upload.path))?;
         drop(upload.file);
         let dest = self.blob_file(digest);
+        // The rename and the link happen under the write lock, so a collection never sees
+        // the blob without its link.
+        let _w = self.writes.lock().await;
+        let existed = dest.exists();
         fs::rename(&upload.path, &dest).map_err(io_err(&dest))?;
-        self.catalog.write().await.link_blob(repository, *digest);
+        if !existed {
+            self.stored_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        self.write(
+            &[Change::LinkBlob {
+                repo: repository.to_string(),
+                digest: *digest,
+            }],
+            &[],
+        )
+        .await?;
         Ok(CommitOutcome::Committed)
     }
 
@@ -303,95 +533,256 @@ impl LayoutStore {
     async fn take_upload(&self, repository: &str, id: &str) -> Option<Upload> {
         let slot = {
             let mut uploads = self.uploads.lock().await;
-            if uploads.get(id).is_none_or(|(repo, _)| repo != repository) {
+            if uploads.get(id).is_none_or(|e| e.repository != repository) {
                 return None;
             }
-            uploads.remove(id)?.1
+            uploads.remove(id)?.slot
         };
         let mut guard = slot.lock().await;
         guard.take()
     }
 
     /// Links a blob the store holds in `from` into `repository`.
-    pub async fn mount(&self, repository: &str, digest: &Digest, from: &str) -> bool {
-        let mut catalog = self.catalog.write().await;
-        if catalog.has_blob(from, digest) && self.blob_file(digest).exists() {
-            catalog.link_blob(repository, *digest);
-            true
-        } else {
-            false
+    pub async fn mount(
+        &self,
+        repository: &str,
+        digest: &ContentDigest,
+        from: &str,
+    ) -> Result<bool, StoreError> {
+        let _w = self.writes.lock().await;
+        let present = self.catalog.read().await.has_blob(from, digest);
+        if !present || !self.blob_file(digest).exists() {
+            return Ok(false);
         }
+        self.write(
+            &[Change::LinkBlob {
+                repo: repository.to_string(),
+                digest: *digest,
+            }],
+            &[],
+        )
+        .await
     }
 
     /// Stores a manifest after checking everything it references is in the repository.
+    /// `digest` is the manifest's digest in the algorithm the client addressed it by.
     pub async fn put_manifest(
         &self,
         repository: &str,
         tag: Option<&str>,
+        digest: ContentDigest,
         media_type: &str,
         bytes: &[u8],
     ) -> Result<PutManifest, StoreError> {
-        let refs = match References::parse(media_type, bytes) {
+        let record = match ManifestRecord::parse(media_type, bytes) {
             Ok(r) => r,
-            Err(e) => return Ok(PutManifest::Invalid(e.to_string())),
+            Err(e) => return Ok(PutManifest::Invalid(e)),
         };
-        let digest = Digest::of(bytes);
-        let _guard = self.index_lock.lock().await;
-        {
-            let catalog = self.catalog.read().await;
-            let missing = catalog.missing(repository, &refs);
-            if !missing.is_empty() {
-                return Ok(PutManifest::Missing(missing));
-            }
+        let _w = self.writes.lock().await;
+        let missing = self.catalog.read().await.missing(repository, &record);
+        if !missing.is_empty() {
+            return Ok(PutManifest::Missing(missing));
+        }
+        let gone: Vec<ContentDigest> = record
+            .blobs
+            .iter()
+            .filter(|d| !self.blob_file(d).exists())
+            .copied()
+            .collect();
+        if !gone.is_empty() {
+            return Ok(PutManifest::Missing(gone));
         }
         let path = self.blob_file(&digest);
         if !path.exists() {
             write_atomic(&path, bytes)?;
+            self.stored_bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
-        let mut catalog = self.catalog.write().await;
-        catalog.add_manifest(repository, tag, digest, media_type, &refs);
-        self.write_index(&catalog)?;
-        Ok(PutManifest::Stored(digest))
+        let requires: Vec<Requirement> = record
+            .blobs
+            .iter()
+            .map(|d| Requirement::Blob(repository.to_string(), *d))
+            .chain(
+                record
+                    .children
+                    .iter()
+                    .map(|d| Requirement::Manifest(repository.to_string(), *d)),
+            )
+            .collect();
+        let subject = record.subject;
+        let mut batch = vec![Change::PutManifest {
+            repo: repository.to_string(),
+            digest,
+            record,
+        }];
+        if let Some(tag) = tag {
+            batch.push(Change::Tag {
+                repo: repository.to_string(),
+                tag: tag.to_string(),
+                digest,
+            });
+        }
+        if !self.write(&batch, &requires).await? {
+            // Another node unlinked something between our check and the write.
+            return Ok(PutManifest::Missing(Vec::new()));
+        }
+        Ok(PutManifest::Stored { digest, subject })
     }
 
-    fn write_index(&self, catalog: &Catalog) -> Result<(), StoreError> {
-        let mut descriptors = Vec::new();
-        for (name, repo) in &catalog.repositories {
-            let mut tags_by_digest: BTreeMap<Digest, Vec<&str>> = BTreeMap::new();
-            for (tag, d) in &repo.tags {
-                tags_by_digest.entry(*d).or_default().push(tag);
-            }
-            let mut manifests: Vec<_> = repo.manifests.iter().collect();
-            manifests.sort();
-            for (digest, media_type) in manifests {
-                let size = fs::metadata(self.blob_file(digest))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
-                let tags = tags_by_digest.remove(digest).unwrap_or_default();
-                let untagged = [None];
-                let tagged: Vec<Option<&str>> = tags.into_iter().map(Some).collect();
-                for tag in if tagged.is_empty() {
-                    &untagged[..]
-                } else {
-                    &tagged[..]
-                } {
-                    let mut annotations = BTreeMap::new();
-                    annotations.insert(REPOSITORY_ANNOTATION.to_string(), name.clone());
-                    if let Some(tag) = tag {
-                        annotations
-                            .insert(REF_NAME_ANNOTATION.to_string(), format!("{name}:{tag}"));
-                    }
-                    descriptors.push(Descriptor {
-                        media_type: media_type.clone(),
-                        digest: *digest,
-                        size,
-                        platform: None,
-                        artifact_type: None,
-                        annotations,
+    /// Deletes a manifest by digest (its tags with it, and its blobs' links where no other
+    /// manifest of the repository needs them), or a tag alone.
+    pub async fn delete_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Deleted, StoreError> {
+        let _w = self.writes.lock().await;
+        let batch = {
+            let catalog = self.catalog.read().await;
+            let Some(repo) = catalog.repository(repository) else {
+                return Ok(Deleted::NotFound);
+            };
+            match reference.parse::<ContentDigest>() {
+                Ok(digest) => {
+                    let Some(record) = repo.manifests.get(&digest) else {
+                        return Ok(Deleted::NotFound);
+                    };
+                    let mut batch: Vec<Change> = repo
+                        .tags
+                        .iter()
+                        .filter(|(_, d)| **d == digest)
+                        .map(|(tag, _)| Change::Untag {
+                            repo: repository.to_string(),
+                            tag: tag.clone(),
+                        })
+                        .collect();
+                    batch.push(Change::DeleteManifest {
+                        repo: repository.to_string(),
+                        digest,
                     });
+                    let still_needed: HashSet<&ContentDigest> = repo
+                        .manifests
+                        .iter()
+                        .filter(|(d, _)| **d != digest)
+                        .flat_map(|(_, r)| r.blobs.iter())
+                        .collect();
+                    batch.extend(
+                        record
+                            .blobs
+                            .iter()
+                            .filter(|b| !still_needed.contains(b))
+                            .collect::<HashSet<_>>()
+                            .into_iter()
+                            .map(|b| Change::UnlinkBlob {
+                                repo: repository.to_string(),
+                                digest: *b,
+                            }),
+                    );
+                    batch
+                }
+                Err(_) => {
+                    if !repo.tags.contains_key(reference) {
+                        return Ok(Deleted::NotFound);
+                    }
+                    vec![Change::Untag {
+                        repo: repository.to_string(),
+                        tag: reference.to_string(),
+                    }]
+                }
+            }
+        };
+        self.write(&batch, &[]).await?;
+        Ok(Deleted::Deleted)
+    }
+
+    /// Unlinks a blob from a repository; its bytes go at the next collection if nothing else
+    /// needs them.
+    pub async fn delete_blob(
+        &self,
+        repository: &str,
+        digest: &ContentDigest,
+    ) -> Result<Deleted, StoreError> {
+        let _w = self.writes.lock().await;
+        let linked = self
+            .catalog
+            .read()
+            .await
+            .repository(repository)
+            .is_some_and(|r| r.blobs.contains(digest));
+        if !linked {
+            return Ok(Deleted::NotFound);
+        }
+        self.write(
+            &[Change::UnlinkBlob {
+                repo: repository.to_string(),
+                digest: *digest,
+            }],
+            &[],
+        )
+        .await?;
+        Ok(Deleted::Deleted)
+    }
+
+    /// Removes blobs that no manifest references and no repository links, and that are
+    /// older than `grace` (blobs written by anything other than this process, say). Holds
+    /// the write lock throughout: a push waits for the collection instead of racing it, so
+    /// no blob a manifest or an upload in flight needs is ever removed.
+    pub async fn gc(&self, dry_run: bool, grace: Duration) -> Result<GcReport, StoreError> {
+        let _w = self.writes.lock().await;
+        let cutoff = SystemTime::now()
+            .checked_sub(grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let keep = {
+            let catalog = self.catalog.read().await;
+            let mut keep = catalog.referenced();
+            for repo in catalog.repositories.values() {
+                keep.extend(repo.blobs.iter().copied());
+            }
+            keep
+        };
+        let root = self.root.clone();
+        let files = tokio::task::spawn_blocking(move || blob_files(&root))
+            .await
+            .map_err(|e| StoreError::Io {
+                path: self.root.clone(),
+                cause: io::Error::other(e),
+            })??;
+        let mut report = GcReport {
+            dry_run,
+            ..GcReport::default()
+        };
+        for (digest, path, len, modified) in files {
+            if keep.contains(&digest) || modified > cutoff {
+                report.kept += 1;
+                continue;
+            }
+            if !dry_run {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                self.stored_bytes.fetch_sub(len, Ordering::Relaxed);
+            }
+            report.removed_bytes += len;
+            report.removed.push((digest, len));
+        }
+        report.removed.sort();
+        // Upload files with no session (a crash, or sessions that expired).
+        let live: HashSet<String> = self.uploads.lock().await.keys().cloned().collect();
+        if let Ok(entries) = fs::read_dir(self.root.join(".uploads")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !live.contains(&name) {
+                    report.stale_uploads += 1;
+                    if !dry_run {
+                        let _ = fs::remove_file(e.path());
+                    }
                 }
             }
         }
+        Ok(report)
+    }
+
+    /// Writes `index.json` now (it is otherwise written shortly after changes).
+    pub async fn flush_index(&self) -> Result<(), StoreError> {
+        let descriptors = index_descriptors(&*self.catalog.read().await);
         write_atomic(
             &self.root.join("index.json"),
             &airgap::oci::layout_index(&descriptors),
@@ -399,16 +790,156 @@ impl LayoutStore {
     }
 }
 
-pub enum CommitOutcome {
-    Committed,
-    DigestMismatch(Digest),
-    UnknownUpload,
+fn rehash(path: &Path, want: &ContentDigest) -> io::Result<ContentDigest> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = ContentHasher::for_digest(want);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
-pub enum PutManifest {
-    Stored(Digest),
-    Missing(Vec<Digest>),
-    Invalid(String),
+/// Every blob file: digest, path, size, modification time.
+fn blob_files(root: &Path) -> Result<Vec<(ContentDigest, PathBuf, u64, SystemTime)>, StoreError> {
+    let mut out = Vec::new();
+    for algorithm in ["sha256", "sha512"] {
+        let dir = root.join("blobs").join(algorithm);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Temporary files of an atomic write in progress are not blobs.
+            let Ok(digest) = format!("{algorithm}:{name}").parse::<ContentDigest>() else {
+                continue;
+            };
+            let meta = entry.metadata().map_err(io_err(&entry.path()))?;
+            out.push((
+                digest,
+                entry.path(),
+                meta.len(),
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The catalog as the changes that rebuild it, read from an `index.json` written before the
+/// metadata backend existed (or by another tool).
+fn import_index(root: &Path) -> Result<Vec<Change>, StoreError> {
+    let index_path = root.join("index.json");
+    let bytes = match fs::read(&index_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(&index_path)(e)),
+    };
+    let index: LayoutIndex =
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::NotALayout {
+            path: root.to_path_buf(),
+            reason: format!("index.json: {e}"),
+        })?;
+    let mut catalog = Catalog::default();
+    for d in index.manifests {
+        let Some(repo) = d.annotations.get(REPOSITORY_ANNOTATION) else {
+            continue;
+        };
+        let digest = ContentDigest::from(d.digest);
+        let path = root.join(digest.blob_path());
+        let bytes = fs::read(&path).map_err(io_err(&path))?;
+        let record =
+            ManifestRecord::parse(&d.media_type, &bytes).map_err(|e| StoreError::NotALayout {
+                path: root.to_path_buf(),
+                reason: format!("manifest {digest}: {e}"),
+            })?;
+        catalog.apply(&Change::PutManifest {
+            repo: repo.clone(),
+            digest,
+            record,
+        });
+        let tag = d
+            .annotations
+            .get(REF_NAME_ANNOTATION)
+            .and_then(|r| r.strip_prefix(repo.as_str()))
+            .and_then(|r| r.strip_prefix(':'));
+        if let Some(tag) = tag {
+            catalog.apply(&Change::Tag {
+                repo: repo.clone(),
+                tag: tag.to_string(),
+                digest,
+            });
+        }
+    }
+    Ok(catalog.snapshot())
+}
+
+/// `index.json`'s descriptors: one per (repository, manifest, tag), sha256 manifests only
+/// (the layout's index has no room for another algorithm's descriptor in older readers).
+fn index_descriptors(catalog: &Catalog) -> Vec<Descriptor> {
+    let mut descriptors = Vec::new();
+    for (name, repo) in &catalog.repositories {
+        let mut tags_by_digest: BTreeMap<ContentDigest, Vec<&str>> = BTreeMap::new();
+        for (tag, d) in &repo.tags {
+            tags_by_digest.entry(*d).or_default().push(tag);
+        }
+        let mut manifests: Vec<_> = repo.manifests.iter().collect();
+        manifests.sort_by_key(|(d, _)| **d);
+        for (digest, record) in manifests {
+            let Some(sha256) = digest.as_sha256() else {
+                continue;
+            };
+            let tags = tags_by_digest.remove(digest).unwrap_or_default();
+            let untagged = [None];
+            let tagged: Vec<Option<&str>> = tags.into_iter().map(Some).collect();
+            for tag in if tagged.is_empty() {
+                &untagged[..]
+            } else {
+                &tagged[..]
+            } {
+                let mut annotations = BTreeMap::new();
+                annotations.insert(REPOSITORY_ANNOTATION.to_string(), name.clone());
+                if let Some(tag) = tag {
+                    annotations.insert(REF_NAME_ANNOTATION.to_string(), format!("{name}:{tag}"));
+                }
+                descriptors.push(Descriptor {
+                    media_type: record.media_type.clone(),
+                    digest: sha256,
+                    size: record.size,
+                    platform: None,
+                    artifact_type: None,
+                    annotations,
+                });
+            }
+        }
+    }
+    descriptors
+}
+
+/// Rewrites `index.json` a moment after changes stop arriving, so a burst of pushes costs
+/// one rewrite, not one per push.
+fn spawn_index_writer(root: PathBuf, catalog: Arc<RwLock<Catalog>>, dirty: Arc<Notify>) {
+    tokio::spawn(async move {
+        loop {
+            dirty.notified().await;
+            tokio::time::sleep(INDEX_DEBOUNCE).await;
+            let descriptors = index_descriptors(&*catalog.read().await);
+            let path = root.join("index.json");
+            let written = tokio::task::spawn_blocking(move || {
+                write_atomic(&path, &airgap::oci::layout_index(&descriptors))
+            })
+            .await;
+            if let Ok(Err(e)) = written {
+                tracing::warn!(error = %e, "rewriting index.json");
+            }
+        }
+    });
 }
 
 /// Writes through a temporary file in the same directory and renames it into place.
@@ -437,17 +968,17 @@ impl Store {
     }
 
     /// Bytes of a manifest or blob linked to `repository`.
-    pub async fn blob(&self, repository: &str, digest: &Digest) -> Option<BlobData> {
+    pub async fn blob(&self, repository: &str, digest: &ContentDigest) -> Option<BlobData> {
         if !self.catalog().await.has_blob(repository, digest) {
             return None;
         }
         self.content(digest)
     }
 
-    fn content(&self, digest: &Digest) -> Option<BlobData> {
+    fn content(&self, digest: &ContentDigest) -> Option<BlobData> {
         match self {
             Store::Archive(a) => {
-                let located = a.archive.locate(&digest.blob_path()).ok()?;
+                let located = a.archive.locate(&digest.as_sha256()?.blob_path()).ok()?;
                 Some(BlobData::Archive {
                     file: a.archive.file().clone(),
                     offset: located.data_offset,
