@@ -70,7 +70,7 @@ impl Pki {
         ]);
         std::fs::write(
             dir.join("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .unwrap();
         run(&[
@@ -218,15 +218,28 @@ fn spawn_registry(config: &Path, port: u16) -> Process {
 
 /// `airgap registry serve SOURCE` with TLS, and htpasswd when asked.
 pub fn airgap_serve(source: &Path, pki: &Pki, extra: &[&str]) -> Process {
+    let mut args = vec![
+        "--tls-cert",
+        path_str(&pki.cert),
+        "--tls-key",
+        path_str(&pki.key),
+    ];
+    args.extend_from_slice(extra);
+    airgap_serve_with(source, &args)
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// `airgap registry serve` on a free loopback port with exactly these flags (plain HTTP
+/// unless they name a certificate).
+pub fn airgap_serve_with(source: &Path, extra: &[&str]) -> Process {
     let port = free_port();
     let mut child = super::airgap()
         .args(["registry", "serve"])
         .arg(source)
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--tls-cert")
-        .arg(&pki.cert)
-        .arg("--tls-key")
-        .arg(&pki.key)
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -576,4 +589,51 @@ impl Socks5Proxy {
             runtime: Some(runtime),
         }
     }
+}
+
+/// A single-member etcd on loopback with mutual TLS (the test PKI's certificate serves as
+/// both the server's and the client's).
+pub fn etcd(dir: &Path, pki: &Pki) -> Process {
+    let (client, peer) = (free_port(), free_port());
+    let data = dir.join("etcd-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut child = Command::new("etcd")
+        .arg("--name=t")
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!("--listen-client-urls=https://127.0.0.1:{client}"))
+        .arg(format!(
+            "--advertise-client-urls=https://127.0.0.1:{client}"
+        ))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!(
+            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+        ))
+        .arg(format!("--initial-cluster=t=http://127.0.0.1:{peer}"))
+        .arg(format!("--cert-file={}", pki.cert.display()))
+        .arg(format!("--key-file={}", pki.key.display()))
+        .arg(format!("--trusted-ca-file={}", pki.ca.display()))
+        .arg("--client-cert-auth")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd (Debian package etcd-server)");
+    wait_for_port(client, &mut child, "etcd");
+    Process {
+        child,
+        port: client,
+    }
+}
+
+/// The `registry serve` flags that keep its metadata in `etcd`.
+pub fn etcd_flags(etcd: &Process, pki: &Pki) -> Vec<String> {
+    vec![
+        "--etcd".into(),
+        format!("https://127.0.0.1:{}", etcd.port),
+        "--etcd-ca".into(),
+        pki.ca.display().to_string(),
+        "--etcd-cert".into(),
+        pki.cert.display().to_string(),
+        "--etcd-key".into(),
+        pki.key.display().to_string(),
+    ]
 }

@@ -319,6 +319,8 @@ impl LayoutStore {
         backend.clone().follow(catalog.clone());
         let index_dirty = Arc::new(Notify::new());
         spawn_index_writer(root.to_path_buf(), catalog.clone(), index_dirty.clone());
+        // The last process may have stopped before writing it: write it once now.
+        index_dirty.notify_one();
         Ok(LayoutStore {
             root: root.to_path_buf(),
             catalog,
