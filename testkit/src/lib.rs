@@ -181,6 +181,35 @@ impl LayoutWriter {
         })
     }
 
+    /// An OCI 1.1 artifact (`artifactType`, an empty config, `payload` as its one layer)
+    /// referring to `subject`, as cosign, notation or oras attach signatures and SBOMs.
+    pub fn artifact(
+        &mut self,
+        subject: &Descriptor,
+        artifact_type: &str,
+        payload: &[u8],
+    ) -> io::Result<Descriptor> {
+        let (empty, empty_size) = self.blob(b"{}")?;
+        let (payload, payload_size) = self.blob(payload)?;
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": empty_size},
+            "layers": [{"mediaType": "application/octet-stream", "digest": payload, "size": payload_size}],
+            "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
+        }))?;
+        let (digest, size) = self.blob(&manifest)?;
+        Ok(Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest,
+            size,
+            platform: None,
+            artifact_type: Some(artifact_type.into()),
+            annotations: Default::default(),
+        })
+    }
+
     /// A multi-platform index over `children`.
     pub fn index(&mut self, children: &[Descriptor]) -> io::Result<Descriptor> {
         let index = serde_json::to_vec(&serde_json::json!({
