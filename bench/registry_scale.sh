@@ -51,7 +51,7 @@ for backend in $BACKENDS; do
     [ "$n" = warmup ] && bundle=$work/bundle-$smallest.tar
     extra=()
     if [ "$backend" = etcd ]; then
-      start_etcd
+      start_etcd; etcd_pid=${pids[-1]}
       extra=(--etcd "https://127.0.0.1:$etcd_port" --etcd-ca "$work/ca.crt" --etcd-cert "$work/tls.crt" --etcd-key "$work/tls.key")
     fi
     p=$(port)
@@ -67,6 +67,7 @@ for backend in $BACKENDS; do
     end=$(date +%s.%N)
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/$server/status")
     kill "$server"; wait "$server" 2>/dev/null || true
+    if [ "$backend" = etcd ]; then kill "$etcd_pid"; wait "$etcd_pid" 2>/dev/null || true; fi
     if [ "$n" = warmup ]; then rm -rf "$work/store-$backend-$n"; continue; fi
     secs=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.2f", b - a}')
     per=$(awk -v s="$secs" -v n="$n" 'BEGIN{printf "%.3f", s * 1000 / n}')

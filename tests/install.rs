@@ -215,6 +215,15 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
     assert_eq!(status["complete"], true);
     assert_eq!(status["services"]["etcd"]["healthy"], true);
     assert_eq!(status["services"]["registry"]["healthy"], true);
+    // The node's registry keeps its catalog in etcd (one catalog for every node), not in a
+    // log in its directory: the release artifact's tag is a key there.
+    let (tagged, _, _) = probe
+        .raw("/airgap/registry/repos/airgap/releases/_tags/4.5.0")
+        .expect("the release artifact's tag in etcd");
+    assert!(String::from_utf8(tagged).unwrap().starts_with("sha256:"));
+    assert!(!root
+        .join("var/lib/airgap/registry/.airgap/metadata.jsonl")
+        .exists());
 
     // A re-run changes nothing: same files (certificates, keys), same etcd revisions.
     let before = snapshot(&root.join("etc"));

@@ -644,6 +644,30 @@ fn tag_listing_paginates_with_n_and_last() {
 }
 
 #[test]
+fn an_idle_upload_expires() {
+    let server = serve(&["--upload-idle-timeout", "1s"]);
+    let mut c = Conn::open(server.process.port);
+    let r = c
+        .send("POST", "/v2/app/blobs/uploads/", &[], b"", true)
+        .unwrap();
+    let idle = r.header("location").unwrap().to_string();
+    let r = c
+        .send("POST", "/v2/app/blobs/uploads/", &[], b"", true)
+        .unwrap();
+    let active = r.header("location").unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(c.send("GET", &active, &[], b"", true).unwrap().status, 204);
+    std::thread::sleep(Duration::from_millis(700));
+    // Expired uploads are swept when the next one starts.
+    let r = c
+        .send("POST", "/v2/app/blobs/uploads/", &[], b"", true)
+        .unwrap();
+    assert_eq!(r.status, 202);
+    assert_eq!(c.send("GET", &idle, &[], b"", true).unwrap().status, 404);
+    assert_eq!(c.send("GET", &active, &[], b"", true).unwrap().status, 204);
+}
+
+#[test]
 fn limits_and_metrics() {
     let server = serve(&["--max-uploads-per-client", "2", "--rate-limit", "50"]);
     let mut c = Conn::open(server.process.port);

@@ -162,5 +162,8 @@ fn fifty_clients_pull_without_errors_while_eight_send_wrong_passwords() {
         &errors[..errors.len().min(5)]
     );
     assert!(latencies.len() >= GOOD * 10, "too few requests completed");
-    assert!(bad > 0, "no wrong password was refused: the flood did not run");
+    assert!(
+        bad > 0,
+        "no wrong password was refused: the flood did not run"
+    );
 }
