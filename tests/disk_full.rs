@@ -93,22 +93,7 @@ fn a_full_disk_fails_cleanly_and_the_same_command_completes_with_room() {
             .arg(setup.path("mirror-config"));
         cmd
     };
-    let run_seed = || {
-        use std::io::Write;
-        let mut child = seed()
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(PASSWORD.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let run_seed = || common::registries::with_stdin(&mut seed(), PASSWORD);
     let failed = run_seed();
     assert!(!failed.status.success());
     let stderr = String::from_utf8_lossy(&failed.stderr);

@@ -102,6 +102,12 @@ impl Conn {
         })
     }
 
+    /// A request without a body, logged in; the server must answer.
+    fn call(&mut self, method: &str, path: &str) -> Response {
+        self.send(method, path, &[], b"", true)
+            .unwrap_or_else(|| panic!("{method} {path}: connection closed"))
+    }
+
     /// Whether the server has closed its end (reads end of stream).
     fn closed_by_server(&mut self) -> bool {
         let mut byte = [0u8; 1];
@@ -230,12 +236,10 @@ fn a_request_refused_before_its_body_is_read_closes_the_connection_and_says_so()
     let (_, r) = push_manifest(&mut c, "app", "v1", "a", None, None);
     assert_eq!(r.status, 201);
     // A request without a body that is refused keeps the connection usable.
-    let r = c
-        .send("GET", "/v2/app/manifests/nope", &[], b"", true)
-        .unwrap();
+    let r = c.call("GET", "/v2/app/manifests/nope");
     assert_eq!(r.status, 404);
     assert_eq!(r.header("connection"), None);
-    let r = c.send("GET", "/v2/app/tags/list", &[], b"", true).unwrap();
+    let r = c.call("GET", "/v2/app/tags/list");
     assert_eq!(r.status, 200);
 }
 
@@ -244,9 +248,7 @@ fn chunks_out_of_order_or_repeated_get_416_with_the_current_range() {
     let server = serve(&[]);
     let mut c = Conn::open(server.process.port);
     let blob: Vec<u8> = (0..30u8).collect();
-    let r = c
-        .send("POST", "/v2/app/blobs/uploads/", &[], b"", true)
-        .unwrap();
+    let r = c.call("POST", "/v2/app/blobs/uploads/");
     assert_eq!(r.status, 202);
     let location = r.header("location").unwrap().to_string();
     let patch = |c: &mut Conn, range: &str, bytes: &[u8]| {
@@ -288,14 +290,10 @@ fn chunks_out_of_order_or_repeated_get_416_with_the_current_range() {
         )
         .unwrap();
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let r = c
-        .send("GET", &format!("/v2/app/blobs/{digest}"), &[], b"", true)
-        .unwrap();
+    let r = c.call("GET", &format!("/v2/app/blobs/{digest}"));
     assert_eq!(r.body, blob);
     // A chunk whose length is not what its range says is refused, not appended.
-    let r = c
-        .send("POST", "/v2/app/blobs/uploads/", &[], b"", true)
-        .unwrap();
+    let r = c.call("POST", "/v2/app/blobs/uploads/");
     let location = r.header("location").unwrap().to_string();
     let mut c = Conn::open(server.process.port);
     let r = c
@@ -350,15 +348,7 @@ fn referrers_list_artifacts_by_subject_filtered_by_artifact_type() {
         .unwrap();
     assert_eq!(r.status, 201);
 
-    let r = c
-        .send(
-            "GET",
-            &format!("/v2/app/referrers/{subject}"),
-            &[],
-            b"",
-            true,
-        )
-        .unwrap();
+    let r = c.call("GET", &format!("/v2/app/referrers/{subject}"));
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("content-type"),
@@ -391,17 +381,10 @@ fn referrers_list_artifacts_by_subject_filtered_by_artifact_type() {
     assert_eq!(found, want);
     assert!(index["manifests"][0]["annotations"]["org.example.seed"].is_string());
 
-    let r = c
-        .send(
-            "GET",
-            &format!(
-                "/v2/app/referrers/{subject}?artifactType=application/vnd.example.sbom%2Bjson"
-            ),
-            &[],
-            b"",
-            true,
-        )
-        .unwrap();
+    let r = c.call(
+        "GET",
+        &format!("/v2/app/referrers/{subject}?artifactType=application/vnd.example.sbom%2Bjson"),
+    );
     assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
     let listed = r.json()["manifests"].as_array().unwrap().clone();
     assert_eq!(listed.len(), 1);
@@ -421,15 +404,7 @@ fn referrers_list_artifacts_by_subject_filtered_by_artifact_type() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["manifests"], serde_json::json!([]));
     // Another repository does not see them.
-    let r = c
-        .send(
-            "GET",
-            &format!("/v2/other/referrers/{subject}"),
-            &[],
-            b"",
-            true,
-        )
-        .unwrap();
+    let r = c.call("GET", &format!("/v2/other/referrers/{subject}"));
     assert_eq!(r.json()["manifests"], serde_json::json!([]));
 }
 
@@ -449,9 +424,7 @@ fn deletes_by_digest_and_by_tag_and_only_when_enabled() {
         .unwrap();
     assert_eq!(r.status, 405);
     assert!(String::from_utf8_lossy(&r.body).contains("--enable-delete"));
-    let r = c
-        .send("GET", "/v2/app/manifests/v1", &[], b"", true)
-        .unwrap();
+    let r = c.call("GET", "/v2/app/manifests/v1");
     assert_eq!(r.status, 200);
 
     let server = serve(&["--enable-delete"]);
@@ -469,56 +442,28 @@ fn deletes_by_digest_and_by_tag_and_only_when_enabled() {
         .unwrap();
     assert_eq!(r.status, 201);
     let tags = |c: &mut Conn| {
-        let r = c.send("GET", "/v2/app/tags/list", &[], b"", true).unwrap();
+        let r = c.call("GET", "/v2/app/tags/list");
         r.json()["tags"].clone()
     };
     assert_eq!(tags(&mut c), serde_json::json!(["also-v1", "v1", "v2"]));
 
     // By digest: the manifest and both its tags go.
     let digest = sha256(&image);
-    let r = c
-        .send(
-            "DELETE",
-            &format!("/v2/app/manifests/{digest}"),
-            &[],
-            b"",
-            true,
-        )
-        .unwrap();
+    let r = c.call("DELETE", &format!("/v2/app/manifests/{digest}"));
     assert_eq!(r.status, 202);
     for reference in [digest.as_str(), "v1", "also-v1"] {
-        let r = c
-            .send(
-                "GET",
-                &format!("/v2/app/manifests/{reference}"),
-                &[],
-                b"",
-                true,
-            )
-            .unwrap();
+        let r = c.call("GET", &format!("/v2/app/manifests/{reference}"));
         assert_eq!(r.status, 404, "{reference}");
     }
     assert_eq!(tags(&mut c), serde_json::json!(["v2"]));
-    let r = c
-        .send(
-            "DELETE",
-            &format!("/v2/app/manifests/{digest}"),
-            &[],
-            b"",
-            true,
-        )
-        .unwrap();
+    let r = c.call("DELETE", &format!("/v2/app/manifests/{digest}"));
     assert_eq!(r.status, 404);
     // The other image is whole.
-    let r = c
-        .send("GET", "/v2/app/manifests/v2", &[], b"", true)
-        .unwrap();
+    let r = c.call("GET", "/v2/app/manifests/v2");
     assert_eq!(r.body, other);
 
     // By tag: only the tag goes.
-    let r = c
-        .send("DELETE", "/v2/app/manifests/v2", &[], b"", true)
-        .unwrap();
+    let r = c.call("DELETE", "/v2/app/manifests/v2");
     assert_eq!(r.status, 202);
     assert_eq!(tags(&mut c), serde_json::json!([]));
     let r = c
@@ -534,13 +479,9 @@ fn deletes_by_digest_and_by_tag_and_only_when_enabled() {
 
     // A blob: unlinked from the repository.
     let blob = push_blob(&mut c, "app", b"lonely blob");
-    let r = c
-        .send("DELETE", &format!("/v2/app/blobs/{blob}"), &[], b"", true)
-        .unwrap();
+    let r = c.call("DELETE", &format!("/v2/app/blobs/{blob}"));
     assert_eq!(r.status, 202);
-    let r = c
-        .send("HEAD", &format!("/v2/app/blobs/{blob}"), &[], b"", true)
-        .unwrap();
+    let r = c.call("HEAD", &format!("/v2/app/blobs/{blob}"));
     assert_eq!(r.status, 404);
 }
 
@@ -561,9 +502,7 @@ fn a_sha512_blob_round_trips_and_a_wrong_one_is_refused() {
         .unwrap();
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
-    let r = c
-        .send("GET", &format!("/v2/app/blobs/{digest}"), &[], b"", true)
-        .unwrap();
+    let r = c.call("GET", &format!("/v2/app/blobs/{digest}"));
     assert_eq!((r.status, &r.body), (200, &blob));
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
 
@@ -581,9 +520,7 @@ fn a_sha512_blob_round_trips_and_a_wrong_one_is_refused() {
     assert_eq!(r.status, 400);
     assert!(String::from_utf8_lossy(&r.body).contains("DIGEST_INVALID"));
     let mut c = Conn::open(server.process.port);
-    let r = c
-        .send("HEAD", &format!("/v2/app/blobs/{wrong}"), &[], b"", true)
-        .unwrap();
+    let r = c.call("HEAD", &format!("/v2/app/blobs/{wrong}"));
     assert_eq!(r.status, 404);
 
     // A manifest addressed by its sha512 digest, referencing the sha512 blob as config.
@@ -605,9 +542,7 @@ fn a_sha512_blob_round_trips_and_a_wrong_one_is_refused() {
         )
         .unwrap();
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let r = c
-        .send("GET", &format!("/v2/app/manifests/{by}"), &[], b"", true)
-        .unwrap();
+    let r = c.call("GET", &format!("/v2/app/manifests/{by}"));
     assert_eq!(r.body, manifest);
 }
 
@@ -628,17 +563,13 @@ fn tag_listing_paginates_with_n_and_last() {
             .unwrap();
         assert_eq!(r.status, 201);
     }
-    let r = c
-        .send("GET", "/v2/app/tags/list?n=2", &[], b"", true)
-        .unwrap();
+    let r = c.call("GET", "/v2/app/tags/list?n=2");
     assert_eq!(r.json()["tags"], serde_json::json!(["t0", "t1"]));
     assert_eq!(
         r.header("link"),
         Some("</v2/app/tags/list?n=2&last=t1>; rel=\"next\"")
     );
-    let r = c
-        .send("GET", "/v2/app/tags/list?n=2&last=t3", &[], b"", true)
-        .unwrap();
+    let r = c.call("GET", "/v2/app/tags/list?n=2&last=t3");
     assert_eq!(r.json()["tags"], serde_json::json!(["t4"]));
     assert_eq!(r.header("link"), None);
 }
@@ -647,24 +578,18 @@ fn tag_listing_paginates_with_n_and_last() {
 fn an_idle_upload_expires() {
     let server = serve(&["--upload-idle-timeout", "1s"]);
     let mut c = Conn::open(server.process.port);
-    let r = c
-        .send("POST", "/v2/app/blobs/uploads/", &[], b"", true)
-        .unwrap();
+    let r = c.call("POST", "/v2/app/blobs/uploads/");
     let idle = r.header("location").unwrap().to_string();
-    let r = c
-        .send("POST", "/v2/app/blobs/uploads/", &[], b"", true)
-        .unwrap();
+    let r = c.call("POST", "/v2/app/blobs/uploads/");
     let active = r.header("location").unwrap().to_string();
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(c.send("GET", &active, &[], b"", true).unwrap().status, 204);
+    assert_eq!(c.call("GET", &active).status, 204);
     std::thread::sleep(Duration::from_millis(700));
     // Expired uploads are swept when the next one starts.
-    let r = c
-        .send("POST", "/v2/app/blobs/uploads/", &[], b"", true)
-        .unwrap();
+    let r = c.call("POST", "/v2/app/blobs/uploads/");
     assert_eq!(r.status, 202);
-    assert_eq!(c.send("GET", &idle, &[], b"", true).unwrap().status, 404);
-    assert_eq!(c.send("GET", &active, &[], b"", true).unwrap().status, 204);
+    assert_eq!(c.call("GET", &idle).status, 404);
+    assert_eq!(c.call("GET", &active).status, 204);
 }
 
 #[test]
@@ -672,23 +597,17 @@ fn limits_and_metrics() {
     let server = serve(&["--max-uploads-per-client", "2", "--rate-limit", "50"]);
     let mut c = Conn::open(server.process.port);
     for _ in 0..2 {
-        let r = c
-            .send("POST", "/v2/app/blobs/uploads/", &[], b"", true)
-            .unwrap();
+        let r = c.call("POST", "/v2/app/blobs/uploads/");
         assert_eq!(r.status, 202);
     }
-    let r = c
-        .send("POST", "/v2/app/blobs/uploads/", &[], b"", true)
-        .unwrap();
+    let r = c.call("POST", "/v2/app/blobs/uploads/");
     assert_eq!(r.status, 429);
     // A burst past the rate (100 = twice 50/s) is refused with Retry-After, then allowed again.
     let mut c = Conn::open(server.process.port);
-    let statuses: Vec<u16> = (0..150)
-        .map(|_| c.send("GET", "/v2/", &[], b"", true).unwrap().status)
-        .collect();
+    let statuses: Vec<u16> = (0..150).map(|_| c.call("GET", "/v2/").status).collect();
     assert!(statuses.contains(&429), "no request was rate limited");
     std::thread::sleep(Duration::from_millis(1200));
-    let r = c.send("GET", "/metrics", &[], b"", true).unwrap();
+    let r = c.call("GET", "/metrics");
     assert_eq!(r.status, 200);
     let text = String::from_utf8_lossy(&r.body).into_owned();
     for want in [
@@ -730,9 +649,7 @@ fn a_restarted_store_keeps_everything_and_a_torn_log_record_is_cut() {
     let htpasswd = dir.path().join("htpasswd");
     let server = airgap_serve_with(&store, &["--htpasswd", htpasswd.to_str().unwrap()]);
     let mut c = Conn::open(server.port);
-    let r = c
-        .send("GET", "/v2/app/manifests/v1", &[], b"", true)
-        .unwrap();
+    let r = c.call("GET", "/v2/app/manifests/v1");
     assert_eq!((r.status, r.body.clone()), (200, image.clone()));
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
     let text = std::fs::read_to_string(&log).unwrap();
@@ -787,9 +704,7 @@ fn two_registries_on_one_etcd_show_one_catalog() {
     }
     // A delete on b reaches a.
     let mut cb = Conn::open(b.port);
-    let r = cb
-        .send("DELETE", "/v2/app/manifests/v1", &[], b"", true)
-        .unwrap();
+    let r = cb.call("DELETE", "/v2/app/manifests/v1");
     assert_eq!(r.status, 202);
     let deadline = Instant::now() + Duration::from_secs(5);
     while tags_on(a.port) != serde_json::json!([]) {

@@ -7,10 +7,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use airgap::oci::Descriptor;
-use common::registries::{airgap_serve_with, creds, write_htpasswd, PASSWORD, USER};
+use common::registries::{airgap_serve_with, creds, with_stdin, write_htpasswd, PASSWORD, USER};
 use common::{airgap, fails, ok};
 use testkit::{LayoutWriter, Rng};
 
@@ -66,20 +66,7 @@ fn gc(port: u16, extra: &[&str]) -> String {
         "0s",
     ])
     .args(extra);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(PASSWORD.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(&mut cmd, PASSWORD);
     assert!(
         out.status.success(),
         "registry gc: {}",

@@ -278,28 +278,36 @@ pub fn seed(
     extra: &[&str],
     password: &str,
 ) -> (bool, String, String) {
-    let mut child = super::airgap()
-        .args(["registry", "seed"])
-        .arg(bundle)
-        .arg("--pub")
-        .arg(public)
-        .args(["--to", to, "--username", USER, "--password-stdin"])
-        .args(extra)
-        // The default --config-dir is relative: keep it inside the test's directory.
-        .current_dir(bundle.parent().unwrap())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A seed refused before it reads the password (a bad --to, say) closes stdin first.
-    let _ = child.stdin.take().unwrap().write_all(password.as_bytes());
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(
+        super::airgap()
+            .args(["registry", "seed"])
+            .arg(bundle)
+            .arg("--pub")
+            .arg(public)
+            .args(["--to", to, "--username", USER, "--password-stdin"])
+            .args(extra)
+            // The default --config-dir is relative: keep it inside the test's directory.
+            .current_dir(bundle.parent().unwrap()),
+        password,
+    );
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `cmd` with `input` on its standard input (a password for --password-stdin).
+pub fn with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A command refused before it reads its input (a bad flag, say) closes stdin first.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    child.wait_with_output().unwrap()
 }
 
 pub fn creds() -> String {

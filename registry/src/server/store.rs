@@ -406,6 +406,9 @@ impl LayoutStore {
         })?;
         let id = hex::encode(id);
         let path = self.root.join(".uploads").join(&id);
+        // A collection removes upload files that have no session: none may run between the
+        // file's creation and its session's.
+        let _w = self.collection.read().await;
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -481,6 +484,9 @@ impl LayoutStore {
         id: &str,
         digest: &ContentDigest,
     ) -> Result<CommitOutcome, StoreError> {
+        // Held from before the session ends until the blob is linked: a collection never
+        // sees the upload file without its session, nor the blob without its link.
+        let _w = self.collection.read().await;
         let Some(upload) = self.take_upload(repository, id).await else {
             return Ok(CommitOutcome::UnknownUpload);
         };
@@ -508,9 +514,6 @@ impl LayoutStore {
         upload.file.sync_all().map_err(io_err(&upload.path))?;
         drop(upload.file);
         let dest = self.blob_file(digest);
-        // The rename and the link happen under the collection guard, so a collection never
-        // sees the blob without its link.
-        let _w = self.collection.read().await;
         let existed = dest.exists();
         fs::rename(&upload.path, &dest).map_err(io_err(&dest))?;
         if !existed {
