@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn a_snapshot_rebuilds_the_same_catalog_and_replays_are_idempotent() {
         let mut c = Catalog::default();
-        let changes = vec![
+        let changes = [
             Change::LinkBlob {
                 repo: "a/b".into(),
                 digest: d(1),
