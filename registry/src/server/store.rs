@@ -340,14 +340,6 @@ impl LayoutStore {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    pub fn metadata_backend(&self) -> String {
-        self.backend.describe()
-    }
-
     pub fn stored_bytes(&self) -> u64 {
         self.stored_bytes.load(Ordering::Relaxed)
     }

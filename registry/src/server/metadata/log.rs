@@ -49,16 +49,6 @@ impl MetadataLog {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Whether anything was ever written: a store without a log may hold an older
-    /// `index.json`-only layout to import.
-    pub fn is_empty(&self) -> Result<bool, MetadataError> {
-        Ok(fs::metadata(&self.path).map_err(io_err(&self.path))?.len() == 0)
-    }
-
     /// Replays the log into a catalog; cuts a torn last line; compacts a log that has grown
     /// far past its content.
     fn replay(&self) -> Result<Catalog, MetadataError> {
