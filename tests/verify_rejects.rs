@@ -448,3 +448,35 @@ fn random_access_reads_notice_every_byte_flip_they_read() {
     file.set_len((used - 100) as u64).unwrap();
     assert!(read_all_random_access(&path, &key).is_err());
 }
+
+/// Found by the `bundle_verify` fuzz target: an entry header in canonical ustar form but with
+/// another mtime or mode than the writer's passed the streaming verifier while the bundle's
+/// random-access reader (serve, seed, parallel verify) refused it. Both now refuse it alike.
+#[test]
+fn an_entry_stamped_unlike_the_rest_is_rejected_by_both_verifiers() {
+    let key = SigningKey::generate().unwrap();
+    let index_bytes = index(layout_records()).to_bytes();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b.tar");
+    for (mode, mtime) in [(0o644, 1), (0o755, 0)] {
+        let mut bytes = archive(&key, &index_bytes, true, &layout_entries());
+        // The third header (after bundle.json and its signature): oci-layout.
+        let at = bytes.len()
+            - END_OF_ARCHIVE.len()
+            - 2 * (512 + 512) // index.json and oci-layout entries, one block of data each
+            ;
+        let restamped = ustar_header("oci-layout", HeaderKind::Regular, mode, 1, mtime).unwrap();
+        bytes[at..at + 512].copy_from_slice(&restamped);
+        let in_order = check(&bytes, &key.public_key()).map_err(|e| e.to_string());
+        std::fs::write(&file, &bytes).unwrap();
+        let parallel = airgap::verify_file(&file, &key.public_key(), 2, |_| {})
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert_eq!(
+            in_order,
+            Err("tar header of entry oci-layout is not in canonical form".to_string()),
+            "mode {mode:o}, mtime {mtime}"
+        );
+        assert_eq!(parallel, in_order);
+    }
+}

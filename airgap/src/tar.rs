@@ -89,6 +89,8 @@ pub enum TarError {
     BadExtension { offset: u64 },
     #[error("path `{0}` does not fit in a ustar header")]
     PathTooLong(String),
+    #[error("{field} {value:o} does not fit in a ustar header")]
+    ValueTooLarge { field: &'static str, value: u64 },
 }
 
 impl From<io::Error> for TarError {
@@ -147,16 +149,16 @@ pub fn ustar_header(
     let (prefix, name) = split_path(path).ok_or_else(|| TarError::PathTooLong(path.into()))?;
     h[..name.len()].copy_from_slice(name.as_bytes());
     h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
-    write_octal(&mut h[100..108], mode as u64);
-    write_octal(&mut h[108..116], 0);
-    write_octal(&mut h[116..124], 0);
+    write_octal(&mut h[100..108], mode as u64, "mode")?;
+    write_octal(&mut h[108..116], 0, "uid")?;
+    write_octal(&mut h[116..124], 0, "gid")?;
     if size <= OCTAL_SIZE_LIMIT {
-        write_octal(&mut h[124..136], size);
+        write_octal(&mut h[124..136], size, "size")?;
     } else {
         h[124] = 0x80;
         h[128..136].copy_from_slice(&size.to_be_bytes());
     }
-    write_octal(&mut h[136..148], mtime.min(OCTAL_SIZE_LIMIT));
+    write_octal(&mut h[136..148], mtime.min(OCTAL_SIZE_LIMIT), "mtime")?;
     h[156] = match kind {
         HeaderKind::Regular => b'0',
         HeaderKind::Directory => b'5',
@@ -195,11 +197,17 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
         .find(|(_, name)| !name.is_empty() && name.len() <= 100)
 }
 
-fn write_octal(field: &mut [u8], value: u64) {
+/// Writes `value` as zero-padded octal and a NUL. A value with more digits than the field
+/// holds is an error: a mode read from a foreign header can be one (found by fuzzing).
+fn write_octal(field: &mut [u8], value: u64, name: &'static str) -> Result<(), TarError> {
     let width = field.len() - 1;
     let digits = format!("{value:0width$o}");
+    if digits.len() != width {
+        return Err(TarError::ValueTooLarge { field: name, value });
+    }
     field[..width].copy_from_slice(digits.as_bytes());
     field[width] = 0;
+    Ok(())
 }
 
 fn checksum(h: &[u8; 512]) -> u64 {
@@ -624,6 +632,24 @@ mod tests {
         let mut r = TarReader::new(&bytes[..], Strictness::Strict);
         let h = r.next_header().unwrap().unwrap();
         assert!(!h.is_canonical());
+    }
+
+    /// Found by fuzzing `tar_reader`: a mode field of eight octal digits (no NUL) panicked
+    /// when the canonical header was recomputed from it.
+    #[test]
+    fn a_mode_wider_than_the_canonical_field_is_not_canonical() {
+        let mut bytes = archive(&[("a", b"hello")]);
+        bytes[100..108].copy_from_slice(b"77777777");
+        let sum: u64 = checksum(bytes[..512].try_into().unwrap());
+        bytes[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let mut r = TarReader::new(&bytes[..], Strictness::Strict);
+        let h = r.next_header().unwrap().unwrap();
+        assert_eq!(h.mode, 0o77777777);
+        assert!(!h.is_canonical());
+        assert!(matches!(
+            ustar_header("a", HeaderKind::Regular, h.mode, 5, 0),
+            Err(TarError::ValueTooLarge { field: "mode", .. })
+        ));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::index::{
     SIGNATURE_PATH,
 };
 use crate::signing::{KeyId, PublicKey, SignatureError, SignatureFile};
-use crate::tar::{EntryKind, Strictness, TarError, TarHeader, TarReader};
+use crate::tar::{EntryKind, Strictness, TarError, TarHeader, TarReader, ENTRY_MODE};
 use crate::Digest;
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +163,8 @@ impl UnverifiedHeader {
         if second.path != SIGNATURE_PATH {
             return Err(VerifyError::Unsigned(second.path));
         }
+        check_same_stamp(&first, first.mtime)?;
+        check_same_stamp(&second, first.mtime)?;
         let sig_bytes = read_small(tar, &second, SIGNATURE_PATH, MAX_SIGNATURE_SIZE)?;
         let signatures = SignatureFile::parse(&sig_bytes)?;
         Ok(UnverifiedHeader {
@@ -212,6 +214,16 @@ pub(crate) fn truncated_or(e: io::Error, path: &str) -> VerifyError {
     }
 }
 
+/// Every header after the first carries the first one's mtime and the writer's one mode, so
+/// the whole archive is the single byte sequence the writer would produce: the streaming and
+/// the random-access readers (which compute each header) accept exactly the same archives.
+fn check_same_stamp(header: &TarHeader, mtime: u64) -> Result<(), VerifyError> {
+    if header.mtime != mtime || header.mode != ENTRY_MODE {
+        return Err(VerifyError::NonCanonicalHeader(header.path.clone()));
+    }
+    Ok(())
+}
+
 fn check_entry_header(header: &TarHeader) -> Result<(), VerifyError> {
     if header.kind != EntryKind::Regular {
         return Err(VerifyError::NotRegularFile {
@@ -233,6 +245,8 @@ pub struct BundleStream<R> {
     positions: HashMap<EntryPath, usize>,
     next: usize,
     current: Option<(usize, DigestHasher)>,
+    /// The mtime on `bundle.json`'s header, which every entry's header repeats.
+    mtime: u64,
 }
 
 /// An entry whose header matched the index; its data is read through the stream.
@@ -263,6 +277,7 @@ impl<R: Read> BundleStream<R> {
             positions,
             next: 0,
             current: None,
+            mtime: header.mtime,
         })
     }
 
@@ -286,6 +301,7 @@ impl<R: Read> BundleStream<R> {
             return Ok(None);
         };
         check_entry_header(&header)?;
+        check_same_stamp(&header, self.mtime)?;
         let path = EntryPath::new(header.path.clone())?;
         let Some(&position) = self.positions.get(&path) else {
             if path.as_str() == INDEX_PATH || path.as_str() == SIGNATURE_PATH {

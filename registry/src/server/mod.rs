@@ -151,29 +151,32 @@ impl Registry {
             let registry = self.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let registry = registry.clone();
-                    async move { Ok::<_, Infallible>(registry.handle(req, peer).await) }
-                });
-                let builder = hyper::server::conn::http1::Builder::new();
-                let result = match tls {
+                match tls {
                     Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => builder.serve_connection(TokioIo::new(s), service).await,
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
+                        Ok(s) => registry.serve_connection(s, peer).await,
+                        Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     },
-                    None => {
-                        builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended");
+                    None => registry.serve_connection(stream, peer).await,
                 }
             });
+        }
+    }
+
+    /// Serves HTTP/1.1 requests on one connection from `peer` until it closes. `serve` runs
+    /// this for every accepted connection; the request fuzzer drives it with raw bytes.
+    pub async fn serve_connection<S>(self: Arc<Self>, io: S, peer: SocketAddr)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = hyper::service::service_fn(move |req| {
+            let registry = self.clone();
+            async move { Ok::<_, Infallible>(registry.handle(req, peer).await) }
+        });
+        if let Err(e) = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .await
+        {
+            tracing::debug!(%peer, error = %e, "connection ended");
         }
     }
 
