@@ -1,6 +1,6 @@
-//! A filesystem that fills up: `bundle build` and seeding the built-in registry fail with one
-//! line naming the path and "No space left", leave nothing partial behind, and the same
-//! command completes once there is room. The small filesystem is a size-limited tmpfs this
+//! A filesystem that fills up: `bundle build`, seeding the built-in registry and `install`
+//! fail with one line naming the path and "No space left", leave nothing partial behind, and
+//! the same command completes once there is room. The small filesystem is a size-limited tmpfs this
 //! test mounts (root) and unmounts on drop, pass or fail.
 
 mod common;
@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::node::{install, install_yaml, status_json, NetNs};
 use common::registries::{airgap_serve, write_htpasswd, Pki, PASSWORD, USER};
 use common::{airgap, snapshot, Setup};
 
@@ -132,4 +133,87 @@ fn a_full_disk_fails_cleanly_and_the_same_command_completes_with_room() {
     let stdout = String::from_utf8_lossy(&done.stdout);
     assert!(stdout.contains("seeded mgmt-plane 4.5.0"), "{stdout}");
     drop(server);
+}
+
+/// One error line that names the full filesystem and says what to do.
+fn assert_no_space_line(stderr: &str, path: &Path) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let last = lines.last().copied().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains("No space left on device")
+            && last.contains(&path.display().to_string())
+            && last.contains("; hint: free space"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_install_onto_a_full_disk_stops_cleanly_and_the_rerun_completes() {
+    // 7 images of 2 MiB layers: the node's registry store outgrows what etcd's preallocated
+    // WAL (64 MiB) leaves of a 100 MiB root.
+    let setup = Setup::new(24 << 20);
+    let bundle = setup.build("bundle.tar");
+    let root_fs = SmallFs::mount(&setup.path("small"), "100m");
+    let root = root_fs.dir.join("root");
+    let ns = NetNs::create("full");
+    let config = install_yaml(setup.dir.path(), "");
+
+    let failed = install(&ns, &config, &bundle, &setup.public(), &root)
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_no_space_line(&stderr, &root);
+    // Nothing half-written is taken for whole: every blob in the node's store has its digest,
+    // no upload is left, and the journal names the phase that failed.
+    for file in files_under(&root) {
+        let rel = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if let Some((_, blob)) = rel.split_once("blobs/sha256/") {
+            assert_eq!(
+                airgap::Digest::of(&std::fs::read(&file).unwrap()).hex(),
+                blob,
+                "a partial blob was committed: {rel}"
+            );
+        }
+        assert!(!rel.contains(".uploads/"), "an upload was left: {rel}");
+    }
+    let after_failure = ns
+        .airgap()
+        .args(["status", "--json", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&after_failure.stdout)
+        .unwrap_or_else(|e| panic!("status --json after the failure: {e}"));
+    assert_eq!(status["complete"], false, "{status}");
+    let phases = status["phases"].as_array().unwrap();
+    let state = |name: &str| {
+        phases
+            .iter()
+            .find(|p| p[0] == name)
+            .map(|p| p[1]["state"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(state("etcd"), "done", "{status}");
+    assert_ne!(state("platform"), "done", "{status}");
+
+    // Room again (old bundles deleted): the same command completes and the node is healthy.
+    root_fs.grow("400m");
+    let done = install(&ns, &config, &bundle, &setup.public(), &root)
+        .output()
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let status = status_json(&ns, &root);
+    assert_eq!(status["complete"], true, "{status}");
+    assert_eq!(status["bundle"], "mgmt-plane 4.5.0", "{status}");
+    let _ = ns.airgap().arg("stop").arg("--root").arg(&root).output();
 }
