@@ -2,6 +2,8 @@
 //! real images (gzip'd tar layers, configs, manifests, multi-platform indexes), pack
 //! directories, and bundle specs. Deterministic for a given seed; nothing is downloaded.
 
+pub mod wan_proxy;
+
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};

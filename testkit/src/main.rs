@@ -5,6 +5,8 @@
 //!   airgap-testkit fixture DIR SEED LAYER_BYTES [--busybox FILE] [--node-file PACK_PATH=FILE]...
 //!                                                         # the small test fixture (busybox: the
 //!                                                         # api and pause images really run)
+//!   airgap-testkit wan-proxy LISTEN UPSTREAM RTT_MS MB_PER_S  # a WAN-like TCP proxy for the
+//!                                                         # benchmarks; prints its port
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +36,21 @@ fn fixture_options(args: &[String]) -> std::io::Result<testkit::FixtureOptions> 
     Ok(options)
 }
 
+fn wan_proxy(listen: &str, upstream: &str, rtt_ms: u64, mb_per_s: u64) -> std::io::Result<()> {
+    let upstream: std::net::SocketAddr = upstream
+        .parse()
+        .map_err(|e| std::io::Error::other(format!("upstream {upstream}: {e}")))?;
+    let listener = std::net::TcpListener::bind(listen)?;
+    println!("{}", listener.local_addr()?.port());
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let link = testkit::wan_proxy::Link {
+        one_way: std::time::Duration::from_millis(rtt_ms) / 2,
+        rate: mb_per_s * 1_000_000,
+    };
+    testkit::wan_proxy::serve(listener, upstream, link)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok());
@@ -53,6 +70,12 @@ fn main() -> ExitCode {
             }),
             _ => Err(std::io::Error::other(
                 "usage: airgap-testkit bench DIR IMAGES LAYERS LAYER_BYTES [--k8s]",
+            )),
+        },
+        Some("wan-proxy") => match (args.get(1), args.get(2), num(3), num(4)) {
+            (Some(listen), Some(upstream), Some(rtt_ms), Some(mb)) => wan_proxy(listen, upstream, rtt_ms, mb),
+            _ => Err(std::io::Error::other(
+                "usage: airgap-testkit wan-proxy LISTEN UPSTREAM RTT_MS MB_PER_S (e.g. 127.0.0.1:0 127.0.0.1:5000 40 25)",
             )),
         },
         Some("fixture") => match (args.get(1), num(2), num(3)) {
