@@ -3,7 +3,8 @@
 #   cold:  `airgap bundle build -j 8` pulling 20+ images from the distribution registry into an
 #          empty cache  vs  `skopeo copy docker://... oci:DIR` for the same images (one oci: DIR,
 #          so skopeo too stores each shared blob once)
-#   warm:  the same build again with the cache full: no blob may be downloaded
+#   warm:  the same build again, to another file, with the first bundle kept (the cache reads
+#          blobs from the bundles it built): no blob may be downloaded
 # The registry runs on loopback with TLS (a CA made here) and htpasswd auth, as in the tests;
 # credentials come from $REGISTRY_AUTH_FILE for both tools. Prints wall time, peak RSS, ratios.
 # Content as in bench/format.sh (~2 GiB).
@@ -50,9 +51,10 @@ skopeo_all() {
   done < "$work/names"
 }
 build() { rm -f "$work/out.tar"; "$bin/airgap" bundle build -f "$work/pull.yaml" -o "$work/out.tar" --key "$work/k.key" --cache "$work/cache" -j 8; }
+build_warm() { rm -f "$work/warm.tar"; "$bin/airgap" bundle build -f "$work/pull.yaml" -o "$work/warm.tar" --key "$work/k.key" --cache "$work/cache" -j 8; }
 build_no_cache() { rm -f "$work/out.tar"; "$bin/airgap" bundle build -f "$work/pull.yaml" -o "$work/out.tar" --key "$work/k.key" --no-cache -j 8; }
 disk_floor() { dd if=/dev/zero of="$work/floor" bs=1M count=$(( $(stat -c %s "$work/out.tar") >> 20 )) conv=fsync status=none; rm -f "$work/floor"; }
-export -f skopeo_all build build_no_cache disk_floor
+export -f skopeo_all build build_warm build_no_cache disk_floor
 export work bin host
 
 # The registry's files in the page cache for every contender.
@@ -61,7 +63,8 @@ measure skopeo bash -c skopeo_all
 rm -rf "$work/skopeo-out" "$work/cache"
 measure cold bash -c build
 cold_summary=$(cat "$work/out")
-measure warm bash -c build
+measure warm bash -c build_warm
+rm -f "$work/warm.tar"
 warm_summary=$(cat "$work/out")
 measure nocache bash -c build_no_cache
 measure floor bash -c disk_floor
@@ -79,8 +82,9 @@ printf '%-55s %10s %12s\n' "airgap bundle build -j 8 (warm cache)" "${wall[warm]
 printf '%-55s %10s %12s\n' "airgap bundle build -j 8 --no-cache" "${wall[nocache]}" "$(mib "${rss[nocache]}")"
 printf '%-55s %10s %12s\n' "disk floor: dd the bundle's size, fsync" "${wall[floor]}" "-"
 echo
-echo "cold build speed-up over skopeo:      $(ratio "${wall[skopeo]}" "${wall[cold]}")x   (target >= 2; writes the bundle and the cache)"
+echo "cold build speed-up over skopeo:      $(ratio "${wall[skopeo]}" "${wall[cold]}")x   (target >= 2)"
 echo "--no-cache speed-up over skopeo:      $(ratio "${wall[skopeo]}" "${wall[nocache]}")x   (writes the bundle only, as skopeo writes its layout)"
+echo "cold build / write floor:             $(ratio "${wall[cold]}" "${wall[floor]}")x   (target <= 1.15: the bundle's bytes written once)"
 echo "best possible on this disk:           $(ratio "${wall[skopeo]}" "${wall[floor]}")x   (skopeo time / time to write the bundle's bytes once)"
 echo "warm rebuild time / cold build time:  $(ratio "${wall[warm]}" "${wall[cold]}")x   (target < 0.10), blobs downloaded: $downloaded_warm (target 0)"
 echo "build peak RSS at -j 8:               $(mib "${rss[cold]}")   (target < 128 MiB)"

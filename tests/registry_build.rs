@@ -340,21 +340,51 @@ fn builds_from_a_registry_keeping_upstream_digests_and_rebuilds_from_the_cache()
     assert!(summary.contains("0 from cache"), "{summary}");
     assert_eq!(fs::read(&out).unwrap(), fs::read(&uncached).unwrap());
 
-    // A corrupt cached blob is noticed, evicted and fetched again; the bundle is unchanged.
-    let victim = blobs
-        .iter()
-        .find(|d| up.cache().join("blobs/sha256").join(d.hex()).is_file())
-        .copied()
-        .unwrap();
-    let cached = up.cache().join("blobs/sha256").join(victim.hex());
-    let mut bytes = fs::read(&cached).unwrap();
-    bytes[0] ^= 0xff;
-    fs::write(&cached, &bytes).unwrap();
+    // No second copy: the downloaded image blobs went into the bundle only; the cache keeps
+    // the pack layer it read while planning and a record of each bundle it built.
+    let cached: Vec<_> = fs::read_dir(up.cache().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    let pack_manifest: airgap::oci::ImageManifest = serde_json::from_slice(&published).unwrap();
+    assert_eq!(
+        cached,
+        vec![pack_manifest.layers[0].digest.hex().to_string()]
+    );
+    let records = || fs::read_dir(up.cache().join("bundles")).unwrap().count();
+    // The pack's publishing bundle (Upstream::start), `out` and `again`.
+    assert_eq!(records(), 3);
+
+    // A recorded bundle changed since it was built (a blob's bytes flipped in every one that
+    // holds it): noticed, never used again, the blob fetched again; the new bundle is unchanged.
+    let victim = blobs[0];
+    let mut changed = 0;
+    for record in fs::read_dir(up.cache().join("bundles")).unwrap() {
+        let record: serde_json::Value =
+            serde_json::from_slice(&fs::read(record.unwrap().path()).unwrap()).unwrap();
+        let bundle = PathBuf::from(record["path"].as_str().unwrap());
+        let archive =
+            BundleArchive::open(&bundle, &PublicKey::load(&up.s.public()).unwrap()).unwrap();
+        let Ok(entry) = archive.locate(&format!("blobs/sha256/{}", victim.hex())) else {
+            continue;
+        };
+        let mut bytes = fs::read(&bundle).unwrap();
+        bytes[entry.data_offset as usize] ^= 0xff;
+        fs::write(&bundle, &bytes).unwrap();
+        changed += 1;
+    }
+    assert!(changed >= 2, "out and again hold every blob");
     let repaired = up.s.path("repaired.tar");
     let summary = ok(&mut up.build(&spec, &repaired));
     assert!(summary.contains("downloaded 1 blobs"), "{summary}");
-    assert_eq!(fs::read(&out).unwrap(), fs::read(&repaired).unwrap());
-    assert_eq!(Digest::of(&fs::read(&cached).unwrap()), victim);
+    assert_eq!(fs::read(&uncached).unwrap(), fs::read(&repaired).unwrap());
+    // The changed bundles are forgotten; `repaired` is recorded.
+    assert_eq!(records(), 3 - changed + 1);
+    // A bundle deleted since is forgotten: its blobs come from the one left.
+    fs::remove_file(&out).unwrap();
+    let summary = ok(&mut up.build(&spec, &out));
+    assert!(summary.contains("downloaded 0 blobs"), "{summary}");
+    assert_eq!(fs::read(&uncached).unwrap(), fs::read(&out).unwrap());
 
     // The same content through an HTTPS proxy that is not there: the build honours
     // HTTPS_PROXY (and fails), and NO_PROXY lifts it again.

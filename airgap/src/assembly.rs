@@ -19,7 +19,7 @@ use crate::tar::{entry_span, ustar_header, HeaderKind, BLOCK, END_OF_ARCHIVE, EN
 use crate::writer::WriteError;
 
 pub struct BundleAssembly {
-    file: BundleFile,
+    file: Arc<BundleFile>,
     paths: Vec<PathBuf>,
     entries: Vec<EntryRecord>,
     /// Data offset of each entry, in index order.
@@ -67,7 +67,7 @@ impl BundleAssembly {
             file.write_all_at(&header(entry.path.as_str(), entry.size)?, offset - BLOCK)?;
         }
         Ok(Arc::new(BundleAssembly {
-            file,
+            file: Arc::new(file),
             paths,
             entries: index.entries.clone(),
             accepted: index
@@ -92,6 +92,16 @@ impl BundleAssembly {
             written: 0,
             hasher: DigestHasher::new(),
         }
+    }
+
+    /// The data of entry `position` if it was accepted (its digest matched), else `None`:
+    /// what a failed build still has to give.
+    pub fn accepted_entry(&self, position: usize) -> Option<crate::parts::BundleRange> {
+        let accepted = self.accepted.get(position)?.load(Ordering::Acquire);
+        accepted.then(|| {
+            self.file
+                .range(self.offsets[position], self.entries[position].size)
+        })
     }
 
     /// Flushes the parts to disk and returns their paths, once every entry was accepted.

@@ -165,6 +165,15 @@ impl BundleFile {
         file.read_at(buf, offset - start)
     }
 
+    /// `len` bytes from `offset` as a reader (unverified: the caller hashes what it reads).
+    pub fn range(self: &std::sync::Arc<Self>, offset: u64, len: u64) -> BundleRange {
+        BundleRange {
+            file: self.clone(),
+            offset,
+            remaining: len,
+        }
+    }
+
     /// Fills `buf` from `offset`, or fails with `UnexpectedEof`.
     pub fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {
@@ -176,6 +185,31 @@ impl BundleFile {
             offset += n as u64;
         }
         Ok(())
+    }
+}
+
+/// A byte range of a [`BundleFile`], read front to back.
+pub struct BundleRange {
+    file: std::sync::Arc<BundleFile>,
+    offset: u64,
+    remaining: u64,
+}
+
+impl Read for BundleRange {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.offset)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.offset += n as u64;
+        self.remaining -= n as u64;
+        Ok(n)
     }
 }
 

@@ -3,9 +3,11 @@
 //! workers at once) and renamed into place only when every entry was accepted, so a failed
 //! build never leaves a partial bundle at `-o`.
 //!
-//! A registry blob is copied from the cache when the cache holds it (hashed on the way: a
-//! corrupt cached blob is evicted and fetched again), otherwise downloaded once and written
-//! to the cache and the bundle together.
+//! A registry blob is copied from the cache when the cache holds it, or from a bundle the
+//! cache recorded ([`PreviousBundles`]); hashed on the way either way: a corrupt source is
+//! dropped and the blob fetched again. Otherwise it is downloaded once, straight into the
+//! bundle: one write of each byte. A build that fails keeps what it downloaded by copying the
+//! accepted blobs into the cache, so the next run resumes instead of starting over.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -22,6 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::cache::BlobCache;
 use crate::plan::{BuildPlan, EntrySource};
+use crate::previous_bundles::PreviousBundles;
 use crate::registry_source::{fetch_blob, BlobTarget, FetchError};
 
 #[derive(Debug, thiserror::Error)]
@@ -80,8 +83,8 @@ pub struct WriteOptions<'a> {
     pub split: Option<u64>,
     pub jobs: usize,
     pub cache: &'a BlobCache,
-    /// Whether downloaded image blobs are also written to the cache (`--no-cache`: not, so
-    /// each byte is written to disk once, into the bundle).
+    /// Whether this build uses a kept cache (`--no-cache`: not): the finished bundle is then
+    /// recorded for later builds to read blobs from, and a failed build leaves its downloads.
     pub keep_in_cache: bool,
 }
 
@@ -102,6 +105,38 @@ pub async fn write_bundle(
         options.mtime,
         options.split,
     )?;
+    let previous = Arc::new(match options.keep_in_cache {
+        true => PreviousBundles::load(options.cache),
+        false => PreviousBundles::default(),
+    });
+    let result = fill(&plan, &assembly, &previous, options, observer, stats).await;
+    if let Err(e) = &result {
+        if options.keep_in_cache && !matches!(e, ArchiveError::Worker(_)) {
+            salvage(&plan, &assembly, options.cache).await;
+        }
+    }
+    result?;
+    let parts = assembly.finish()?;
+    let files = place(&parts, options.output, options.split.is_some())?;
+    if options.keep_in_cache {
+        if let Some(first) = files.first() {
+            if let Err(e) = PreviousBundles::record(options.cache, first) {
+                tracing::warn!(error = %e, "the bundle is built but not recorded in the cache");
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Fills every entry of the assembly, up to `jobs` at once.
+async fn fill(
+    plan: &Arc<BuildPlan>,
+    assembly: &Arc<BundleAssembly>,
+    previous: &Arc<PreviousBundles>,
+    options: &WriteOptions<'_>,
+    observer: Arc<dyn BuildObserver>,
+    stats: Arc<WriteStats>,
+) -> Result<(), ArchiveError> {
     let pool = Arc::new(Semaphore::new(options.jobs.max(1)));
     let mut workers = JoinSet::new();
     for (position, entry) in plan.entries.iter().enumerate() {
@@ -117,6 +152,7 @@ pub async fn write_bundle(
             position,
             assembly: assembly.clone(),
             cache: options.cache.clone(),
+            previous: previous.clone(),
             keep_in_cache: options.keep_in_cache,
             observer: observer.clone(),
             stats: stats.clone(),
@@ -139,8 +175,44 @@ pub async fn write_bundle(
     while let Some(done) = workers.join_next().await {
         settle(done, &mut workers)?;
     }
-    let parts = assembly.finish()?;
-    place(&parts, options.output, options.split.is_some())
+    Ok(())
+}
+
+/// After a failure: copies every downloaded blob the assembly accepted into the cache (from
+/// the page cache, where it was just written), so that running the same build again fetches
+/// only the rest. Best effort: a full disk, say, just leaves less to reuse.
+async fn salvage(plan: &Arc<BuildPlan>, assembly: &Arc<BundleAssembly>, cache: &BlobCache) {
+    let (plan, assembly, cache) = (plan.clone(), assembly.clone(), cache.clone());
+    let kept = tokio::task::spawn_blocking(move || {
+        let mut kept = 0;
+        for (position, entry) in plan.entries.iter().enumerate() {
+            let EntrySource::Remote { digest, .. } = &entry.source else {
+                continue;
+            };
+            if cache.contains(digest) {
+                continue;
+            }
+            let Some(mut bytes) = assembly.accepted_entry(position) else {
+                continue;
+            };
+            let Ok(pending) = cache.begin(digest) else {
+                return kept;
+            };
+            if io::copy(&mut bytes, &mut pending.file()).is_err() || pending.commit().is_err() {
+                return kept;
+            }
+            kept += 1;
+        }
+        kept
+    })
+    .await
+    .unwrap_or(0);
+    if kept > 0 {
+        tracing::info!(
+            blobs = kept,
+            "kept the blobs downloaded so far in the cache for the next run"
+        );
+    }
 }
 
 type Finished = Result<Result<(), ArchiveError>, tokio::task::JoinError>;
@@ -165,6 +237,7 @@ struct Job {
     position: usize,
     assembly: Arc<BundleAssembly>,
     cache: BlobCache,
+    previous: Arc<PreviousBundles>,
     keep_in_cache: bool,
     observer: Arc<dyn BuildObserver>,
     stats: Arc<WriteStats>,
@@ -185,21 +258,24 @@ impl Job {
                     self.observer.blob_started(&digest, size, BlobOrigin::Cache);
                     match self.copy_local().await {
                         Ok(()) => {
-                            // Without a kept cache, the only cached blobs are pack layers this
-                            // build downloaded while planning.
-                            let (blobs, bytes) = match self.keep_in_cache {
-                                true => (&self.stats.cached_blobs, &self.stats.cached_bytes),
-                                false => {
-                                    (&self.stats.downloaded_blobs, &self.stats.downloaded_bytes)
-                                }
-                            };
-                            blobs.fetch_add(1, Ordering::Relaxed);
-                            bytes.fetch_add(size, Ordering::Relaxed);
+                            self.count_reused(size);
                             return Ok(());
                         }
-                        Err(ArchiveError::Write(
-                            WriteError::SourceMismatch { .. } | WriteError::Oversized { .. },
-                        )) => self.cache.evict(&digest),
+                        Err(e) if is_corrupt_source(&e) => self.cache.evict(&digest),
+                        Err(e) => return Err(e),
+                    }
+                }
+                for (bundle, bytes) in self.previous.candidates(&digest) {
+                    self.observer.blob_started(&digest, size, BlobOrigin::Cache);
+                    match self.copy_from(Box::new(bytes)).await {
+                        Ok(()) => {
+                            self.count_reused(size);
+                            return Ok(());
+                        }
+                        // Unreadable (truncated since) counts as changed, too.
+                        Err(e) if is_corrupt_source(&e) || matches!(e, ArchiveError::Io { .. }) => {
+                            self.previous.corrupt(bundle)
+                        }
                         Err(e) => return Err(e),
                     }
                 }
@@ -208,14 +284,22 @@ impl Job {
         }
     }
 
+    /// A blob that came from the cache or a recorded bundle.
+    fn count_reused(&self, size: u64) {
+        // Without a kept cache, the only cached blobs are pack layers this build downloaded
+        // while planning.
+        let (blobs, bytes) = match self.keep_in_cache {
+            true => (&self.stats.cached_blobs, &self.stats.cached_bytes),
+            false => (&self.stats.downloaded_blobs, &self.stats.downloaded_bytes),
+        };
+        blobs.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(size, Ordering::Relaxed);
+    }
+
     async fn download(&self, remote: usize, digest: Digest, size: u64) -> Result<(), ArchiveError> {
         let image = &self.plan.remotes[remote];
         self.observer
             .blob_started(&digest, size, BlobOrigin::Registry);
-        let pending = match self.keep_in_cache {
-            true => Some(self.cache.begin(&digest).map_err(FetchError::from)?),
-            false => None,
-        };
         let mut slot = self.assembly.slot(self.position);
         let observer = &self.observer;
         fetch_blob(
@@ -225,16 +309,13 @@ impl Job {
             size,
             &image.shown,
             BlobTarget {
-                pending: pending.as_ref(),
+                pending: None,
                 slot: Some(&mut slot),
             },
             &|n| observer.blob_progress(&digest, n),
         )
         .await?;
         slot.finish()?;
-        if let Some(pending) = pending {
-            pending.commit().map_err(FetchError::from)?;
-        }
         self.stats.downloaded_blobs.fetch_add(1, Ordering::Relaxed);
         self.stats
             .downloaded_bytes
@@ -246,25 +327,30 @@ impl Job {
     /// Copies a local file (layout blob, pack layer, cached blob) into the entry on a blocking
     /// thread, hashing it on the way.
     async fn copy_local(&self) -> Result<(), ArchiveError> {
+        let entry = &self.plan.entries[self.position];
+        let reader: Box<dyn Read + Send> = match &entry.source {
+            EntrySource::Layout { source, digest } => {
+                self.plan.sources[*source].open_blob(digest)?
+            }
+            EntrySource::File(path) => Box::new(File::open(path).map_err(io_err(path))?),
+            EntrySource::Remote { digest, .. } => {
+                let path = self.cache.path(digest);
+                Box::new(File::open(&path).map_err(io_err(&path))?)
+            }
+            EntrySource::Memory(bytes) => Box::new(io::Cursor::new(bytes.clone())),
+        };
+        self.copy_from(reader).await
+    }
+
+    /// Copies `reader` into the entry on a blocking thread; the slot hashes it on the way.
+    async fn copy_from(&self, mut reader: Box<dyn Read + Send>) -> Result<(), ArchiveError> {
         let plan = self.plan.clone();
         let position = self.position;
         let mut slot = self.assembly.slot(position);
-        let cache = self.cache.clone();
         let observer = self.observer.clone();
         tokio::task::spawn_blocking(move || {
             let entry = &plan.entries[position];
             let digest = entry.record.sha256;
-            let mut reader: Box<dyn Read> = match &entry.source {
-                EntrySource::Layout { source, digest } => {
-                    plan.sources[*source].open_blob(digest)?
-                }
-                EntrySource::File(path) => Box::new(File::open(path).map_err(io_err(path))?),
-                EntrySource::Remote { digest, .. } => {
-                    let path = cache.path(digest);
-                    Box::new(File::open(&path).map_err(io_err(&path))?)
-                }
-                EntrySource::Memory(bytes) => Box::new(&bytes[..]),
-            };
             let mut buf = vec![0u8; COPY_BUFFER];
             loop {
                 let n = match reader.read(&mut buf) {
@@ -288,6 +374,14 @@ impl Job {
         .await
         .map_err(|e| ArchiveError::Worker(e.to_string()))?
     }
+}
+
+/// The source's bytes were not the entry's: a cached or recorded copy to drop.
+fn is_corrupt_source(e: &ArchiveError) -> bool {
+    matches!(
+        e,
+        ArchiveError::Write(WriteError::SourceMismatch { .. } | WriteError::Oversized { .. })
+    )
 }
 
 fn place(parts: &[PathBuf], output: &Path, split: bool) -> Result<Vec<PathBuf>, ArchiveError> {

@@ -1,6 +1,8 @@
 //! The content-addressed blob cache a build reuses (`--cache DIR`): `blobs/sha256/<hex>`, the
-//! same shape as an OCI layout, so a rebuild downloads only what is missing and an
-//! interrupted build resumes from the blobs it completed.
+//! same shape as an OCI layout, holding pack layers (read while planning) and the blobs a
+//! failed build had completed, so that its re-run resumes. The image blobs of finished builds
+//! are not copied here: they are read back out of the bundles themselves
+//! ([`crate::previous_bundles`], records under `bundles/`).
 //!
 //! Safe to share between concurrent builds: a blob is written to a private temporary file and
 //! renamed into place only after its digest checked, so a reader never sees a partial blob, and

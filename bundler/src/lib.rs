@@ -13,6 +13,7 @@ pub mod cache;
 pub mod layout_source;
 pub mod pack;
 pub mod plan;
+pub mod previous_bundles;
 pub mod registry_source;
 pub mod spec;
 
