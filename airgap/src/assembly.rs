@@ -90,6 +90,7 @@ impl BundleAssembly {
             assembly: self.clone(),
             position,
             written: 0,
+            written_back: 0,
             hasher: DigestHasher::new(),
         }
     }
@@ -123,8 +124,13 @@ pub struct EntrySlot {
     assembly: Arc<BundleAssembly>,
     position: usize,
     written: u64,
+    /// How much of `written` was handed to the kernel's writeback already.
+    written_back: u64,
     hasher: DigestHasher,
 }
+
+/// Writeback is started every this many bytes of an entry (and at its end).
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl EntrySlot {
     pub fn record(&self) -> &EntryRecord {
@@ -139,6 +145,7 @@ impl EntrySlot {
     /// Starts the entry over from its first byte (a source that must be read again).
     pub fn restart(&mut self) {
         self.written = 0;
+        self.written_back = 0;
         self.hasher = DigestHasher::new();
     }
 
@@ -152,11 +159,23 @@ impl EntrySlot {
         self.assembly.file.write_all_at(bytes, offset)?;
         self.hasher.update(bytes);
         self.written += bytes.len() as u64;
+        if self.written - self.written_back >= WRITEBACK_STEP {
+            self.start_writeback();
+        }
         Ok(())
     }
 
+    fn start_writeback(&mut self) {
+        let start = self.assembly.offsets[self.position] + self.written_back;
+        self.assembly
+            .file
+            .start_writeback(start, self.written - self.written_back);
+        self.written_back = self.written;
+    }
+
     /// Accepts the entry when its size and digest are the index's.
-    pub fn finish(self) -> Result<(), WriteError> {
+    pub fn finish(mut self) -> Result<(), WriteError> {
+        self.start_writeback();
         let record = &self.assembly.entries[self.position];
         let actual = self.hasher.finish();
         if actual != record.sha256 || self.written != record.size {

@@ -141,6 +141,36 @@ impl BundleFile {
         Ok(())
     }
 
+    /// Asks the kernel to start writing `len` bytes at `offset` to disk now, without waiting
+    /// for it. A build fills the page cache far faster than the disk drains it; starting the
+    /// writeback as entries arrive overlaps the disk with the downloads, instead of leaving
+    /// all of it to the final [`Self::sync_all`]. Best effort: errors surface at that sync.
+    pub fn start_writeback(&self, mut offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let end = offset.saturating_add(len).min(self.len);
+        while offset < end {
+            let i = self.parts.partition_point(|&(_, start)| start <= offset);
+            let Some(&(ref file, start)) = i.checked_sub(1).and_then(|i| self.parts.get(i)) else {
+                return;
+            };
+            let part_end = self
+                .parts
+                .get(i)
+                .map_or(self.len, |&(_, next)| next)
+                .min(end);
+            // SAFETY: a plain syscall on a descriptor this struct owns; no memory is passed.
+            unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    (offset - start) as libc::off64_t,
+                    (part_end - offset) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            offset = part_end;
+        }
+    }
+
     /// Flushes every part to stable storage.
     pub fn sync_all(&self) -> io::Result<()> {
         self.parts.iter().try_for_each(|(f, _)| f.sync_all())
