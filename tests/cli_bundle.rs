@@ -328,6 +328,37 @@ fn verify_failures_exit_nonzero_with_one_line() {
             .arg(s.key()),
     );
     assert!(err.contains("is not an ed25519 public key"), "{err}");
+
+    // `-`: one pass over standard input; the same refusals, one line each.
+    let piped = |input: &[u8]| {
+        let mut cmd = airgap();
+        cmd.args(["bundle", "verify", "-", "--pub"]).arg(s.public());
+        common::registries::with_stdin(&mut cmd, input)
+    };
+    let out = piped(&bytes);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("-: OK, "));
+    for (input, needle) in [
+        (&bytes[..bytes.len() - 2000], "truncated".to_string()),
+        (
+            &fs::read(&flipped).unwrap()[..],
+            format!("entry {} has sha256", blob.path),
+        ),
+    ] {
+        let out = piped(input);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: the bundle on standard input failed verification")
+                && stderr.contains(&needle),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

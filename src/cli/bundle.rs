@@ -62,7 +62,8 @@ pub struct BuildArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// The bundle (or the first part of a split bundle).
+    /// The bundle (or the first part of a split bundle); `-` reads it from standard input in
+    /// one pass (a pipe from tape or another host).
     pub bundle: PathBuf,
     /// The public key the bundle must be signed with.
     #[arg(long = "pub", value_name = "FILE")]
@@ -263,6 +264,9 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let key = PublicKey::load(&args.public_key).context("loading the public key")?;
     let fail = || format!("{} failed verification", args.bundle.display());
+    if args.bundle.as_os_str() == "-" {
+        return verify_stdin(&key, started);
+    }
     let (reader, total) = open(&args.bundle)?;
     let bar = bytes_bar(total, "verifying");
     drop(reader);
@@ -279,6 +283,28 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         verified.signer(),
         index.entries.len(),
         HumanBytes(total),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// One pass over standard input: nothing can be read twice, so entries are hashed in order.
+fn verify_stdin(key: &PublicKey, started: Instant) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    let bar = indicatif::ProgressBar::new_spinner();
+    let reader = bar.wrap_read(BufReader::with_capacity(256 << 10, stdin.lock()));
+    let verified =
+        airgap::verify(reader, key).context("the bundle on standard input failed verification")?;
+    let read = bar.position();
+    bar.finish_and_clear();
+    let index = verified.index();
+    println!(
+        "-: OK, {} {} signed by {}, {} entries, {} verified in {:.1}s",
+        index.name,
+        index.version,
+        verified.signer(),
+        index.entries.len(),
+        HumanBytes(read),
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -297,8 +297,8 @@ pub fn seed(
     )
 }
 
-/// Runs `cmd` with `input` on its standard input (a password for --password-stdin).
-pub fn with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
+/// Runs `cmd` with `input` on its standard input (a password for --password-stdin, a bundle).
+pub fn with_stdin(cmd: &mut Command, input: impl AsRef<[u8]>) -> std::process::Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -306,7 +306,7 @@ pub fn with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
         .spawn()
         .unwrap();
     // A command refused before it reads its input (a bad flag, say) closes stdin first.
-    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    let _ = child.stdin.take().unwrap().write_all(input.as_ref());
     child.wait_with_output().unwrap()
 }
 
