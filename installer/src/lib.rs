@@ -35,6 +35,7 @@ pub mod phases;
 pub mod pki;
 pub mod platform;
 pub mod release;
+pub mod release_prune;
 pub mod secret;
 pub mod secretbox;
 pub mod service;

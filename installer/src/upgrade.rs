@@ -172,6 +172,8 @@ pub enum ListedRelease {
         id: ReleaseId,
         /// Against the node's release, when there is an installed one.
         decision: Option<Decision>,
+        /// Its signed index: every image and pack it holds.
+        index: Box<airgap::BundleIndex>,
     },
     /// Not offered: unreadable, not a release artifact, or not signed by the key.
     Rejected { tag: String, reason: ListError },
@@ -227,7 +229,12 @@ pub async fn list_registry_releases(
                     Ok(v) => {
                         let id = ReleaseId::of(&v);
                         let decision = installed.map(|i| decide(i, &id));
-                        ListedRelease::Verified { tag, id, decision }
+                        ListedRelease::Verified {
+                            tag,
+                            id,
+                            decision,
+                            index: Box::new(v.index().clone()),
+                        }
                     }
                 }
             }

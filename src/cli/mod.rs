@@ -5,6 +5,7 @@ mod keygen;
 mod node;
 mod progress;
 mod registry;
+mod release;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,9 @@ pub enum Command {
     /// Seed a registry from a bundle, or serve one.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// Manage the releases a registry holds.
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
     /// Install a standalone management node from a bundle, fully offline.
     Install(node::InstallArgs),
     /// Move an installed node to a newer release from a bundle (keys and certificates kept).
@@ -69,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen(args) => keygen::run(args),
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Registry(cmd) => registry::run(cmd),
+        Command::Release(cmd) => release::run(cmd),
         Command::Install(args) => node::install_cmd(args),
         Command::Upgrade(args) => node::upgrade_cmd(args),
         Command::Status(args) => node::status_cmd(args),

@@ -168,7 +168,7 @@ impl SeedObserver for BarObserver {
     }
 }
 
-fn credentials(args: &LoginArgs, host: &str) -> anyhow::Result<Option<Credentials>> {
+pub(crate) fn credentials(args: &LoginArgs, host: &str) -> anyhow::Result<Option<Credentials>> {
     if let Some(username) = &args.username {
         let mut password = String::new();
         std::io::stdin()
@@ -306,7 +306,7 @@ fn write_mirror_config(
     Ok(())
 }
 
-fn client_for(
+pub(crate) fn client_for(
     login: &LoginArgs,
     target: &MirrorTarget,
     credentials: Option<Credentials>,
