@@ -977,7 +977,13 @@ async fn stream_into(
                 Ok(Append::Appended(n)) => size = n,
                 Ok(Append::OutOfOrder(n)) => return Ok(Streamed::OutOfOrder(n)),
                 Ok(Append::UnknownUpload) => return Ok(Streamed::Unknown),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => {
+                    // Read the rest of the body (writing none of it) before answering: over
+                    // HTTP/1.1 a client still sending sees only a broken pipe when the server
+                    // answers early and closes, not why (a full disk, say).
+                    while let Some(Ok(_)) = body.frame().await {}
+                    return Err(e.to_string());
+                }
             }
         }
     }
