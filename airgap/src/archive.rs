@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::digest::DigestHasher;
 use crate::index::{EntryRecord, SIGNATURE_PATH};
-use crate::parts::{BundleFile, PartsReader};
+use crate::parts::{BundleFile, BundleRange, PartsReader};
 use crate::signing::PublicKey;
 use crate::tar::{
     entry_span, padding, ustar_header, HeaderKind, Strictness, TarReader, BLOCK, END_OF_ARCHIVE,
@@ -120,9 +120,7 @@ impl BundleArchive {
             return Err(VerifyError::Misplaced(record.path.clone()));
         }
         Ok(EntryReader {
-            file: self.file.clone(),
-            offset: located.data_offset,
-            remaining: record.size,
+            data: self.file.range(located.data_offset, record.size),
             hasher: DigestHasher::new(),
             record: located.record,
         })
@@ -180,9 +178,7 @@ fn check_padding(file: &BundleFile, end: u64, path: &str) -> Result<(), VerifyEr
 
 /// One entry's data, hashed as it is read.
 pub struct EntryReader {
-    file: Arc<BundleFile>,
-    offset: u64,
-    remaining: u64,
+    data: BundleRange,
     hasher: DigestHasher,
     record: EntryRecord,
 }
@@ -195,10 +191,14 @@ impl EntryReader {
     /// Succeeds only when every byte was read, they hash to the index's digest, and the
     /// padding after them is zero (so no byte of the archive up to here is unchecked).
     pub fn finish(self) -> Result<(), VerifyError> {
-        if self.remaining > 0 {
+        if self.data.remaining() > 0 {
             return Err(VerifyError::Truncated(self.record.path.to_string()));
         }
-        check_padding(&self.file, self.offset, self.record.path.as_str())?;
+        check_padding(
+            self.data.file(),
+            self.data.position(),
+            self.record.path.as_str(),
+        )?;
         let actual = self.hasher.finish();
         if actual != self.record.sha256 {
             return Err(VerifyError::DigestMismatch {
@@ -213,22 +213,14 @@ impl EntryReader {
 
 impl Read for EntryReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf
-            .len()
-            .min(self.remaining.min(usize::MAX as u64) as usize);
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.offset)?;
-        if n == 0 {
-            return Err(io::Error::new(
+        let n = self.data.read(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("archive is truncated inside entry {}", self.record.path),
-            ));
-        }
+            ),
+            _ => e,
+        })?;
         self.hasher.update(&buf[..n]);
-        self.offset += n as u64;
-        self.remaining -= n as u64;
         Ok(n)
     }
 }

@@ -225,6 +225,22 @@ pub struct BundleRange {
     remaining: u64,
 }
 
+impl BundleRange {
+    /// The offset of the next byte to read.
+    pub fn position(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes of the range not read yet.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    pub fn file(&self) -> &BundleFile {
+        &self.file
+    }
+}
+
 impl Read for BundleRange {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let want = buf
