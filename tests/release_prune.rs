@@ -47,13 +47,7 @@ fn seed(setup: &Setup, bundle: &Path, url: &str) -> String {
         .args(["--to", url])
         .arg("--config-dir")
         .arg(setup.path("mirror-config"));
-    let out = with_login(cmd);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(with_login(cmd))
 }
 
 fn prune(setup: &Setup, url: &str, key: &Path, extra: &[&str]) -> Output {
@@ -65,6 +59,16 @@ fn prune(setup: &Setup, url: &str, key: &Path, extra: &[&str]) -> Output {
         .args(["--grace", "0s"])
         .args(extra);
     with_login(cmd)
+}
+
+/// The standard output of a command that must have succeeded.
+fn succeeded(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// HTTP status of a manifest HEAD.
@@ -132,13 +136,12 @@ fn prune_keeps_the_newest_releases_and_what_they_share() {
         "no release in the registry verifies with this key",
     );
     // A dry run says what would go and changes nothing.
-    let out = prune(&setup, &url, &setup.public(), &["--keep", "2", "--dry-run"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(prune(
+        &setup,
+        &url,
+        &setup.public(),
+        &["--keep", "2", "--dry-run"],
+    ));
     assert!(
         stdout.contains("prune  mgmt-plane 1.0.0") && stdout.contains("(dry run)"),
         "{stdout}"
@@ -147,13 +150,7 @@ fn prune_keeps_the_newest_releases_and_what_they_share() {
     assert_eq!(blob_files(&store), blobs_before);
 
     // The real thing: 1.0.0 goes, with the image only it held; shared images stay.
-    let out = prune(&setup, &url, &setup.public(), &["--keep", "2"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(prune(&setup, &url, &setup.public(), &["--keep", "2"]));
     assert!(
         stdout.contains("keep   mgmt-plane 1.2.0") && stdout.contains("keep   mgmt-plane 1.1.0"),
         "{stdout}"
