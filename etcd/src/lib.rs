@@ -599,6 +599,121 @@ impl EtcdClient {
     }
 }
 
+/// One member of the etcd cluster as `member list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    /// Empty until the member has started and announced itself.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+#[derive(Deserialize)]
+struct MemberListResponse {
+    #[serde(default)]
+    members: Vec<RawMember>,
+}
+
+#[derive(Deserialize)]
+struct MemberAddResponse {
+    member: Option<RawMember>,
+    #[serde(default)]
+    members: Vec<RawMember>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMember {
+    #[serde(rename = "ID", default)]
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(rename = "peerURLs", default)]
+    peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs", default)]
+    client_urls: Vec<String>,
+    #[serde(default)]
+    is_learner: bool,
+}
+
+impl RawMember {
+    fn into_member(self) -> Option<Member> {
+        Some(Member {
+            id: self.id.parse().ok()?,
+            name: self.name,
+            peer_urls: self.peer_urls,
+            client_urls: self.client_urls,
+            is_learner: self.is_learner,
+        })
+    }
+}
+
+/// Cluster membership (`/v3/cluster/member/...`): how an HA node joins (added as a learner,
+/// promoted once it caught up) and how a dead one is removed.
+impl EtcdClient {
+    pub async fn member_list(&self) -> Result<Vec<Member>, EtcdError> {
+        let bytes = self
+            .post("/v3/cluster/member/list", json!({ "linearizable": true }))
+            .await?;
+        let response: MemberListResponse = self.parse(&bytes)?;
+        Ok(response
+            .members
+            .into_iter()
+            .filter_map(RawMember::into_member)
+            .collect())
+    }
+
+    /// Adds a member with `peer_url`; a learner does not vote until promoted, so a member that
+    /// never starts cannot cost the cluster its quorum. Returns the new member and the whole
+    /// list (what the new member's `--initial-cluster` must name).
+    pub async fn member_add(
+        &self,
+        peer_url: &str,
+        learner: bool,
+    ) -> Result<(Member, Vec<Member>), EtcdError> {
+        let bytes = self
+            .post(
+                "/v3/cluster/member/add",
+                json!({ "peerURLs": [peer_url], "isLearner": learner }),
+            )
+            .await?;
+        let response: MemberAddResponse = self.parse(&bytes)?;
+        let member = response
+            .member
+            .and_then(RawMember::into_member)
+            .ok_or_else(|| EtcdError::Status {
+                endpoint: self.endpoint.clone(),
+                status: 200,
+                body: "member add answered without the member".into(),
+            })?;
+        let members = response
+            .members
+            .into_iter()
+            .filter_map(RawMember::into_member)
+            .collect();
+        Ok((member, members))
+    }
+
+    /// Promotes a learner to a voting member; etcd refuses until the learner's log caught up
+    /// with the leader's, so callers retry.
+    pub async fn member_promote(&self, id: u64) -> Result<(), EtcdError> {
+        self.post(
+            "/v3/cluster/member/promote",
+            json!({ "ID": id.to_string() }),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn member_remove(&self, id: u64) -> Result<(), EtcdError> {
+        self.post("/v3/cluster/member/remove", json!({ "ID": id.to_string() }))
+            .await
+            .map(drop)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

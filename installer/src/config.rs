@@ -348,11 +348,17 @@ impl InstallConfig {
                 )))
             }
         }
-        if spec.mode == Mode::Ha {
-            // Refused for now rather than half-installed: the join API is the next step.
+        if spec.mode == Mode::Ha && spec.vip.is_none() {
             return Err(ConfigProblem::Rule(
-                "spec.mode: ha is not supported by this version yet; use standalone".into(),
+                "spec.vip: ha mode needs a virtual IP that follows the healthy nodes".into(),
             ));
+        }
+        if let Some(vip) = spec.vip {
+            if spec.nodes.iter().any(|n| n.address == vip) {
+                return Err(ConfigProblem::Rule(format!(
+                    "spec.vip: {vip} is a node's own address; the VIP must be a free address on the nodes' network"
+                )));
+            }
         }
         if spec.mode == Mode::Standalone && spec.vip.is_some() {
             return Err(ConfigProblem::Rule(

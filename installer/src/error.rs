@@ -50,6 +50,8 @@ pub fn chain(error: &dyn std::error::Error) -> String {
 pub enum InstallError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Join(#[from] crate::cluster::join::JoinError),
     #[error("{}", path.display())]
     Input {
         path: PathBuf,
@@ -134,6 +136,17 @@ impl InstallError {
     pub fn hint(&self) -> Option<Hint> {
         let h = |s: String| Some(Hint(s));
         match self {
+            InstallError::Join(e) => {
+                use crate::cluster::join::JoinError as J;
+                use crate::cluster::token::TokenError as T;
+                match e {
+                    J::Token(T::Malformed) => h("pass the whole line `airgap token create` printed".into()),
+                    J::Pin { .. } => h("check --server: it must be a node of the cluster the token was created on".into()),
+                    J::Unreachable { .. } => h("the join API listens on every HA node at port 9443; check the address and the route".into()),
+                    J::Refused { .. } => h("make a new token on a cluster node with `airgap token create`".into()),
+                    _ => None,
+                }
+            }
             InstallError::OtherInstallation { root, .. } => h(format!(
                 "remove it first with `airgap reset --root {}`",
                 root.display()
@@ -270,6 +283,23 @@ pub enum PhaseError {
         #[source]
         source: crate::cri::CriError,
     },
+    #[error("etcd member {member} was not promoted to a voter within {secs}s (log: {})", log.display())]
+    Promote {
+        member: String,
+        secs: u64,
+        log: PathBuf,
+        #[source]
+        source: EtcdError,
+    },
+    #[error("the cluster service (join API on port 9443, VIP election) is not up after {secs}s (log: {})", log.display())]
+    ClusterServiceDown {
+        secs: u64,
+        log: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("a joining node must receive {} from the cluster; it never makes its own", path.display())]
+    JoinMaterialMissing { path: PathBuf },
     /// A test's stand-in phase failing on purpose (the runner's unit tests).
     #[error("{0}")]
     Injected(&'static str),
@@ -304,6 +334,16 @@ impl PhaseError {
                     .map(|p| format!(" (Debian: {p})"))
                     .unwrap_or_default()
             )),
+            PhaseError::Promote { log, .. } => h(format!(
+                "see {} (the member must reach the others on the peer port 2380); re-run `airgap join` to go on",
+                log.display()
+            )),
+            PhaseError::ClusterServiceDown { log, .. } => {
+                h(format!("see {} for why it is not serving", log.display()))
+            }
+            PhaseError::JoinMaterialMissing { .. } => h(
+                "this root holds a partial join; `airgap reset` it and join again with a token".into(),
+            ),
             PhaseError::EtcdUnhealthy { log, .. } => {
                 h(format!("see {} for why etcd is not up", log.display()))
             }

@@ -54,6 +54,8 @@ pub struct InstallReport {
     pub healthy_after: Duration,
     /// Whether kubeadm ran; `None` when the kubernetes phase was skipped.
     pub cluster: Option<ClusterInit>,
+    /// On the first HA node: the `airgap join` command for the others, with a fresh token.
+    pub join_command: Option<crate::secret::SecretString>,
 }
 
 pub async fn install(
@@ -118,9 +120,126 @@ pub async fn install(
     });
     ctx.run_workflow(&Workflow::init(), &mut journal, &request.skip)
         .await?;
+    let mut report = report(&ctx, &request.root);
+    if let crate::config::Topology::Ha { vip, .. } = ctx.config.topology()? {
+        report.join_command = Some(join_command(&mut ctx, vip, &request.public_key).await?);
+    }
+    Ok(report)
+}
+
+/// What `airgap join` was asked.
+#[derive(Debug, Clone)]
+pub struct JoinNodeRequest {
+    /// `ID.SECRET@sha256:PIN` as `airgap token create` printed it.
+    pub token: String,
+    /// A cluster node's (or the VIP's) join API: `HOST[:PORT]`.
+    pub server: String,
+    pub bundle: PathBuf,
+    pub public_key: PathBuf,
+    pub root: PathBuf,
+    pub node: Option<String>,
+    pub exe: PathBuf,
+    pub jobs: usize,
+    pub skip: SkipSet,
+}
+
+/// `airgap join`: admitted by the cluster (once; a re-run goes on from what it received),
+/// then the `join` workflow, whose cluster-scoped phases read what `init` created.
+pub async fn join(
+    request: &JoinNodeRequest,
+    observer: Arc<dyn Observer>,
+    host: Arc<dyn Host>,
+) -> Result<InstallReport, InstallError> {
+    use crate::cluster::join::{request_join, JoinState};
+    let started = Instant::now();
+    let layout = NodeLayout::new(&request.root);
+    let release = Release::open(&request.bundle, &request.public_key)?;
+    let mut journal = Journal::load(&layout.journal())?.journal;
+    let state = match JoinState::load(&layout)? {
+        Some(state) => state,
+        None => {
+            if let Some(found) = &journal.installation {
+                return Err(InstallError::OtherInstallation {
+                    root: request.root.clone(),
+                    found: found.clone(),
+                });
+            }
+            request_join(
+                &layout,
+                &request.token,
+                &request.server,
+                request.node.as_deref(),
+                &release,
+            )
+            .await?
+        }
+    };
+    let config_path = layout.install_yaml();
+    let config = InstallConfig::load(&config_path)?;
+    let node = config.resolve_node(Some(&state.node), &[])?.clone();
+    if let Some(installed) = journal.release() {
+        if decide(&installed, release.id()) != Decision::Same {
+            return Err(InstallError::ReleaseChange {
+                root: request.root.clone(),
+                installed: Box::new(installed),
+                offered: Box::new(release.id().clone()),
+            });
+        }
+    }
+    let mut ctx = InstallContext::new(ContextInputs {
+        config,
+        node,
+        layout,
+        release,
+        bundle_path: request.bundle.clone(),
+        config_path,
+        exe: request.exe.clone(),
+        jobs: request.jobs,
+        observer,
+        host,
+        started,
+    });
+    ctx.joining = Some(state);
+    ctx.run_workflow(&Workflow::join(), &mut journal, &request.skip)
+        .await?;
+    Ok(report(&ctx, &request.root))
+}
+
+/// A token for the two other nodes (one hour) and the command that uses it.
+async fn join_command(
+    ctx: &mut InstallContext,
+    vip: std::net::IpAddr,
+    public_key: &Path,
+) -> Result<crate::secret::SecretString, InstallError> {
+    use crate::cluster::{pin::CaPin, token};
+    let etcd = ctx.etcd_client().map_err(|e| InstallError::Phase {
+        phase: crate::journal::Phase::Etcd,
+        source: e,
+    })?;
+    let ca =
+        std::fs::read_to_string(ctx.layout.fqdn_ca()).map_err(|source| InstallError::Input {
+            path: ctx.layout.fqdn_ca(),
+            source,
+        })?;
+    let pin = CaPin::of_pem(&ca).ok_or_else(|| InstallError::Input {
+        path: ctx.layout.fqdn_ca(),
+        source: std::io::Error::other("no PEM certificate"),
+    })?;
+    let token = token::create(&etcd, Duration::from_secs(3600), 2)
+        .await
+        .map_err(crate::cluster::join::JoinError::from)?;
+    Ok(crate::secret::SecretString::new(format!(
+        "airgap join --token {} --server {vip} --bundle {} --pub {}",
+        token.with_pin(&pin).expose(),
+        ctx.bundle_path.display(),
+        public_key.display()
+    )))
+}
+
+fn report(ctx: &InstallContext, root: &Path) -> InstallReport {
     let outcome = ctx.outcome.clone();
-    Ok(InstallReport {
-        root: request.root.clone(),
+    InstallReport {
+        root: root.to_path_buf(),
         fqdn: ctx.config.spec.fqdn.to_string(),
         node: ctx.node.name.to_string(),
         release: ctx.release.id().to_string(),
@@ -131,7 +250,8 @@ pub async fn install(
         seed: outcome.seed,
         healthy_after: outcome.healthy_after,
         cluster: outcome.cluster,
-    })
+        join_command: None,
+    }
 }
 
 /// Checks on inputs other than the bundle, before anything is written.

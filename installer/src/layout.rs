@@ -36,6 +36,18 @@ impl NodeLayout {
         self.at("etc/kubernetes/encryption-config.yaml")
     }
     /// The installer's configuration directory.
+    /// The agent's certificate (join API, agent-to-agent).
+    pub fn agent_pair(&self) -> crate::pki::PairPaths {
+        crate::pki::PairPaths::new(&self.etc().join("pki"), "agent")
+    }
+    /// What this node received when it joined an HA cluster (no secret in it).
+    pub fn join_state(&self) -> PathBuf {
+        self.state_dir().join("join.json")
+    }
+    /// The registry login the built-in registry uses with its peers (0600).
+    pub fn registry_peer_login(&self) -> PathBuf {
+        self.etc().join("registry-peer-login")
+    }
     pub fn etc(&self) -> PathBuf {
         self.at("etc/airgap")
     }

@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod cluster;
 pub mod config;
 pub mod containerd;
 pub mod cri;

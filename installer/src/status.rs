@@ -27,6 +27,13 @@ pub struct NodeStatus {
     pub agent: AgentStatus,
     pub services: BTreeMap<String, ServiceStatus>,
     pub kubernetes: KubernetesStatus,
+    /// An HA node's view of the cluster: members and their health, the VIP holder, registry
+    /// replicas. `None` standalone, or when this node's etcd cannot reach quorum (then
+    /// `clusterError` says why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::members::ClusterView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,6 +102,7 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
             ("etcd", Some(_), Some(n)) => probe_etcd(layout, n).await,
             ("registry", Some(c), Some(n)) => probe_registry(layout, c, n).await,
             ("containerd", _, _) => probe_containerd(layout, &defined[name]).await,
+            ("cluster", Some(_), Some(n)) => probe_join_api(n).await,
             _ => (false, "no probe".into(), None),
         };
         let detail = if pid.is_none() {
@@ -113,7 +121,24 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
             },
         );
     }
+    // A joined node's phases are its join workflow's.
+    let workflow = if layout.join_state().exists() {
+        WorkflowKind::Join
+    } else {
+        WorkflowKind::Init
+    };
+    let (cluster, cluster_error) = match (&config, &node) {
+        (Some(c), Some(n)) if c.spec.mode == crate::config::Mode::Ha => {
+            match cluster_view(layout, c, n).await {
+                Ok(view) => (Some(view), None),
+                Err(e) => (None, Some(e)),
+            }
+        }
+        _ => (None, None),
+    };
     Ok(NodeStatus {
+        cluster,
+        cluster_error,
         root: layout.root().display().to_string(),
         installation: journal.installation.clone(),
         node: journal.node.clone(),
@@ -125,13 +150,13 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
             .iter()
             .map(|p| {
                 let record = journal
-                    .workflow(WorkflowKind::Init)
+                    .workflow(workflow)
                     .and_then(|w| w.phases.get(p))
                     .cloned();
                 (*p, record)
             })
             .collect(),
-        complete: journal.is_complete(WorkflowKind::Init, &Phase::ALL),
+        complete: journal.is_complete(workflow, &Phase::ALL),
         agent: AgentStatus {
             running: pid.is_some(),
             pid: pid.filter(|p| *p != 0),
@@ -139,6 +164,42 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
         services,
         kubernetes: probe_kubernetes(layout, config.as_ref(), node.as_ref()).await,
     })
+}
+
+async fn cluster_view(
+    layout: &NodeLayout,
+    config: &InstallConfig,
+    node: &Node,
+) -> Result<crate::cluster::members::ClusterView, String> {
+    let etcd = crate::etcd::client::for_node(layout, &url(node.address, CLIENT_PORT))
+        .map_err(|e| chain(&e))?;
+    match tokio::time::timeout(
+        Duration::from_secs(8),
+        crate::cluster::members::view(layout, config, &etcd),
+    )
+    .await
+    {
+        Ok(Ok(view)) => Ok(view),
+        Ok(Err(e)) => Err(format!(
+            "this node's etcd has no quorum view: {}",
+            chain(&e)
+        )),
+        Err(_) => Err("this node's etcd did not answer within 8s (no quorum?)".into()),
+    }
+}
+
+async fn probe_join_api(node: &Node) -> (bool, String, Option<String>) {
+    let addr = SocketAddr::new(node.address, crate::cluster::protocol::JOIN_PORT);
+    let endpoint = Some(format!("https://{addr}"));
+    match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => (
+            true,
+            "join API listening; VIP election running".into(),
+            endpoint,
+        ),
+        Ok(Err(e)) => (false, format!("join API not listening: {e}"), endpoint),
+        Err(_) => (false, "join API did not answer within 3s".into(), endpoint),
+    }
 }
 
 async fn probe_etcd(layout: &NodeLayout, node: &Node) -> (bool, String, Option<String>) {

@@ -1,6 +1,7 @@
 //! Argument definitions and dispatch.
 
 mod bundle;
+mod cluster;
 mod keygen;
 mod node;
 mod progress;
@@ -36,10 +37,21 @@ pub enum Command {
     /// Manage the releases a registry holds.
     #[command(subcommand)]
     Release(release::ReleaseCommand),
-    /// Install a standalone management node from a bundle, fully offline.
+    /// Install a management node (standalone, or the first of an HA cluster) from a bundle, fully offline.
     Install(node::InstallArgs),
     /// Move an installed node to a newer release from a bundle (keys and certificates kept).
     Upgrade(node::UpgradeArgs),
+    /// Join this machine to an HA cluster as one of its three nodes.
+    Join(node::JoinArgs),
+    /// Manage the HA cluster's join tokens.
+    #[command(subcommand)]
+    Token(cluster::TokenCommand),
+    /// Manage the HA cluster's nodes.
+    #[command(subcommand)]
+    Node(cluster::NodeCommand),
+    /// The join API and VIP election of an HA node (run by the agent).
+    #[command(hide = true)]
+    ClusterService(node::RootArgs),
     /// Report the node's install phases and services (exit 3 when not healthy).
     Status(node::StatusArgs),
     /// Supervise the node's services (what the systemd unit runs).
@@ -76,6 +88,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Release(cmd) => release::run(cmd),
         Command::Install(args) => node::install_cmd(args),
         Command::Upgrade(args) => node::upgrade_cmd(args),
+        Command::Join(args) => node::join_cmd(args),
+        Command::Token(cmd) => cluster::token(cmd),
+        Command::Node(cmd) => cluster::node(cmd),
+        Command::ClusterService(args) => cluster::service(args),
         Command::Status(args) => node::status_cmd(args),
         Command::Agent(args) => node::agent_cmd(args),
         Command::Stop(args) => node::stop_cmd(args),

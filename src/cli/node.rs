@@ -46,6 +46,41 @@ pub struct InstallArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct JoinArgs {
+    /// The join token, as `airgap token create` (or the first node's install) printed it:
+    /// ID.SECRET@sha256:PIN, the pin being the cluster CA's.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "AIRGAP_JOIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: String,
+    /// A cluster node's (or the VIP's) address: HOST[:PORT], port 9443 by default.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub server: String,
+    /// The cluster's bundle (the same release it runs), for this node's binaries.
+    #[arg(long, value_name = "FILE")]
+    pub bundle: PathBuf,
+    /// The public key the bundle must be signed with.
+    #[arg(long = "pub", value_name = "FILE")]
+    pub public_key: PathBuf,
+    /// Relocate every path the installer touches (default: /).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// This node's name in install.yaml (default: the node whose address this machine has).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Phases to leave out, comma-separated; verify always runs.
+    #[arg(long = "skip-phases", value_name = "P,...", default_value = "")]
+    pub skip_phases: String,
+    /// Blobs uploaded at once while seeding.
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct UpgradeArgs {
     /// The newer bundle (full, or a delta built `--since` the installed release's bundle).
     #[arg(
@@ -166,10 +201,47 @@ pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
     let report = runtime()?
         .block_on(install(&request, observer, Arc::new(SystemHost)))
         .context("install failed")?;
+    print_installed(&report, "installed");
+    if let Some(join) = &report.join_command {
+        println!();
+        println!("to add the other nodes, run on each of them (the token allows 2 joins for 1h; `airgap token create` makes more):");
+        // The one place the token is shown: for the operator to run on the other nodes.
+        println!("  {}", join.expose());
+    }
+    Ok(())
+}
+
+pub fn join_cmd(args: JoinArgs) -> anyhow::Result<()> {
+    let request = installer::install::JoinNodeRequest {
+        token: args.token,
+        server: args.server,
+        bundle: args.bundle,
+        public_key: args.public_key,
+        root: std::path::absolute(&args.root).context("resolving --root")?,
+        node: args.node,
+        exe: std::env::current_exe().context("locating the airgap binary")?,
+        jobs: args.jobs as usize,
+        skip: SkipSet::parse(&args.skip_phases)?,
+    };
+    let observer = Arc::new(PhaseLines {
+        bar: Mutex::new(None),
+    });
+    let report = runtime()?
+        .block_on(installer::install::join(
+            &request,
+            observer,
+            Arc::new(SystemHost),
+        ))
+        .context("join failed")?;
+    print_installed(&report, &format!("joined {} as", report.node));
+    Ok(())
+}
+
+fn print_installed(report: &installer::install::InstallReport, what: &str) {
     let layout = NodeLayout::new(&report.root);
     println!();
     println!(
-        "installed {} (healthy {:.1}s after start){}",
+        "{what} {} (healthy {:.1}s after start){}",
         report.fqdn,
         report.healthy_after.as_secs_f64(),
         match &report.seed {
@@ -213,7 +285,6 @@ pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
             report.root.display()
         );
     }
-    Ok(())
 }
 
 pub fn upgrade_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
@@ -386,6 +457,34 @@ pub fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
             },
             status.kubernetes.detail
         );
+    }
+    if !args.json {
+        if let Some(c) = &status.cluster {
+            println!(
+                "  cluster    VIP {} held by {}",
+                c.vip,
+                c.vip_holder.as_deref().unwrap_or("nobody")
+            );
+            for m in &c.members {
+                println!(
+                    "    {:<10} {:<16} {}{}",
+                    m.name,
+                    m.address,
+                    match (m.member, m.learner, m.healthy) {
+                        (false, _, _) => "not a member",
+                        (true, true, _) => "learner",
+                        (true, false, true) => "healthy",
+                        (true, false, false) => "DOWN",
+                    },
+                    m.registry_missing
+                        .map(|n| format!(", registry missing {n} blobs"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        if let Some(e) = &status.cluster_error {
+            println!("  cluster    UNAVAILABLE: {e}");
+        }
     }
     if status.installation.is_some() && !status.healthy() {
         // Scripts (and tests) can wait on `airgap status`.

@@ -12,6 +12,7 @@ use indicatif::ProgressBar;
 use registry::auth::{AuthFile, Credentials};
 use registry::mirror::{containerd_hosts, HostAccess, MirrorTarget, RewriteMap, HOST_CA_FILE};
 use registry::seed::{SeedObserver, SeedPlan, Seeder};
+use registry::server::replication::Replication;
 use registry::server::{
     tls_acceptor, ArchiveStore, EtcdMetadata, Htpasswd, LayoutStore, MetadataBackend, MetadataLog,
     Registry, RegistryOptions, Store, UploadLimits,
@@ -25,7 +26,7 @@ pub enum RegistryCommand {
     /// Push a bundle's images and packs into a registry.
     Seed(SeedArgs),
     /// Run the built-in registry over a bundle or an OCI layout directory.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Remove blobs no manifest references from a store directory (or a running registry).
     Gc(GcArgs),
 }
@@ -138,6 +139,19 @@ pub struct ServeArgs {
     /// The etcd client key.
     #[arg(long, value_name = "FILE", requires = "etcd")]
     pub etcd_key: Option<PathBuf>,
+    /// Another node's registry (HOST:PORT, repeatable): blobs the shared catalog (--etcd)
+    /// links but this directory lacks are fetched from it, on demand and in the background.
+    #[arg(long = "peer", value_name = "HOST:PORT", requires = "etcd")]
+    pub peers: Vec<String>,
+    /// CA certificate the peers' TLS certificates chain to.
+    #[arg(long, value_name = "FILE", requires = "peers")]
+    pub peer_ca: Option<PathBuf>,
+    /// USER:PASSWORD for the peers (a 0600 file).
+    #[arg(long, value_name = "FILE", requires = "peers")]
+    pub peer_credentials: Option<PathBuf>,
+    /// etcd key where each replication pass reports how many blobs are still missing.
+    #[arg(long, value_name = "KEY", requires = "peers")]
+    pub replica_report: Option<String>,
 }
 
 pub fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
@@ -147,7 +161,7 @@ pub fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cmd {
         RegistryCommand::Seed(args) => runtime.block_on(seed(args)),
-        RegistryCommand::Serve(args) => runtime.block_on(serve(args)),
+        RegistryCommand::Serve(args) => runtime.block_on(serve(*args)),
         RegistryCommand::Gc(args) => runtime.block_on(gc(args)),
     }
 }
@@ -324,15 +338,55 @@ pub(crate) fn client_for(
 
 /// The metadata backend `serve` was asked for: etcd, or the log in the directory.
 fn metadata_backend(args: &ServeArgs) -> anyhow::Result<Arc<dyn MetadataBackend>> {
+    match etcd_client(args)? {
+        Some(client) => Ok(Arc::new(EtcdMetadata::new(client))),
+        None => Ok(Arc::new(MetadataLog::open(&args.source)?)),
+    }
+}
+
+fn etcd_client(args: &ServeArgs) -> anyhow::Result<Option<etcd::EtcdClient>> {
     let (Some(endpoint), Some(ca), Some(cert), Some(key)) =
         (&args.etcd, &args.etcd_ca, &args.etcd_cert, &args.etcd_key)
     else {
-        return Ok(Arc::new(MetadataLog::open(&args.source)?));
+        return Ok(None);
     };
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let key = read(key)?;
-    let client = etcd::EtcdClient::new(endpoint, &read(ca)?, &read(cert)?, &key)?;
-    Ok(Arc::new(EtcdMetadata::new(client)))
+    let key = zeroize::Zeroizing::new(read(key)?);
+    Ok(Some(etcd::EtcdClient::new(
+        endpoint,
+        &read(ca)?,
+        &read(cert)?,
+        &key,
+    )?))
+}
+
+/// Replication from `--peer`s, when any are given.
+fn replication(args: &ServeArgs) -> anyhow::Result<Option<Replication>> {
+    if args.peers.is_empty() {
+        return Ok(None);
+    }
+    let mut config = ClientConfig::default();
+    if let Some(ca) = &args.peer_ca {
+        config = config.with_ca_file(ca)?;
+    }
+    if let Some(path) = &args.peer_credentials {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        let (username, password) = text
+            .trim_end()
+            .split_once(':')
+            .with_context(|| format!("{} is not USER:PASSWORD", path.display()))?;
+        config.credentials = Some(Credentials {
+            username: username.to_string(),
+            password: password.to_string(),
+        });
+    }
+    let report = match (&args.replica_report, etcd_client(args)?) {
+        (Some(key), Some(client)) => Some((client, key.clone())),
+        _ => None,
+    };
+    Ok(Some(Replication::new(&args.peers, config, report)?))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -394,7 +448,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         deletes: args.enable_delete,
         rate_limit: args.rate_limit,
     };
-    let registry = Arc::new(Registry::with_options(store, htpasswd, options));
+    let mut registry = Registry::with_options(store, htpasswd, options);
+    if let Some(replication) = replication(&args)? {
+        if !registry.store().is_writable() {
+            bail!("--peer: a served bundle is read-only; replication needs a store directory");
+        }
+        registry = registry.with_replication(replication);
+    }
+    let registry = Arc::new(registry);
+    tokio::spawn(registry.clone().replicate());
     let server = tokio::spawn(registry.clone().serve(listener, tls));
     shutdown_signal().await;
     server.abort();

@@ -15,6 +15,10 @@ pub const FQDN: &str = "mgmt.example.internal";
 
 pub struct NetNs {
     pub name: String,
+    /// The node's address in the namespace.
+    pub address: String,
+    /// Its port on a [`Switch`], when it is on one.
+    pub port: Option<String>,
 }
 
 fn run(program: &str, args: &[&str]) {
@@ -35,7 +39,11 @@ impl NetNs {
             NEXT.fetch_add(1, Ordering::SeqCst)
         );
         run("ip", &["netns", "add", &name]);
-        let ns = NetNs { name };
+        let ns = NetNs {
+            name,
+            address: ADDRESS.into(),
+            port: None,
+        };
         let n = ns.name.as_str();
         run("ip", &["-n", n, "link", "set", "lo", "up"]);
         run(
@@ -137,6 +145,108 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .status();
         let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
+    }
+}
+
+/// A LAN for multi-node tests: a bridge in a namespace of its own, each node's veth plugged
+/// into it. Cutting a node's link (its port down) is how tests partition or lose a node.
+pub struct Switch {
+    pub name: String,
+    ports: AtomicUsize,
+}
+
+impl Switch {
+    pub fn create(tag: &str) -> Switch {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "ag-{tag}-sw-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        run("ip", &["netns", "add", &name]);
+        let sw = Switch {
+            name,
+            ports: AtomicUsize::new(0),
+        };
+        run(
+            "ip",
+            &["-n", &sw.name, "link", "add", "br0", "type", "bridge"],
+        );
+        run("ip", &["-n", &sw.name, "link", "set", "br0", "up"]);
+        sw
+    }
+
+    /// A namespace on this switch holding `address`/24 on `eth0`, with `/etc/hosts` mapping
+    /// `hosts` (name, address) pairs.
+    pub fn attach(&self, tag: &str, address: &str, hosts: &[(&str, &str)]) -> NetNs {
+        let i = self.ports.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{}-{tag}", self.name);
+        run("ip", &["netns", "add", &name]);
+        let port = format!("p{i}");
+        let ns = NetNs {
+            name,
+            address: address.into(),
+            port: Some(port.clone()),
+        };
+        let n = ns.name.as_str();
+        run("ip", &["-n", n, "link", "set", "lo", "up"]);
+        run(
+            "ip",
+            &[
+                "-n", n, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns",
+                &self.name,
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                n,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                "eth0",
+            ],
+        );
+        run("ip", &["-n", n, "link", "set", "eth0", "up"]);
+        run(
+            "ip",
+            &["-n", &self.name, "link", "set", &port, "master", "br0"],
+        );
+        run("ip", &["-n", &self.name, "link", "set", &port, "up"]);
+        let etc = PathBuf::from("/etc/netns").join(n);
+        std::fs::create_dir_all(&etc).unwrap();
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for (host, addr) in hosts {
+            text.push_str(&format!("{addr} {host}\n"));
+        }
+        std::fs::write(etc.join("hosts"), text).unwrap();
+        ns
+    }
+
+    /// Takes `ns`'s link down (`up = false`) or back up.
+    pub fn link(&self, ns: &NetNs, up: bool) {
+        let port = ns.port.as_deref().expect("a namespace on this switch");
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.name,
+                "link",
+                "set",
+                port,
+                if up { "up" } else { "down" },
+            ],
+        );
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -271,7 +381,7 @@ impl EtcdProbe<'_> {
             cmd.args(["-X", "POST", "-d", b]);
         }
         let out = cmd
-            .arg(format!("https://{ADDRESS}:2379{path}"))
+            .arg(format!("https://{}:2379{path}", self.ns.address))
             .output()
             .expect("curl");
         let text = if out.status.success() {

@@ -13,8 +13,8 @@ use crate::service::ServiceSpec;
 pub const CLIENT_PORT: u16 = 2379;
 pub const PEER_PORT: u16 = 2380;
 
-/// One etcd member of the cluster. Standalone installs have one; HA will list three in
-/// `initial_cluster`.
+/// One etcd member of the cluster. A standalone install and the first HA node found the
+/// cluster alone; the other HA nodes join it with the membership the cluster gave them.
 #[derive(Debug, Clone)]
 pub struct EtcdMember {
     pub name: String,
@@ -22,6 +22,8 @@ pub struct EtcdMember {
     /// `name=https://addr:2380` for every member, this one included.
     pub initial_cluster: Vec<(String, IpAddr)>,
     pub cluster_token: String,
+    /// Joining a running cluster (`--initial-cluster-state existing`) rather than founding it.
+    pub existing: bool,
 }
 
 pub fn url(address: IpAddr, port: u16) -> String {
@@ -56,7 +58,10 @@ impl EtcdMember {
             ("--initial-advertise-peer-urls", peer),
             ("--initial-cluster", cluster),
             ("--initial-cluster-token", self.cluster_token.clone()),
-            ("--initial-cluster-state", "new".into()),
+            (
+                "--initial-cluster-state",
+                if self.existing { "existing" } else { "new" }.into(),
+            ),
             ("--client-cert-auth", "true".into()),
             ("--trusted-ca-file", p("ca.crt")),
             ("--cert-file", p("server.crt")),

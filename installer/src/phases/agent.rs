@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{etcd_healthy, outcome, InstallContext};
+use super::{etcd_healthy, outcome, wait_for, InstallContext};
 use crate::agent::{self, Launch};
 use crate::error::PhaseError;
 use crate::files::{write_if_changed, PUBLIC};
@@ -15,9 +15,48 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         .map_err(PhaseError::io("writing", &path))?;
     ctx.audit
         .record("agent.unit", &path.display().to_string(), outcome(changed));
+    if ctx.config.spec.mode == crate::config::Mode::Ha {
+        // The join API and the VIP election, supervised like etcd and the registry.
+        let spec = crate::service::ServiceSpec {
+            name: "cluster".into(),
+            program: ctx.exe.clone(),
+            args: vec![
+                "cluster-service".into(),
+                "--root".into(),
+                ctx.layout.root().display().to_string(),
+            ],
+            env: Default::default(),
+        };
+        let changed = spec.write(&ctx.layout.services_dir())?;
+        ctx.audit
+            .record("service.define", "cluster", outcome(changed));
+    }
     ctx.failpoint.reached(Phase::Agent);
     let (launch, _) = agent::ensure_running(&ctx.layout, &ctx.exe, ctx.host.as_ref())?;
-    etcd_healthy(ctx, Duration::from_secs(60)).await?;
+    let etcd = etcd_healthy(ctx, Duration::from_secs(60)).await?;
+    if ctx.config.spec.mode == crate::config::Mode::Ha {
+        // The join command is printed next: the join API must answer, and the VIP have a
+        // holder, before anyone is told to use them.
+        let join_api =
+            std::net::SocketAddr::new(ctx.node.address, crate::cluster::protocol::JOIN_PORT);
+        let limit = Duration::from_secs(30);
+        wait_for(limit, || {
+            let etcd = etcd.clone();
+            async move {
+                tokio::net::TcpStream::connect(join_api).await?;
+                match etcd.get(crate::cluster::vip::VIP_HOLDER_KEY).await {
+                    Ok(Some(_)) => Ok(()),
+                    _ => Err(std::io::Error::other("no VIP holder yet")),
+                }
+            }
+        })
+        .await
+        .map_err(|source| PhaseError::ClusterServiceDown {
+            secs: limit.as_secs(),
+            log: ctx.layout.log_dir().join("cluster.log"),
+            source,
+        })?;
+    }
     let pid = agent::running_pid(&ctx.layout)?.unwrap_or(0);
     let how = match launch {
         Launch::Systemd => "airgap-agent.service (systemd)".to_string(),

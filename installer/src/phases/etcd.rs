@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{etcd_healthy, outcome, InstallContext};
 use crate::agent;
 use crate::audit::Outcome;
+use crate::cluster::protocol::EtcdJoin;
 use crate::error::PhaseError;
 use crate::journal::Phase;
 use crate::node_binaries::NodeBinaries;
@@ -34,10 +35,56 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         );
     }
     ctx.failpoint.reached(Phase::Etcd);
+    if let Some(join) = ctx.joining.clone() {
+        promote(ctx, &join.etcd).await?;
+    }
     etcd_healthy(ctx, Duration::from_secs(60)).await?;
     Ok(format!(
         "etcd {} healthy at {} ({from})",
         member.name,
         member.client_url()
     ))
+}
+
+/// Promotes this node's member from learner to voter, through a voting member: etcd agrees
+/// only once the learner's log caught up, so this retries until then.
+async fn promote(ctx: &mut InstallContext, join: &EtcdJoin) -> Result<(), PhaseError> {
+    const LIMIT: Duration = Duration::from_secs(90);
+    let deadline = std::time::Instant::now() + LIMIT;
+    let mut voters: Vec<String> = join.voters.clone();
+    voters.push(ctx.member().client_url());
+    loop {
+        let mut last = None;
+        for voter in &voters {
+            let client = crate::etcd::client::for_node(&ctx.layout, voter)?;
+            let result = async {
+                let members = client.member_list().await?;
+                match members.iter().find(|m| m.id == join.member_id) {
+                    Some(m) if !m.is_learner => Ok(()),
+                    _ => client.member_promote(join.member_id).await,
+                }
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    ctx.audit
+                        .record("etcd.promote", &ctx.node.name.to_string(), Outcome::Done);
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(PhaseError::Promote {
+                member: ctx.node.name.to_string(),
+                secs: LIMIT.as_secs(),
+                log: ctx.layout.log_dir().join("etcd.log"),
+                source: last.unwrap_or_else(|| crate::etcd::client::EtcdError::Unhealthy {
+                    endpoint: "-".into(),
+                    body: "no voting member to ask".into(),
+                }),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

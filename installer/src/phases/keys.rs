@@ -54,6 +54,9 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     let path = ctx.layout.encryption_config();
     let key = match read_encryption_key(&ctx.layout)? {
         Some(key) => key,
+        None if ctx.joining.is_some() => {
+            return Err(PhaseError::JoinMaterialMissing { path });
+        }
         None => {
             let key = SecretboxKey::generate("key1").map_err(KeysError::from)?;
             write_atomic(

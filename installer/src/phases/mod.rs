@@ -67,6 +67,8 @@ pub struct InstallContext {
     cluster: Option<ClusterInit>,
     pub outcome: RunOutcome,
     registry_store: PathBuf,
+    /// Set when this run joins an HA cluster: cluster-scoped material is read, never made.
+    pub joining: Option<crate::cluster::join::JoinState>,
 }
 
 /// What a run reports at its end.
@@ -155,21 +157,33 @@ impl InstallContext {
             mirror: None,
             cluster: None,
             outcome: RunOutcome::default(),
+            joining: None,
         }
     }
 
     pub fn member(&self) -> EtcdMember {
+        let (initial_cluster, existing) = match &self.joining {
+            Some(join) => (join.etcd.initial_cluster.clone(), true),
+            // The first HA node founds the cluster alone; the others are added as they join.
+            None if self.config.spec.mode == crate::config::Mode::Ha => {
+                (vec![(self.node.name.to_string(), self.node.address)], false)
+            }
+            None => (
+                self.config
+                    .spec
+                    .nodes
+                    .iter()
+                    .map(|n| (n.name.to_string(), n.address))
+                    .collect(),
+                false,
+            ),
+        };
         EtcdMember {
             name: self.node.name.to_string(),
             address: self.node.address,
-            initial_cluster: self
-                .config
-                .spec
-                .nodes
-                .iter()
-                .map(|n| (n.name.to_string(), n.address))
-                .collect(),
+            initial_cluster,
             cluster_token: format!("airgap-{}", self.config.metadata.name),
+            existing,
         }
     }
 
@@ -267,9 +281,25 @@ impl InstallContext {
         )
     }
 
-    /// The registry's listen address on this node (the built-in registry).
+    /// The registry's address on this node (the built-in registry).
     fn registry_listen(&self) -> SocketAddr {
         SocketAddr::new(self.node.address, self.config.registry_port())
+    }
+
+    /// Where the built-in registry binds: the node's address, and in HA every address, so it
+    /// also answers on the VIP while this node holds it.
+    fn registry_bind(&self) -> SocketAddr {
+        match (self.config.spec.mode, self.node.address) {
+            (crate::config::Mode::Ha, std::net::IpAddr::V4(_)) => SocketAddr::new(
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+                self.config.registry_port(),
+            ),
+            (crate::config::Mode::Ha, std::net::IpAddr::V6(_)) => SocketAddr::new(
+                std::net::Ipv6Addr::UNSPECIFIED.into(),
+                self.config.registry_port(),
+            ),
+            _ => self.registry_listen(),
+        }
     }
 }
 

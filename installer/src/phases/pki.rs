@@ -38,13 +38,7 @@ pub(super) fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
     )?;
     note("etcd/ca", e);
     ctx.failpoint.reached(Phase::Pki);
-    let member = LeafSpec {
-        common_name: node.name.to_string(),
-        organization: None,
-        dns_names: vec![node.name.to_string(), "localhost".into()],
-        ip_addresses: vec![node.address, std::net::Ipv4Addr::LOCALHOST.into()],
-        usage: Usage::ServerAndClient,
-    };
+    let member = LeafSpec::etcd_member(node);
     for stem in ["server", "peer"] {
         let e = etcd_ca.ensure_leaf(&PairPaths::new(&layout.etcd_pki_dir(), stem), &member)?;
         note(&format!("etcd/{stem}"), e);
@@ -58,14 +52,8 @@ pub(super) fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
     };
     let e = etcd_ca.ensure_leaf(&layout.etcd_client_pair(), &client)?;
     note("apiserver-etcd-client", e);
-    let agent = LeafSpec {
-        common_name: format!("airgap-agent:{}", node.name),
-        organization: Some("airgap:agents".into()),
-        dns_names: vec![node.name.to_string()],
-        ip_addresses: vec![node.address],
-        usage: Usage::ServerAndClient,
-    };
-    let e = ca.ensure_leaf(&PairPaths::new(&layout.etc().join("pki"), "agent"), &agent)?;
+    let agent = LeafSpec::agent(node);
+    let e = ca.ensure_leaf(&layout.agent_pair(), &agent)?;
     note("agent", e);
 
     let fqdn_paths = PairPaths {
@@ -73,6 +61,8 @@ pub(super) fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
         key: layout.fqdn_key(),
     };
     let fqdn_summary = match &ctx.config.spec.certificates {
+        // A joining node received the imported certificate from the cluster.
+        Some(_) if ctx.joining.is_some() => "FQDN certificate received from the cluster",
         Some(certs) => {
             // Checked before anything was written; copied as given.
             let import = &certs.import;

@@ -142,7 +142,7 @@ fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(),
             "serve".into(),
             ctx.layout.registry_storage().display().to_string(),
             "--listen".into(),
-            ctx.registry_listen().to_string(),
+            ctx.registry_bind().to_string(),
             "--tls-cert".into(),
             ctx.layout.fqdn_cert().display().to_string(),
             "--tls-key".into(),
@@ -167,6 +167,39 @@ fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(),
         ],
         env: Default::default(),
     };
+    let mut spec = spec;
+    if ctx.config.spec.mode == crate::config::Mode::Ha {
+        // Every node holds every blob: fetched from the others on a miss and in the
+        // background, authenticated with the installation's registry login.
+        let login = ctx.layout.registry_peer_login();
+        let line = zeroize::Zeroizing::new(format!("{}:{password}\n", access.username));
+        write_if_changed(&login, line.as_bytes(), PRIVATE)
+            .map_err(PhaseError::io("writing", &login))?;
+        let port = ctx.config.registry_port();
+        for other in ctx
+            .config
+            .spec
+            .nodes
+            .iter()
+            .filter(|n| n.name != ctx.node.name)
+        {
+            spec.args.push("--peer".into());
+            spec.args
+                .push(std::net::SocketAddr::new(other.address, port).to_string());
+        }
+        spec.args.extend([
+            "--peer-ca".into(),
+            ctx.layout.fqdn_ca().display().to_string(),
+            "--peer-credentials".into(),
+            login.display().to_string(),
+            "--replica-report".into(),
+            format!(
+                "{}{}",
+                crate::cluster::members::REPLICA_PREFIX,
+                ctx.node.name
+            ),
+        ]);
+    }
     let changed = spec.write(&ctx.layout.services_dir())?;
     ctx.audit
         .record("service.define", "registry", outcome(changed));

@@ -186,36 +186,8 @@ impl CertificateAuthority {
             return Ok(Ensured::Kept);
         }
         let key = generate_rsa_2048()?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = name(&spec.common_name, spec.organization.as_deref());
-        params.subject_alt_names = spec
-            .dns_names
-            .iter()
-            .map(|d| {
-                d.clone()
-                    .try_into()
-                    .map(SanType::DnsName)
-                    .map_err(|source| PkiError::San {
-                        name: spec.common_name.clone(),
-                        san: d.clone(),
-                        source,
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        params
-            .subject_alt_names
-            .extend(spec.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = spec.usage.purposes();
-        params.use_authority_key_identifier_extension = true;
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::minutes(5);
-        params.not_after = now + LEAF_LIFETIME;
-        params.serial_number = Some(random_serial());
-        let cert = params
+        let cert = spec
+            .params()?
             .signed_by(&key, &self.issuer, &self.key)
             .map_err(|source| PkiError::Issue {
                 name: spec.common_name.clone(),
@@ -224,6 +196,26 @@ impl CertificateAuthority {
         write(&paths.key, key.serialize_pem().as_bytes(), PRIVATE)?;
         write(&paths.cert, cert.pem().as_bytes(), PUBLIC)?;
         Ok(Ensured::Created)
+    }
+
+    /// Issues a certificate for the key of a certificate signing request. The CSR's
+    /// signature proves the requester holds the key; everything the certificate says comes
+    /// from `spec` (what the cluster decided this node is), never from the request.
+    pub fn issue_for_csr(&self, csr_pem: &str, spec: &LeafSpec) -> Result<String, PkiError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|source| {
+            PkiError::Issue {
+                name: spec.common_name.clone(),
+                source,
+            }
+        })?;
+        let cert = spec
+            .params()?
+            .signed_by(&csr.public_key, &self.issuer, &self.key)
+            .map_err(|source| PkiError::Issue {
+                name: spec.common_name.clone(),
+                source,
+            })?;
+        Ok(cert.pem())
     }
 
     fn leaf_is_current(&self, paths: &PairPaths, spec: &LeafSpec) -> bool {
@@ -286,7 +278,80 @@ pub struct LeafSpec {
     pub usage: Usage,
 }
 
+/// A new RSA-2048 key (PEM, kept in memory) and a signing request for it, to be issued by
+/// the cluster (`CertificateAuthority::issue_for_csr`): the key never leaves the node.
+pub fn key_and_csr_in_memory(
+    common_name: &str,
+) -> Result<(crate::secret::SecretString, String), PkiError> {
+    let key = generate_rsa_2048()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(common_name, None);
+    let csr = params
+        .serialize_request(&key)
+        .and_then(|r| r.pem())
+        .map_err(|source| PkiError::Issue {
+            name: common_name.to_string(),
+            source,
+        })?;
+    Ok((crate::secret::SecretString::new(key.serialize_pem()), csr))
+}
+
 impl LeafSpec {
+    /// An etcd member's server and peer certificate: its name and address, and loopback.
+    pub fn etcd_member(node: &crate::config::Node) -> Self {
+        LeafSpec {
+            common_name: node.name.to_string(),
+            organization: None,
+            dns_names: vec![node.name.to_string(), "localhost".into()],
+            ip_addresses: vec![node.address, std::net::Ipv4Addr::LOCALHOST.into()],
+            usage: Usage::ServerAndClient,
+        }
+    }
+
+    /// The node agent's certificate (the join API, agent-to-agent calls).
+    pub fn agent(node: &crate::config::Node) -> Self {
+        LeafSpec {
+            common_name: format!("airgap-agent:{}", node.name),
+            organization: Some("airgap:agents".into()),
+            dns_names: vec![node.name.to_string()],
+            ip_addresses: vec![node.address],
+            usage: Usage::ServerAndClient,
+        }
+    }
+
+    fn params(&self) -> Result<CertificateParams, PkiError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(&self.common_name, self.organization.as_deref());
+        params.subject_alt_names = self
+            .dns_names
+            .iter()
+            .map(|d| {
+                d.clone()
+                    .try_into()
+                    .map(SanType::DnsName)
+                    .map_err(|source| PkiError::San {
+                        name: self.common_name.clone(),
+                        san: d.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        params
+            .subject_alt_names
+            .extend(self.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = self.usage.purposes();
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + LEAF_LIFETIME;
+        params.serial_number = Some(random_serial());
+        Ok(params)
+    }
+
     fn sans(&self) -> Vec<String> {
         let mut sans: Vec<String> = self
             .dns_names

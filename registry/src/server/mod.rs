@@ -12,6 +12,7 @@ mod manifest_record;
 pub mod metadata;
 mod metrics;
 mod rate_limit;
+pub mod replication;
 pub mod store;
 
 use std::convert::Infallible;
@@ -62,6 +63,7 @@ pub struct Registry {
     options: RegistryOptions,
     rate_limit: Option<RateLimit>,
     metrics: Metrics,
+    replication: Option<replication::Replication>,
 }
 
 /// What a registry allows beyond pulls and pushes.
@@ -80,20 +82,25 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServeError> 
     let read = |p: &Path| {
         std::fs::read(p).map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", p.display())))
     };
-    let cert_pem = read(cert)?;
-    let key_pem = read(key)?;
+    let key_pem = zeroize::Zeroizing::new(read(key)?);
+    tls_acceptor_from_pem(&read(cert)?, &key_pem, &cert.display().to_string())
+}
+
+/// The same from PEM bytes: a chain (leaf first) and its key; `what` names them in errors.
+pub fn tls_acceptor_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    what: &str,
+) -> Result<TlsAcceptor, ServeError> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<_, _>>()
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", cert.display())))?;
+        .map_err(|e| ServeError::Tls(format!("{what}: {e}")))?;
     if certs.is_empty() {
-        return Err(ServeError::Tls(format!(
-            "{} holds no PEM certificate",
-            cert.display()
-        )));
+        return Err(ServeError::Tls(format!("{what} holds no PEM certificate")));
     }
     let key_der = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", key.display())))?
-        .ok_or_else(|| ServeError::Tls(format!("{} holds no PEM private key", key.display())))?;
+        .map_err(|e| ServeError::Tls(format!("{what} key: {e}")))?
+        .ok_or_else(|| ServeError::Tls(format!("{what}: no PEM private key")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -128,6 +135,44 @@ impl Registry {
             rate_limit: options.rate_limit.map(RateLimit::new),
             options,
             metrics: Metrics::default(),
+            replication: None,
+        }
+    }
+
+    /// Replicates blobs from the other nodes' registries (a store directory only).
+    pub fn with_replication(mut self, replication: replication::Replication) -> Self {
+        self.replication = Some(replication);
+        self
+    }
+
+    /// The background catch-up of a replicating registry; returns at once otherwise.
+    pub async fn replicate(self: Arc<Self>) {
+        if let (Some(r), Store::Layout(layout)) = (&self.replication, &self.store) {
+            r.catch_up(layout).await;
+        }
+    }
+
+    /// The blob from this node's store, or fetched from a peer when the catalog links it but
+    /// the disk lacks it (never for a request from a peer).
+    async fn blob_or_replica(
+        &self,
+        name: &str,
+        digest: &ContentDigest,
+        peer: SocketAddr,
+    ) -> Option<store::BlobData> {
+        if let Some(data) = self.store.blob(name, digest).await {
+            return Some(data);
+        }
+        let (Some(r), Store::Layout(layout)) = (&self.replication, &self.store) else {
+            return None;
+        };
+        if r.is_peer(peer.ip()) || !self.store.catalog().await.has_blob(name, digest) {
+            return None;
+        }
+        if r.fetch(layout, name, digest).await {
+            self.store.blob(name, digest).await
+        } else {
+            None
         }
     }
 
@@ -301,7 +346,7 @@ impl Registry {
         match (route, method) {
             (Route::Tags(name), Method::GET) => self.tags(name, &query).await,
             (Route::Manifest(name, reference), Method::GET | Method::HEAD) => {
-                self.get_manifest(name, reference, req.method() == Method::HEAD)
+                self.get_manifest(name, reference, req.method() == Method::HEAD, peer)
                     .await
             }
             (Route::Manifest(name, reference), Method::PUT) => {
@@ -313,8 +358,8 @@ impl Registry {
             }
             (Route::Blob(name, digest), Method::GET | Method::HEAD) => {
                 let head = req.method() == Method::HEAD;
-                self.get_blob(name, digest, head, req.headers().get(hyper::header::RANGE))
-                    .await
+                let range = req.headers().get(hyper::header::RANGE);
+                self.get_blob(name, digest, head, range, peer).await
             }
             (Route::Blob(name, digest), Method::DELETE) => self.delete_blob(name, digest).await,
             (Route::Referrers(name, digest), Method::GET) => {
@@ -401,7 +446,13 @@ impl Registry {
         )
     }
 
-    async fn get_manifest(&self, name: &str, reference: &str, head: bool) -> Response<Body> {
+    async fn get_manifest(
+        &self,
+        name: &str,
+        reference: &str,
+        head: bool,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let resolved = self.store.catalog().await.resolve(name, reference);
         let Some((digest, record)) = resolved else {
             return error(
@@ -410,7 +461,7 @@ impl Registry {
                 "manifest unknown",
             );
         };
-        let Some(data) = self.store.blob(name, &digest).await else {
+        let Some(data) = self.blob_or_replica(name, &digest, peer).await else {
             return error(
                 StatusCode::NOT_FOUND,
                 "MANIFEST_UNKNOWN",
@@ -430,11 +481,12 @@ impl Registry {
         digest: &str,
         head: bool,
         range: Option<&HeaderValue>,
+        peer: SocketAddr,
     ) -> Response<Body> {
         let Ok(digest) = digest.parse::<ContentDigest>() else {
             return bad_digest();
         };
-        let Some(data) = self.store.blob(name, &digest).await else {
+        let Some(data) = self.blob_or_replica(name, &digest, peer).await else {
             return error(
                 StatusCode::NOT_FOUND,
                 "BLOB_UNKNOWN",

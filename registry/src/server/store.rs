@@ -247,6 +247,17 @@ pub enum PutManifest {
     Invalid(String),
 }
 
+/// What [`LayoutStore::import_blob`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// In place now (bytes written; 0 when it already was).
+    Stored(u64),
+    /// The peer's bytes did not hash to the digest: nothing kept.
+    DigestMismatch,
+    /// Not a sha256 blob.
+    Unsupported,
+}
+
 pub enum Deleted {
     Deleted,
     NotFound,
@@ -543,6 +554,82 @@ impl LayoutStore {
         };
         let mut guard = slot.lock().await;
         guard.take()
+    }
+
+    /// Blobs and manifests the catalog links that this directory does not hold (their
+    /// metadata came from another node through etcd), each with a repository that links it.
+    pub async fn missing_blobs(&self) -> Vec<(String, ContentDigest)> {
+        let catalog = self.catalog.read().await;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for (name, repo) in &catalog.repositories {
+            for digest in repo.blobs.iter().chain(repo.manifests.keys()) {
+                if seen.insert(*digest) && !self.blob_file(digest).exists() {
+                    out.push((name.clone(), *digest));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the bytes of `digest` are in this directory.
+    pub fn holds(&self, digest: &ContentDigest) -> bool {
+        self.blob_file(digest).exists()
+    }
+
+    /// Stores the bytes of a blob the catalog already links (a replica fetched from a peer):
+    /// streamed to `.uploads/`, hashed, fsynced and renamed into place only when the digest
+    /// matches; nothing is linked, the metadata is already there.
+    pub async fn import_blob(
+        &self,
+        digest: &ContentDigest,
+        download: &mut crate::client::BlobDownload,
+    ) -> Result<ImportOutcome, StoreError> {
+        use sha2::Digest as _;
+        use tokio::io::AsyncWriteExt;
+        let Some(want) = digest.as_sha256() else {
+            return Ok(ImportOutcome::Unsupported);
+        };
+        let _w = self.collection.read().await;
+        let dest = self.blob_file(digest);
+        if dest.exists() {
+            return Ok(ImportOutcome::Stored(0));
+        }
+        let mut suffix = [0u8; 8];
+        let _ = getrandom::getrandom(&mut suffix);
+        let tmp = self.root.join(".uploads").join(format!(
+            "replica-{}-{}",
+            &want.hex()[..16],
+            hex::encode(suffix)
+        ));
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(io_err(&tmp))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut len = 0u64;
+        let result: Result<(), StoreError> = async {
+            while let Some(chunk) = download.chunk().await.map_err(|e| StoreError::Io {
+                path: tmp.clone(),
+                cause: io::Error::other(e.to_string()),
+            })? {
+                hasher.update(&chunk);
+                len += chunk.len() as u64;
+                file.write_all(&chunk).await.map_err(io_err(&tmp))?;
+            }
+            file.sync_all().await.map_err(io_err(&tmp))
+        }
+        .await;
+        drop(file);
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let got: [u8; 32] = hasher.finalize().into();
+        if got != *want.as_bytes() {
+            let _ = fs::remove_file(&tmp);
+            return Ok(ImportOutcome::DigestMismatch);
+        }
+        fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        self.stored_bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(ImportOutcome::Stored(len))
     }
 
     /// Links a blob the store holds in `from` into `repository`.

@@ -1,0 +1,572 @@
+//! The 3-node HA cluster in network namespaces: three nodes and a client on one bridge
+//! (`common::node::Switch`), real etcd members with TLS peers, the built-in registry on every
+//! node, the VIP elected through an etcd lease. Everything is torn down by the guards, pass
+//! or fail.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::node::{decrypt, output_ok, secret, skopeo_certs, EtcdProbe, NetNs, Switch, FQDN};
+use common::{airgap, ok, Setup};
+
+const NODES: [(&str, &str); 3] = [
+    ("node1", "10.78.0.11"),
+    ("node2", "10.78.0.12"),
+    ("node3", "10.78.0.13"),
+];
+const VIP: &str = "10.78.0.100";
+
+fn ha_yaml(dir: &Path) -> PathBuf {
+    let path = dir.join("install.yaml");
+    let nodes = NODES
+        .iter()
+        .map(|(n, a)| format!("{{name: {n}, address: {a}}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: airgap/v1\nkind: Installation\nmetadata: {{name: mgmt}}\nspec:\n  mode: ha\n  fqdn: {FQDN}\n  vip: {VIP}\n  nodes: [{nodes}]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Skipped in the HA tests: no kubeadm here, and the runtime's CRI path has its own tests.
+const SKIP: &str = "runtime,kubernetes,platform";
+
+struct Cluster {
+    setup: Setup,
+    bundle: PathBuf,
+    switch: Switch,
+    nodes: Vec<NetNs>,
+    client: NetNs,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let setup = Setup::new(64 << 10);
+        let bundle = setup.build("bundle.tar");
+        let switch = Switch::create("ha");
+        let hosts = [(FQDN, VIP)];
+        let nodes = NODES
+            .iter()
+            .map(|(n, a)| switch.attach(n, a, &hosts))
+            .collect();
+        let client = switch.attach("client", "10.78.0.50", &hosts);
+        Cluster {
+            setup,
+            bundle,
+            switch,
+            nodes,
+            client,
+        }
+    }
+
+    fn root(&self, i: usize) -> PathBuf {
+        self.setup.path(&format!("root{}", i + 1))
+    }
+
+    fn install_first(&self) -> String {
+        let config = ha_yaml(self.setup.dir.path());
+        let out = self.nodes[0]
+            .airgap()
+            .args(["install", "-c"])
+            .arg(&config)
+            .arg("--bundle")
+            .arg(&self.bundle)
+            .arg("--pub")
+            .arg(self.setup.public())
+            .arg("--root")
+            .arg(self.root(0))
+            .args(["--skip-phases", SKIP])
+            .output()
+            .unwrap();
+        output_ok(&out, "install node1")
+    }
+
+    fn join(&self, ns: &NetNs, root: &Path, token: &str, server: &str) -> Command {
+        let mut cmd = ns.airgap();
+        cmd.args(["join", "--token", token, "--server", server, "--bundle"])
+            .arg(&self.bundle)
+            .arg("--pub")
+            .arg(self.setup.public())
+            .arg("--root")
+            .arg(root)
+            .args(["--skip-phases", SKIP]);
+        cmd
+    }
+
+    fn etcdctl(&self, i: usize, args: &[&str]) -> String {
+        let pki = self.root(i).join("etc/kubernetes/pki");
+        let out = self.nodes[i]
+            .command("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=https://{}:2379", NODES[i].1))
+            .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
+            .arg(format!(
+                "--cert={}",
+                pki.join("apiserver-etcd-client.crt").display()
+            ))
+            .arg(format!(
+                "--key={}",
+                pki.join("apiserver-etcd-client.key").display()
+            ))
+            .args(args)
+            .output()
+            .unwrap();
+        output_ok(&out, &format!("etcdctl {args:?}"))
+    }
+
+    fn probe(&self, i: usize) -> EtcdProbe<'_> {
+        EtcdProbe {
+            ns: &self.nodes[i],
+            root: self.root(i),
+        }
+    }
+}
+
+impl Cluster {
+    /// node1 installed, node2 and node3 joined with the token it printed.
+    fn up() -> (Cluster, String) {
+        let c = Cluster::new();
+        let token = printed_token(&c.install_first());
+        for i in 1..3 {
+            let out = c
+                .join(&c.nodes[i], &c.root(i), &token, VIP)
+                .output()
+                .unwrap();
+            output_ok(&out, &format!("join node{}", i + 1));
+        }
+        (c, token)
+    }
+
+    fn status(&self, i: usize) -> serde_json::Value {
+        let out = self.nodes[i]
+            .airgap()
+            .args(["status", "--json", "--root"])
+            .arg(self.root(i))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("status: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    /// Waits until node `i`'s view reports every live node's registry complete.
+    fn wait_replicated(&self, i: usize, nodes: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let status = self.status(i);
+            let members = status["cluster"]["members"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let done = nodes.iter().all(|n| {
+                members
+                    .iter()
+                    .any(|m| m["name"] == *n && m["registryMissing"] == 0)
+            });
+            if done {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not replicated: {status}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn vip_holder(&self, i: usize) -> String {
+        self.etcdctl(
+            i,
+            &["get", "--print-value-only", "/airgap/cluster/vip-holder"],
+        )
+        .trim()
+        .to_string()
+    }
+
+    fn password(&self) -> String {
+        let (creds, _, _) = secret(&self.probe(0), "registry-credentials");
+        String::from_utf8(creds["password"].clone()).unwrap()
+    }
+
+    /// skopeo in `ns` copies `src` to `dest`; Ok or the error text.
+    fn skopeo(&self, ns: &NetNs, src: &str, dest: &str, password: &str) -> Result<(), String> {
+        let certs = skopeo_certs(&self.root(0), self.setup.dir.path());
+        let creds = format!("admin:{password}");
+        let out = ns
+            .command("skopeo")
+            .args(["copy", "--all", "--retry-times", "0"])
+            .args(["--src-cert-dir", &certs.display().to_string()])
+            .args(["--dest-cert-dir", &certs.display().to_string()])
+            .args(["--src-creds", &creds, "--dest-creds", &creds])
+            .args([src, dest])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Every image of the bundle pulled from `ns` through the FQDN (the VIP), by digest.
+    fn pull_everything(&self, ns: &NetNs, password: &str) {
+        let inspect = ok(airgap()
+            .args(["bundle", "inspect", "--json"])
+            .arg(&self.bundle));
+        let index: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+        let images = index["images"].as_array().unwrap();
+        assert!(!images.is_empty());
+        for image in images {
+            let repo = image["mirrorRepository"].as_str().unwrap();
+            let digest = image["digest"].as_str().unwrap();
+            let dest = self.setup.path(&format!("pulled-{}", &digest[7..19]));
+            let _ = std::fs::remove_dir_all(&dest);
+            self.skopeo(
+                ns,
+                &format!("docker://{FQDN}:5000/{repo}@{digest}"),
+                &format!("oci:{}:x", dest.display()),
+                password,
+            )
+            .unwrap_or_else(|e| panic!("pull {repo}@{digest}: {e}"));
+        }
+    }
+
+    /// The HTTP status of `GET https://ADDRESS:5000/v2/` from `ns` (0: no answer in 1 s).
+    fn registry_answers(&self, ns: &NetNs, address: &str, password: &str) -> u16 {
+        let ca = self.root(0).join("etc/airgap/pki/fqdn-ca.crt");
+        let out = ns
+            .command("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "1",
+            ])
+            .arg("--cacert")
+            .arg(ca)
+            .args(["-u", &format!("admin:{password}")])
+            .arg(format!("https://{address}:5000/v2/"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+}
+
+/// SIGKILLs every process in `ns` (the node's agent, etcd, registry, cluster service).
+fn kill_all(ns: &NetNs) {
+    for _ in 0..20 {
+        let pids = ns.pids();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: killing processes in a namespace this test created.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn holds_vip(ns: &NetNs) -> bool {
+    let out = ns
+        .command("ip")
+        .args(["-o", "addr", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/32"))
+}
+
+/// The join command the first node printed: its `--token` value.
+fn printed_token(stdout: &str) -> String {
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("airgap join --token "))
+        .unwrap_or_else(|| panic!("no join command in: {stdout}"));
+    line.split_whitespace().nth(3).unwrap().to_string()
+}
+
+/// A failing command: non-zero exit, exactly one line on stderr; returns it.
+fn one_line_failure(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    stderr
+}
+
+fn empty_or_absent(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+}
+
+#[test]
+fn three_nodes_join_one_etcd_and_share_the_installation() {
+    let c = Cluster::new();
+    let stdout = c.install_first();
+    let token = printed_token(&stdout);
+    assert!(stdout.contains(&format!("--server {VIP}")), "{stdout}");
+
+    // node2 joins through the VIP (node1 holds it), node3 through node1's own address.
+    for (i, server) in [(1, VIP), (2, NODES[0].1)] {
+        let out = c
+            .join(&c.nodes[i], &c.root(i), &token, server)
+            .output()
+            .unwrap();
+        let text = output_ok(&out, &format!("join node{}", i + 1));
+        assert!(
+            text.contains("[etcd]") && text.contains("[registry]"),
+            "{text}"
+        );
+    }
+
+    // etcd: three started voting members, TLS peer URLs.
+    let list: serde_json::Value =
+        serde_json::from_str(&c.etcdctl(0, &["member", "list", "-w", "json"])).unwrap();
+    let members = list["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{list}");
+    for m in members {
+        let name = m["name"].as_str().unwrap_or_default();
+        assert!(
+            NODES.iter().any(|(n, _)| *n == name),
+            "unstarted member: {m}"
+        );
+        assert!(
+            m.get("isLearner").is_none_or(|l| l == false),
+            "learner: {m}"
+        );
+        for url in m["peerURLs"].as_array().unwrap() {
+            assert!(url.as_str().unwrap().starts_with("https://"), "{m}");
+        }
+    }
+
+    // One installation-keys Secret: the same stored bytes and revision read through every
+    // node's member, and every node's EncryptionConfiguration decrypts it.
+    let key = "/registry/secrets/airgap-system/installation-keys";
+    let (raw, rev, _) = c.probe(0).raw(key).unwrap();
+    for i in 1..3 {
+        let (other, other_rev, _) = c.probe(i).raw(key).unwrap();
+        assert_eq!((&other, other_rev), (&raw, rev), "node{}", i + 1);
+        let plain = decrypt(&c.root(i), &other);
+        assert!(String::from_utf8_lossy(&plain).contains("rootKey"));
+    }
+
+    // Tokens are stored as hashes only; the printed one is spent.
+    let (id, rest) = token.split_once('.').unwrap();
+    let secret = rest.split('@').next().unwrap();
+    let (stored, _, _) = c
+        .probe(1)
+        .raw(&format!("/airgap/cluster/tokens/{id}"))
+        .unwrap();
+    let stored = String::from_utf8(stored).unwrap();
+    assert!(!stored.contains(secret), "{stored}");
+    let record: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(record["usesLeft"], 0);
+    use sha2::Digest;
+    assert_eq!(
+        record["secretSha256"],
+        hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+    );
+
+    // Refusals: one line, non-zero, nothing written under the joining root.
+    let node4 = c.switch.attach("node4", "10.78.0.14", &[(FQDN, VIP)]);
+    let root4 = c.setup.path("root4");
+    let token_cmd = |args: &[&str]| {
+        let out = c.nodes[0]
+            .airgap()
+            .arg("token")
+            .args(args)
+            .arg("--root")
+            .arg(c.root(0))
+            .output()
+            .unwrap();
+        output_ok(&out, "token").trim().to_string()
+    };
+    let fresh = token_cmd(&["create", "--uses", "1"]);
+    let mut refusals = vec![
+        (token.clone(), NODES[0].1.to_string(), "used as many times"),
+        (
+            fresh.replacen(
+                &fresh[7..9],
+                if &fresh[7..9] == "00" { "11" } else { "00" },
+                1,
+            ),
+            NODES[0].1.to_string(),
+            "secret does not match",
+        ),
+        (
+            fresh.clone(),
+            NODES[0].1.to_string(),
+            "not one of this cluster's nodes",
+        ),
+    ];
+    let short = token_cmd(&["create", "--ttl", "1s"]);
+    std::thread::sleep(Duration::from_millis(2100));
+    refusals.push((short, NODES[0].1.to_string(), "expired"));
+    for (t, server, why) in &refusals {
+        let line = one_line_failure(&mut c.join(&node4, &root4, t, server));
+        assert!(line.contains(why), "{why}: {line}");
+        assert!(empty_or_absent(&root4), "{why}: something written");
+    }
+    // The unused token still has its use: a refusal spends nothing.
+    let listed = token_cmd(&["list", "--json"]);
+    let fresh_id = fresh.split('.').next().unwrap();
+    assert!(
+        listed.contains(&format!("\"id\": \"{fresh_id}\"")) && listed.contains("\"usesLeft\": 1"),
+        "{listed}"
+    );
+}
+
+#[test]
+fn the_cluster_survives_a_partition_and_the_loss_of_the_vip_holder() {
+    let (c, token) = Cluster::up();
+    let names: Vec<&str> = NODES.iter().map(|(n, _)| *n).collect();
+    c.wait_replicated(0, &names);
+    let password = c.password();
+
+    // Every image through the FQDN (the VIP), and each node's registry directly.
+    c.pull_everything(&c.client, &password);
+    for (_, address) in NODES {
+        assert_eq!(
+            c.registry_answers(&c.client, address, &password),
+            200,
+            "{address}"
+        );
+    }
+
+    // Partition: a node that does not hold the VIP is cut off. It never takes the VIP and
+    // refuses pushes (its registry cannot commit to etcd without quorum); it heals when the
+    // link comes back.
+    let holder = c.vip_holder(0);
+    let cut = NODES.iter().position(|(n, _)| *n != holder).unwrap();
+    c.switch.link(&c.nodes[cut], false);
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        assert!(!holds_vip(&c.nodes[cut]), "a partitioned node took the VIP");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let new_image = testkit::fixture(&c.setup.path("new"), 99, 32 << 10).unwrap();
+    let src = format!(
+        "oci:{}:example.internal/platform/api:1.0",
+        new_image.layout.display()
+    );
+    let pushed = c.skopeo(
+        &c.nodes[cut],
+        &src,
+        &format!("docker://{}:5000/late/api:1.0", NODES[cut].1),
+        &password,
+    );
+    assert!(pushed.is_err(), "a partitioned node accepted a push");
+    c.switch.link(&c.nodes[cut], true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c
+        .probe(cut)
+        .curl("/health", None, true)
+        .1
+        .contains("\"health\":\"true\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the partitioned node did not heal"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Node loss: SIGKILL everything on the VIP holder and cut its link.
+    let holder = c.vip_holder(0);
+    let dead = NODES.iter().position(|(n, _)| *n == holder).unwrap();
+    let survivor = (dead + 1) % 3;
+    let killed = Instant::now();
+    kill_all(&c.nodes[dead]);
+    c.switch.link(&c.nodes[dead], false);
+    while c.registry_answers(&c.client, VIP, &password) != 200 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the VIP did not move within 10s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let failover = killed.elapsed();
+    println!("VIP failover: {:.2}s", failover.as_secs_f64());
+    let new_holder = c.vip_holder(survivor);
+    assert_ne!(new_holder, holder);
+
+    // The images still pull, etcd takes writes, a push lands.
+    c.pull_everything(&c.client, &password);
+    c.etcdctl(survivor, &["put", "/test/after-failover", "yes"]);
+    c.skopeo(
+        &c.client,
+        &src,
+        &format!("docker://{FQDN}:5000/late/api:1.0"),
+        &password,
+    )
+    .unwrap();
+    let status = c.status(survivor);
+    let dead_view = status["cluster"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == holder)
+        .cloned()
+        .unwrap();
+    assert_eq!(dead_view["healthy"], false, "{status}");
+
+    // The node comes back without a new token (its own command again: install on the first
+    // node, join on the others) and catches up: the pushed image's blobs land in its store.
+    c.switch.link(&c.nodes[dead], true);
+    let out = if dead == 0 {
+        let config = ha_yaml(c.setup.dir.path());
+        c.nodes[0]
+            .airgap()
+            .args(["install", "-c"])
+            .arg(&config)
+            .arg("--bundle")
+            .arg(&c.bundle)
+            .arg("--pub")
+            .arg(c.setup.public())
+            .arg("--root")
+            .arg(c.root(0))
+            .args(["--skip-phases", SKIP])
+            .output()
+            .unwrap()
+    } else {
+        c.join(&c.nodes[dead], &c.root(dead), &token, VIP)
+            .output()
+            .unwrap()
+    };
+    output_ok(&out, "the dead node's command again");
+    c.wait_replicated(survivor, &names);
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", &src])
+        .output()
+        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&output_ok(&raw, "skopeo inspect").into_bytes()).unwrap();
+    let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
+    for layer in manifest["layers"].as_array().unwrap() {
+        blobs.push(layer["digest"].as_str().unwrap().to_string());
+    }
+    let store = c.root(dead).join("var/lib/airgap/registry/blobs/sha256");
+    for blob in &blobs {
+        assert!(
+            store.join(&blob["sha256:".len()..]).exists(),
+            "{blob} of the image pushed while {holder} was down is not in its store"
+        );
+    }
+}
