@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::node::{decrypt, output_ok, secret, skopeo_certs, EtcdProbe, NetNs, Switch, FQDN};
+use common::node::{
+    decrypt, kill_during, output_ok, secret, skopeo_certs, EtcdProbe, NetNs, Switch, FQDN,
+};
 use common::{airgap, ok, Setup};
 
 const NODES: [(&str, &str); 3] = [
@@ -323,18 +325,25 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
     let token = printed_token(&stdout);
     assert!(stdout.contains(&format!("--server {VIP}")), "{stdout}");
 
-    // node2 joins through the VIP (node1 holds it), node3 through node1's own address.
-    for (i, server) in [(1, VIP), (2, NODES[0].1)] {
-        let out = c
-            .join(&c.nodes[i], &c.root(i), &token, server)
-            .output()
-            .unwrap();
-        let text = output_ok(&out, &format!("join node{}", i + 1));
-        assert!(
-            text.contains("[etcd]") && text.contains("[registry]"),
-            "{text}"
-        );
-    }
+    // node2 joins through the VIP (node1 holds it).
+    let out = c
+        .join(&c.nodes[1], &c.root(1), &token, VIP)
+        .output()
+        .unwrap();
+    let text = output_ok(&out, "join node2");
+    assert!(
+        text.contains("[etcd]") && text.contains("[registry]"),
+        "{text}"
+    );
+    // node3 through node1's own address, SIGKILLed in its etcd phase (a learner, not promoted),
+    // then the same command again: it goes on from what it received, without spending
+    // another use of the token (it has none left).
+    kill_during(c.join(&c.nodes[2], &c.root(2), &token, NODES[0].1), "etcd");
+    let out = c
+        .join(&c.nodes[2], &c.root(2), &token, NODES[0].1)
+        .output()
+        .unwrap();
+    output_ok(&out, "join node3 again after SIGKILL");
 
     // etcd: three started voting members, TLS peer URLs.
     let list: serde_json::Value =
@@ -424,6 +433,61 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
         assert!(line.contains(why), "{why}: {line}");
         assert!(empty_or_absent(&root4), "{why}: something written");
     }
+    // A server presenting another CA (a fake join API on node4's loopback, with the test
+    // PKI's certificate): refused during the TLS handshake, before the secret is sent.
+    let fake_pki = common::registries::Pki::new(&c.setup.path("fake-pki"));
+    let mut fake = node4
+        .airgap()
+        .args(["registry", "serve"])
+        .arg(c.setup.path("fake-store"))
+        .args(["--listen", "127.0.0.1:9443", "--tls-cert"])
+        .arg(&fake_pki.cert)
+        .arg("--tls-key")
+        .arg(&fake_pki.key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node4
+        .command("curl")
+        .args(["-sk", "-o", "/dev/null", "https://127.0.0.1:9443/v2/"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the fake join API did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let line = one_line_failure(&mut c.join(&node4, &root4, &fresh, "127.0.0.1:9443"));
+    assert!(line.contains("not the CA the token pins"), "{line}");
+    assert!(empty_or_absent(&root4));
+    let _ = fake.kill();
+    let _ = fake.wait();
+
+    // A bundle of another release than the cluster's.
+    let spec = std::fs::read_to_string(&c.setup.fixture.spec).unwrap();
+    let other_spec = c.setup.path("other.yaml");
+    std::fs::write(
+        &other_spec,
+        spec.replace("version: 4.5.0", "version: 4.6.0"),
+    )
+    .unwrap();
+    let other = c.setup.build_spec(&other_spec, "other.tar");
+    let mut cmd = node4.airgap();
+    cmd.args([
+        "join", "--token", &fresh, "--server", NODES[0].1, "--bundle",
+    ])
+    .arg(&other)
+    .arg("--pub")
+    .arg(c.setup.public())
+    .arg("--root")
+    .arg(&root4)
+    .args(["--node", "node3"]);
+    let line = one_line_failure(&mut cmd);
+    assert!(line.contains("the cluster runs mgmt-plane 4.5.0"), "{line}");
+    assert!(empty_or_absent(&root4));
+
     // The unused token still has its use: a refusal spends nothing.
     let listed = token_cmd(&["list", "--json"]);
     let fresh_id = fresh.split('.').next().unwrap();
@@ -431,6 +495,47 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
         listed.contains(&format!("\"id\": \"{fresh_id}\"")) && listed.contains("\"usesLeft\": 1"),
         "{listed}"
     );
+
+    // node3 dies for good: removed from the cluster, and a fresh machine (an empty root at
+    // its address) joins in its place with the fresh token.
+    kill_all(&c.nodes[2]);
+    let removed = c.nodes[0]
+        .airgap()
+        .args(["node", "remove", "node3", "--root"])
+        .arg(c.root(0))
+        .output()
+        .unwrap();
+    output_ok(&removed, "node remove");
+    let list = c.etcdctl(0, &["member", "list"]);
+    assert_eq!(list.lines().count(), 2, "{list}");
+    let again = c.nodes[0]
+        .airgap()
+        .args(["node", "remove", "node3", "--root"])
+        .arg(c.root(0))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let replacement = c.setup.path("root3-new");
+    let out = c
+        .join(&c.nodes[2], &replacement, &fresh, NODES[0].1)
+        .output()
+        .unwrap();
+    output_ok(&out, "a replacement node3 joins");
+    let list: serde_json::Value =
+        serde_json::from_str(&c.etcdctl(0, &["member", "list", "-w", "json"])).unwrap();
+    let members = list["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{list}");
+    assert!(
+        members
+            .iter()
+            .all(|m| m["name"].as_str().is_some_and(|n| !n.is_empty())
+                && m.get("isLearner").is_none_or(|l| l == false)),
+        "{list}"
+    );
+    let status = c.status(0);
+    for m in status["cluster"]["members"].as_array().unwrap() {
+        assert_eq!(m["healthy"], true, "{status}");
+    }
 }
 
 #[test]

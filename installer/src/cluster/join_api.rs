@@ -2,8 +2,8 @@
 //! TLS with the FQDN certificate and its CA in the chain, so a joining node can check the CA
 //! against its token's pin. A join is decided in this order, and refused with one line and
 //! nothing changed at the first failing check: the token (known, secret, not expired, a use
-//! left), the node (one of install.yaml's three, not already a voting member), the release
-//! (the cluster's trusted one), the signing requests. Only then is the node added to etcd as
+//! left), the release (the cluster's trusted one), the node (one of install.yaml's three,
+//! not already a started member), the signing requests. Only then is the node added to etcd as
 //! a learner, its certificates issued and the token spent.
 
 use std::net::{IpAddr, SocketAddr};
@@ -154,6 +154,15 @@ impl JoinApi {
             secret: SecretString::new(request.secret.clone()),
         };
         token::check(&self.etcd, &token).await?;
+        let trusted = crate::release::trusted(&self.etcd)
+            .await?
+            .ok_or_else(|| Refusal("the cluster has no trusted release yet".into()))?;
+        if trusted != request.release {
+            return Err(Refusal(format!(
+                "the cluster runs {trusted} (bundle.json sha256 {}), the joining node's bundle is {} (sha256 {}); join with the cluster's bundle, then upgrade",
+                trusted.index_sha256, request.release, request.release.index_sha256
+            )));
+        }
         let node = self.node_for(&request)?.clone();
         let peer_url = url(node.address, PEER_PORT);
         let members = self.etcd.member_list().await?;
@@ -164,15 +173,6 @@ impl JoinApi {
                     node.name, node.name
                 )));
             }
-        }
-        let trusted = crate::release::trusted(&self.etcd)
-            .await?
-            .ok_or_else(|| Refusal("the cluster has no trusted release yet".into()))?;
-        if trusted != request.release {
-            return Err(Refusal(format!(
-                "the cluster runs {trusted} (bundle.json sha256 {}), the joining node's bundle is {} (sha256 {}); join with the cluster's bundle, then upgrade",
-                trusted.index_sha256, request.release, request.release.index_sha256
-            )));
         }
         let (ca, _) = self.load_ca(&self.layout.pki_dir(), "cluster")?;
         let (etcd_ca, _) = self.load_ca(&self.layout.etcd_pki_dir(), "etcd")?;
