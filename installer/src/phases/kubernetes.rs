@@ -36,7 +36,13 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     let audit_dir = ctx.layout.kubernetes_audit_dir();
     std::fs::create_dir_all(&audit_dir).map_err(PhaseError::io("creating", &audit_dir))?;
     let release = &rendered.release;
-    let init = kubeadm::init(&ctx.layout, ctx.host.as_ref(), kubeadm)?;
+    // A joining node never inits a second cluster: a control-plane join goes through
+    // `kubeadm join`, which this version does not drive yet (the configuration is rendered).
+    let init = if ctx.joining.is_some() {
+        ClusterInit::observed(&ctx.layout)
+    } else {
+        kubeadm::init(&ctx.layout, ctx.host.as_ref(), kubeadm)?
+    };
     let ran = match &init {
         ClusterInit::Initialized { kubeadm } => {
             ctx.audit.record_with(
