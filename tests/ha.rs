@@ -92,6 +92,17 @@ impl Cluster {
     }
 
     fn join(&self, ns: &NetNs, root: &Path, token: &str, server: &str) -> Command {
+        self.join_skipping(ns, root, token, server, SKIP)
+    }
+
+    fn join_skipping(
+        &self,
+        ns: &NetNs,
+        root: &Path,
+        token: &str,
+        server: &str,
+        skip: &str,
+    ) -> Command {
         let mut cmd = ns.airgap();
         cmd.args(["join", "--token", token, "--server", server, "--bundle"])
             .arg(&self.bundle)
@@ -99,7 +110,7 @@ impl Cluster {
             .arg(self.setup.public())
             .arg("--root")
             .arg(root)
-            .args(["--skip-phases", SKIP]);
+            .args(["--skip-phases", skip]);
         cmd
     }
 
@@ -290,6 +301,30 @@ fn holds_vip(ns: &NetNs) -> bool {
     String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/32"))
 }
 
+/// A STAND-IN for kubeadm (the real one cannot be installed here): checks a control-plane
+/// join's configuration and the material kubeadm needs, records both, fakes `admin.conf`.
+const STAND_IN_KUBEADM_JOIN: &str = r#"#!/bin/sh
+set -eu
+printf '%s\n' "$@" > "$RECORD/kubeadm.args"
+rootfs=""; config=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rootfs) rootfs=$2; shift 2;;
+    --config) config=$2; shift 2;;
+    *) shift;;
+  esac
+done
+file="$rootfs$config"
+grep -q '^kind: JoinConfiguration$' "$file" || { echo "no JoinConfiguration in $file" >&2; exit 2; }
+kubeconfig=$(sed -n 's/^ *kubeConfigPath: //p' "$file" | tr -d '"')
+grep -q 'client-certificate-data:' "$rootfs$kubeconfig" || { echo "no credentials in $kubeconfig" >&2; exit 2; }
+for f in etc/kubernetes/pki/ca.crt etc/kubernetes/pki/ca.key etc/kubernetes/pki/etcd/ca.crt etc/kubernetes/pki/apiserver-etcd-client.key etc/kubernetes/encryption-config.yaml; do
+  [ -f "$rootfs/$f" ] || { echo "missing /$f" >&2; exit 2; }
+done
+cp "$file" "$RECORD/kubeadm-join.yaml"
+echo "apiVersion: v1" > "$rootfs/etc/kubernetes/admin.conf"
+"#;
+
 /// The join command the first node printed: its `--token` value.
 fn printed_token(stdout: &str) -> String {
     let line = stdout
@@ -325,15 +360,60 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
     let token = printed_token(&stdout);
     assert!(stdout.contains(&format!("--server {VIP}")), "{stdout}");
 
-    // node2 joins through the VIP (node1 holds it).
+    // node2 joins through the VIP (node1 holds it), with its kubernetes phase: a STAND-IN
+    // kubeadm on PATH (the real one cannot be installed here) checks and records the
+    // control-plane join it is asked for.
+    let stand_in = c.setup.path("stand-in");
+    let record = c.setup.path("record");
+    std::fs::create_dir_all(&stand_in).unwrap();
+    std::fs::create_dir_all(&record).unwrap();
+    let kubeadm = stand_in.join("kubeadm");
+    std::fs::write(&kubeadm, STAND_IN_KUBEADM_JOIN).unwrap();
+    std::fs::set_permissions(
+        &kubeadm,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let out = c
-        .join(&c.nodes[1], &c.root(1), &token, VIP)
+        .join_skipping(&c.nodes[1], &c.root(1), &token, VIP, "runtime,platform")
+        .env("RECORD", &record)
+        .env(
+            "PATH",
+            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", stand_in.display()),
+        )
         .output()
         .unwrap();
     let text = output_ok(&out, "join node2");
     assert!(
         text.contains("[etcd]") && text.contains("[registry]"),
         "{text}"
+    );
+    assert!(text.contains("kubeadm join --control-plane ran"), "{text}");
+    let recorded = std::fs::read_to_string(record.join("kubeadm.args")).unwrap();
+    assert!(recorded.starts_with("join\n"), "{recorded}");
+    let join_yaml = std::fs::read_to_string(record.join("kubeadm-join.yaml")).unwrap();
+    let join_doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&join_yaml).unwrap();
+    assert_eq!(join_doc["kind"], "JoinConfiguration");
+    assert_eq!(
+        join_doc["controlPlane"]["localAPIEndpoint"]["advertiseAddress"],
+        "10.78.0.12"
+    );
+    assert_eq!(join_doc["nodeRegistration"]["name"], "node2");
+    let discovery =
+        std::fs::read_to_string(c.root(1).join("etc/airgap/kubernetes/discovery.conf")).unwrap();
+    assert!(
+        discovery.contains(&format!("server: https://{FQDN}:6443")),
+        "{discovery}"
+    );
+    let subject = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-in"])
+        .arg(c.root(1).join("etc/airgap/pki/kubelet-discovery.crt"))
+        .output()
+        .unwrap();
+    let subject = String::from_utf8_lossy(&subject.stdout).into_owned();
+    assert!(
+        subject.contains("system:node:node2") && subject.contains("system:nodes"),
+        "{subject}"
     );
     // node3 through node1's own address, SIGKILLed in its etcd phase (a learner, not promoted),
     // then the same command again: it goes on from what it received, without spending

@@ -83,6 +83,14 @@ impl NodeLayout {
     }
     /// The rendered kubeadm configuration (InitConfiguration, ClusterConfiguration,
     /// KubeletConfiguration).
+    /// kubeadm `JoinConfiguration` of an HA node joining the cluster.
+    pub fn kubeadm_join_config(&self) -> PathBuf {
+        self.at("etc/airgap/kubernetes/kubeadm-join.yaml")
+    }
+    /// The kubeconfig kubeadm join discovers the cluster with (this node's credentials, 0600).
+    pub fn discovery_kubeconfig(&self) -> PathBuf {
+        self.at("etc/airgap/kubernetes/discovery.conf")
+    }
     pub fn kubeadm_config(&self) -> PathBuf {
         self.at("etc/airgap/kubernetes/kubeadm.yaml")
     }

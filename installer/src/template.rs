@@ -22,6 +22,10 @@ pub const KUBEADM: Template = Template {
     name: "kubeadm.yaml",
     text: include_str!("../../manifests/kubeadm.yaml"),
 };
+pub const KUBEADM_JOIN: Template = Template {
+    name: "kubeadm-join.yaml",
+    text: include_str!("../../manifests/kubeadm-join.yaml"),
+};
 pub const AUDIT_POLICY: Template = Template {
     name: "audit-policy.yaml",
     text: include_str!("../../manifests/audit-policy.yaml"),

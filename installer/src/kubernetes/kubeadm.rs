@@ -66,6 +66,42 @@ pub enum ProgramError {
     },
 }
 
+/// `kubeadm join` (a control-plane join) with the rendered `JoinConfiguration`, unless this
+/// node already runs its control plane (`admin.conf`) or has no kubeadm.
+pub fn join(
+    layout: &NodeLayout,
+    host: &dyn Host,
+    kubeadm: Option<PathBuf>,
+) -> Result<ClusterInit, ProgramError> {
+    if layout.admin_kubeconfig().exists() {
+        return Ok(ClusterInit::AlreadyInitialized);
+    }
+    let Some(kubeadm) = kubeadm else {
+        return Ok(ClusterInit::KubeadmMissing);
+    };
+    let mut args = vec!["join".to_string()];
+    if layout.root() != Path::new("/") {
+        args.push("--rootfs".into());
+        args.push(layout.root().display().to_string());
+    }
+    args.push("--config".into());
+    args.push(
+        layout
+            .node_path(&layout.kubeadm_join_config())
+            .display()
+            .to_string(),
+    );
+    let log = run_logged(layout, host, &kubeadm, &args, "kubeadm join", "kubeadm.log")?;
+    if !layout.admin_kubeconfig().exists() {
+        return Err(ProgramError::NoOutput {
+            program: kubeadm,
+            expected: layout.admin_kubeconfig(),
+            log,
+        });
+    }
+    Ok(ClusterInit::Initialized { kubeadm })
+}
+
 /// The arguments `kubeadm` is run with. Paths are the node's own; when the root is not `/`,
 /// `--rootfs` makes kubeadm chroot into it first, so the same paths resolve there.
 pub fn init_args(layout: &NodeLayout) -> Vec<String> {

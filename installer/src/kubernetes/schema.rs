@@ -54,6 +54,41 @@ document!(
     "InitConfiguration"
 );
 
+/// kubeadm's `JoinConfiguration` for a control-plane join with file discovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JoinConfiguration {
+    pub api_version: String,
+    pub kind: String,
+    pub discovery: Discovery,
+    pub control_plane: JoinControlPlane,
+    pub node_registration: NodeRegistrationOptions,
+}
+document!(
+    JoinConfiguration,
+    "kubeadm.k8s.io/v1beta4",
+    "JoinConfiguration"
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Discovery {
+    pub file: FileDiscovery,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileDiscovery {
+    pub kube_config_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JoinControlPlane {
+    #[serde(rename = "localAPIEndpoint")]
+    pub local_api_endpoint: ApiEndpoint,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ApiEndpoint {

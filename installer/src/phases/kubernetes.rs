@@ -36,10 +36,10 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     let audit_dir = ctx.layout.kubernetes_audit_dir();
     std::fs::create_dir_all(&audit_dir).map_err(PhaseError::io("creating", &audit_dir))?;
     let release = &rendered.release;
-    // A joining node never inits a second cluster: a control-plane join goes through
-    // `kubeadm join`, which this version does not drive yet (the configuration is rendered).
+    // A joining node never inits a second cluster: it joins the control plane.
     let init = if ctx.joining.is_some() {
-        ClusterInit::observed(&ctx.layout)
+        written += render_join(ctx)?;
+        kubeadm::join(&ctx.layout, ctx.host.as_ref(), kubeadm)?
     } else {
         kubeadm::init(&ctx.layout, ctx.host.as_ref(), kubeadm)?
     };
@@ -51,7 +51,11 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
                 Outcome::Done,
                 Some(&kubeadm.display().to_string()),
             );
-            "kubeadm init ran".to_string()
+            if ctx.joining.is_some() {
+                "kubeadm join --control-plane ran".to_string()
+            } else {
+                "kubeadm init ran".to_string()
+            }
         }
         ClusterInit::AlreadyInitialized => "cluster already initialized".to_string(),
         ClusterInit::KubeadmMissing => {
@@ -69,4 +73,79 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         written,
         rendered.files.len()
     ))
+}
+
+/// A joining node's `kubeadm-join.yaml` (a control-plane `JoinConfiguration`, schema-checked)
+/// and the kubeconfig its discovery reads: the cluster's FQDN endpoint and CA, and a client
+/// certificate for `system:node:<name>` issued here by the cluster CA the node received, so
+/// kubeadm needs no bootstrap token. Returns how many files changed.
+fn render_join(ctx: &InstallContext) -> Result<usize, PhaseError> {
+    use crate::pki::{CertificateAuthority, LeafSpec, PairPaths, Usage};
+    use base64::Engine;
+    let layout = &ctx.layout;
+    let name = ctx.config.metadata.name.as_str();
+    let (ca, _) = CertificateAuthority::ensure(
+        &PairPaths::new(&layout.pki_dir(), "ca"),
+        &format!("{name}-ca"),
+    )?;
+    let pair = PairPaths::new(&layout.etc().join("pki"), "kubelet-discovery");
+    ca.ensure_leaf(
+        &pair,
+        &LeafSpec {
+            common_name: format!("system:node:{}", ctx.node.name),
+            organization: Some("system:nodes".into()),
+            dns_names: vec![],
+            ip_addresses: vec![],
+            usage: Usage::Client,
+        },
+    )?;
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(PhaseError::io("reading", p));
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let key = zeroize::Zeroizing::new(read(&pair.key)?);
+    let user = format!("system:node:{}", ctx.node.name);
+    let kubeconfig = zeroize::Zeroizing::new(format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: https://{}:{}\n    certificate-authority-data: {}\ncontexts:\n- name: {user}@{name}\n  context: {{cluster: {name}, user: \"{user}\"}}\ncurrent-context: {user}@{name}\nusers:\n- name: \"{user}\"\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+        ctx.config.spec.fqdn,
+        crate::kubernetes::API_SERVER_PORT,
+        b64(ca.cert_pem().as_bytes()),
+        b64(&read(&pair.cert)?),
+        b64(&key),
+    ));
+    let values = crate::template::Values::from([
+        (
+            "discovery_kubeconfig",
+            serde_json::json!(layout
+                .node_path(&layout.discovery_kubeconfig())
+                .display()
+                .to_string()),
+        ),
+        (
+            "node_address",
+            serde_json::json!(ctx.node.address.to_string()),
+        ),
+        ("node_name", serde_json::json!(ctx.node.name.as_str())),
+    ]);
+    let join = crate::template::KUBEADM_JOIN
+        .render(&values)
+        .map_err(crate::kubernetes::RenderError::from)?;
+    crate::kubernetes::schema::parse_single::<crate::kubernetes::schema::JoinConfiguration>(&join)
+        .map_err(|cause| crate::kubernetes::RenderError::Schema {
+            file: "kubeadm-join.yaml",
+            cause,
+        })?;
+    ctx.write_rendered(
+        "kubernetes.render",
+        &[
+            crate::kubernetes::RenderedFile {
+                path: layout.discovery_kubeconfig(),
+                bytes: kubeconfig.as_bytes().to_vec(),
+                mode: crate::files::PRIVATE,
+            },
+            crate::kubernetes::RenderedFile {
+                path: layout.kubeadm_join_config(),
+                bytes: join.into_bytes(),
+                mode: crate::files::PRIVATE,
+            },
+        ],
+    )
 }
