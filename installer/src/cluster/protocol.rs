@@ -114,3 +114,39 @@ pub struct EtcdJoin {
 pub struct JoinRefused {
     pub error: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_request_never_shows_its_secret() {
+        let request = JoinRequest {
+            token_id: "abcdef".into(),
+            secret: "0123456789abcdef0123456789abcdef".into(),
+            node: Some("node2".into()),
+            addresses: vec![],
+            release: ReleaseId {
+                name: "p".into(),
+                version: semver::Version::new(1, 0, 0),
+                index_sha256: airgap::Digest::of(b"x"),
+            },
+            csrs: NodeCsrs {
+                etcd_server: String::new(),
+                etcd_peer: String::new(),
+                agent: String::new(),
+            },
+        };
+        let shown = format!("{request:?}");
+        assert!(shown.contains("abcdef") && !shown.contains("0123456789abcdef0123"));
+        let pair = SharedPair {
+            cert: "CERT".into(),
+            key: SecretPem(SecretString::new("-----BEGIN PRIVATE KEY-----".into())),
+        };
+        // The key travels in JSON (inside TLS) but never in a log line.
+        assert!(serde_json::to_string(&pair)
+            .unwrap()
+            .contains("PRIVATE KEY"));
+        assert!(!format!("{:?}", pair.key.0).contains("PRIVATE"));
+    }
+}
