@@ -215,3 +215,83 @@ fn a_standalone_node_upgrades_to_a_newer_bundle_keeping_keys_and_refuses_the_res
         "{err}"
     );
 }
+
+#[test]
+fn an_upgrade_killed_at_every_step_completes_and_the_plan_lists_each_step_once() {
+    let setup = Setup::new(16 << 10);
+    let v450 = setup.build("bundle.tar");
+    let ns = NetNs::create("upg-kill");
+    let root = setup.path("root");
+    let config = install_yaml(setup.dir.path(), "");
+    output_ok(
+        &install(&ns, &config, &v450, &setup.public(), &root)
+            .output()
+            .unwrap(),
+        "install 4.5.0",
+    );
+    // 4.6.0 brings an image with blobs the node does not have, so seeding has work to be
+    // killed in.
+    let fresh = testkit::fixture(&setup.path("fresh"), 99, 16 << 10).unwrap();
+    let extra = format!(
+        "    - ref: example.internal/platform/api:2.0\n      from: oci:{}:example.internal/platform/api:1.0\n",
+        fresh.layout.display()
+    );
+    let v460 = bundle_of(&setup, "mgmt-plane", "4.6.0", &extra, None);
+    let steps = [
+        "verify",
+        "registry",
+        "etcd",
+        "runtime",
+        "agent",
+        "kubernetes",
+        "platform",
+    ];
+    for phase in steps {
+        kill_during(upgrade(&ns, &v460, &setup.public(), &root), phase);
+        let plan = upgrade_status(&ns, &root);
+        assert_eq!(plan["nodes"][0]["state"], "upgrading", "{plan}");
+    }
+    let out = output_ok(
+        &upgrade(&ns, &v460, &setup.public(), &root)
+            .output()
+            .unwrap(),
+        "upgrade after a SIGKILL at every step",
+    );
+    assert!(out.contains("to mgmt-plane 4.6.0"), "{out}");
+    let plan = upgrade_status(&ns, &root);
+    assert_eq!(plan["from"]["version"], "4.5.0", "{plan}");
+    assert_eq!(plan["to"]["version"], "4.6.0", "{plan}");
+    assert_eq!(plan["nodes"][0]["name"], "node1");
+    assert_eq!(plan["nodes"][0]["state"], "done", "{plan}");
+    let recorded: Vec<&str> = plan["nodes"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(recorded, steps, "each step once, in order");
+    // The human view says the same.
+    let text = output_ok(
+        &ns.airgap()
+            .args(["upgrade", "status", "--root"])
+            .arg(&root)
+            .output()
+            .unwrap(),
+        "upgrade status",
+    );
+    assert!(
+        text.contains("mgmt-plane 4.5.0 -> mgmt-plane 4.6.0: complete")
+            && text.contains("node1      done"),
+        "{text}"
+    );
+}
+
+fn upgrade_status(ns: &NetNs, root: &Path) -> serde_json::Value {
+    let out = ns
+        .airgap()
+        .args(["upgrade", "status", "--json", "--root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    serde_json::from_str(&output_ok(&out, "upgrade status --json")).unwrap()
+}

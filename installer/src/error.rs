@@ -52,6 +52,8 @@ pub enum InstallError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Join(#[from] crate::cluster::join::JoinError),
+    #[error(transparent)]
+    Plan(#[from] crate::upgrade_plan::PlanError),
     #[error("{}", path.display())]
     Input {
         path: PathBuf,
@@ -147,6 +149,10 @@ impl InstallError {
                     _ => None,
                 }
             }
+            InstallError::Plan(crate::upgrade_plan::PlanError::NotYourTurn { before, .. }) => h(
+                format!("`airgap upgrade status` shows the plan; upgrade {before} first")
+            ),
+            InstallError::Plan(_) => h("`airgap upgrade status` shows the plan".into()),
             InstallError::OtherInstallation { root, .. } => h(format!(
                 "remove it first with `airgap reset --root {}`",
                 root.display()
@@ -300,6 +306,8 @@ pub enum PhaseError {
     },
     #[error("a joining node must receive {} from the cluster; it never makes its own", path.display())]
     JoinMaterialMissing { path: PathBuf },
+    #[error("recording the step in the upgrade plan")]
+    Plan(#[source] crate::upgrade_plan::PlanError),
     /// A test's stand-in phase failing on purpose (the runner's unit tests).
     #[error("{0}")]
     Injected(&'static str),

@@ -45,4 +45,5 @@ pub mod status;
 pub mod template;
 pub mod tls;
 pub mod upgrade;
+pub mod upgrade_plan;
 pub mod workflow;

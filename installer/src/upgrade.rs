@@ -50,8 +50,11 @@ pub async fn upgrade(
     let started = Instant::now();
     let layout = NodeLayout::new(&request.root);
     let mut journal = Journal::load_migrating(&layout.journal())?;
-    let init_done = journal.is_complete(WorkflowKind::Init, &Workflow::init().phases());
-    let Some(installed) = journal.release().filter(|_| init_done) else {
+    // Installed as the first node (init) or as a joined HA node (join).
+    let installed_done = [WorkflowKind::Init, WorkflowKind::Join]
+        .iter()
+        .any(|kind| journal.is_complete(*kind, &Workflow::init().phases()));
+    let Some(installed) = journal.release().filter(|_| installed_done) else {
         return Err(InstallError::NotInstalled {
             root: request.root.clone(),
         });
@@ -153,8 +156,27 @@ pub async fn upgrade(
             Advanced::Already => crate::audit::Outcome::Unchanged,
         },
     );
-    ctx.run_workflow(&Workflow::upgrade(), &mut journal, &request.skip)
-        .await?;
+    // This node's turn in the plan: nodes roll one at a time, in install.yaml's order.
+    let names: Vec<String> = ctx
+        .config
+        .spec
+        .nodes
+        .iter()
+        .map(|n| n.name.to_string())
+        .collect();
+    let this = ctx.node.name.to_string();
+    crate::upgrade_plan::claim(&etcd, &previous, &offered, &names, &this).await?;
+    ctx.recording_plan = true;
+    let result = ctx
+        .run_workflow(&Workflow::upgrade(), &mut journal, &request.skip)
+        .await;
+    let outcome = result
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| crate::error::chain(e));
+    let planned = crate::upgrade_plan::finish(&etcd, &this, outcome).await;
+    result?;
+    planned?;
     Ok(UpgradeReport {
         from: previous,
         to: offered,

@@ -81,7 +81,10 @@ pub struct JoinArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct UpgradeArgs {
+    #[command(subcommand)]
+    pub action: Option<UpgradeAction>,
     /// The newer bundle (full, or a delta built `--since` the installed release's bundle).
     #[arg(
         long,
@@ -101,8 +104,8 @@ pub struct UpgradeArgs {
     #[arg(long, value_name = "FILE", requires = "from_registry")]
     pub ca: Option<PathBuf>,
     /// The public key the bundle must be signed with.
-    #[arg(long = "pub", value_name = "FILE")]
-    pub public_key: PathBuf,
+    #[arg(long = "pub", value_name = "FILE", required = true)]
+    pub public_key: Option<PathBuf>,
     /// The root the node was installed into.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
@@ -287,13 +290,23 @@ fn print_installed(report: &installer::install::InstallReport, what: &str) {
     }
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum UpgradeAction {
+    /// Show the cluster's upgrade plan (from etcd): the releases, each node's state and the
+    /// steps it completed.
+    Status(StatusArgs),
+}
+
 pub fn upgrade_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
+    if let Some(UpgradeAction::Status(status)) = args.action {
+        return upgrade_status_cmd(status);
+    }
     let Some(bundle) = args.bundle.clone() else {
         return check_cmd(args);
     };
     let request = installer::upgrade::UpgradeRequest {
         bundle,
-        public_key: args.public_key,
+        public_key: args.public_key.clone().context("--pub KEY is required")?,
         root: std::path::absolute(&args.root).context("resolving --root")?,
         exe: std::env::current_exe().context("locating the airgap binary")?,
         jobs: args.jobs as usize,
@@ -326,13 +339,65 @@ pub fn upgrade_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
 
 /// `airgap upgrade --check --from-registry URL`: the releases there, verified, against the
 /// node's. Credentials from the standard auth files (`skopeo login`).
+fn upgrade_status_cmd(args: StatusArgs) -> anyhow::Result<()> {
+    let root = std::path::absolute(&args.root.root).context("resolving --root")?;
+    let layout = NodeLayout::new(&root);
+    let (_, node) = installer::cluster::installed(&layout)
+        .with_context(|| format!("{} holds no installation", root.display()))?;
+    let etcd = installer::cluster::etcd_of(&layout, &node)?;
+    let plan = runtime()?
+        .block_on(installer::upgrade_plan::read(&etcd))
+        .context("reading the upgrade plan")?;
+    let Some((plan, _)) = plan else {
+        if args.json {
+            println!("null");
+        } else {
+            println!("no upgrade has run in this cluster");
+        }
+        return Ok(());
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(());
+    }
+    println!(
+        "upgrade {} -> {}: {}",
+        plan.from,
+        plan.to,
+        if plan.complete() {
+            "complete"
+        } else {
+            "in progress"
+        }
+    );
+    for n in &plan.nodes {
+        let steps: Vec<&str> = n.steps.iter().map(|p| p.as_str()).collect();
+        println!(
+            "  {:<10} {:<10} steps done: {}{}",
+            n.name,
+            format!("{:?}", n.state).to_lowercase(),
+            if steps.is_empty() {
+                "-".to_string()
+            } else {
+                steps.join(", ")
+            },
+            n.error
+                .as_ref()
+                .map(|e| format!("; error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 fn check_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
     use installer::upgrade::{list_registry_releases, ListedRelease};
     let Some(url) = &args.from_registry else {
         anyhow::bail!("--check needs --from-registry URL");
     };
     let target = registry::mirror::MirrorTarget::parse(url, false)?;
-    let key = airgap::PublicKey::load(&args.public_key).context("loading the public key")?;
+    let public_key = args.public_key.as_ref().context("--pub KEY is required")?;
+    let key = airgap::PublicKey::load(public_key).context("loading the public key")?;
     let root = std::path::absolute(&args.root).context("resolving --root")?;
     let installed = installer::upgrade::installed_release(&root)?;
     let mut config = registry::ClientConfig {

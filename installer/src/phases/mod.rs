@@ -69,6 +69,8 @@ pub struct InstallContext {
     registry_store: PathBuf,
     /// Set when this run joins an HA cluster: cluster-scoped material is read, never made.
     pub joining: Option<crate::cluster::join::JoinState>,
+    /// Set during an upgrade: each completed step is recorded in the plan in etcd.
+    pub recording_plan: bool,
 }
 
 /// What a run reports at its end.
@@ -158,6 +160,7 @@ impl InstallContext {
             cluster: None,
             outcome: RunOutcome::default(),
             joining: None,
+            recording_plan: false,
         }
     }
 
@@ -312,7 +315,7 @@ impl PhaseBodies for InstallContext {
     ) -> Result<String, PhaseError> {
         // Every workflow runs the same bodies; what differs (join reads cluster material
         // instead of creating it) is decided inside the cluster-scoped phases.
-        match step.phase {
+        let summary = match step.phase {
             Phase::Verify => verify::run(self, journal, workflow),
             Phase::Pki => pki::run(self),
             Phase::Etcd => etcd::run(self).await,
@@ -322,7 +325,14 @@ impl PhaseBodies for InstallContext {
             Phase::Agent => agent::run(self).await,
             Phase::Kubernetes => kubernetes::run(self).await,
             Phase::Platform => platform::run(self).await,
+        }?;
+        if workflow == WorkflowKind::Upgrade && self.recording_plan {
+            let etcd = self.etcd_client()?;
+            crate::upgrade_plan::step_done(&etcd, self.node.name.as_str(), step.phase)
+                .await
+                .map_err(PhaseError::Plan)?;
         }
+        Ok(summary)
     }
 }
 
