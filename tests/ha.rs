@@ -755,3 +755,143 @@ fn the_cluster_survives_a_partition_and_the_loss_of_the_vip_holder() {
         );
     }
 }
+
+#[test]
+fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
+    let (c, _) = Cluster::up();
+    let names: Vec<&str> = NODES.iter().map(|(n, _)| *n).collect();
+    c.wait_replicated(0, &names);
+    let password = c.password();
+    // 4.6.0 carries etcd in its k8s pack (a copy of the node's own: a new binary path, so
+    // every member restarts on it), where 4.5.0 ran etcd from PATH.
+    let pack_bin = c.setup.path("packs/kubernetes/bin");
+    std::fs::create_dir_all(&pack_bin).unwrap();
+    std::fs::copy("/usr/bin/etcd", pack_bin.join("etcd")).unwrap();
+    let spec = std::fs::read_to_string(&c.setup.fixture.spec).unwrap();
+    let spec_460 = c.setup.fixture.spec.with_file_name("v460.yaml");
+    std::fs::write(&spec_460, spec.replace("version: 4.5.0", "version: 4.6.0")).unwrap();
+    let v460 = c.setup.build_spec(&spec_460, "v460.tar");
+    let upgrade = |i: usize| {
+        let mut cmd = c.nodes[i].airgap();
+        cmd.args(["upgrade", "--bundle"])
+            .arg(&v460)
+            .arg("--pub")
+            .arg(c.setup.public())
+            .arg("--root")
+            .arg(c.root(i))
+            .args(["--skip-phases", SKIP]);
+        cmd
+    };
+
+    // Out of order: node2 before node1 is refused with one line and nothing moves.
+    let line = one_line_failure(&mut upgrade(1));
+    assert!(
+        line.contains("node2 is upgraded only after node1") && line.contains("hint:"),
+        "{line}"
+    );
+    let (trusted, _, _) = c.probe(0).raw("/airgap/cluster/trusted-release").unwrap();
+    assert!(String::from_utf8_lossy(&trusted).contains("\"4.5.0\""));
+
+    // A watcher in the client namespace writes to etcd (any member) and pulls through the VIP
+    // every 200 ms for the whole roll.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let pki = c.root(0).join("etc/kubernetes/pki");
+    let endpoints = NODES
+        .iter()
+        .map(|(_, a)| format!("https://{a}:2379"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let ca = c.root(0).join("etc/airgap/pki/fqdn-ca.crt");
+    let client = c.client.name.clone();
+    let watcher = {
+        let (stop, failures) = (stop.clone(), failures.clone());
+        let password = password.clone();
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                rounds += 1;
+                let put = Command::new("ip")
+                    .args(["netns", "exec", &client, "etcdctl"])
+                    .env("ETCDCTL_API", "3")
+                    .arg(format!("--endpoints={endpoints}"))
+                    .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
+                    .arg(format!(
+                        "--cert={}",
+                        pki.join("apiserver-etcd-client.crt").display()
+                    ))
+                    .arg(format!(
+                        "--key={}",
+                        pki.join("apiserver-etcd-client.key").display()
+                    ))
+                    .args(["put", "/test/watch", &rounds.to_string()])
+                    .output()
+                    .unwrap();
+                if !put.status.success() {
+                    failures.lock().unwrap().push(format!(
+                        "etcd write: {}",
+                        String::from_utf8_lossy(&put.stderr)
+                    ));
+                }
+                let pull = Command::new("ip")
+                    .args(["netns", "exec", &client, "curl", "-s", "-o", "/dev/null"])
+                    .args(["-w", "%{http_code}", "--max-time", "2", "--cacert"])
+                    .arg(&ca)
+                    .args(["-u", &format!("admin:{password}")])
+                    .arg(format!("https://{VIP}:5000/v2/"))
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&pull.stdout) != "200" {
+                    failures.lock().unwrap().push(format!(
+                        "VIP pull: HTTP {}",
+                        String::from_utf8_lossy(&pull.stdout)
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            rounds
+        })
+    };
+
+    for i in 0..3 {
+        let before =
+            std::fs::read_to_string(c.root(i).join("etc/airgap/services/etcd.json")).unwrap();
+        let out = upgrade(i).output().unwrap();
+        let text = output_ok(&out, &format!("upgrade node{}", i + 1));
+        assert!(text.contains("to mgmt-plane 4.6.0"), "{text}");
+        let after =
+            std::fs::read_to_string(c.root(i).join("etc/airgap/services/etcd.json")).unwrap();
+        assert!(
+            before.contains("/usr/bin/etcd") && after.contains("var/lib/airgap/bin/etcd/"),
+            "node{} does not run the bundle's etcd: {after}",
+            i + 1
+        );
+        // The plan: this node done, the ones after it still pending.
+        let out = c.nodes[i]
+            .airgap()
+            .args(["upgrade", "status", "--json", "--root"])
+            .arg(c.root(i))
+            .output()
+            .unwrap();
+        let plan: serde_json::Value =
+            serde_json::from_str(&output_ok(&out, "upgrade status")).unwrap();
+        for (j, node) in plan["nodes"].as_array().unwrap().iter().enumerate() {
+            let want = if j <= i { "done" } else { "pending" };
+            assert_eq!(node["state"], want, "{plan}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = watcher.join().unwrap();
+    let failures = failures.lock().unwrap().clone();
+    assert!(rounds > 5, "the watcher barely ran ({rounds} rounds)");
+    assert!(
+        failures.is_empty(),
+        "quorum or the VIP was lost during the roll ({} of {rounds} rounds): {failures:?}",
+        failures.len()
+    );
+    let (trusted, _, _) = c.probe(2).raw("/airgap/cluster/trusted-release").unwrap();
+    assert!(String::from_utf8_lossy(&trusted).contains("\"4.6.0\""));
+    let list: serde_json::Value =
+        serde_json::from_str(&c.etcdctl(0, &["member", "list", "-w", "json"])).unwrap();
+    assert_eq!(list["members"].as_array().unwrap().len(), 3);
+}

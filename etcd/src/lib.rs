@@ -70,6 +70,8 @@ pub struct EtcdClient {
     /// The same TLS identity without a whole-request timeout, for watches that stream.
     streaming: reqwest::Client,
     endpoint: String,
+    /// Other members' endpoints, tried in turn when `endpoint` cannot be reached.
+    fallbacks: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -139,7 +141,20 @@ impl EtcdClient {
             http,
             streaming,
             endpoint: endpoint.trim_end_matches('/').to_string(),
+            fallbacks: Vec::new(),
         })
+    }
+
+    /// The same client that, when its endpoint cannot be reached (the member is restarting
+    /// or down), sends each request to `others` in turn: what a node's VIP holder needs to
+    /// keep its lease while its own member restarts. Health checks stay on the endpoint.
+    pub fn with_fallbacks(mut self, others: Vec<String>) -> Self {
+        self.fallbacks = others
+            .into_iter()
+            .map(|e| e.trim_end_matches('/').to_string())
+            .filter(|e| *e != self.endpoint)
+            .collect();
+        self
     }
 
     pub fn endpoint(&self) -> &str {
@@ -154,14 +169,35 @@ impl EtcdClient {
     }
 
     async fn post(&self, path: &str, body: serde_json::Value) -> Result<Vec<u8>, EtcdError> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.endpoint))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| self.request_error(e))?;
+        let body = body.to_string();
+        let endpoints: Vec<&String> = std::iter::once(&self.endpoint)
+            .chain(&self.fallbacks)
+            .collect();
+        let mut response = None;
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            let sent = self
+                .http
+                .post(format!("{endpoint}{path}"))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(r) => {
+                    response = Some(r);
+                    break;
+                }
+                // Unreachable: the next member, if there is one.
+                Err(e) if e.is_connect() && i + 1 < endpoints.len() => continue,
+                Err(e) => return Err(self.request_error(e)),
+            }
+        }
+        let Some(response) = response else {
+            return Err(EtcdError::Unhealthy {
+                endpoint: self.endpoint.clone(),
+                body: "no member answered".into(),
+            });
+        };
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.request_error(e))?;
         if !status.is_success() {

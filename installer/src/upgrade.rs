@@ -146,6 +146,17 @@ pub async fn upgrade(
         phase: Phase::Etcd,
         source,
     })?;
+    // This node's turn in the plan: nodes roll one at a time, in install.yaml's order.
+    let names: Vec<String> = ctx
+        .config
+        .spec
+        .nodes
+        .iter()
+        .map(|n| n.name.to_string())
+        .collect();
+    let this = ctx.node.name.to_string();
+    // Before anything moves: a node whose turn it is not is refused with nothing changed.
+    crate::upgrade_plan::claim(&etcd, &previous, &offered, &names, &this).await?;
     let advanced = advance_trusted(&etcd, &previous, &offered).await?;
     journal.save(&layout.journal())?;
     ctx.audit.record(
@@ -156,16 +167,6 @@ pub async fn upgrade(
             Advanced::Already => crate::audit::Outcome::Unchanged,
         },
     );
-    // This node's turn in the plan: nodes roll one at a time, in install.yaml's order.
-    let names: Vec<String> = ctx
-        .config
-        .spec
-        .nodes
-        .iter()
-        .map(|n| n.name.to_string())
-        .collect();
-    let this = ctx.node.name.to_string();
-    crate::upgrade_plan::claim(&etcd, &previous, &offered, &names, &this).await?;
     ctx.recording_plan = true;
     let result = ctx
         .run_workflow(&Workflow::upgrade(), &mut journal, &request.skip)

@@ -88,8 +88,8 @@ fn installed(
 pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Create(args) => {
-            let (layout, _, node) = installed(&args.root.root)?;
-            let etcd = cluster::etcd_of(&layout, &node)?;
+            let (layout, config, node) = installed(&args.root.root)?;
+            let etcd = cluster::etcd_of(&layout, &config, &node)?;
             let ca_path = layout.fqdn_ca();
             let ca = std::fs::read_to_string(&ca_path)
                 .with_context(|| format!("reading {}", ca_path.display()))?;
@@ -109,8 +109,8 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
             Ok(())
         }
         TokenCommand::List(args) => {
-            let (layout, _, node) = installed(&args.root.root)?;
-            let etcd = cluster::etcd_of(&layout, &node)?;
+            let (layout, config, node) = installed(&args.root.root)?;
+            let etcd = cluster::etcd_of(&layout, &config, &node)?;
             let tokens = runtime()?
                 .block_on(token::list(&etcd))
                 .context("listing join tokens")?;
@@ -135,8 +135,8 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
             Ok(())
         }
         TokenCommand::Delete(args) => {
-            let (layout, _, node) = installed(&args.root.root)?;
-            let etcd = cluster::etcd_of(&layout, &node)?;
+            let (layout, config, node) = installed(&args.root.root)?;
+            let etcd = cluster::etcd_of(&layout, &config, &node)?;
             let existed = runtime()?
                 .block_on(token::delete(&etcd, &args.id))
                 .context("deleting the join token")?;
@@ -153,7 +153,7 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<()> {
     match cmd {
         NodeCommand::Remove(args) => {
             let (layout, config, node) = installed(&args.root.root)?;
-            let etcd = cluster::etcd_of(&layout, &node)?;
+            let etcd = cluster::etcd_of(&layout, &config, &node)?;
             runtime()?
                 .block_on(members::remove(
                     &config,

@@ -342,9 +342,9 @@ pub fn upgrade_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
 fn upgrade_status_cmd(args: StatusArgs) -> anyhow::Result<()> {
     let root = std::path::absolute(&args.root.root).context("resolving --root")?;
     let layout = NodeLayout::new(&root);
-    let (_, node) = installer::cluster::installed(&layout)
+    let (config, node) = installer::cluster::installed(&layout)
         .with_context(|| format!("{} holds no installation", root.display()))?;
-    let etcd = installer::cluster::etcd_of(&layout, &node)?;
+    let etcd = installer::cluster::etcd_of(&layout, &config, &node)?;
     let plan = runtime()?
         .block_on(installer::upgrade_plan::read(&etcd))
         .context("reading the upgrade plan")?;

@@ -70,15 +70,25 @@ pub fn installed(
     Ok((config, node))
 }
 
-/// The etcd client of the installed node under `layout`.
+/// The etcd client of the installed node under `layout`: its own member first, the other
+/// members of `config` when it cannot be reached (restarting during an upgrade, down).
 pub fn etcd_of(
     layout: &NodeLayout,
+    config: &InstallConfig,
     node: &crate::config::Node,
 ) -> Result<crate::etcd::client::EtcdClient, ClusterError> {
+    let others = config
+        .spec
+        .nodes
+        .iter()
+        .filter(|n| n.name != node.name)
+        .map(|n| crate::etcd::url(n.address, crate::etcd::CLIENT_PORT))
+        .collect();
     Ok(crate::etcd::client::for_node(
         layout,
         &crate::etcd::url(node.address, crate::etcd::CLIENT_PORT),
-    )?)
+    )?
+    .with_fallbacks(others))
 }
 
 /// The `cluster` service: the join API and the VIP election, until killed. SIGTERM removes
@@ -88,7 +98,9 @@ pub async fn serve(layout: NodeLayout) -> Result<(), ClusterError> {
     let Topology::Ha { vip, .. } = config.topology()? else {
         return Err(ClusterError::NotHa);
     };
-    let etcd = etcd_of(&layout, &node)?;
+    // The other members too: the VIP holder keeps its lease while its own member restarts
+    // (a rolling upgrade), and still only through quorum.
+    let etcd = etcd_of(&layout, &config, &node)?;
     let interface =
         vip::interface_of(node.address).ok_or(ClusterError::NoInterface(node.address))?;
     let election = Arc::new(vip::VipElection {

@@ -22,11 +22,22 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     let binary = binaries.require("etcd", ctx.host.as_ref())?;
     let from = binary.describe();
     let member = ctx.member();
+    let running_before = supervised_pid(ctx);
     let changed = member
         .service(&ctx.layout, &binary.path)
         .write(&ctx.layout.services_dir())?;
     ctx.audit.record("service.define", "etcd", outcome(changed));
     let (_, started) = agent::ensure_running(&ctx.layout, &ctx.exe, ctx.host.as_ref())?;
+    if changed && !started {
+        if let Some(old) = running_before {
+            // The agent restarts etcd on the new definition on its next tick: the health
+            // check below must see the new process, not the old one about to stop.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while supervised_pid(ctx) == Some(old) && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
     if started {
         ctx.audit.record(
             "agent.launch",
@@ -87,4 +98,9 @@ async fn promote(ctx: &mut InstallContext, join: &EtcdJoin) -> Result<(), PhaseE
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The pid the agent runs etcd as, if it runs it.
+fn supervised_pid(ctx: &InstallContext) -> Option<u32> {
+    agent::read_state(&ctx.layout)?.services.get("etcd")?.pid
 }

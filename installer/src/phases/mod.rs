@@ -195,7 +195,18 @@ impl InstallContext {
         if let Some(client) = &self.etcd {
             return Ok(client.clone());
         }
-        let client = crate::etcd::client::for_node(&self.layout, &self.member().client_url())?;
+        // The other members when this one cannot be reached (it restarts during an upgrade);
+        // health checks still ask this member.
+        let others = self
+            .config
+            .spec
+            .nodes
+            .iter()
+            .filter(|n| n.name != self.node.name)
+            .map(|n| crate::etcd::url(n.address, crate::etcd::CLIENT_PORT))
+            .collect();
+        let client = crate::etcd::client::for_node(&self.layout, &self.member().client_url())?
+            .with_fallbacks(others);
         self.etcd = Some(client.clone());
         Ok(client)
     }
