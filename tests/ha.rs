@@ -762,15 +762,45 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
     let names: Vec<&str> = NODES.iter().map(|(n, _)| *n).collect();
     c.wait_replicated(0, &names);
     let password = c.password();
-    // 4.6.0 carries etcd in its k8s pack (a copy of the node's own: a new binary path, so
-    // every member restarts on it), where 4.5.0 ran etcd from PATH.
+    // 4.5.1 carries a broken etcd in its k8s pack (a test pack: it exits at once); 4.6.0
+    // carries a working one (a copy of the node's own: a new binary path, so every member
+    // restarts on it), where 4.5.0 ran etcd from PATH.
     let pack_bin = c.setup.path("packs/kubernetes/bin");
     std::fs::create_dir_all(&pack_bin).unwrap();
-    std::fs::copy("/usr/bin/etcd", pack_bin.join("etcd")).unwrap();
     let spec = std::fs::read_to_string(&c.setup.fixture.spec).unwrap();
-    let spec_460 = c.setup.fixture.spec.with_file_name("v460.yaml");
-    std::fs::write(&spec_460, spec.replace("version: 4.5.0", "version: 4.6.0")).unwrap();
-    let v460 = c.setup.build_spec(&spec_460, "v460.tar");
+    let build = |version: &str| {
+        let path = c
+            .setup
+            .fixture
+            .spec
+            .with_file_name(format!("v{version}.yaml"));
+        std::fs::write(
+            &path,
+            spec.replace("version: 4.5.0", &format!("version: {version}")),
+        )
+        .unwrap();
+        c.setup.build_spec(&path, &format!("v{version}.tar"))
+    };
+    std::fs::write(
+        pack_bin.join("etcd"),
+        "#!/bin/sh\necho 'broken etcd (a test pack)' >&2\nexit 1\n",
+    )
+    .unwrap();
+    let v451 = build("4.5.1");
+    std::fs::remove_file(pack_bin.join("etcd")).unwrap();
+    std::fs::copy("/usr/bin/etcd", pack_bin.join("etcd")).unwrap();
+    let v460 = build("4.6.0");
+    let upgrade_to = |i: usize, bundle: &Path| {
+        let mut cmd = c.nodes[i].airgap();
+        cmd.args(["upgrade", "--bundle"])
+            .arg(bundle)
+            .arg("--pub")
+            .arg(c.setup.public())
+            .arg("--root")
+            .arg(c.root(i))
+            .args(["--skip-phases", SKIP]);
+        cmd
+    };
     let upgrade = |i: usize| {
         let mut cmd = c.nodes[i].airgap();
         cmd.args(["upgrade", "--bundle"])
@@ -853,6 +883,45 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
         })
     };
 
+    // 4.5.1 on node1: its etcd cannot start, so node1 is rolled back to 4.5.0's etcd and
+    // journal; the cluster still trusts 4.5.0 and the plan says node1 failed.
+    let etcd_service = c.root(0).join("etc/airgap/services/etcd.json");
+    let service_before = std::fs::read(&etcd_service).unwrap();
+    let line = one_line_failure(&mut upgrade_to(0, &v451));
+    assert!(
+        line.contains("rolled back")
+            && line.contains("runs mgmt-plane 4.5.0 again")
+            && line.contains("etcd exits as soon as it starts"),
+        "{line}"
+    );
+    assert_eq!(std::fs::read(&etcd_service).unwrap(), service_before);
+    assert!(c
+        .probe(0)
+        .curl("/health", None, true)
+        .1
+        .contains("\"health\":\"true\""));
+    let (trusted, _, _) = c.probe(1).raw("/airgap/cluster/trusted-release").unwrap();
+    assert!(String::from_utf8_lossy(&trusted).contains("\"4.5.0\""));
+    assert_eq!(c.status(0)["bundle"], "mgmt-plane 4.5.0");
+    let out = c.nodes[0]
+        .airgap()
+        .args(["upgrade", "status", "--json", "--root"])
+        .arg(c.root(0))
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&output_ok(&out, "upgrade status")).unwrap();
+    assert_eq!(plan["to"]["version"], "4.5.1", "{plan}");
+    assert_eq!(plan["nodes"][0]["state"], "failed", "{plan}");
+    assert!(
+        plan["nodes"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back"),
+        "{plan}"
+    );
+    assert_eq!(plan["nodes"][1]["state"], "pending", "{plan}");
+
+    // Then 4.6.0 rolls over the three nodes.
     for i in 0..3 {
         let before =
             std::fs::read_to_string(c.root(i).join("etc/airgap/services/etcd.json")).unwrap();

@@ -54,6 +54,14 @@ pub enum InstallError {
     Join(#[from] crate::cluster::join::JoinError),
     #[error(transparent)]
     Plan(#[from] crate::upgrade_plan::PlanError),
+    #[error("the upgrade of {node} to {offered} failed and was rolled back: {node} runs {previous} again and the cluster still trusts it")]
+    RolledBack {
+        node: String,
+        offered: Box<ReleaseId>,
+        previous: Box<ReleaseId>,
+        #[source]
+        source: Box<InstallError>,
+    },
     #[error("{}", path.display())]
     Input {
         path: PathBuf,
@@ -153,6 +161,9 @@ impl InstallError {
                 format!("`airgap upgrade status` shows the plan; upgrade {before} first")
             ),
             InstallError::Plan(_) => h("`airgap upgrade status` shows the plan".into()),
+            InstallError::RolledBack { source, .. } => source.hint().or_else(|| {
+                h("fix the cause, then run the same upgrade again; `airgap upgrade status` shows the plan".into())
+            }),
             InstallError::OtherInstallation { root, .. } => h(format!(
                 "remove it first with `airgap reset --root {}`",
                 root.display()
@@ -289,6 +300,12 @@ pub enum PhaseError {
         #[source]
         source: crate::cri::CriError,
     },
+    #[error("etcd exits as soon as it starts ({restarts} restarts; last: {last_exit}; log: {})", log.display())]
+    EtcdCrashing {
+        restarts: u32,
+        last_exit: String,
+        log: PathBuf,
+    },
     #[error("etcd member {member} was not promoted to a voter within {secs}s (log: {})", log.display())]
     Promote {
         member: String,
@@ -341,6 +358,10 @@ impl PhaseError {
                 BinaryError::debian_package(name)
                     .map(|p| format!(" (Debian: {p})"))
                     .unwrap_or_default()
+            )),
+            PhaseError::EtcdCrashing { log, .. } => h(format!(
+                "see {} for why the bundle's etcd does not start",
+                log.display()
             )),
             PhaseError::Promote { log, .. } => h(format!(
                 "see {} (the member must reach the others on the peer port 2380); re-run `airgap join` to go on",

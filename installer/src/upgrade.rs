@@ -37,8 +37,13 @@ pub struct UpgradeRequest {
 pub struct UpgradeReport {
     pub from: ReleaseId,
     pub to: ReleaseId,
-    /// Whether this run moved the trusted release or found it already moved (a resumed run).
-    pub advanced: Advanced,
+    /// Whether this run continued an interrupted one.
+    pub resumed: bool,
+    /// When this node was the last to move: whether this run moved the cluster's trusted
+    /// release (or found it moved); `None` while other nodes are still to upgrade.
+    pub advanced: Option<Advanced>,
+    /// The node whose turn is next, if any.
+    pub next: Option<String>,
     pub node: String,
 }
 
@@ -157,33 +162,166 @@ pub async fn upgrade(
     let this = ctx.node.name.to_string();
     // Before anything moves: a node whose turn it is not is refused with nothing changed.
     crate::upgrade_plan::claim(&etcd, &previous, &offered, &names, &this).await?;
-    let advanced = advance_trusted(&etcd, &previous, &offered).await?;
+    // What this node ran before: restored if the upgrade fails (the journal as
+    // it was before this upgrade started). Taken once, by the run that
+    // starts the upgrade; a resumed run keeps the first one.
+    let rollback = Rollback::new(&layout);
+    if !resuming {
+        rollback.take()?;
+    }
     journal.save(&layout.journal())?;
-    ctx.audit.record(
-        "release.trust",
-        crate::release::TRUSTED_RELEASE_KEY,
-        match advanced {
-            Advanced::Moved => crate::audit::Outcome::Done,
-            Advanced::Already => crate::audit::Outcome::Unchanged,
-        },
-    );
     ctx.recording_plan = true;
     let result = ctx
         .run_workflow(&Workflow::upgrade(), &mut journal, &request.skip)
         .await;
-    let outcome = result
-        .as_ref()
-        .map(|_| ())
-        .map_err(|e| crate::error::chain(e));
-    let planned = crate::upgrade_plan::finish(&etcd, &this, outcome).await;
-    result?;
-    planned?;
+    if let Err(e) = result {
+        let cause = crate::error::chain(&e);
+        let restored = if rollback.exists() {
+            rollback.restore(&mut ctx).await
+        } else {
+            Err(format!(
+                "nothing to roll back to under {}",
+                rollback.dir.display()
+            ))
+        };
+        let note = match &restored {
+            Ok(()) => format!("{cause}; rolled back to {previous}"),
+            Err(why) => format!("{cause}; NOT rolled back: {why}"),
+        };
+        crate::upgrade_plan::finish(&etcd, &this, Err(note)).await?;
+        return Err(match restored {
+            Ok(()) => InstallError::RolledBack {
+                node: this,
+                offered: Box::new(offered),
+                previous: Box::new(previous),
+                source: Box::new(e),
+            },
+            Err(_) => e,
+        });
+    }
+    rollback.discard();
+    let plan = crate::upgrade_plan::finish(&etcd, &this, Ok(())).await?;
+    // The cluster trusts the new release once every node runs it: a node that fails and rolls
+    // back leaves the cluster on the release it trusted, never lower.
+    let advanced = if plan.complete() {
+        let advanced = advance_trusted(&etcd, &previous, &offered).await?;
+        ctx.audit.record(
+            "release.trust",
+            crate::release::TRUSTED_RELEASE_KEY,
+            match advanced {
+                Advanced::Moved => crate::audit::Outcome::Done,
+                Advanced::Already => crate::audit::Outcome::Unchanged,
+            },
+        );
+        Some(advanced)
+    } else {
+        None
+    };
+    let next = plan
+        .nodes
+        .iter()
+        .find(|n| n.state != crate::upgrade_plan::NodeState::Done)
+        .map(|n| n.name.clone());
     Ok(UpgradeReport {
         from: previous,
         to: offered,
+        resumed: resuming,
         advanced,
+        next,
         node: ctx.node.name.to_string(),
     })
+}
+
+/// What a node ran before an upgrade: its journal and its service definitions (which binary
+/// each service runs, with which configuration), under `var/lib/airgap/upgrade-rollback/`.
+/// Restoring them makes the agent run the previous binaries again (they stay on disk at their
+/// versioned paths).
+struct Rollback {
+    dir: PathBuf,
+    layout: NodeLayout,
+}
+
+impl Rollback {
+    fn new(layout: &NodeLayout) -> Self {
+        Rollback {
+            dir: layout.state_dir().join("upgrade-rollback"),
+            layout: layout.clone(),
+        }
+    }
+
+    fn exists(&self) -> bool {
+        self.dir.join("journal.json").exists()
+    }
+
+    fn take(&self) -> Result<(), InstallError> {
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| InstallError::Input { path, source }
+        };
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let services = self.dir.join("services");
+        std::fs::create_dir_all(&services).map_err(io(&services))?;
+        let from = self.layout.services_dir();
+        if let Ok(entries) = std::fs::read_dir(&from) {
+            for entry in entries.flatten() {
+                let to = services.join(entry.file_name());
+                std::fs::copy(entry.path(), &to).map_err(io(&to))?;
+            }
+        }
+        // Last: its presence means the snapshot is whole.
+        let journal = self.dir.join("journal.json");
+        std::fs::copy(self.layout.journal(), &journal).map_err(io(&journal))?;
+        Ok(())
+    }
+
+    /// Puts the services and the journal back, then waits for etcd to be healthy on the
+    /// previous definition.
+    async fn restore(&self, ctx: &mut InstallContext) -> Result<(), String> {
+        let services = self.layout.services_dir();
+        let saved = self.dir.join("services");
+        let names: std::collections::BTreeSet<_> = std::fs::read_dir(&saved)
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(&services) {
+            for entry in entries.flatten() {
+                if !names.contains(&entry.file_name()) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        for name in &names {
+            let bytes = std::fs::read(saved.join(name)).map_err(|e| e.to_string())?;
+            crate::files::write_if_changed(&services.join(name), &bytes, crate::files::PUBLIC)
+                .map_err(|e| e.to_string())?;
+        }
+        let etcd = ctx.etcd_client().map_err(|e| crate::error::chain(&e))?;
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        while etcd.health().await.is_err() {
+            if Instant::now() >= deadline {
+                return Err("etcd is not healthy on the previous definition after 60s".into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        crate::files::write_atomic(
+            &self.layout.journal(),
+            &std::fs::read(self.dir.join("journal.json")).map_err(|e| e.to_string())?,
+            crate::files::PUBLIC,
+        )
+        .map_err(|e| e.to_string())?;
+        ctx.audit.record(
+            "upgrade.rollback",
+            &self.layout.root().display().to_string(),
+            crate::audit::Outcome::Done,
+        );
+        self.discard();
+        Ok(())
+    }
+
+    fn discard(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// One release found in a registry's releases repository.

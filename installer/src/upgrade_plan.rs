@@ -4,8 +4,9 @@
 //! see one winner, and any node can show it (`airgap upgrade status`).
 //!
 //! Nodes roll one at a time: a node may start only when every node before it is done and no
-//! other is upgrading; a node that fails stays `failed` in the plan (the upgrade stops there
-//! until it is resolved and re-run). A step is recorded when it completes, once: a re-run
+//! other is upgrading; a node that fails is rolled back and stays `failed` in the plan (the
+//! upgrade stops there until it is re-run, or replaced by an upgrade to another release while
+//! no node has moved). A step is recorded when it completes, once: a re-run
 //! after SIGKILL repeats the interrupted phase (phases are idempotent) but never lists a step
 //! twice.
 
@@ -134,7 +135,15 @@ pub async fn claim(
     update(etcd, |current| {
         let mut plan = match current {
             Some(p) if p.to == *to => p,
-            Some(p) if !p.complete() => {
+            // Unfinished, and some node moved (or is moving) to its release: it must be
+            // finished first. A plan whose nodes were all rolled back or never started moved
+            // nothing, and gives way to a new one.
+            Some(p)
+                if !p.complete()
+                    && p.nodes
+                        .iter()
+                        .any(|n| matches!(n.state, NodeState::Done | NodeState::Upgrading)) =>
+            {
                 return Err(PlanError::OtherUnderWay {
                     from: p.from.to_string(),
                     to: p.to.to_string(),

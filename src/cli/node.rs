@@ -328,12 +328,15 @@ pub fn upgrade_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
         report.node,
         report.from,
         report.to,
-        if report.advanced == installer::release::Advanced::Already {
-            " (resumed)"
-        } else {
-            ""
-        }
+        if report.resumed { " (resumed)" } else { "" }
     );
+    match (&report.advanced, &report.next) {
+        (Some(_), _) => println!("every node runs {}: the cluster trusts it now", report.to),
+        (None, Some(next)) => println!(
+            "next: run the same upgrade on {next} (nodes roll one at a time; `airgap upgrade status` shows the plan)"
+        ),
+        (None, None) => {}
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{etcd_healthy, outcome, InstallContext};
+use super::{outcome, InstallContext};
 use crate::agent;
 use crate::audit::Outcome;
 use crate::cluster::protocol::EtcdJoin;
@@ -49,7 +49,7 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     if let Some(join) = ctx.joining.clone() {
         promote(ctx, &join.etcd).await?;
     }
-    etcd_healthy(ctx, Duration::from_secs(60)).await?;
+    healthy_unless_crashing(ctx).await?;
     Ok(format!(
         "etcd {} healthy at {} ({from})",
         member.name,
@@ -103,4 +103,46 @@ async fn promote(ctx: &mut InstallContext, join: &EtcdJoin) -> Result<(), PhaseE
 /// The pid the agent runs etcd as, if it runs it.
 fn supervised_pid(ctx: &InstallContext) -> Option<u32> {
     agent::read_state(&ctx.layout)?.services.get("etcd")?.pid
+}
+
+/// etcd healthy within a minute, failing at once when the agent sees it exit again and again
+/// (a binary that cannot start: an upgrade rolls back instead of waiting the minute out).
+async fn healthy_unless_crashing(ctx: &mut InstallContext) -> Result<(), PhaseError> {
+    const LIMIT: Duration = Duration::from_secs(60);
+    let restarts = |ctx: &InstallContext| {
+        agent::read_state(&ctx.layout)
+            .and_then(|s| s.services.get("etcd").cloned())
+            .map(|s| (s.restarts, s.last_exit))
+    };
+    let before = restarts(ctx).map(|(n, _)| n).unwrap_or(0);
+    let client = ctx.etcd_client()?;
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let health = client.health().await;
+        if health.is_ok() {
+            return Ok(());
+        }
+        if let Some((now, last_exit)) = restarts(ctx) {
+            if now >= before + 2 {
+                return Err(PhaseError::EtcdCrashing {
+                    restarts: now - before,
+                    last_exit: last_exit.unwrap_or_default(),
+                    log: ctx.layout.log_dir().join("etcd.log"),
+                });
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(PhaseError::EtcdUnhealthy {
+                secs: LIMIT.as_secs(),
+                log: ctx.layout.log_dir().join("etcd.log"),
+                source: health
+                    .err()
+                    .unwrap_or_else(|| crate::etcd::client::EtcdError::Unhealthy {
+                        endpoint: client.endpoint().to_string(),
+                        body: "no answer".into(),
+                    }),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
