@@ -18,51 +18,18 @@ cargo build --release --locked --bin airgap -p airgap-cli --bin airgap-testkit -
 bin=$PWD/target/release
 work=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}" airgap-bench.XXXXXX)
 tag=agb$$
-sw=$tag-sw
 nodes=(10.79.0.11 10.79.0.12 10.79.0.13)
 vip=10.79.0.100
 fqdn=bench.example.internal
-cleanup() {
-  for i in 1 2 3; do
-    for p in $(ip netns pids "$tag-n$i" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-    ip netns del "$tag-n$i" 2>/dev/null || true
-    rm -rf "/etc/netns/$tag-n$i"
-  done
-  ip netns del "$sw" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns add "$sw"
-ip -n "$sw" link add br0 type bridge
-ip -n "$sw" link set br0 up
-for i in 1 2 3; do
-  ns=$tag-n$i
-  ip netns add "$ns"
-  ip -n "$ns" link set lo up
-  ip -n "$ns" link add eth0 type veth peer name p$i netns "$sw"
-  ip -n "$ns" addr add "${nodes[$((i-1))]}/24" dev eth0
-  ip -n "$ns" link set eth0 up
-  ip -n "$sw" link set p$i master br0
-  ip -n "$sw" link set p$i up
-  mkdir -p "/etc/netns/$ns"
-  printf '127.0.0.1 localhost\n%s %s\n' "$vip" "$fqdn" > "/etc/netns/$ns/hosts"
-done
+source bench/netns.sh
+trap 'lan_cleanup; rm -rf "$work"' EXIT
+for i in 1 2 3; do lan_node $i "${nodes[$((i-1))]}" "$vip $fqdn"; done
 
 "$bin/airgap-testkit" bench "$work/content" "$IMAGES" "$LAYERS" $((LAYER_MIB << 20)) > "$work/names"
 "$bin/airgap" keygen -o "$work/k.key" >/dev/null
 "$bin/airgap" bundle build -f "$work/content/bundle.yaml" -o "$work/bundle.tar" --key "$work/k.key" --no-cache >/dev/null
 rm -rf "$work/content"
-cat > "$work/install.yaml" <<YAML
-apiVersion: airgap/v1
-kind: Installation
-metadata: {name: bench}
-spec:
-  mode: ha
-  fqdn: $fqdn
-  vip: $vip
-  nodes: [{name: node1, address: ${nodes[0]}}, {name: node2, address: ${nodes[1]}}, {name: node3, address: ${nodes[2]}}]
-YAML
+ha_yaml "$fqdn" "$vip" "${nodes[@]}" > "$work/install.yaml"
 
 declare -A wall rss
 measure() { # NAME CMD...
@@ -82,12 +49,7 @@ for i in 2 3; do
     --pub "$work/k.pub" --root "$work/root$i" --skip-phases "$skip" -j 8
 done
 joined=$(date +%s.%N)
-while :; do
-  missing=$(ip netns exec "$tag-n1" "$bin/airgap" status --json --root "$work/root1" 2>/dev/null \
-    | python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(m.get("registryMissing", 1) for m in s["cluster"]["members"]))' 2>/dev/null || echo x)
-  [[ $missing == 0 ]] && break
-  sleep 0.2
-done
+until replicated "$tag-n1" "$work/root1"; do sleep 0.2; done
 done_at=$(date +%s.%N)
 
 phase() { grep -o "^\[$2\].*" "$work/out-$1" | grep -o '([0-9.]*s)$' | tr -d '()s'; }

@@ -813,6 +813,27 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
         cmd
     };
 
+    // What an upgrade never touches: the Secrets (their etcd mod revisions) and every node's
+    // certificates, keys and encryption configuration.
+    let secrets = [
+        "/registry/secrets/airgap-system/installation-keys",
+        "/registry/secrets/airgap-system/registry-credentials",
+    ];
+    let revisions: Vec<i64> = secrets
+        .iter()
+        .map(|k| c.probe(0).raw(k).unwrap().1)
+        .collect();
+    let kept = |i: usize| {
+        let root = c.root(i);
+        let mut all = common::snapshot(&root.join("etc/kubernetes/pki"));
+        all.extend(common::snapshot(&root.join("etc/airgap/pki")));
+        all.extend(common::snapshot(
+            &root.join("etc/kubernetes/encryption-config.yaml"),
+        ));
+        all
+    };
+    let kept_before: Vec<_> = (0..3).map(kept).collect();
+
     // Out of order: node2 before node1 is refused with one line and nothing moves.
     let line = one_line_failure(&mut upgrade(1));
     assert!(
@@ -963,4 +984,15 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
     let list: serde_json::Value =
         serde_json::from_str(&c.etcdctl(0, &["member", "list", "-w", "json"])).unwrap();
     assert_eq!(list["members"].as_array().unwrap().len(), 3);
+    for (key, rev) in secrets.iter().zip(&revisions) {
+        assert_eq!(c.probe(2).raw(key).unwrap().1, *rev, "{key} was rewritten");
+    }
+    for (i, before) in kept_before.iter().enumerate() {
+        assert_eq!(
+            &kept(i),
+            before,
+            "node{}: keys or certificates changed",
+            i + 1
+        );
+    }
 }
