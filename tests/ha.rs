@@ -73,11 +73,11 @@ impl Cluster {
         self.setup.path(&format!("root{}", i + 1))
     }
 
-    fn install_first(&self) -> String {
+    /// `airgap install` of the first node (also how it comes back after a crash).
+    fn install_command(&self) -> Command {
         let config = ha_yaml(self.setup.dir.path());
-        let out = self.nodes[0]
-            .airgap()
-            .args(["install", "-c"])
+        let mut cmd = self.nodes[0].airgap();
+        cmd.args(["install", "-c"])
             .arg(&config)
             .arg("--bundle")
             .arg(&self.bundle)
@@ -85,10 +85,12 @@ impl Cluster {
             .arg(self.setup.public())
             .arg("--root")
             .arg(self.root(0))
-            .args(["--skip-phases", SKIP])
-            .output()
-            .unwrap();
-        output_ok(&out, "install node1")
+            .args(["--skip-phases", SKIP]);
+        cmd
+    }
+
+    fn install_first(&self) -> String {
+        output_ok(&self.install_command().output().unwrap(), "install node1")
     }
 
     fn join(&self, ns: &NetNs, root: &Path, token: &str, server: &str) -> Command {
@@ -716,20 +718,7 @@ fn the_cluster_survives_a_partition_and_the_loss_of_the_vip_holder() {
     // node, join on the others) and catches up: the pushed image's blobs land in its store.
     c.switch.link(&c.nodes[dead], true);
     let out = if dead == 0 {
-        let config = ha_yaml(c.setup.dir.path());
-        c.nodes[0]
-            .airgap()
-            .args(["install", "-c"])
-            .arg(&config)
-            .arg("--bundle")
-            .arg(&c.bundle)
-            .arg("--pub")
-            .arg(c.setup.public())
-            .arg("--root")
-            .arg(c.root(0))
-            .args(["--skip-phases", SKIP])
-            .output()
-            .unwrap()
+        c.install_command().output().unwrap()
     } else {
         c.join(&c.nodes[dead], &c.root(dead), &token, VIP)
             .output()

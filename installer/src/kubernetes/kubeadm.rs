@@ -73,50 +73,25 @@ pub fn join(
     host: &dyn Host,
     kubeadm: Option<PathBuf>,
 ) -> Result<ClusterInit, ProgramError> {
-    if layout.admin_kubeconfig().exists() {
-        return Ok(ClusterInit::AlreadyInitialized);
-    }
-    let Some(kubeadm) = kubeadm else {
-        return Ok(ClusterInit::KubeadmMissing);
-    };
-    let mut args = vec!["join".to_string()];
-    if layout.root() != Path::new("/") {
-        args.push("--rootfs".into());
-        args.push(layout.root().display().to_string());
-    }
-    args.push("--config".into());
-    args.push(
-        layout
-            .node_path(&layout.kubeadm_join_config())
-            .display()
-            .to_string(),
-    );
-    let log = run_logged(layout, host, &kubeadm, &args, "kubeadm join", "kubeadm.log")?;
-    if !layout.admin_kubeconfig().exists() {
-        return Err(ProgramError::NoOutput {
-            program: kubeadm,
-            expected: layout.admin_kubeconfig(),
-            log,
-        });
-    }
-    Ok(ClusterInit::Initialized { kubeadm })
+    let args = kubeadm_args(layout, "join", &layout.kubeadm_join_config());
+    run_kubeadm(layout, host, kubeadm, &args, "kubeadm join")
 }
 
-/// The arguments `kubeadm` is run with. Paths are the node's own; when the root is not `/`,
-/// `--rootfs` makes kubeadm chroot into it first, so the same paths resolve there.
+/// The arguments `kubeadm init` is run with.
 pub fn init_args(layout: &NodeLayout) -> Vec<String> {
-    let mut args = vec!["init".to_string()];
+    kubeadm_args(layout, "init", &layout.kubeadm_config())
+}
+
+/// `kubeadm SUBCOMMAND --config FILE`. Paths are the node's own; when the root is not `/`,
+/// `--rootfs` makes kubeadm chroot into it first, so the same paths resolve there.
+fn kubeadm_args(layout: &NodeLayout, subcommand: &str, config: &Path) -> Vec<String> {
+    let mut args = vec![subcommand.to_string()];
     if layout.root() != Path::new("/") {
         args.push("--rootfs".into());
         args.push(layout.root().display().to_string());
     }
     args.push("--config".into());
-    args.push(
-        layout
-            .node_path(&layout.kubeadm_config())
-            .display()
-            .to_string(),
-    );
+    args.push(layout.node_path(config).display().to_string());
     args
 }
 
@@ -128,20 +103,25 @@ pub fn init(
     host: &dyn Host,
     kubeadm: Option<PathBuf>,
 ) -> Result<ClusterInit, ProgramError> {
+    run_kubeadm(layout, host, kubeadm, &init_args(layout), "kubeadm init")
+}
+
+/// Runs kubeadm with `args` unless `admin.conf` shows a control plane already runs here or
+/// there is no kubeadm; success means kubeadm wrote `admin.conf`.
+fn run_kubeadm(
+    layout: &NodeLayout,
+    host: &dyn Host,
+    kubeadm: Option<PathBuf>,
+    args: &[String],
+    what: &'static str,
+) -> Result<ClusterInit, ProgramError> {
     if layout.admin_kubeconfig().exists() {
         return Ok(ClusterInit::AlreadyInitialized);
     }
     let Some(kubeadm) = kubeadm else {
         return Ok(ClusterInit::KubeadmMissing);
     };
-    let log = run_logged(
-        layout,
-        host,
-        &kubeadm,
-        &init_args(layout),
-        "kubeadm init",
-        "kubeadm.log",
-    )?;
+    let log = run_logged(layout, host, &kubeadm, args, what, "kubeadm.log")?;
     if !layout.admin_kubeconfig().exists() {
         return Err(ProgramError::NoOutput {
             program: kubeadm,
