@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::node::{
     decrypt, kill_during, output_ok, secret, skopeo_certs, EtcdProbe, NetNs, Switch, FQDN,
 };
-use common::{airgap, ok, Setup};
+use common::{airgap, fails, ok, Setup};
 
 const NODES: [(&str, &str); 3] = [
     ("node1", "10.78.0.11"),
@@ -135,6 +135,29 @@ impl Cluster {
             .output()
             .unwrap();
         output_ok(&out, &format!("etcdctl {args:?}"))
+    }
+
+    /// `etcdctl member list` through node `i`: three started voting members with TLS peer
+    /// URLs, named as install.yaml names them.
+    fn assert_three_voters(&self, i: usize) {
+        let list: serde_json::Value =
+            serde_json::from_str(&self.etcdctl(i, &["member", "list", "-w", "json"])).unwrap();
+        let members = list["members"].as_array().unwrap();
+        assert_eq!(members.len(), 3, "{list}");
+        for m in members {
+            let name = m["name"].as_str().unwrap_or_default();
+            assert!(
+                NODES.iter().any(|(n, _)| *n == name),
+                "unstarted member: {m}"
+            );
+            assert!(
+                m.get("isLearner").is_none_or(|l| l == false),
+                "learner: {m}"
+            );
+            for url in m["peerURLs"].as_array().unwrap() {
+                assert!(url.as_str().unwrap().starts_with("https://"), "{m}");
+            }
+        }
     }
 
     fn probe(&self, i: usize) -> EtcdProbe<'_> {
@@ -277,23 +300,6 @@ impl Cluster {
     }
 }
 
-/// SIGKILLs every process in `ns` (the node's agent, etcd, registry, cluster service).
-fn kill_all(ns: &NetNs) {
-    for _ in 0..20 {
-        let pids = ns.pids();
-        if pids.is_empty() {
-            return;
-        }
-        for pid in pids {
-            // SAFETY: killing processes in a namespace this test created.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn holds_vip(ns: &NetNs) -> bool {
     let out = ns
         .command("ip")
@@ -334,19 +340,6 @@ fn printed_token(stdout: &str) -> String {
         .find(|l| l.trim_start().starts_with("airgap join --token "))
         .unwrap_or_else(|| panic!("no join command in: {stdout}"));
     line.split_whitespace().nth(3).unwrap().to_string()
-}
-
-/// A failing command: non-zero exit, exactly one line on stderr; returns it.
-fn one_line_failure(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "succeeded: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    stderr
 }
 
 fn empty_or_absent(dir: &Path) -> bool {
@@ -428,24 +421,7 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
     output_ok(&out, "join node3 again after SIGKILL");
 
     // etcd: three started voting members, TLS peer URLs.
-    let list: serde_json::Value =
-        serde_json::from_str(&c.etcdctl(0, &["member", "list", "-w", "json"])).unwrap();
-    let members = list["members"].as_array().unwrap();
-    assert_eq!(members.len(), 3, "{list}");
-    for m in members {
-        let name = m["name"].as_str().unwrap_or_default();
-        assert!(
-            NODES.iter().any(|(n, _)| *n == name),
-            "unstarted member: {m}"
-        );
-        assert!(
-            m.get("isLearner").is_none_or(|l| l == false),
-            "learner: {m}"
-        );
-        for url in m["peerURLs"].as_array().unwrap() {
-            assert!(url.as_str().unwrap().starts_with("https://"), "{m}");
-        }
-    }
+    c.assert_three_voters(0);
 
     // One installation-keys Secret: the same stored bytes and revision read through every
     // node's member, and every node's EncryptionConfiguration decrypts it.
@@ -511,7 +487,7 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
     std::thread::sleep(Duration::from_millis(2100));
     refusals.push((short, NODES[0].1.to_string(), "expired"));
     for (t, server, why) in &refusals {
-        let line = one_line_failure(&mut c.join(&node4, &root4, t, server));
+        let line = fails(&mut c.join(&node4, &root4, t, server));
         assert!(line.contains(why), "{why}: {line}");
         assert!(empty_or_absent(&root4), "{why}: something written");
     }
@@ -541,7 +517,7 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
         assert!(Instant::now() < deadline, "the fake join API did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let line = one_line_failure(&mut c.join(&node4, &root4, &fresh, "127.0.0.1:9443"));
+    let line = fails(&mut c.join(&node4, &root4, &fresh, "127.0.0.1:9443"));
     assert!(line.contains("not the CA the token pins"), "{line}");
     assert!(empty_or_absent(&root4));
     let _ = fake.kill();
@@ -566,7 +542,7 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
     .arg("--root")
     .arg(&root4)
     .args(["--node", "node3"]);
-    let line = one_line_failure(&mut cmd);
+    let line = fails(&mut cmd);
     assert!(line.contains("the cluster runs mgmt-plane 4.5.0"), "{line}");
     assert!(empty_or_absent(&root4));
 
@@ -580,7 +556,7 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
 
     // node3 dies for good: removed from the cluster, and a fresh machine (an empty root at
     // its address) joins in its place with the fresh token.
-    kill_all(&c.nodes[2]);
+    c.nodes[2].kill_all();
     let removed = c.nodes[0]
         .airgap()
         .args(["node", "remove", "node3", "--root"])
@@ -603,17 +579,7 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
         .output()
         .unwrap();
     output_ok(&out, "a replacement node3 joins");
-    let list: serde_json::Value =
-        serde_json::from_str(&c.etcdctl(0, &["member", "list", "-w", "json"])).unwrap();
-    let members = list["members"].as_array().unwrap();
-    assert_eq!(members.len(), 3, "{list}");
-    assert!(
-        members
-            .iter()
-            .all(|m| m["name"].as_str().is_some_and(|n| !n.is_empty())
-                && m.get("isLearner").is_none_or(|l| l == false)),
-        "{list}"
-    );
+    c.assert_three_voters(0);
     let status = c.status(0);
     for m in status["cluster"]["members"].as_array().unwrap() {
         assert_eq!(m["healthy"], true, "{status}");
@@ -680,7 +646,7 @@ fn the_cluster_survives_a_partition_and_the_loss_of_the_vip_holder() {
     let dead = NODES.iter().position(|(n, _)| *n == holder).unwrap();
     let survivor = (dead + 1) % 3;
     let killed = Instant::now();
-    kill_all(&c.nodes[dead]);
+    c.nodes[dead].kill_all();
     c.switch.link(&c.nodes[dead], false);
     while c.registry_answers(&c.client, VIP, &password) != 200 {
         assert!(
@@ -824,7 +790,7 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
     let kept_before: Vec<_> = (0..3).map(kept).collect();
 
     // Out of order: node2 before node1 is refused with one line and nothing moves.
-    let line = one_line_failure(&mut upgrade(1));
+    let line = fails(&mut upgrade(1));
     assert!(
         line.contains("node2 is upgraded only after node1") && line.contains("hint:"),
         "{line}"
@@ -897,7 +863,7 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
     // journal; the cluster still trusts 4.5.0 and the plan says node1 failed.
     let etcd_service = c.root(0).join("etc/airgap/services/etcd.json");
     let service_before = std::fs::read(&etcd_service).unwrap();
-    let line = one_line_failure(&mut upgrade_to(0, &v451));
+    let line = fails(&mut upgrade_to(0, &v451));
     assert!(
         line.contains("rolled back")
             && line.contains("runs mgmt-plane 4.5.0 again")
@@ -970,9 +936,7 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
     );
     let (trusted, _, _) = c.probe(2).raw("/airgap/cluster/trusted-release").unwrap();
     assert!(String::from_utf8_lossy(&trusted).contains("\"4.6.0\""));
-    let list: serde_json::Value =
-        serde_json::from_str(&c.etcdctl(0, &["member", "list", "-w", "json"])).unwrap();
-    assert_eq!(list["members"].as_array().unwrap().len(), 3);
+    c.assert_three_voters(0);
     for (key, rev) in secrets.iter().zip(&revisions) {
         assert_eq!(c.probe(2).raw(key).unwrap().1, *rev, "{key} was rewritten");
     }

@@ -46,6 +46,22 @@ fn bundle_of(
     out
 }
 
+/// A standalone node in its own namespace, installed with the fixture's 4.5.0 bundle.
+fn installed_450(tag: &str) -> (Setup, PathBuf, NetNs, PathBuf) {
+    let setup = Setup::new(16 << 10);
+    let v450 = setup.build("bundle.tar");
+    let ns = NetNs::create(tag);
+    let root = setup.path("root");
+    let config = install_yaml(setup.dir.path(), "");
+    output_ok(
+        &install(&ns, &config, &v450, &setup.public(), &root)
+            .output()
+            .unwrap(),
+        "install 4.5.0",
+    );
+    (setup, v450, ns, root)
+}
+
 fn upgrade(ns: &NetNs, bundle: &Path, public: &Path, root: &Path) -> Command {
     let mut cmd = ns.airgap();
     cmd.arg("upgrade")
@@ -60,17 +76,7 @@ fn upgrade(ns: &NetNs, bundle: &Path, public: &Path, root: &Path) -> Command {
 
 #[test]
 fn a_standalone_node_upgrades_to_a_newer_bundle_keeping_keys_and_refuses_the_rest() {
-    let setup = Setup::new(16 << 10);
-    let v450 = setup.build("bundle.tar");
-    let ns = NetNs::create("upg");
-    let root = setup.path("root");
-    let config = install_yaml(setup.dir.path(), "");
-    output_ok(
-        &install(&ns, &config, &v450, &setup.public(), &root)
-            .output()
-            .unwrap(),
-        "install 4.5.0",
-    );
+    let (setup, v450, ns, root) = installed_450("upg");
     let probe = EtcdProbe {
         ns: &ns,
         root: root.clone(),
@@ -218,17 +224,7 @@ fn a_standalone_node_upgrades_to_a_newer_bundle_keeping_keys_and_refuses_the_res
 
 #[test]
 fn an_upgrade_killed_at_every_step_completes_and_the_plan_lists_each_step_once() {
-    let setup = Setup::new(16 << 10);
-    let v450 = setup.build("bundle.tar");
-    let ns = NetNs::create("upg-kill");
-    let root = setup.path("root");
-    let config = install_yaml(setup.dir.path(), "");
-    output_ok(
-        &install(&ns, &config, &v450, &setup.public(), &root)
-            .output()
-            .unwrap(),
-        "install 4.5.0",
-    );
+    let (setup, _, ns, root) = installed_450("upg-kill");
     // 4.6.0 brings an image with blobs the node does not have, so seeding has work to be
     // killed in.
     let fresh = testkit::fixture(&setup.path("fresh"), 99, 16 << 10).unwrap();

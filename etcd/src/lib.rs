@@ -170,11 +170,13 @@ impl EtcdClient {
 
     async fn post(&self, path: &str, body: serde_json::Value) -> Result<Vec<u8>, EtcdError> {
         let body = body.to_string();
-        let endpoints: Vec<&String> = std::iter::once(&self.endpoint)
-            .chain(&self.fallbacks)
-            .collect();
-        let mut response = None;
-        for (i, endpoint) in endpoints.iter().enumerate() {
+        // The endpoint, then each fallback when the one before could not be reached.
+        let mut tried = 0;
+        let response = loop {
+            let endpoint = match tried {
+                0 => &self.endpoint,
+                n => &self.fallbacks[n - 1],
+            };
             let sent = self
                 .http
                 .post(format!("{endpoint}{path}"))
@@ -183,20 +185,10 @@ impl EtcdClient {
                 .send()
                 .await;
             match sent {
-                Ok(r) => {
-                    response = Some(r);
-                    break;
-                }
-                // Unreachable: the next member, if there is one.
-                Err(e) if e.is_connect() && i + 1 < endpoints.len() => continue,
+                Ok(r) => break r,
+                Err(e) if e.is_connect() && tried < self.fallbacks.len() => tried += 1,
                 Err(e) => return Err(self.request_error(e)),
             }
-        }
-        let Some(response) = response else {
-            return Err(EtcdError::Unhealthy {
-                endpoint: self.endpoint.clone(),
-                body: "no member answered".into(),
-            });
         };
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.request_error(e))?;

@@ -47,6 +47,18 @@ pub enum NodeState {
     Failed,
 }
 
+impl NodeState {
+    /// The name in the plan's JSON, for people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Pending => "pending",
+            NodeState::Upgrading => "upgrading",
+            NodeState::Done => "done",
+            NodeState::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("an upgrade from {from} to {to} is under way in this cluster; finish it (`airgap upgrade status` shows where it stands) before starting another")]
@@ -171,7 +183,7 @@ pub async fn claim(
                 return Err(PlanError::NotYourTurn {
                     node: node.to_string(),
                     before: other.name.clone(),
-                    state: format!("{:?}", other.state).to_lowercase(),
+                    state: other.state.as_str().to_string(),
                 });
             }
         }

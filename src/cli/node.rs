@@ -378,7 +378,7 @@ fn upgrade_status_cmd(args: StatusArgs) -> anyhow::Result<()> {
         println!(
             "  {:<10} {:<10} steps done: {}{}",
             n.name,
-            format!("{:?}", n.state).to_lowercase(),
+            n.state.as_str(),
             if steps.is_empty() {
                 "-".to_string()
             } else {

@@ -126,8 +126,9 @@ impl NetNs {
     }
 }
 
-impl Drop for NetNs {
-    fn drop(&mut self) {
+impl NetNs {
+    /// SIGKILLs every process in the namespace (a node's agent, etcd, registry, …).
+    pub fn kill_all(&self) {
         for _ in 0..50 {
             let pids = self.pids();
             if pids.is_empty() {
@@ -141,6 +142,12 @@ impl Drop for NetNs {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        self.kill_all();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();

@@ -160,7 +160,8 @@ impl VipElection {
         let _ = self.ip(&["addr", "del", &self.cidr(), "dev", &self.interface]);
     }
 
-    /// Removes the VIP if this node holds it (on shutdown), and frees the key.
+    /// Removes the VIP from this node (on shutdown). The key goes with the lease, which
+    /// expires within its TTL; no other node acts before that.
     pub fn release(&self) {
         self.remove();
     }
