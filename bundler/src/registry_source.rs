@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use airgap::assembly::EntrySlot;
-use airgap::digest::DigestHasher;
 use airgap::oci::{
     self, Descriptor, ImageIndex, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST,
 };
@@ -257,81 +256,55 @@ impl BlobTarget<'_> {
     }
 }
 
-/// Downloads blob `digest` (`size` bytes) into `target`, hashing as it streams. A broken
-/// connection or a 5xx is retried with backoff, resuming where it stopped when the registry
-/// honours ranges; content that does not hash to `digest` fails at once and is never
-/// retried into success.
+/// A download going into the cache (and the bundle), progress counted as it is written.
+struct CacheSink<'a, 'p> {
+    target: BlobTarget<'a>,
+    progress: &'p (dyn Fn(u64) + Sync),
+}
+
+impl registry::download::Sink for CacheSink<'_, '_> {
+    type Error = std::io::Error;
+    async fn restart(&mut self) -> Result<(), std::io::Error> {
+        self.target.restart()
+    }
+    async fn write(&mut self, chunk: &registry::download::Bytes) -> Result<(), std::io::Error> {
+        self.target.write(chunk)?;
+        (self.progress)(chunk.len() as u64);
+        Ok(())
+    }
+}
+
+/// Downloads blob `digest` (`size` bytes) into `target`, hashing as it streams
+/// ([`registry::download`]: resumed after a broken connection, refused when it does not hash
+/// to `digest`).
 pub async fn fetch_blob(
     client: &RegistryClient,
     repository: &str,
     digest: &Digest,
     size: u64,
     reference: &str,
-    mut target: BlobTarget<'_>,
+    target: BlobTarget<'_>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), FetchError> {
-    let policy = client.retry_policy();
-    let mut hasher = DigestHasher::new();
-    let mut attempt = 0;
-    /// Why one attempt stopped: the registry (maybe worth retrying) or our own disk (never).
-    enum Stop {
-        Registry(RegistryError),
-        Write(std::io::Error),
-    }
-    loop {
-        let have = hasher.len();
-        let result = async {
-            let mut body = client
-                .get_blob(repository, digest, have)
-                .await
-                .map_err(Stop::Registry)?;
-            if body.offset() != have {
-                // The registry ignored the range: start over.
-                target.restart().map_err(Stop::Write)?;
-                hasher = DigestHasher::new();
-            }
-            while let Some(chunk) = body.chunk().await.map_err(Stop::Registry)? {
-                if hasher.len() + chunk.len() as u64 > size {
-                    break;
-                }
-                hasher.update(&chunk);
-                target.write(&chunk).map_err(Stop::Write)?;
-                progress(chunk.len() as u64);
-            }
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => break,
-            Err(Stop::Registry(e)) if e.is_transient() && attempt + 1 < policy.attempts => {
-                tracing::info!(%digest, error = %e, "blob download interrupted; retrying");
-                tokio::time::sleep(policy.delay(attempt)).await;
-                attempt += 1;
-            }
-            Err(Stop::Registry(cause)) => {
-                return Err(FetchError::Registry {
-                    reference: reference.to_string(),
-                    cause,
-                })
-            }
-            Err(Stop::Write(cause)) => {
-                return Err(FetchError::Write {
-                    reference: reference.to_string(),
-                    digest: *digest,
-                    cause: cause.to_string(),
-                })
-            }
-        }
-    }
-    let len = hasher.len();
-    let actual = hasher.finish();
-    if actual != *digest || len != size {
-        return Err(FetchError::Corrupt {
+    use registry::download::{download, DownloadError};
+    let mut sink = CacheSink { target, progress };
+    let result = download(client, repository, digest, size, &mut sink).await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(DownloadError::Registry(cause)) => Err(FetchError::Registry {
             reference: reference.to_string(),
-            host: client.host().to_string(),
+            cause,
+        }),
+        Err(DownloadError::Sink(cause)) => Err(FetchError::Write {
+            reference: reference.to_string(),
+            digest: *digest,
+            cause: cause.to_string(),
+        }),
+        Err(DownloadError::Mismatch { host, actual, .. }) => Err(FetchError::Corrupt {
+            reference: reference.to_string(),
+            host,
             digest: *digest,
             actual,
-        });
+        }),
     }
-    Ok(())
 }

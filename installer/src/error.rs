@@ -98,6 +98,26 @@ pub enum InstallError {
     },
     #[error("{} holds no completed installation", root.display())]
     NotInstalled { root: PathBuf },
+    #[error("reading the release from {url}")]
+    PublishedRelease {
+        url: String,
+        #[source]
+        source: Box<registry::release_artifact::ReleaseError>,
+    },
+    #[error("{url} holds no release newer than {installed} signed with the given key")]
+    NoNewerRelease {
+        url: String,
+        installed: Box<ReleaseId>,
+    },
+    #[error("copying {offered} from {url} into the cluster's registry; nothing else was changed")]
+    Prefetch {
+        url: String,
+        offered: Box<ReleaseId>,
+        #[source]
+        source: Box<PhaseError>,
+    },
+    #[error("`upgrade --from-registry` reads the release's packs from the built-in registry's store, and this installation uses the external registry {registry}")]
+    FromRegistryNeedsBuiltin { registry: String },
     #[error("{} already runs release {release}", root.display())]
     AlreadyCurrent {
         root: PathBuf,
@@ -161,6 +181,13 @@ impl InstallError {
                 format!("`airgap upgrade status` shows the plan; upgrade {before} first")
             ),
             InstallError::Plan(_) => h("`airgap upgrade status` shows the plan".into()),
+            InstallError::NoNewerRelease { url, .. } => h(format!(
+                "`airgap upgrade --check --from-registry {url}` lists what it holds"
+            )),
+            InstallError::Prefetch { source, .. } => source.hint(),
+            InstallError::FromRegistryNeedsBuiltin { .. } => {
+                h("upgrade with --bundle NEW.tar".into())
+            }
             InstallError::RolledBack { source, .. } => source.hint().or_else(|| {
                 h("fix the cause, then run the same upgrade again; `airgap upgrade status` shows the plan".into())
             }),

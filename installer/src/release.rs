@@ -12,6 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use airgap::{BundleArchive, Digest, PublicKey, VerifiedIndex};
+use registry::release_artifact::PublishedRelease;
+use registry::seed::ReleaseSource;
 use serde::{Deserialize, Serialize};
 
 use crate::error::InstallError;
@@ -47,12 +49,13 @@ impl ReleaseId {
     }
 }
 
-/// A bundle whose signature verified, opened for random access; each entry is checked
-/// against the signed index as it is read. Made only from a [`BundleArchive`], which only
-/// a signature check makes.
+/// A release whose signature verified: a bundle opened for random access, or the release
+/// artifact in a registry (`upgrade --from-registry`). Every blob is checked against the
+/// signed index as it is read. Made only from a [`BundleArchive`] or a
+/// [`PublishedRelease`], which only a signature check makes.
 #[derive(Debug, Clone)]
 pub struct Release {
-    archive: Arc<BundleArchive>,
+    source: ReleaseSource,
     key: PublicKey,
     id: ReleaseId,
 }
@@ -60,12 +63,17 @@ pub struct Release {
 impl Release {
     /// `key` is the one the archive's signature was checked against.
     pub fn new(archive: BundleArchive, key: PublicKey) -> Self {
-        let id = ReleaseId::of(archive.verified());
-        Release {
-            archive: Arc::new(archive),
-            key,
-            id,
-        }
+        Release::from_source(ReleaseSource::Archive(Arc::new(archive)), key)
+    }
+
+    /// `key` is the one the release's signature was checked against.
+    pub fn published(release: PublishedRelease, key: PublicKey) -> Self {
+        Release::from_source(ReleaseSource::Registry(Arc::new(release)), key)
+    }
+
+    fn from_source(source: ReleaseSource, key: PublicKey) -> Self {
+        let id = ReleaseId::of(source.verified());
+        Release { source, key, id }
     }
 
     /// Loads `public_key` and opens `bundle` with it: the signature checked, nothing else
@@ -91,11 +99,17 @@ impl Release {
     }
 
     pub fn verified(&self) -> &VerifiedIndex {
-        self.archive.verified()
+        self.source.verified()
     }
 
-    pub fn archive(&self) -> &Arc<BundleArchive> {
-        &self.archive
+    /// Where the release's content is read from.
+    pub fn source(&self) -> &ReleaseSource {
+        &self.source
+    }
+
+    /// The bundle, when the release comes from one.
+    pub fn archive(&self) -> Option<&Arc<BundleArchive>> {
+        self.source.archive()
     }
 }
 

@@ -14,7 +14,7 @@ use airgap::{BundleArchive, Digest, VerifiedIndex, VerifyError};
 pub enum SourceError {
     #[error(transparent)]
     Archive(#[from] VerifyError),
-    #[error("{digest} is neither in the bundle nor in the node's store {}", store.display())]
+    #[error("{digest} is neither in the bundle nor in the node's registry store {}", store.display())]
     Missing { digest: Digest, store: PathBuf },
     #[error("reading {}", path.display())]
     Store {
@@ -66,12 +66,15 @@ impl ContentSource for BundleArchive {
     }
 }
 
-/// A bundle over what the node already holds: a delta bundle leaves out the blobs its base
+/// A release over what the node already holds: a delta bundle leaves out the blobs its base
 /// release had, and those are in the node's registry store (an OCI layout) since the base was
-/// installed. Blobs come from the bundle when it has them, else from the store, checked
-/// against the digest the signed index names either way.
+/// installed; a release read from a registry (`upgrade --from-registry`) has no bundle at all,
+/// and the registry phase copied all of it into the store. Blobs come from the bundle when it
+/// has them, else from the store, checked against the digest the signed index names either way.
 pub struct WithNodeStore<'a> {
-    pub archive: &'a BundleArchive,
+    pub verified: &'a VerifiedIndex,
+    /// The bundle, when the release comes from one.
+    pub archive: Option<&'a BundleArchive>,
     /// The store's root: `blobs/sha256/<hex>` under it.
     pub store: &'a Path,
 }
@@ -118,8 +121,10 @@ impl BlobRead for StoreBlob {
 }
 
 impl WithNodeStore<'_> {
-    fn in_bundle(&self, digest: &Digest) -> bool {
-        self.archive.locate(&digest.blob_path()).is_ok()
+    /// The bundle, if it carries `digest`.
+    fn in_bundle(&self, digest: &Digest) -> Option<&BundleArchive> {
+        self.archive
+            .filter(|a| a.locate(&digest.blob_path()).is_ok())
     }
 
     fn open_stored(&self, digest: &Digest) -> Result<StoreBlob, SourceError> {
@@ -145,12 +150,12 @@ impl WithNodeStore<'_> {
 
 impl ContentSource for WithNodeStore<'_> {
     fn verified(&self) -> &VerifiedIndex {
-        self.archive.verified()
+        self.verified
     }
 
     fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, SourceError> {
-        if self.in_bundle(digest) {
-            return self.archive.read_blob(digest, limit);
+        if let Some(archive) = self.in_bundle(digest) {
+            return archive.read_blob(digest, limit);
         }
         let mut blob = Box::new(self.open_stored(digest)?);
         let mut bytes = Vec::new();
@@ -172,8 +177,8 @@ impl ContentSource for WithNodeStore<'_> {
     }
 
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn BlobRead + '_>, SourceError> {
-        if self.in_bundle(digest) {
-            return self.archive.open_blob(digest);
+        if let Some(archive) = self.in_bundle(digest) {
+            return archive.open_blob(digest);
         }
         Ok(Box::new(self.open_stored(digest)?))
     }

@@ -1,4 +1,10 @@
-//! `airgap upgrade --bundle`: the `upgrade` workflow on an installed node.
+//! `airgap upgrade --bundle | --from-registry`: the `upgrade` workflow on an installed node.
+//!
+//! From a registry, the release is its signed artifact there (`registry seed` and `registry
+//! sync` publish it); before anything on the node moves, all of its content is copied into the
+//! cluster's registry, every blob digest-checked on the way, so a forged signature or a
+//! replaced blob is refused with nothing changed but unreferenced blobs. The phases then read
+//! the release's packs from the built-in registry's store: no bundle file on the node.
 //!
 //! Refused before anything is written: a root with no completed installation, a bundle whose
 //! signature fails, another product, the release already running, a lower version (TUF's
@@ -23,9 +29,24 @@ use crate::phases::{ContextInputs, InstallContext};
 use crate::release::{advance_trusted, decide, Advanced, Decision, Release, ReleaseId};
 use crate::workflow::{Observer, SkipSet, Workflow};
 
+/// Where the new release comes from.
+#[derive(Debug, Clone)]
+pub enum UpgradeSource {
+    Bundle(PathBuf),
+    /// A registry the release was seeded or synced into.
+    Registry {
+        /// `https://HOST[:PORT][/PREFIX]`.
+        url: String,
+        /// The release to move to; `None`: the newest one newer than the node's.
+        version: Option<String>,
+        /// CA to trust for it, beside the system's.
+        ca: Option<PathBuf>,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct UpgradeRequest {
-    pub bundle: PathBuf,
+    pub source: UpgradeSource,
     pub public_key: PathBuf,
     pub root: PathBuf,
     pub exe: PathBuf,
@@ -44,6 +65,8 @@ pub struct UpgradeReport {
     pub advanced: Option<Advanced>,
     /// The node whose turn is next, if any.
     pub next: Option<String>,
+    /// From a registry: what copying the release into the cluster's registry did.
+    pub prefetched: Option<registry::SeedReport>,
     pub node: String,
 }
 
@@ -69,7 +92,35 @@ pub async fn upgrade(
     let node = config
         .installed_node(journal.node.as_deref(), &local_addresses())?
         .clone();
-    let release = Release::open(&request.bundle, &request.public_key)?;
+    let (release, bundle_path) = match &request.source {
+        UpgradeSource::Bundle(bundle) => {
+            (Release::open(bundle, &request.public_key)?, bundle.clone())
+        }
+        UpgradeSource::Registry { url, version, ca } => {
+            if let Some(external) = config.external_registry() {
+                return Err(InstallError::FromRegistryNeedsBuiltin {
+                    registry: external.url.clone(),
+                });
+            }
+            // Without --version: the newest release newer than what the node ran before this
+            // upgrade (an interrupted one resumes to the release it started).
+            let in_progress = journal.workflow(WorkflowKind::Upgrade).is_some()
+                && !journal.is_complete(WorkflowKind::Upgrade, &Workflow::upgrade().phases());
+            let baseline = match &journal.previous_release {
+                Some(previous) if in_progress => previous.clone(),
+                _ => installed.clone(),
+            };
+            let release = open_published(
+                url,
+                version.as_deref(),
+                ca.as_deref(),
+                &request.public_key,
+                &baseline,
+            )
+            .await?;
+            (release, PathBuf::from(url))
+        }
+    };
     let offered = release.id().clone();
 
     // A run that was interrupted after it started moving to `offered` resumes; anything else
@@ -139,7 +190,7 @@ pub async fn upgrade(
         node,
         layout: layout.clone(),
         release,
-        bundle_path: request.bundle.clone(),
+        bundle_path,
         config_path,
         exe: request.exe.clone(),
         jobs: request.jobs,
@@ -160,6 +211,19 @@ pub async fn upgrade(
         .map(|n| n.name.to_string())
         .collect();
     let this = ctx.node.name.to_string();
+    let mut prefetched = None;
+    if let UpgradeSource::Registry { url, .. } = &request.source {
+        // All of the release into the cluster's registry, checked, before anything moves.
+        let report =
+            crate::phases::prefetch(&mut ctx)
+                .await
+                .map_err(|source| InstallError::Prefetch {
+                    url: url.clone(),
+                    offered: Box::new(offered.clone()),
+                    source: Box::new(source),
+                })?;
+        prefetched = Some(report);
+    }
     // Before anything moves: a node whose turn it is not is refused with nothing changed.
     crate::upgrade_plan::claim(&etcd, &previous, &offered, &names, &this).await?;
     // What this node ran before: restored if the upgrade fails (the journal as
@@ -228,6 +292,7 @@ pub async fn upgrade(
         resumed: resuming,
         advanced,
         next,
+        prefetched,
         node: ctx.node.name.to_string(),
     })
 }
@@ -372,33 +437,28 @@ pub async fn list_registry_releases(
                 tag,
                 reason: ListError::Missing,
             },
-            Ok(Some(parts)) => {
-                let verified = airgap::SignatureFile::parse(&parts.signature)
-                    .map_err(airgap::VerifyError::from)
-                    .and_then(|sigs| airgap::VerifiedIndex::verify(&parts.index, &sigs, key));
-                match verified {
-                    Err(e) => ListedRelease::Rejected {
-                        tag,
-                        reason: ListError::Signature(e),
+            Ok(Some(parts)) => match parts.verify(key) {
+                Err(e) => ListedRelease::Rejected {
+                    tag,
+                    reason: ListError::Signature(e),
+                },
+                Ok(v) if v.index().version.to_string() != tag => ListedRelease::Rejected {
+                    tag,
+                    reason: ListError::TagMismatch {
+                        named: v.index().version.to_string(),
                     },
-                    Ok(v) if v.index().version.to_string() != tag => ListedRelease::Rejected {
+                },
+                Ok(v) => {
+                    let id = ReleaseId::of(&v);
+                    let decision = installed.map(|i| decide(i, &id));
+                    ListedRelease::Verified {
                         tag,
-                        reason: ListError::TagMismatch {
-                            named: v.index().version.to_string(),
-                        },
-                    },
-                    Ok(v) => {
-                        let id = ReleaseId::of(&v);
-                        let decision = installed.map(|i| decide(i, &id));
-                        ListedRelease::Verified {
-                            tag,
-                            id,
-                            decision,
-                            index: Box::new(v.index().clone()),
-                        }
+                        id,
+                        decision,
+                        index: Box::new(v.index().clone()),
                     }
                 }
-            }
+            },
         };
         out.push(listed);
     }
@@ -411,6 +471,58 @@ pub async fn list_registry_releases(
         _ => std::cmp::Ordering::Equal,
     });
     Ok(out)
+}
+
+/// Release `version` in `url` (or, without one, the newest verified release newer than
+/// `installed`), its signature verified with the key in `public_key`.
+async fn open_published(
+    url: &str,
+    version: Option<&str>,
+    ca: Option<&std::path::Path>,
+    public_key: &std::path::Path,
+    installed: &ReleaseId,
+) -> Result<Release, InstallError> {
+    let key = PublicKey::load(public_key).map_err(|source| InstallError::PublicKey {
+        path: public_key.to_path_buf(),
+        source,
+    })?;
+    let fail = |source: registry::release_artifact::ReleaseError| InstallError::PublishedRelease {
+        url: url.to_string(),
+        source: Box::new(source),
+    };
+    let target = registry::MirrorTarget::parse(url, false)
+        .map_err(|e| fail(registry::RegistryError::Setup(e.to_string()).into()))?;
+    let client = registry::RegistryClient::for_target(&target, ca).map_err(|e| fail(e.into()))?;
+    let version = match version {
+        Some(v) => v.to_string(),
+        None => {
+            let repo = target.repository(registry::release_artifact::REPOSITORY);
+            let listed = list_registry_releases(&client, &repo, &key, Some(installed))
+                .await
+                .map_err(|e| fail(e.into()))?;
+            let newest = listed.iter().rev().find_map(|r| match r {
+                ListedRelease::Verified {
+                    tag,
+                    decision: Some(Decision::Newer),
+                    ..
+                } => Some(tag.clone()),
+                _ => None,
+            });
+            newest.ok_or_else(|| InstallError::NoNewerRelease {
+                url: url.to_string(),
+                installed: Box::new(installed.clone()),
+            })?
+        }
+    };
+    let published = registry::release_artifact::PublishedRelease::open(
+        Arc::new(client),
+        target,
+        &version,
+        &key,
+    )
+    .await
+    .map_err(fail)?;
+    Ok(Release::published(published, key))
 }
 
 /// The release an installed root runs, if any (for `--check` without a full upgrade).

@@ -127,6 +127,30 @@ impl ClientConfig {
     }
 }
 
+impl RegistryClient {
+    /// A client for `target` as command-line tools reach it: the login the standard auth files
+    /// hold for its host (`skopeo login`, `$REGISTRY_AUTH_FILE`), `ca` trusted beside the
+    /// system's roots.
+    pub fn for_target(
+        target: &crate::mirror::MirrorTarget,
+        ca: Option<&Path>,
+    ) -> Result<Self, RegistryError> {
+        let credentials = crate::auth::AuthFile::discover()
+            .map_err(|e| RegistryError::Setup(e.to_string()))?
+            .get(&target.host)
+            .cloned();
+        let mut config = ClientConfig {
+            plain_http: target.plain_http,
+            credentials,
+            ..ClientConfig::default()
+        };
+        if let Some(ca) = ca {
+            config = config.with_ca_file(ca)?;
+        }
+        RegistryClient::new(&target.host, config)
+    }
+}
+
 #[derive(Debug, Default)]
 struct AuthState {
     challenge: Option<Challenge>,

@@ -5,10 +5,13 @@
 //! layer is its signature file. Nothing here is trusted: readers verify the signature with
 //! their key before using the index.
 
+use std::sync::Arc;
+
 use airgap::oci::OCI_MANIFEST;
-use airgap::Digest;
+use airgap::{Digest, PublicKey, SignatureFile, VerifiedIndex, VerifyError};
 
 use crate::client::{RegistryClient, RegistryError};
+use crate::mirror::MirrorTarget;
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.airgap.release.v1";
 pub const INDEX_MEDIA_TYPE: &str = "application/vnd.airgap.bundle-index.v1+json";
@@ -23,6 +26,97 @@ const MAX_PART: u64 = 32 << 20;
 pub struct ReleaseParts {
     pub index: Vec<u8>,
     pub signature: Vec<u8>,
+}
+
+impl ReleaseParts {
+    /// The index, once its signature verified with `key`.
+    pub fn verify(&self, key: &PublicKey) -> Result<VerifiedIndex, VerifyError> {
+        let signatures = SignatureFile::parse(&self.signature).map_err(VerifyError::from)?;
+        VerifiedIndex::verify(&self.index, &signatures, key)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{at} holds no release {version} ({repository}:{version} does not exist); `airgap upgrade --check --from-registry {at}` lists the ones it holds")]
+    NotFound {
+        at: String,
+        repository: String,
+        version: String,
+    },
+    #[error(
+        "release {version} in {at}: its signature does not verify with the given key; refusing it"
+    )]
+    Signature {
+        at: String,
+        version: String,
+        #[source]
+        source: VerifyError,
+    },
+    #[error("release {version} in {at}: its signed index names version {named}")]
+    TagMismatch {
+        at: String,
+        version: String,
+        named: String,
+    },
+}
+
+/// A release in a registry whose signed index verified: what the seeder copies from when the
+/// source is a registry, and what an upgrade reads a release from without a bundle.
+#[derive(Debug)]
+pub struct PublishedRelease {
+    pub client: Arc<RegistryClient>,
+    /// The registry and prefix the release was seeded under.
+    pub at: MirrorTarget,
+    pub parts: ReleaseParts,
+    verified: VerifiedIndex,
+}
+
+impl PublishedRelease {
+    /// Fetches release `version` from `at` and verifies it with `key`; nothing of it is
+    /// trusted before that.
+    pub async fn open(
+        client: Arc<RegistryClient>,
+        at: MirrorTarget,
+        version: &str,
+        key: &PublicKey,
+    ) -> Result<Self, ReleaseError> {
+        let repository = at.repository(REPOSITORY);
+        let Some(parts) = fetch(&client, &repository, version).await? else {
+            return Err(ReleaseError::NotFound {
+                at: at.to_string(),
+                repository,
+                version: version.to_string(),
+            });
+        };
+        let verified = parts
+            .verify(key)
+            .map_err(|source| ReleaseError::Signature {
+                at: at.to_string(),
+                version: version.to_string(),
+                source,
+            })?;
+        let named = verified.index().version.to_string();
+        if named != version {
+            return Err(ReleaseError::TagMismatch {
+                at: at.to_string(),
+                version: version.to_string(),
+                named,
+            });
+        }
+        Ok(PublishedRelease {
+            client,
+            at,
+            parts,
+            verified,
+        })
+    }
+
+    pub fn verified(&self) -> &VerifiedIndex {
+        &self.verified
+    }
 }
 
 /// The artifact manifest for `parts`, tagged `version` by the caller.

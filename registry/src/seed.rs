@@ -1,25 +1,103 @@
-//! Pushing a verified bundle into a registry.
+//! Pushing a verified release into a registry, from a bundle or from another registry: the
+//! one copy path behind `registry seed`, the install's registry phase, `registry sync` and
+//! `upgrade --from-registry`.
 //!
-//! [`SeedPlan`] is derived from the signed index and the bundle's own manifests (each read and
+//! [`SeedPlan`] is derived from the signed index and the release's own manifests (each read and
 //! digest-checked): which blobs each repository needs and in what order manifests go. Running
-//! it uploads every blob once (streamed straight from the archive, hashed on the way, and
-//! committed only when the hash matches the signed index), mounts it into the other
-//! repositories that share it, skips whatever the target already has, and pushes manifests
-//! last, byte for byte, children before parents. A re-run after an interruption only sends
-//! what did not arrive.
+//! it uploads every blob once (streamed straight from the archive or the source registry,
+//! hashed on the way, and committed only when the hash matches the signed index), mounts it
+//! into the other repositories that share it, skips whatever the target already has, and pushes
+//! manifests last, byte for byte, children before parents; the signed index itself is
+//! published after everything it names. A re-run after an interruption only sends what did
+//! not arrive.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use airgap::archive::EntryReader;
 use airgap::oci::MAX_MANIFEST_SIZE;
-use airgap::{BundleArchive, Digest, VerifyError};
+use airgap::{BundleArchive, Digest, VerifiedIndex, VerifyError};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::client::{MountOutcome, RegistryClient, RegistryError, UploadSession};
+use crate::download::DownloadError;
 use crate::manifest::References;
 use crate::mirror::{mirrored_names, MirrorTarget};
+use crate::release_artifact::{PublishedRelease, ReleaseParts};
+
+/// Where the release being seeded is read from.
+#[derive(Debug, Clone)]
+pub enum ReleaseSource {
+    /// A bundle whose signature verified.
+    Archive(Arc<BundleArchive>),
+    /// A registry the release was seeded into, its signed index verified.
+    Registry(Arc<PublishedRelease>),
+}
+
+impl ReleaseSource {
+    pub fn verified(&self) -> &VerifiedIndex {
+        match self {
+            ReleaseSource::Archive(a) => a.verified(),
+            ReleaseSource::Registry(r) => r.verified(),
+        }
+    }
+
+    /// The bundle, when the release comes from one.
+    pub fn archive(&self) -> Option<&Arc<BundleArchive>> {
+        match self {
+            ReleaseSource::Archive(a) => Some(a),
+            ReleaseSource::Registry(_) => None,
+        }
+    }
+
+    /// The signed index and its signature, as published next to the content.
+    fn parts(&self) -> ReleaseParts {
+        match self {
+            ReleaseSource::Archive(a) => {
+                let (index, signatures) = a.signed_index();
+                ReleaseParts {
+                    index: index.to_vec(),
+                    signature: signatures.to_bytes(),
+                }
+            }
+            ReleaseSource::Registry(r) => r.parts.clone(),
+        }
+    }
+
+    /// A manifest of the release, digest-checked, with what it references. `repository` is
+    /// where a registry source holds it.
+    async fn read_manifest(
+        &self,
+        repository: &str,
+        digest: Digest,
+        media_type: &str,
+    ) -> Result<(Bytes, References), SeedError> {
+        let bytes = match self {
+            ReleaseSource::Archive(a) => {
+                Bytes::from(a.read_small(&digest.blob_path(), MAX_MANIFEST_SIZE)?)
+            }
+            ReleaseSource::Registry(r) => {
+                // Fetched by digest: the client refuses content that does not hash to it.
+                let fetched = r
+                    .client
+                    .get_manifest(repository, &digest.to_string(), &[media_type])
+                    .await?
+                    .ok_or_else(|| SeedError::ManifestMissing {
+                        at: format!("{}/{repository}", r.client.host()),
+                        digest,
+                    })?;
+                Bytes::from(fetched.bytes)
+            }
+        };
+        let refs = References::parse(media_type, &bytes).map_err(|e| SeedError::BadManifest {
+            digest,
+            media_type: media_type.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok((bytes, refs))
+    }
+}
 
 /// Bytes per chunk read from the archive; a few chunks per upload are in flight at once.
 const CHUNK: usize = 256 << 10;
@@ -44,6 +122,10 @@ pub enum SeedError {
     DeltaBaseMissing { base: String, missing: Vec<Digest> },
     #[error("internal task failed: {0}")]
     Task(String),
+    #[error("{at} lacks manifest {digest}, which the release's signed index names; seed the release there again")]
+    ManifestMissing { at: String, digest: Digest },
+    #[error(transparent)]
+    Corrupt(Box<DownloadError<std::convert::Infallible>>),
 }
 
 fn digest_list(d: &[Digest]) -> String {
@@ -71,6 +153,8 @@ pub struct BlobPush {
     pub digest: Digest,
     pub size: u64,
     pub repositories: Vec<String>,
+    /// Where a registry source holds it (a repository under the source's prefix).
+    pub source_repository: String,
     /// Not in this bundle: a delta bundle expects the target to have it.
     pub expected: bool,
 }
@@ -84,22 +168,35 @@ pub struct SeedPlan {
 }
 
 impl SeedPlan {
-    pub fn new(archive: &BundleArchive, target: &MirrorTarget) -> Result<Self, SeedError> {
-        let index = archive.verified().index();
-        let in_bundle: BTreeMap<Digest, u64> = index
-            .entries
-            .iter()
-            .filter(|e| e.path.as_str().starts_with("blobs/sha256/"))
-            .map(|e| (e.sha256, e.size))
-            .collect();
+    /// The plan for seeding `source` into `target`. A bundle's manifests are read from the
+    /// archive; a registry source's from the source registry, by digest.
+    pub async fn new(source: &ReleaseSource, target: &MirrorTarget) -> Result<Self, SeedError> {
+        let index = source.verified().index();
+        // A bundle carries some blobs; a delta leaves out the ones its base delivered. A
+        // registry source holds them all (the base was seeded there before the delta).
+        let in_source: Option<BTreeMap<Digest, u64>> = source.archive().map(|_| {
+            index
+                .entries
+                .iter()
+                .filter(|e| e.path.as_str().starts_with("blobs/sha256/"))
+                .map(|e| (e.sha256, e.size))
+                .collect()
+        });
         let expected: HashSet<Digest> = index.expected_blobs.iter().copied().collect();
+        let source_names = match source {
+            ReleaseSource::Archive(_) => mirrored_names(index, target),
+            ReleaseSource::Registry(r) => mirrored_names(index, &r.at),
+        };
         let mut blobs: BTreeMap<Digest, BlobPush> = BTreeMap::new();
         let mut order: Vec<Digest> = Vec::new();
         let mut manifests = Vec::new();
         let mut pushed: HashSet<(String, Digest)> = HashSet::new();
-        for name in mirrored_names(index, target) {
+        for (name, from) in mirrored_names(index, target).into_iter().zip(source_names) {
+            let from = from.repository;
             let mut need_blob = |digest: Digest, size: u64| -> Result<(), SeedError> {
-                let expected_blob = !in_bundle.contains_key(&digest);
+                let expected_blob = in_source
+                    .as_ref()
+                    .is_some_and(|carried| !carried.contains_key(&digest));
                 if expected_blob && !expected.contains(&digest) {
                     return Err(SeedError::BlobNotInBundle { digest });
                 }
@@ -109,6 +206,7 @@ impl SeedPlan {
                         digest,
                         size,
                         repositories: Vec::new(),
+                        source_repository: from.clone(),
                         expected: expected_blob,
                     }
                 });
@@ -117,13 +215,16 @@ impl SeedPlan {
                 }
                 Ok(())
             };
-            let (root_bytes, root_refs) = read_manifest(archive, name.digest, &name.media_type)?;
+            let (root_bytes, root_refs) = source
+                .read_manifest(&from, name.digest, &name.media_type)
+                .await?;
             let mut tree = Vec::new();
             match &root_refs {
                 References::Manifests(children) => {
                     for child in children {
-                        let (bytes, refs) =
-                            read_manifest(archive, child.digest, &child.media_type)?;
+                        let (bytes, refs) = source
+                            .read_manifest(&from, child.digest, &child.media_type)
+                            .await?;
                         if let References::Blobs(blobs) = refs {
                             for d in &blobs {
                                 need_blob(d.digest, d.size)?;
@@ -176,21 +277,6 @@ impl SeedPlan {
     }
 }
 
-/// A manifest of the bundle, digest-checked, with what it references.
-fn read_manifest(
-    archive: &BundleArchive,
-    digest: Digest,
-    media_type: &str,
-) -> Result<(Bytes, References), SeedError> {
-    let bytes = Bytes::from(archive.read_small(&digest.blob_path(), MAX_MANIFEST_SIZE)?);
-    let refs = References::parse(media_type, &bytes).map_err(|e| SeedError::BadManifest {
-        digest,
-        media_type: media_type.to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok((bytes, refs))
-}
-
 /// What happened to each blob and manifest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeedReport {
@@ -220,7 +306,7 @@ pub struct NoProgress;
 impl SeedObserver for NoProgress {}
 
 pub struct Seeder {
-    pub archive: Arc<BundleArchive>,
+    pub source: ReleaseSource,
     pub client: Arc<RegistryClient>,
     pub jobs: usize,
     pub observer: Arc<dyn SeedObserver>,
@@ -243,12 +329,12 @@ impl Seeder {
         for blob in plan.blobs.iter().filter(|b| !b.expected) {
             let blob = blob.clone();
             let permits = permits.clone();
-            let archive = self.archive.clone();
+            let source = self.source.clone();
             let client = self.client.clone();
             let observer = self.observer.clone();
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                seed_blob(&archive, &client, &blob, &observer).await
+                seed_blob(&source, &client, &blob, &observer).await
             });
         }
         let mut counts = Counts::default();
@@ -278,12 +364,8 @@ impl Seeder {
         }
         let (pushed, present) = self.push_manifests(plan).await?;
         // Last: a release is listed in the registry only once all of its content is there.
-        let index = self.archive.verified().index();
-        let (index_bytes, signatures) = self.archive.signed_index();
-        let parts = crate::release_artifact::ReleaseParts {
-            index: index_bytes.to_vec(),
-            signature: signatures.to_bytes(),
-        };
+        let index = self.source.verified().index();
+        let parts = self.source.parts();
         let release_present = crate::release_artifact::publish(
             &self.client,
             &plan.releases_repository,
@@ -333,7 +415,7 @@ impl Seeder {
         if missing.is_empty() {
             return Ok(());
         }
-        let index = self.archive.verified().index();
+        let index = self.source.verified().index();
         let base = index
             .base
             .as_ref()
@@ -387,25 +469,25 @@ impl Seeder {
 /// Gets one blob into every repository that needs it: upload to the first that lacks it,
 /// mount into the rest.
 async fn seed_blob(
-    archive: &BundleArchive,
+    source: &ReleaseSource,
     client: &RegistryClient,
     blob: &BlobPush,
     observer: &Arc<dyn SeedObserver>,
 ) -> Result<Counts, SeedError> {
     let mut counts = Counts::default();
-    let mut source: Option<&str> = None;
+    let mut holder: Option<&str> = None;
     let mut lacking = Vec::new();
     for repo in &blob.repositories {
         if client.blob_exists(repo, &blob.digest).await? {
             counts.present += 1;
-            source.get_or_insert(repo);
+            holder.get_or_insert(repo);
         } else {
             lacking.push(repo.as_str());
         }
     }
     let mut sent = false;
     for repo in lacking {
-        let session = match source {
+        let session = match holder {
             Some(from) => match client.mount_blob(repo, &blob.digest, from).await? {
                 MountOutcome::Mounted => {
                     counts.mounted += 1;
@@ -415,11 +497,11 @@ async fn seed_blob(
             },
             None => None,
         };
-        upload_blob(archive, client, repo, blob, session, observer).await?;
+        upload_blob(source, client, repo, blob, session, observer).await?;
         sent = true;
         counts.uploaded += 1;
         counts.bytes += blob.size;
-        source.get_or_insert(repo);
+        holder.get_or_insert(repo);
     }
     if !sent {
         observer.blob_skipped(blob.size);
@@ -427,10 +509,10 @@ async fn seed_blob(
     Ok(counts)
 }
 
-/// Streams a blob from the archive into one upload, retrying transient failures from the
+/// Streams a blob from the source into one upload, retrying transient failures from the
 /// start. The upload is committed only after the bytes sent hashed to the signed digest.
 async fn upload_blob(
-    archive: &BundleArchive,
+    source: &ReleaseSource,
     client: &RegistryClient,
     repo: &str,
     blob: &BlobPush,
@@ -445,8 +527,14 @@ async fn upload_blob(
             Some(s) => s,
             None => client.start_upload(repo).await?,
         };
-        let reader = archive.open_entry(&path)?;
-        let (body, verdict, sent) = stream_entry(reader, observer.clone());
+        let (body, verdict, sent) = match source {
+            ReleaseSource::Archive(archive) => {
+                stream_entry(archive.open_entry(&path)?, observer.clone())
+            }
+            ReleaseSource::Registry(release) => {
+                stream_download(release.clone(), blob.clone(), observer.clone())
+            }
+        };
         let result = client.upload_chunk(repo, s.clone(), body).await;
         // The reader's verdict comes first: a bundle that fails its digest is never
         // committed, whatever the registry said, and never retried into success.
@@ -454,7 +542,7 @@ async fn upload_blob(
         let bytes_sent = sent.load(std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = verdict {
             client.cancel_upload(repo, s).await;
-            return Err(e.into());
+            return Err(e);
         }
         let result = match result {
             Ok(next) => client.commit_upload(repo, next, &blob.digest).await,
@@ -474,7 +562,8 @@ async fn upload_blob(
     }
 }
 
-type Verdict = tokio::task::JoinHandle<Result<(), VerifyError>>;
+/// Whether the bytes a body carried were the blob: known only once the body ended.
+type Verdict = tokio::task::JoinHandle<Result<(), SeedError>>;
 
 /// A request body that reads the entry on a blocking thread, a few chunks ahead. If the entry
 /// fails its digest the body ends in an error, so the request is aborted rather than
@@ -494,7 +583,7 @@ fn stream_entry(
                 Ok(n) => n,
                 Err(e) => {
                     let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                    return Err(VerifyError::Io(e));
+                    return Err(VerifyError::Io(e).into());
                 }
             };
             if n == 0 {
@@ -512,10 +601,98 @@ fn stream_entry(
         if let Err(e) = &result {
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
-        result
+        Ok(result?)
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
     (reqwest::Body::wrap_stream(stream), verdict, sent)
+}
+
+/// A request body fed by a download from the source registry, a few chunks ahead, checked
+/// against the blob's digest as it streams; like [`stream_entry`], a body whose content fails
+/// the digest ends in an error so the upload is never committed.
+fn stream_download(
+    release: Arc<PublishedRelease>,
+    blob: BlobPush,
+    observer: Arc<dyn SeedObserver>,
+) -> (reqwest::Body, Verdict, Arc<std::sync::atomic::AtomicU64>) {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut sink = BodySink {
+        tx: tx.clone(),
+        sent: sent.clone(),
+        observer,
+    };
+    let verdict = tokio::spawn(async move {
+        let result = crate::download::download(
+            &release.client,
+            &blob.source_repository,
+            &blob.digest,
+            blob.size,
+            &mut sink,
+        )
+        .await;
+        let error = match result {
+            Ok(()) => return Ok(()),
+            // The request ended early (the target failed it); its result says why.
+            Err(DownloadError::Sink(BodyClosed::Closed)) => return Ok(()),
+            Err(DownloadError::Sink(BodyClosed::CannotRestart)) => {
+                SeedError::Registry(RegistryError::Content(format!(
+                    "{}: the source registry ignored the range of a resumed download of {}",
+                    release.client.host(),
+                    blob.digest
+                )))
+            }
+            Err(DownloadError::Registry(e)) => SeedError::Registry(e),
+            Err(DownloadError::Mismatch {
+                host,
+                repository,
+                digest,
+                actual,
+                len,
+            }) => SeedError::Corrupt(Box::new(DownloadError::Mismatch {
+                host,
+                repository,
+                digest,
+                actual,
+                len,
+            })),
+        };
+        let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
+        Err(error)
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (reqwest::Body::wrap_stream(stream), verdict, sent)
+}
+
+enum BodyClosed {
+    /// The upload request is gone.
+    Closed,
+    /// Bytes already went into the upload; they cannot be taken back.
+    CannotRestart,
+}
+
+struct BodySink {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    observer: Arc<dyn SeedObserver>,
+}
+
+impl crate::download::Sink for BodySink {
+    type Error = BodyClosed;
+    async fn restart(&mut self) -> Result<(), BodyClosed> {
+        Err(BodyClosed::CannotRestart)
+    }
+    async fn write(&mut self, chunk: &Bytes) -> Result<(), BodyClosed> {
+        let n = chunk.len() as u64;
+        self.sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.observer.bytes_sent(n);
+        self.tx
+            .send(Ok(chunk.clone()))
+            .await
+            .map_err(|_| BodyClosed::Closed)
+    }
 }

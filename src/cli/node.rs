@@ -89,17 +89,27 @@ pub struct UpgradeArgs {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present = "check",
-        conflicts_with = "check"
+        required_unless_present_any = ["check", "from_registry"],
+        conflicts_with_all = ["check", "from_registry"]
     )]
     pub bundle: Option<PathBuf>,
     /// List the releases a registry holds (their signed indexes verified with --pub) and which
     /// are newer than the node's; changes nothing.
     #[arg(long, requires = "from_registry")]
     pub check: bool,
-    /// The registry and prefix releases were seeded into (https://HOST[:PORT][/PREFIX]).
-    #[arg(long, value_name = "URL", requires = "check")]
+    /// Upgrade from (or with --check, list) the releases seeded or synced into this registry
+    /// and prefix (https://HOST[:PORT][/PREFIX]); no bundle file is needed on the node.
+    #[arg(long, value_name = "URL")]
     pub from_registry: Option<String>,
+    /// With --from-registry: the release to move to (default: the newest one newer than the
+    /// node's).
+    #[arg(
+        long,
+        value_name = "V",
+        requires = "from_registry",
+        conflicts_with = "check"
+    )]
+    pub version: Option<String>,
     /// CA certificate to trust for --from-registry.
     #[arg(long, value_name = "FILE", requires = "from_registry")]
     pub ca: Option<PathBuf>,
@@ -301,11 +311,20 @@ pub fn upgrade_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
     if let Some(UpgradeAction::Status(status)) = args.action {
         return upgrade_status_cmd(status);
     }
-    let Some(bundle) = args.bundle.clone() else {
+    if args.check {
         return check_cmd(args);
+    }
+    let source = match (&args.bundle, &args.from_registry) {
+        (Some(bundle), _) => installer::upgrade::UpgradeSource::Bundle(bundle.clone()),
+        (None, Some(url)) => installer::upgrade::UpgradeSource::Registry {
+            url: url.clone(),
+            version: args.version.clone(),
+            ca: args.ca.clone(),
+        },
+        (None, None) => anyhow::bail!("give --bundle FILE or --from-registry URL"),
     };
     let request = installer::upgrade::UpgradeRequest {
-        bundle,
+        source,
         public_key: args.public_key.clone().context("--pub KEY is required")?,
         root: std::path::absolute(&args.root).context("resolving --root")?,
         exe: std::env::current_exe().context("locating the airgap binary")?,
@@ -323,6 +342,15 @@ pub fn upgrade_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
         ))
         .context("upgrade failed")?;
     println!();
+    if let (Some(copied), Some(url)) = (&report.prefetched, &args.from_registry) {
+        println!(
+            "copied {} from {url} into the cluster's registry: {} blobs ({}), {} already there",
+            report.to,
+            copied.blobs_uploaded,
+            super::progress::HumanBytes(copied.bytes_uploaded),
+            copied.blobs_present
+        );
+    }
     println!(
         "upgraded node {} from {} to {}{}",
         report.node,
@@ -403,16 +431,7 @@ fn check_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
     let key = airgap::PublicKey::load(public_key).context("loading the public key")?;
     let root = std::path::absolute(&args.root).context("resolving --root")?;
     let installed = installer::upgrade::installed_release(&root)?;
-    let mut config = registry::ClientConfig {
-        credentials: registry::auth::AuthFile::discover()?
-            .get(&target.host)
-            .cloned(),
-        ..registry::ClientConfig::default()
-    };
-    if let Some(ca) = &args.ca {
-        config = config.with_ca_file(ca)?;
-    }
-    let client = registry::RegistryClient::new(&target.host, config)?;
+    let client = registry::RegistryClient::for_target(&target, args.ca.as_deref())?;
     let repo = target.repository(registry::release_artifact::REPOSITORY);
     let listed = runtime()?
         .block_on(list_registry_releases(

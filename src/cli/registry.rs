@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 use registry::auth::{AuthFile, Credentials};
 use registry::mirror::{containerd_hosts, HostAccess, MirrorTarget, RewriteMap, HOST_CA_FILE};
-use registry::seed::{SeedObserver, SeedPlan, Seeder};
+use registry::seed::{ReleaseSource, SeedObserver, SeedPlan, Seeder};
 use registry::server::replication::Replication;
 use registry::server::{
     tls_acceptor, ArchiveStore, EtcdMetadata, Htpasswd, LayoutStore, MetadataBackend, MetadataLog,
@@ -29,6 +29,38 @@ pub enum RegistryCommand {
     Serve(Box<ServeArgs>),
     /// Remove blobs no manifest references from a store directory (or a running registry).
     Gc(GcArgs),
+    /// Copy releases (their signed index, images and packs) from one registry to another,
+    /// e.g. from the public repository into the private one behind the firewall.
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// The registry and prefix the releases were seeded into.
+    #[arg(long, value_name = "https://HOST[:PORT][/PREFIX]")]
+    pub from: String,
+    /// The registry and prefix to copy them to.
+    #[arg(long, value_name = "https://HOST[:PORT][/PREFIX]")]
+    pub to: String,
+    /// The public key every release must be signed with; one that fails is not copied.
+    #[arg(long = "pub", value_name = "FILE")]
+    pub public_key: PathBuf,
+    /// The release to copy (repeatable). Without it (and without --all): the newest one.
+    #[arg(long = "version", value_name = "V", conflicts_with = "all")]
+    pub versions: Vec<String>,
+    /// Copy every release the source holds, oldest first.
+    #[arg(long)]
+    pub all: bool,
+    /// CA certificate(s) to trust for --from, in addition to the system's.
+    #[arg(long, value_name = "FILE")]
+    pub from_ca: Option<PathBuf>,
+    /// CA certificate(s) to trust for --to, in addition to the system's.
+    #[arg(long, value_name = "FILE")]
+    pub to_ca: Option<PathBuf>,
+    /// Blobs copied at once.
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
 }
 
 /// How to reach and log in to a registry.
@@ -163,6 +195,7 @@ pub fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
         RegistryCommand::Seed(args) => runtime.block_on(seed(args)),
         RegistryCommand::Serve(args) => runtime.block_on(serve(*args)),
         RegistryCommand::Gc(args) => runtime.block_on(gc(args)),
+        RegistryCommand::Sync(args) => runtime.block_on(sync(args)),
     }
 }
 
@@ -207,7 +240,9 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let key = PublicKey::load(&args.public_key).context("loading the public key")?;
     let archive = BundleArchive::open(&args.bundle, &key)
         .with_context(|| format!("verifying {}", args.bundle.display()))?;
-    let plan = SeedPlan::new(&archive, &target)
+    let source = ReleaseSource::Archive(Arc::new(archive));
+    let plan = SeedPlan::new(&source, &target)
+        .await
         .with_context(|| format!("reading {}", args.bundle.display()))?;
     let login = credentials(&args.login, &target.host)?;
     if args.with_credentials && login.is_none() {
@@ -216,7 +251,7 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let client = Arc::new(client_for(&args.login, &target, login.clone())?);
     let bar = bytes_bar(plan.blob_bytes(), "seeding");
     let seeder = Seeder {
-        archive: Arc::new(archive),
+        source,
         client,
         jobs: args.jobs as usize,
         observer: Arc::new(BarObserver { bar: bar.clone() }),
@@ -226,7 +261,7 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("seeding {target}"))?;
     bar.finish_and_clear();
-    let index = seeder.archive.verified().index();
+    let index = seeder.source.verified().index();
     println!(
         "seeded {} {} into {target}: {} images, {} packs; blobs: {} uploaded ({}), {} mounted, {} already there; manifests: {} pushed, {} already there; {:.1}s",
         index.name,
@@ -254,6 +289,107 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     );
     let login = login.filter(|_| args.with_credentials);
     write_mirror_config(&args, index, &target, login.as_ref())
+}
+
+/// A client for one side of `sync`.
+fn sync_client(url: &str, ca: Option<&Path>) -> anyhow::Result<(MirrorTarget, RegistryClient)> {
+    let target = MirrorTarget::parse(url, false)?;
+    let client = RegistryClient::for_target(&target, ca)?;
+    Ok((target, client))
+}
+
+async fn sync(args: SyncArgs) -> anyhow::Result<()> {
+    use registry::release_artifact::{self, PublishedRelease};
+    let started = Instant::now();
+    let key = PublicKey::load(&args.public_key).context("loading the public key")?;
+    let (from, from_client) = sync_client(&args.from, args.from_ca.as_deref())?;
+    let (to, to_client) = sync_client(&args.to, args.to_ca.as_deref())?;
+    if from == to {
+        bail!("--from and --to are the same repository ({from}); nothing to copy");
+    }
+    let from_client = Arc::new(from_client);
+    let to_client = Arc::new(to_client);
+    to_client
+        .ping()
+        .await
+        .with_context(|| format!("reaching {to}"))?;
+    let tags = if args.versions.is_empty() {
+        let repo = from.repository(release_artifact::REPOSITORY);
+        release_artifact::list(&from_client, &repo)
+            .await
+            .with_context(|| format!("listing the releases in {from}"))?
+    } else {
+        args.versions.clone()
+    };
+    // Every candidate is verified before anything is copied; one that fails is refused.
+    let mut releases = Vec::new();
+    let mut refused = Vec::new();
+    for tag in &tags {
+        match PublishedRelease::open(from_client.clone(), from.clone(), tag, &key).await {
+            Ok(release) => releases.push(release),
+            Err(e) if args.versions.is_empty() => {
+                eprintln!(
+                    "warning: not copying {tag}: {}",
+                    installer::error::chain(&e)
+                );
+                refused.push(tag.clone());
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading release {tag} in {from}")),
+        }
+    }
+    releases.sort_by(|a, b| {
+        a.verified()
+            .index()
+            .version
+            .cmp(&b.verified().index().version)
+    });
+    if !args.all && args.versions.is_empty() {
+        // The newest signed one.
+        releases = releases.pop().into_iter().collect();
+    }
+    if releases.is_empty() && refused.is_empty() {
+        bail!("{from} holds no airgap releases (`airgap registry seed` publishes them)");
+    }
+    for release in releases {
+        let release = Arc::new(release);
+        let index = release.verified().index();
+        let (name, version) = (index.name.clone(), index.version.clone());
+        let source = ReleaseSource::Registry(release.clone());
+        let plan = SeedPlan::new(&source, &to)
+            .await
+            .with_context(|| format!("reading {name} {version} in {from}"))?;
+        let bar = bytes_bar(plan.blob_bytes(), &format!("{name} {version}"));
+        let seeder = Seeder {
+            source,
+            client: to_client.clone(),
+            jobs: args.jobs as usize,
+            observer: Arc::new(BarObserver { bar: bar.clone() }),
+        };
+        let report = seeder
+            .run(&plan)
+            .await
+            .with_context(|| format!("copying {name} {version} from {from} to {to}"))?;
+        bar.finish_and_clear();
+        println!(
+            "synced {name} {version} to {to}: blobs: {} copied ({}), {} mounted, {} already there; manifests: {} pushed, {} already there; release index {}",
+            report.blobs_uploaded,
+            HumanBytes(report.bytes_uploaded),
+            report.blobs_mounted,
+            report.blobs_present,
+            report.manifests_pushed,
+            report.manifests_present,
+            if report.release_published { "published" } else { "already there" },
+        );
+    }
+    println!("done in {:.1}s", started.elapsed().as_secs_f64());
+    if !refused.is_empty() {
+        bail!(
+            "{} release(s) in {from} failed verification and were not copied: {}",
+            refused.len(),
+            refused.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// The files a node's containerd needs to pull through the mirror: self-contained host

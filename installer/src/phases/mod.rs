@@ -15,6 +15,7 @@ mod kubernetes;
 mod pki;
 mod platform;
 mod registry;
+pub(crate) use registry::prefetch;
 mod runtime;
 mod verify;
 
@@ -254,10 +255,11 @@ impl InstallContext {
     }
 
     /// Where phases read the release's packs from: the bundle, and for what a delta bundle
-    /// left out, the node's registry store (which holds the base release).
+    /// left out (or all of a release read from a registry), the node's registry store.
     pub fn content(&self) -> crate::source::WithNodeStore<'_> {
         crate::source::WithNodeStore {
-            archive: self.release.archive(),
+            verified: self.release.verified(),
+            archive: self.release.archive().map(|a| a.as_ref()),
             store: &self.registry_store,
         }
     }

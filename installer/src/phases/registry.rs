@@ -29,7 +29,7 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     if ctx.config.external_registry().is_none() {
         let listen = ctx.registry_listen();
         builtin_registry(ctx, &access)?;
-        resolve.push((ctx.config.spec.fqdn.to_string(), listen));
+        resolve.push(builtin_address(ctx));
         wait_for(READY_WITHIN, || async move {
             tokio::net::TcpStream::connect(listen).await.map(|_| ())
         })
@@ -42,6 +42,56 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         })?;
     }
     ctx.outcome.healthy_after = ctx.started.elapsed();
+    let report = seed(ctx, &access, &target, resolve).await?;
+    let index = ctx.release.verified().index();
+    let w = |path: PathBuf, bytes: &[u8]| {
+        write_if_changed(&path, bytes, PUBLIC).map_err(PhaseError::io("writing", &path))
+    };
+    let rewrite = RewriteMap::new(index, &target);
+    w(ctx.layout.rewrite_map(), &rewrite.to_json())?;
+    if !access.ca_pem.is_empty() {
+        w(ctx.layout.registry_ca(), &access.ca_pem)?;
+    }
+    let summary = format!(
+        "{} images and {} packs in {target}: {} blobs uploaded, {} already there",
+        index.images.len(),
+        index.packs.len(),
+        report.blobs_uploaded,
+        report.blobs_present
+    );
+    ctx.outcome.registry_endpoint = Some(access.endpoint.clone());
+    ctx.outcome.registry_username = Some(access.username.clone());
+    ctx.mirror = Some(Mirror { target, rewrite });
+    Ok(summary)
+}
+
+/// The built-in registry is reached by the FQDN its certificate names, at this node's address.
+fn builtin_address(ctx: &InstallContext) -> (String, std::net::SocketAddr) {
+    (ctx.config.spec.fqdn.to_string(), ctx.registry_listen())
+}
+
+/// `upgrade --from-registry`, before the node changes anything: the release copied from the
+/// registry it was published in into the cluster's (running) registry, every blob checked
+/// against the signed index. The upgrade's registry phase then finds it all there.
+pub(crate) async fn prefetch(ctx: &mut InstallContext) -> Result<registry::SeedReport, PhaseError> {
+    let access = ctx.registry_access().await?;
+    let target = MirrorTarget::parse(&access.endpoint, false)?;
+    let resolve = if ctx.config.external_registry().is_none() {
+        vec![builtin_address(ctx)]
+    } else {
+        Vec::new()
+    };
+    seed(ctx, &access, &target, resolve).await
+}
+
+/// Seeds the release into `target` (from the bundle, or from the registry it was published
+/// in), with progress; records what it did.
+async fn seed(
+    ctx: &mut InstallContext,
+    access: &RegistryAccess,
+    target: &MirrorTarget,
+    resolve: Vec<(String, std::net::SocketAddr)>,
+) -> Result<registry::SeedReport, PhaseError> {
     let registry_error = |source| PhaseError::Registry {
         target: target.to_string(),
         source: Box::new(source),
@@ -58,16 +108,16 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     .map_err(registry_error)?;
     client.ping().await.map_err(registry_error)?;
 
-    let archive = ctx.release.archive().clone();
+    let source = ctx.release.source().clone();
     let seed_error = |source| PhaseError::Seed {
         target: target.to_string(),
         source: Box::new(source),
     };
-    let plan = SeedPlan::new(&archive, &target).map_err(seed_error)?;
+    let plan = SeedPlan::new(&source, target).await.map_err(seed_error)?;
     ctx.observer.bytes_total("seeding", plan.blob_bytes());
     let seeding = Instant::now();
     let seeder = Seeder {
-        archive,
+        source,
         client: Arc::new(client),
         jobs: ctx.jobs,
         observer: Arc::new(SeedProgress {
@@ -93,26 +143,7 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         )),
     );
 
-    let index = ctx.release.verified().index();
-    let w = |path: PathBuf, bytes: &[u8]| {
-        write_if_changed(&path, bytes, PUBLIC).map_err(PhaseError::io("writing", &path))
-    };
-    let rewrite = RewriteMap::new(index, &target);
-    w(ctx.layout.rewrite_map(), &rewrite.to_json())?;
-    if !access.ca_pem.is_empty() {
-        w(ctx.layout.registry_ca(), &access.ca_pem)?;
-    }
-    let summary = format!(
-        "{} images and {} packs in {target}: {} blobs uploaded, {} already there",
-        index.images.len(),
-        index.packs.len(),
-        report.blobs_uploaded,
-        report.blobs_present
-    );
-    ctx.outcome.registry_endpoint = Some(access.endpoint.clone());
-    ctx.outcome.registry_username = Some(access.username.clone());
-    ctx.mirror = Some(Mirror { target, rewrite });
-    Ok(summary)
+    Ok(report)
 }
 
 /// The built-in registry's htpasswd and service definition, and the agent running it.

@@ -1,5 +1,6 @@
 //! Phase verify: the signature was checked when the release was opened; here every entry's
-//! size and digest, in one streaming pass. Skipped when the journal shows this very file,
+//! size and digest, in one streaming pass (a release read from a registry was checked blob by
+//! blob as it was copied, before the upgrade started). Skipped when the journal shows this very file,
 //! unchanged, already passed (the seeder re-checks every blob it reads anyway). Only once
 //! the bundle is trusted does anything get written: the journal's record of it and the copy
 //! of `install.yaml`.
@@ -18,6 +19,44 @@ pub(super) fn run(
     journal: &mut Journal,
     workflow: WorkflowKind,
 ) -> Result<String, PhaseError> {
+    let bundle = ctx.bundle_path.clone();
+    let id = ctx.release.id().clone();
+    let (fingerprint, summary) = if ctx.release.archive().is_none() {
+        // A release read from a registry (`bundle` is its URL): its signature verified when it
+        // was fetched, and every blob was checked as it was copied into the cluster's registry.
+        let fingerprint = VerifiedBundle {
+            name: id.name.clone(),
+            version: id.version.to_string(),
+            index_sha256: id.index_sha256.to_string(),
+            path: bundle.clone(),
+            size: 0,
+            modified_unix_nanos: 0,
+        };
+        let summary = format!(
+            "{id}: signature OK (the release artifact in {}); every blob digest-checked as it was copied",
+            bundle.display()
+        );
+        (fingerprint, summary)
+    } else {
+        verify_bundle(ctx, journal, workflow)?
+    };
+    journal.installation = Some(ctx.config.metadata.name.to_string());
+    journal.node = Some(ctx.node.name.to_string());
+    journal.bundle = Some(fingerprint);
+    let install_yaml =
+        std::fs::read(&ctx.config_path).map_err(PhaseError::io("reading", &ctx.config_path))?;
+    let copy = ctx.layout.install_yaml();
+    write_if_changed(&copy, &install_yaml, PRIVATE).map_err(PhaseError::io("writing", &copy))?;
+    Ok(summary)
+}
+
+/// The bundle file hashed in full against its signed index, unless the journal shows this very
+/// file already passed.
+fn verify_bundle(
+    ctx: &mut InstallContext,
+    journal: &Journal,
+    workflow: WorkflowKind,
+) -> Result<(VerifiedBundle, String), PhaseError> {
     let bundle = ctx.bundle_path.clone();
     let fail = |source: airgap::VerifyError| PhaseError::Verify {
         bundle: bundle.clone(),
@@ -71,12 +110,5 @@ pub(super) fn run(
         }
         format!("{id}: signature and {} entries OK", index.entries.len())
     };
-    journal.installation = Some(ctx.config.metadata.name.to_string());
-    journal.node = Some(ctx.node.name.to_string());
-    journal.bundle = Some(fingerprint);
-    let install_yaml =
-        std::fs::read(&ctx.config_path).map_err(PhaseError::io("reading", &ctx.config_path))?;
-    let copy = ctx.layout.install_yaml();
-    write_if_changed(&copy, &install_yaml, PRIVATE).map_err(PhaseError::io("writing", &copy))?;
-    Ok(summary)
+    Ok((fingerprint, summary))
 }
