@@ -11,6 +11,7 @@ use common::node::{
     install, install_yaml, kill_during, output_ok, secret, skopeo_certs, status_json, EtcdProbe,
     NetNs, FQDN,
 };
+use common::registries::{Distribution, Pki, PASSWORD, USER};
 use common::{airgap, fails, snapshot, Setup};
 
 /// Every file under `paths`, with its content.
@@ -290,4 +291,315 @@ fn upgrade_status(ns: &NetNs, root: &Path) -> serde_json::Value {
         .output()
         .unwrap();
     serde_json::from_str(&output_ok(&out, "upgrade status --json")).unwrap()
+}
+
+/// Both sides of a DMZ in the node's namespace: the public repository the releases are seeded
+/// into, and the private one `registry sync` copies them to, each a distribution registry with
+/// TLS and htpasswd. Returns them with an auth file that logs in to both.
+fn two_registries(setup: &Setup, ns: &NetNs) -> (Distribution, Distribution, PathBuf, Pki) {
+    let pki = Pki::new(&setup.path("dmz-pki"));
+    let start = |name: &str| {
+        let port = common::registries::free_port();
+        let launcher = ns.command("env");
+        let probe_ns = ns.name.clone();
+        let ca = pki.ca.clone();
+        Distribution::start_via(&setup.path(name), &pki, port, launcher, move || {
+            Command::new("ip")
+                .args(["netns", "exec", &probe_ns, "curl", "-s", "-o", "/dev/null"])
+                .arg("--cacert")
+                .arg(&ca)
+                .arg(format!("https://127.0.0.1:{port}/v2/"))
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    };
+    let public = start("public");
+    let private = start("private");
+    let basic = registry::auth::Credentials {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    }
+    .basic_header();
+    let b64 = basic.strip_prefix("Basic ").unwrap();
+    let auth = setup.path("auth.json");
+    std::fs::write(
+        &auth,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{b64}"}},"{}":{{"auth":"{b64}"}}}}}}"#,
+            public.host(),
+            private.host()
+        ),
+    )
+    .unwrap();
+    (public, private, auth, pki)
+}
+
+/// The blob file a distribution registry keeps `digest` in.
+fn stored_blob(registry: &Distribution, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    registry.storage.join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ))
+}
+
+#[test]
+fn a_synced_registry_upgrades_a_node_with_no_bundle_and_tampering_is_refused_first() {
+    let (setup, v450, ns, root) = installed_450("upg-reg");
+    let probe = EtcdProbe {
+        ns: &ns,
+        root: root.clone(),
+    };
+    let (public, private, auth, pki) = two_registries(&setup, &ns);
+    let ca = pki.ca.to_str().unwrap().to_string();
+    let public_url = format!("https://{}/public", public.host());
+    let private_url = format!("https://{}/private", private.host());
+    // 4.6.0 brings an image whose blobs the node does not have.
+    let fresh = testkit::fixture(&setup.path("fresh"), 99, 16 << 10).unwrap();
+    let extra = format!(
+        "    - ref: example.internal/platform/api:2.0\n      from: oci:{}:example.internal/platform/api:1.0\n",
+        fresh.layout.display()
+    );
+    let v460 = bundle_of(&setup, "mgmt-plane", "4.6.0", &extra, None);
+    let in_ns = |args: &[&str]| {
+        let mut cmd = ns.airgap();
+        cmd.env("REGISTRY_AUTH_FILE", &auth).args(args);
+        cmd
+    };
+    // Both releases seeded into the public repository, without touching the node.
+    for bundle in [&v450, &v460] {
+        let mut seed = in_ns(&["registry", "seed"]);
+        seed.arg(bundle)
+            .arg("--pub")
+            .arg(setup.public())
+            .args(["--to", &public_url, "--ca", &ca, "--config-dir"])
+            .arg(setup.path("mirror-config"));
+        output_ok(&seed.output().unwrap(), "registry seed");
+    }
+
+    // Replicated into the private one: everything once, then nothing.
+    let sync = || {
+        let mut cmd = in_ns(&[
+            "registry",
+            "sync",
+            "--from",
+            &public_url,
+            "--to",
+            &private_url,
+        ]);
+        cmd.args(["--all", "--from-ca", &ca, "--to-ca", &ca, "--pub"])
+            .arg(setup.public());
+        output_ok(&cmd.output().unwrap(), "registry sync")
+    };
+    let first = sync();
+    let copied = |out: &str, version: &str| -> u64 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("synced mgmt-plane {version} ")))
+            .unwrap_or_else(|| panic!("no line for {version}: {out}"));
+        line.split("blobs: ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(copied(&first, "4.5.0") > 0, "{first}");
+    // 4.6.0 shares most of 4.5.0: only its own blobs travel.
+    assert!(copied(&first, "4.6.0") > 0, "{first}");
+    assert!(first.contains("release index published"), "{first}");
+    eprintln!("{first}");
+    let second = sync();
+    eprintln!("{second}");
+    assert_eq!(copied(&second, "4.5.0"), 0, "{second}");
+    assert_eq!(copied(&second, "4.6.0"), 0, "{second}");
+    assert!(second.contains("manifests: 0 pushed"), "{second}");
+    assert!(!second.contains("release index published"), "{second}");
+
+    // The private repository lists 4.6.0 as newer than what the node runs.
+    let mut check = in_ns(&["upgrade", "--check", "--from-registry", &private_url]);
+    check
+        .args(["--ca", &ca, "--pub"])
+        .arg(setup.public())
+        .arg("--root")
+        .arg(&root);
+    let listed = output_ok(&check.output().unwrap(), "upgrade --check");
+    assert!(
+        listed.contains("this node runs mgmt-plane 4.5.0"),
+        "{listed}"
+    );
+    assert!(listed.contains("mgmt-plane 4.6.0  newer"), "{listed}");
+    assert!(listed.contains("mgmt-plane 4.5.0  running"), "{listed}");
+
+    let upgrade_from = |url: &str, key: &Path| {
+        let mut cmd = in_ns(&["upgrade", "--from-registry", url, "--ca", &ca, "--pub"]);
+        cmd.arg(key).arg("--root").arg(&root);
+        cmd
+    };
+    let journal = root.join("var/lib/airgap/journal.json");
+    let journal_before = std::fs::read(&journal).unwrap();
+    let etc_before = snapshot(&root.join("etc"));
+    let services_before = snapshot(&root.join("var/lib/airgap/services"));
+    let certs = skopeo_certs(&root, setup.dir.path());
+    let (creds, _, _) = secret(&probe, "registry-credentials");
+    let password = String::from_utf8(creds["password"].clone()).unwrap();
+    let index: serde_json::Value = serde_json::from_str(&common::ok(
+        airgap().args(["bundle", "inspect", "--json"]).arg(&v460),
+    ))
+    .unwrap();
+    let new_image = index["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["reference"] == "example.internal/platform/api:2.0")
+        .expect("api:2.0 in the bundle")
+        .clone();
+    let on_node = format!(
+        "docker://{FQDN}:5000/{}:2.0",
+        new_image["mirrorRepository"].as_str().unwrap()
+    );
+    let node_has_new_image = || {
+        ns.command("skopeo")
+            .args(["inspect", "--raw", "--cert-dir"])
+            .arg(&certs)
+            .args(["--creds", &format!("admin:{password}")])
+            .arg(&on_node)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let nothing_changed = |what: &str| {
+        assert_eq!(std::fs::read(&journal).unwrap(), journal_before, "{what}");
+        assert_eq!(snapshot(&root.join("etc")), etc_before, "{what}");
+        assert_eq!(
+            snapshot(&root.join("var/lib/airgap/services")),
+            services_before,
+            "{what}"
+        );
+        assert_eq!(
+            upgrade_status(&ns, &root),
+            serde_json::Value::Null,
+            "{what}"
+        );
+        let (trusted, _, _) = probe.raw("/airgap/cluster/trusted-release").unwrap();
+        assert!(
+            String::from_utf8_lossy(&trusted).contains("\"4.5.0\""),
+            "{what}"
+        );
+        assert!(
+            !node_has_new_image(),
+            "{what}: the new image reached the node"
+        );
+    };
+
+    // A release artifact signed with another key: refused before anything changes.
+    common::ok(
+        airgap()
+            .arg("keygen")
+            .arg("-o")
+            .arg(setup.path("other.key")),
+    );
+    let mut forged_build = airgap();
+    let forged_spec = setup.fixture.spec.with_file_name("mgmt-plane-4.6.0.yaml");
+    forged_build
+        .args(["bundle", "build", "-f"])
+        .arg(&forged_spec)
+        .arg("-o")
+        .arg(setup.path("forged.tar"))
+        .arg("--key")
+        .arg(setup.path("other.key"));
+    common::ok(&mut forged_build);
+    let forged_url = format!("https://{}/forged", public.host());
+    let mut seed = in_ns(&["registry", "seed"]);
+    seed.arg(setup.path("forged.tar"))
+        .arg("--pub")
+        .arg(setup.path("other.pub"))
+        .args(["--to", &forged_url, "--ca", &ca, "--config-dir"])
+        .arg(setup.path("mirror-config"));
+    output_ok(&seed.output().unwrap(), "registry seed (forged)");
+    let err = fails(
+        &mut upgrade_from(&forged_url, &setup.public())
+            .arg("--version")
+            .arg("4.6.0"),
+    );
+    assert!(
+        err.contains("4.6.0") && err.contains("signature does not verify"),
+        "{err}"
+    );
+    eprintln!("forged signature: {err}");
+    nothing_changed("forged signature");
+    // Without --version, the forged release is not even offered.
+    let err = fails(&mut upgrade_from(&forged_url, &setup.public()));
+    assert!(
+        err.contains("holds no release newer than mgmt-plane 4.5.0"),
+        "{err}"
+    );
+    nothing_changed("no release offered");
+
+    // A layer of the new image replaced in the public registry's storage (same length, other
+    // bytes): the copy refuses it before any manifest, the plan or the node moves.
+    let raw = ns
+        .command("skopeo")
+        .args(["inspect", "--raw", "--cert-dir"])
+        .arg(pki.skopeo_cert_dir())
+        .args(["--creds", &common::registries::creds()])
+        .arg(format!(
+            "docker://{}/public/{}:2.0",
+            public.host(),
+            new_image["mirrorRepository"].as_str().unwrap()
+        ))
+        .output()
+        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&output_ok(&raw, "skopeo inspect the new image")).unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = stored_blob(&public, &layer);
+    let genuine = std::fs::read(&data).unwrap();
+    std::fs::write(&data, vec![b'x'; genuine.len()]).unwrap();
+    let err = fails(&mut upgrade_from(&public_url, &setup.public()));
+    assert!(
+        err.contains(&layer) && err.contains("does not match its digest"),
+        "{err}"
+    );
+    assert!(err.contains("nothing else was changed"), "{err}");
+    eprintln!("replaced blob: {err}");
+    nothing_changed("replaced blob");
+    std::fs::write(&data, &genuine).unwrap();
+
+    // The synced private repository upgrades the node; no bundle is anywhere near it.
+    std::fs::remove_file(&v460).unwrap();
+    let out = output_ok(
+        &upgrade_from(&private_url, &setup.public())
+            .output()
+            .unwrap(),
+        "upgrade --from-registry",
+    );
+    assert!(
+        out.contains(&format!("copied mgmt-plane 4.6.0 from {private_url}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("upgraded node node1 from mgmt-plane 4.5.0 to mgmt-plane 4.6.0"),
+        "{out}"
+    );
+    assert!(out.contains("every node runs mgmt-plane 4.6.0"), "{out}");
+    eprintln!("{out}");
+    assert!(node_has_new_image(), "the new image pulls from the node");
+    let status = status_json(&ns, &root);
+    assert_eq!(status["bundle"], "mgmt-plane 4.6.0");
+    assert_eq!(status["complete"], true);
+    let (trusted, _, _) = probe.raw("/airgap/cluster/trusted-release").unwrap();
+    assert!(String::from_utf8_lossy(&trusted).contains("\"4.6.0\""));
+    // Nothing newer is left to offer.
+    let err = fails(&mut upgrade_from(&private_url, &setup.public()));
+    assert!(
+        err.contains("holds no release newer than mgmt-plane 4.6.0"),
+        "{err}"
+    );
 }

@@ -167,6 +167,54 @@ impl Distribution {
     }
 
     pub fn start_on(dir: &Path, pki: &Pki, port: u16) -> Distribution {
+        let config = Self::configure(dir, pki, port);
+        let process = spawn_registry(&config, port);
+        Distribution {
+            process,
+            storage: dir.join("storage"),
+            config,
+        }
+    }
+
+    /// One started by `launcher` (`ip netns exec NS`, say) on `port` of that network; ready
+    /// once `ready` says it answers.
+    pub fn start_via(
+        dir: &Path,
+        pki: &Pki,
+        port: u16,
+        mut launcher: Command,
+        ready: impl Fn() -> bool,
+    ) -> Distribution {
+        let config = Self::configure(dir, pki, port);
+        let child = launcher
+            .arg("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (apt-get install docker-registry)");
+        let mut process = Process { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ready() {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("docker-registry exited early: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Distribution {
+            process,
+            storage: dir.join("storage"),
+            config,
+        }
+    }
+
+    /// Writes the registry's configuration (TLS, htpasswd, storage under `dir`).
+    fn configure(dir: &Path, pki: &Pki, port: u16) -> PathBuf {
         std::fs::create_dir_all(dir).unwrap();
         let storage = dir.join("storage");
         let htpasswd = dir.join("htpasswd");
@@ -185,12 +233,7 @@ impl Distribution {
             ),
         )
         .unwrap();
-        let process = spawn_registry(&config, port);
-        Distribution {
-            process,
-            storage,
-            config,
-        }
+        config
     }
 
     /// Starts it again on the same port and storage after `kill`.
