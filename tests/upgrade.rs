@@ -521,7 +521,7 @@ fn a_synced_registry_upgrades_a_node_with_no_bundle_and_tampering_is_refused_fir
         .arg(setup.path("mirror-config"));
     output_ok(&seed.output().unwrap(), "registry seed (forged)");
     let err = fails(
-        &mut upgrade_from(&forged_url, &setup.public())
+        upgrade_from(&forged_url, &setup.public())
             .arg("--version")
             .arg("4.6.0"),
     );
