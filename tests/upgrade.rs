@@ -27,6 +27,30 @@ fn bundle_of(
     extra: &str,
     since: Option<&Path>,
 ) -> PathBuf {
+    bundle_with(setup, name, version, extra, since, |_| {})
+}
+
+/// A release built 100 days ago whose signer gave it 30 days: expired for 70.
+fn expired_bundle(setup: &Setup, version: &str) -> PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    bundle_with(setup, "mgmt-plane", version, "", None, |cmd| {
+        cmd.env("SOURCE_DATE_EPOCH", (now - 100 * 86400).to_string())
+            .args(["--expires-in", "30d"]);
+    })
+}
+
+/// [`bundle_of`], its build command adjusted by `tweak`.
+fn bundle_with(
+    setup: &Setup,
+    name: &str,
+    version: &str,
+    extra: &str,
+    since: Option<&Path>,
+    tweak: impl FnOnce(&mut Command),
+) -> PathBuf {
     let spec = std::fs::read_to_string(&setup.fixture.spec)
         .unwrap()
         .replace(
@@ -43,6 +67,7 @@ fn bundle_of(
     if let Some(base) = since {
         cmd.arg("--since").arg(base);
     }
+    tweak(&mut cmd);
     common::ok(&mut cmd);
     out
 }
@@ -170,7 +195,15 @@ fn a_standalone_node_upgrades_to_a_newer_bundle_keeping_keys_and_refuses_the_res
     let etc_before = snapshot(&root.join("etc"));
     let other = bundle_of(&setup, "other-product", "9.0.0", "", None);
     let wrong_base = bundle_of(&setup, "mgmt-plane", "4.7.0", "", Some(&v450));
+    let expired = expired_bundle(&setup, "4.9.0");
     for (bundle, says) in [
+        (
+            &expired,
+            vec![
+                "release mgmt-plane 4.9.0 expired at",
+                "hint: get a freshly signed release",
+            ],
+        ),
         (&v460, vec!["already runs release mgmt-plane 4.6.0"]),
         (
             &v450,

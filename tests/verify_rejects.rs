@@ -23,6 +23,7 @@ fn small_bundle() -> (Vec<u8>, PublicKey) {
         output: &out,
         key: &key,
         created: 1_700_000_000,
+        expires: None,
         split: None,
         jobs: 4,
         cache: Some(&dir.path().join("cache")),
@@ -217,6 +218,7 @@ fn index(entries: Vec<EntryRecord>) -> BundleIndex {
         name: "t".into(),
         version: "1.0.0".parse().unwrap(),
         created: "2024-01-01T00:00:00Z".into(),
+        expires: None,
         platforms: vec!["all".into()],
         packs: vec![],
         images: vec![],
@@ -479,4 +481,38 @@ fn an_entry_stamped_unlike_the_rest_is_rejected_by_both_verifiers() {
         );
         assert_eq!(parallel, in_order);
     }
+}
+
+#[test]
+fn an_expiry_that_is_not_a_time_or_precedes_creation_is_refused() {
+    let with_expiry = |expires: &str| {
+        let mut i = index(layout_records());
+        i.expires = Some(expires.into());
+        BundleIndex::parse(&i.to_bytes())
+    };
+    let parsed = with_expiry("2025-01-01T00:00:00Z").expect("a later expiry is valid");
+    assert_eq!(
+        parsed.expires_at().unwrap(),
+        Some(humantime::parse_rfc3339("2025-01-01T00:00:00Z").unwrap())
+    );
+    let err = with_expiry("next tuesday").unwrap_err().to_string();
+    assert!(
+        err.contains("`expires` is `next tuesday`, not an RFC 3339 time"),
+        "{err}"
+    );
+    let err = with_expiry("2023-06-01T00:00:00Z").unwrap_err().to_string();
+    assert!(
+        err.contains("expires (2023-06-01T00:00:00Z) before it was created"),
+        "{err}"
+    );
+    // Signed in: an expiry cannot be added or moved without the key.
+    let key = SigningKey::generate().unwrap();
+    let mut i = index(layout_records());
+    i.expires = Some("2025-01-01T00:00:00Z".into());
+    let signed = i.to_bytes();
+    let sig = key.sign(&signed);
+    assert!(sig.verify(&key.public_key(), &signed).is_ok());
+    let mut moved = i.clone();
+    moved.expires = Some("2099-01-01T00:00:00Z".into());
+    assert!(sig.verify(&key.public_key(), &moved.to_bytes()).is_err());
 }

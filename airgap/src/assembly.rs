@@ -225,6 +225,7 @@ mod tests {
             name: "t".into(),
             version: semver::Version::new(1, 0, 0),
             created: "2026-01-01T00:00:00Z".into(),
+            expires: None,
             platforms: vec!["all".into()],
             packs: vec![],
             images: vec![],

@@ -24,6 +24,10 @@ pub struct BundleIndex {
     pub version: semver::Version,
     /// RFC 3339, UTC; from `SOURCE_DATE_EPOCH` when set.
     pub created: String,
+    /// RFC 3339, UTC: after this the release is no longer offered or installed (TUF's
+    /// expiring metadata: a frozen repository cannot keep serving it forever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
     pub platforms: Vec<String>,
     pub packs: Vec<PackRecord>,
     pub images: Vec<ImageRecord>,
@@ -103,6 +107,17 @@ pub enum IndexError {
     BlobNameMismatch { path: EntryPath, sha256: Digest },
     #[error("bundle.json does not list the OCI layout entry {0}")]
     MissingLayoutEntry(&'static str),
+    #[error("bundle.json: `{field}` is `{value}`, not an RFC 3339 time")]
+    BadTime { field: &'static str, value: String },
+    #[error("bundle.json: it expires ({expires}) before it was created ({created})")]
+    ExpiresBeforeCreated { created: String, expires: String },
+}
+
+fn rfc3339(field: &'static str, value: &str) -> Result<std::time::SystemTime, IndexError> {
+    humantime::parse_rfc3339(value).map_err(|_| IndexError::BadTime {
+        field,
+        value: value.to_string(),
+    })
 }
 
 impl BundleIndex {
@@ -120,9 +135,30 @@ impl BundleIndex {
         Ok(index)
     }
 
+    /// When the release was built (its `created`).
+    pub fn created_at(&self) -> Result<std::time::SystemTime, IndexError> {
+        rfc3339("created", &self.created)
+    }
+
+    /// When the release stops being offered, if its signer set an expiry.
+    pub fn expires_at(&self) -> Result<Option<std::time::SystemTime>, IndexError> {
+        self.expires
+            .as_deref()
+            .map(|e| rfc3339("expires", e))
+            .transpose()
+    }
+
     pub fn check(&self) -> Result<(), IndexError> {
         if self.format_version != FORMAT_VERSION {
             return Err(IndexError::UnsupportedVersion(self.format_version));
+        }
+        if let Some(expires) = self.expires_at()? {
+            if expires <= self.created_at()? {
+                return Err(IndexError::ExpiresBeforeCreated {
+                    created: self.created.clone(),
+                    expires: self.expires.clone().unwrap_or_default(),
+                });
+            }
         }
         let mut seen = HashSet::new();
         for entry in &self.entries {

@@ -39,6 +39,8 @@ pub enum BuildError {
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
     #[error(transparent)]
+    Index(#[from] airgap::index::IndexError),
+    #[error(transparent)]
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Pack(#[from] pack::PackError),
@@ -68,6 +70,8 @@ pub struct BuildRequest<'a> {
     pub key: &'a SigningKey,
     /// Seconds since the epoch: the bundle's creation time and every header's mtime.
     pub created: u64,
+    /// Seconds since the epoch when the release expires (signed into its index), if it does.
+    pub expires: Option<u64>,
     /// Cut the archive into parts of at most this many bytes.
     pub split: Option<u64>,
     /// Transfers (manifest fetches, blob downloads, copies) in flight at once.
@@ -169,6 +173,15 @@ pub async fn build(
         packs,
         pulled,
     )?;
+    if let Some(expires) = request.expires {
+        plan.index.expires = Some(
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires),
+            )
+            .to_string(),
+        );
+        plan.index.check()?;
+    }
     if let Some(base) = &base {
         plan::make_delta(&mut plan, base.verified());
     }

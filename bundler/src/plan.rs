@@ -494,6 +494,7 @@ pub fn plan(
         version: spec.metadata.version.clone(),
         created: humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(created))
             .to_string(),
+        expires: None,
         platforms: if spec.keeps_all_platforms() {
             vec!["all".into()]
         } else {

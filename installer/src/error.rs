@@ -98,6 +98,11 @@ pub enum InstallError {
     },
     #[error("{} holds no completed installation", root.display())]
     NotInstalled { root: PathBuf },
+    #[error("release {release} expired at {expires} (its signer set that expiry); refusing it")]
+    Expired {
+        release: Box<ReleaseId>,
+        expires: String,
+    },
     #[error("reading the release from {url}")]
     PublishedRelease {
         url: String,
@@ -185,6 +190,10 @@ impl InstallError {
                 "`airgap upgrade --check --from-registry {url}` lists what it holds"
             )),
             InstallError::Prefetch { source, .. } => source.hint(),
+            InstallError::Expired { .. } => h(
+                "get a freshly signed release: a bundle built again, or the newest one in the release repository"
+                    .into(),
+            ),
             InstallError::FromRegistryNeedsBuiltin { .. } => {
                 h("upgrade with --bundle NEW.tar".into())
             }

@@ -81,6 +81,10 @@ pub async fn install(
     }
     preflight(&config)?;
     let release = Release::open(&request.bundle, &request.public_key)?;
+    if journal.release().is_none() {
+        // A fresh installation only: one under way finishes with the release it started.
+        crate::release::check_fresh(&release)?;
+    }
     if let Some(installed) = journal.release() {
         let offered = release.id().clone();
         match decide(&installed, &offered) {

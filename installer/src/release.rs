@@ -113,6 +113,27 @@ impl Release {
     }
 }
 
+/// When `verified` expired, if its signed expiry is at or before `now`.
+pub fn expired(verified: &VerifiedIndex, now: std::time::SystemTime) -> Option<String> {
+    let index = verified.index();
+    // An unparsable expiry never gets this far: the index check refuses it.
+    match index.expires_at() {
+        Ok(Some(at)) if at <= now => index.expires.clone(),
+        _ => None,
+    }
+}
+
+/// Refuses a release past its signed expiry.
+pub fn check_fresh(release: &Release) -> Result<(), InstallError> {
+    match expired(release.verified(), std::time::SystemTime::now()) {
+        Some(expires) => Err(InstallError::Expired {
+            release: Box::new(release.id().clone()),
+            expires,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// What installing `offered` over `installed` means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {

@@ -54,7 +54,9 @@ impl PrunePlan {
         let mut verified: Vec<(&String, &ReleaseId, &airgap::BundleIndex)> = listed
             .iter()
             .filter_map(|l| match l {
-                ListedRelease::Verified { tag, id, index, .. } => Some((tag, id, &**index)),
+                ListedRelease::Verified {
+                    tag, id, verified, ..
+                } => Some((tag, id, verified.index())),
                 ListedRelease::Rejected { .. } => None,
             })
             .collect();

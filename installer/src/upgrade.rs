@@ -157,6 +157,9 @@ pub async fn upgrade(
         }
         Decision::Newer => {}
     }
+    if !resuming {
+        crate::release::check_fresh(&release)?;
+    }
     // The release this node runs until the upgrade completes: the journal names the offered
     // one once the verify phase passed, so a resumed run compares with what the cluster trusted
     // before.
@@ -399,7 +402,7 @@ pub enum ListedRelease {
         /// Against the node's release, when there is an installed one.
         decision: Option<Decision>,
         /// Its signed index: every image and pack it holds.
-        index: Box<airgap::BundleIndex>,
+        verified: Box<airgap::VerifiedIndex>,
     },
     /// Not offered: unreadable, not a release artifact, or not signed by the key.
     Rejected { tag: String, reason: ListError },
@@ -455,7 +458,7 @@ pub async fn list_registry_releases(
                         tag,
                         id,
                         decision,
-                        index: Box::new(v.index().clone()),
+                        verified: Box::new(v),
                     }
                 }
             },
@@ -500,12 +503,14 @@ async fn open_published(
             let listed = list_registry_releases(&client, &repo, &key, Some(installed))
                 .await
                 .map_err(|e| fail(e.into()))?;
+            let now = std::time::SystemTime::now();
             let newest = listed.iter().rev().find_map(|r| match r {
                 ListedRelease::Verified {
                     tag,
                     decision: Some(Decision::Newer),
+                    verified,
                     ..
-                } => Some(tag.clone()),
+                } if crate::release::expired(verified, now).is_none() => Some(tag.clone()),
                 _ => None,
             });
             newest.ok_or_else(|| InstallError::NoNewerRelease {

@@ -58,6 +58,11 @@ pub struct BuildArgs {
     /// (BASE.tar must be signed with the same key).
     #[arg(long, value_name = "BASE.tar")]
     pub since: Option<PathBuf>,
+    /// Sign an expiry into the release, this long after its creation time (e.g. 90d): after it,
+    /// `airgap install`/`upgrade` refuse the release and `upgrade --check` no longer offers
+    /// it, so a repository frozen by an attacker cannot keep serving it.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub expires_in: Option<std::time::Duration>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -142,6 +147,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         output: &args.output,
         key: &key,
         created,
+        expires: args.expires_in.map(|d| created.saturating_add(d.as_secs())),
         split: args.split,
         jobs: args.jobs.into(),
         cache: cache.as_deref(),
@@ -329,6 +335,7 @@ fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             "name": index.name,
             "version": index.version,
             "created": index.created,
+            "expires": index.expires,
             "platforms": index.platforms,
             "signers": signers,
             "verified": false,
@@ -346,8 +353,15 @@ fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         bail!("{} carries no signature", args.bundle.display());
     }
     println!(
-        "Bundle:    {} {} (created {})",
-        index.name, index.version, index.created
+        "Bundle:    {} {} (created {}{})",
+        index.name,
+        index.version,
+        index.created,
+        index
+            .expires
+            .as_ref()
+            .map(|e| format!(", expires {e}"))
+            .unwrap_or_default()
     );
     println!(
         "Signed by: {} (not verified here; run `airgap bundle verify --pub KEY`)",

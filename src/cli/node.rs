@@ -113,6 +113,11 @@ pub struct UpgradeArgs {
     /// CA certificate to trust for --from-registry.
     #[arg(long, value_name = "FILE", requires = "from_registry")]
     pub ca: Option<PathBuf>,
+    /// With --check: warn when the newest signed release in the registry was built longer ago
+    /// than this (a frozen repository keeps serving old releases).
+    #[arg(long, value_name = "DURATION", default_value = "90d",
+          value_parser = humantime::parse_duration, requires = "check")]
+    pub max_age: std::time::Duration,
     /// The public key the bundle must be signed with.
     #[arg(long = "pub", value_name = "FILE", required = true)]
     pub public_key: Option<PathBuf>,
@@ -448,26 +453,53 @@ fn check_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
     if listed.is_empty() {
         println!("{url} holds no airgap releases (airgap registry seed publishes them)");
     }
+    let now = std::time::SystemTime::now();
     let mut rejected = 0;
+    let mut newest_built = None;
     for release in &listed {
         match release {
-            ListedRelease::Verified { id, decision, .. } => {
+            ListedRelease::Verified {
+                id,
+                decision,
+                verified,
+                ..
+            } => {
                 use installer::release::Decision;
-                let note = match decision {
-                    Some(Decision::Newer) => "newer: `airgap upgrade` can move to it",
-                    Some(Decision::Same) => "running",
-                    Some(Decision::Older) => "older: never offered",
-                    Some(Decision::Conflicting) => {
-                        "conflicts with the running release: never offered"
+                newest_built = Some((id, verified.index().created_at().ok()));
+                let expired = installer::release::expired(verified, now);
+                let note = match (&expired, decision) {
+                    (Some(at), _) => format!("expired {at}: never offered"),
+                    (None, Some(Decision::Newer)) => {
+                        "newer: `airgap upgrade` can move to it".into()
                     }
-                    None => "signature OK",
+                    (None, Some(Decision::Same)) => "running".into(),
+                    (None, Some(Decision::Older)) => "older: never offered".into(),
+                    (None, Some(Decision::Conflicting)) => {
+                        "conflicts with the running release: never offered".into()
+                    }
+                    (None, None) => "signature OK".into(),
                 };
-                println!("  {id}  {note}");
+                let expires = match (&expired, &verified.index().expires) {
+                    (None, Some(at)) => format!(" (expires {at})"),
+                    _ => String::new(),
+                };
+                println!("  {id}  {note}{expires}");
             }
             ListedRelease::Rejected { tag, reason } => {
                 rejected += 1;
                 println!("  {tag}  REJECTED: {}", installer::error::chain(reason));
             }
+        }
+    }
+    // Freshness: a repository whose newest signed release is old may be frozen.
+    if let Some((id, Some(built))) = newest_built {
+        let age = now.duration_since(built).unwrap_or_default();
+        if age > args.max_age {
+            eprintln!(
+                "warning: the newest signed release in {url}, {id}, was built {} ago (more than --max-age {}): the repository may be frozen (a stale mirror, or someone replaying old releases); check with your release channel",
+                humantime::format_duration(std::time::Duration::from_secs(age.as_secs() / 3600 * 3600)),
+                humantime::format_duration(args.max_age)
+            );
         }
     }
     if rejected > 0 {

@@ -399,6 +399,7 @@ mod tests {
             name: "b".into(),
             version: "1.0.0".parse().unwrap(),
             created: "2026-01-01T00:00:00Z".into(),
+            expires: None,
             platforms: vec![],
             packs: vec![PackRecord {
                 name: "kubernetes".into(),
