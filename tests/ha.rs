@@ -859,10 +859,11 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
         })
     };
 
-    // 4.5.1 on node1: its etcd cannot start, so node1 is rolled back to 4.5.0's etcd and
-    // journal; the cluster still trusts 4.5.0 and the plan says node1 failed.
+    // 4.5.1 on node1: its etcd cannot start, so node1 is rolled back to 4.5.0's etcd, its
+    // configuration and journal; the cluster still trusts 4.5.0 and the plan says node1 failed.
     let etcd_service = c.root(0).join("etc/airgap/services/etcd.json");
     let service_before = std::fs::read(&etcd_service).unwrap();
+    let etc_before = common::snapshot(&c.root(0).join("etc"));
     let line = fails(&mut upgrade_to(0, &v451));
     assert!(
         line.contains("rolled back")
@@ -871,6 +872,11 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
         "{line}"
     );
     assert_eq!(std::fs::read(&etcd_service).unwrap(), service_before);
+    assert_eq!(
+        common::snapshot(&c.root(0).join("etc")),
+        etc_before,
+        "the rollback left configuration of 4.5.1 behind"
+    );
     assert!(c
         .probe(0)
         .curl("/health", None, true)

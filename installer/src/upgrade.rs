@@ -300,13 +300,32 @@ pub async fn upgrade(
     })
 }
 
-/// What a node ran before an upgrade: its journal and its service definitions (which binary
-/// each service runs, with which configuration), under `var/lib/airgap/upgrade-rollback/`.
-/// Restoring them makes the agent run the previous binaries again (they stay on disk at their
-/// versioned paths).
+/// What a node ran before an upgrade: its journal, its service definitions (which binary each
+/// service runs, with which configuration) and every configuration file an upgrade re-renders,
+/// under `var/lib/airgap/upgrade-rollback/`. Restoring them makes the agent run the previous
+/// binaries again (they stay on disk at their versioned paths) with the previous configuration.
+/// Keys and certificates are not in it: no upgrade step writes them.
 struct Rollback {
     dir: PathBuf,
     layout: NodeLayout,
+}
+
+/// Every regular file under `path` (or `path` itself when it is one).
+fn files_under(path: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                if let Ok(entries) = std::fs::read_dir(&p) {
+                    stack.extend(entries.flatten().map(|e| e.path()));
+                }
+            }
+            Ok(m) if m.is_file() => out.push(p),
+            _ => {}
+        }
+    }
+    out
 }
 
 impl Rollback {
@@ -315,6 +334,33 @@ impl Rollback {
             dir: layout.state_dir().join("upgrade-rollback"),
             layout: layout.clone(),
         }
+    }
+
+    /// What an upgrade may rewrite: service definitions and rendered configuration.
+    fn rendered(&self) -> Vec<PathBuf> {
+        let l = &self.layout;
+        vec![
+            l.services_dir(),
+            l.mirror_dir(),
+            l.etc().join("kubernetes"),
+            l.etc().join("containerd"),
+            l.containerd_certs_dir(),
+            l.cni_conf_dir(),
+            l.manifests_dir(),
+            l.audit_policy(),
+            l.admission_config(),
+            l.kubelet_unit(),
+            l.kubelet_dropin(),
+            l.kubelet_sysctl(),
+        ]
+    }
+
+    /// Where the snapshot keeps `path`.
+    fn saved(&self, path: &std::path::Path) -> PathBuf {
+        let rel = path.strip_prefix(self.layout.root()).unwrap_or(path);
+        self.dir
+            .join("files")
+            .join(rel.strip_prefix("/").unwrap_or(rel))
     }
 
     fn exists(&self) -> bool {
@@ -327,14 +373,13 @@ impl Rollback {
             move |source| InstallError::Input { path, source }
         };
         let _ = std::fs::remove_dir_all(&self.dir);
-        let services = self.dir.join("services");
-        std::fs::create_dir_all(&services).map_err(io(&services))?;
-        let from = self.layout.services_dir();
-        if let Ok(entries) = std::fs::read_dir(&from) {
-            for entry in entries.flatten() {
-                let to = services.join(entry.file_name());
-                std::fs::copy(entry.path(), &to).map_err(io(&to))?;
+        for file in self.rendered().iter().flat_map(|p| files_under(p)) {
+            let to = self.saved(&file);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
             }
+            // Modes travel with the copy (a 0600 kubeconfig stays 0600).
+            std::fs::copy(&file, &to).map_err(io(&to))?;
         }
         // Last: its presence means the snapshot is whole.
         let journal = self.dir.join("journal.json");
@@ -342,28 +387,38 @@ impl Rollback {
         Ok(())
     }
 
-    /// Puts the services and the journal back, then waits for etcd to be healthy on the
-    /// previous definition.
-    async fn restore(&self, ctx: &mut InstallContext) -> Result<(), String> {
-        let services = self.layout.services_dir();
-        let saved = self.dir.join("services");
-        let names: std::collections::BTreeSet<_> = std::fs::read_dir(&saved)
-            .map_err(|e| e.to_string())?
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        if let Ok(entries) = std::fs::read_dir(&services) {
-            for entry in entries.flatten() {
-                if !names.contains(&entry.file_name()) {
-                    let _ = std::fs::remove_file(entry.path());
+    /// Every rendered file back as it was (files the upgrade added removed), changing only
+    /// what differs so the agent restarts only services whose definition moved.
+    fn restore_files(&self) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        for path in self.rendered() {
+            for current in files_under(&path) {
+                if !self.saved(&current).exists() {
+                    std::fs::remove_file(&current).map_err(|e| e.to_string())?;
                 }
             }
+            for saved in files_under(&self.saved(&path)) {
+                let rel = saved
+                    .strip_prefix(self.dir.join("files"))
+                    .map_err(|e| e.to_string())?;
+                let target = self.layout.root().join(rel);
+                let bytes = std::fs::read(&saved).map_err(|e| e.to_string())?;
+                let mode = std::fs::metadata(&saved)
+                    .map_err(|e| e.to_string())?
+                    .permissions()
+                    .mode()
+                    & 0o777;
+                crate::files::write_if_changed(&target, &bytes, mode)
+                    .map_err(|e| format!("{}: {e}", target.display()))?;
+            }
         }
-        for name in &names {
-            let bytes = std::fs::read(saved.join(name)).map_err(|e| e.to_string())?;
-            crate::files::write_if_changed(&services.join(name), &bytes, crate::files::PUBLIC)
-                .map_err(|e| e.to_string())?;
-        }
+        Ok(())
+    }
+
+    /// Puts the configuration and the journal back, then waits for etcd to be healthy on the
+    /// previous definition.
+    async fn restore(&self, ctx: &mut InstallContext) -> Result<(), String> {
+        self.restore_files()?;
         let etcd = ctx.etcd_client().map_err(|e| crate::error::chain(&e))?;
         let deadline = Instant::now() + std::time::Duration::from_secs(60);
         while etcd.health().await.is_err() {
@@ -537,4 +592,66 @@ pub fn installed_release(root: &std::path::Path) -> Result<Option<ReleaseId>, In
         return Ok(None);
     }
     Ok(Journal::load_migrating(&layout.journal())?.release())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(path: &std::path::Path, bytes: &[u8], mode: u32) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn tree(root: &std::path::Path) -> std::collections::BTreeMap<PathBuf, (Vec<u8>, u32)> {
+        files_under(root)
+            .into_iter()
+            .map(|f| {
+                let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+                (f.clone(), (std::fs::read(&f).unwrap(), mode))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rollback_puts_back_every_rendered_file_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = NodeLayout::new(dir.path());
+        write(&layout.journal(), b"{}", 0o644);
+        write(&layout.services_dir().join("etcd.json"), b"old etcd", 0o644);
+        write(&layout.kubeadm_config(), b"old kubeadm", 0o644);
+        write(&layout.discovery_kubeconfig(), b"credentials", 0o600);
+        write(&layout.containerd_config(), b"old containerd", 0o644);
+        write(&layout.rewrite_map(), b"old map", 0o644);
+        // Not rendered by an upgrade: never snapshotted, never touched.
+        let key = layout.pki_dir().join("ca.key");
+        write(&key, b"secret", 0o600);
+        let before = tree(&layout.etc());
+
+        let rollback = Rollback::new(&layout);
+        rollback.take().unwrap();
+        assert!(rollback.exists());
+        assert!(!rollback.saved(&key).exists(), "keys are not copied");
+
+        // What an upgrade does: rewrites, adds, removes, loosens a mode.
+        write(&layout.services_dir().join("etcd.json"), b"new etcd", 0o644);
+        write(
+            &layout.services_dir().join("new.json"),
+            b"new service",
+            0o644,
+        );
+        write(&layout.kubeadm_config(), b"new kubeadm", 0o644);
+        std::fs::remove_file(layout.containerd_config()).unwrap();
+        std::fs::set_permissions(
+            layout.discovery_kubeconfig(),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        write(&layout.manifests_dir().join("10-new.yaml"), b"x", 0o644);
+
+        rollback.restore_files().unwrap();
+        assert_eq!(tree(&layout.etc()), before);
+    }
 }
