@@ -653,7 +653,7 @@ const STAND_IN_KUBEADM: &str = r#"#!/bin/sh
 set -eu
 printf '%s\n' "$@" > "$RECORD/kubeadm.$$.args"
 [ "${STAND_IN_FAIL:-}" = 1 ] && { echo "[preflight] stand-in refuses: STAND_IN_FAIL=1" >&2; exit 1; }
-rootfs=""; config=""
+first=$1; rootfs=""; config=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rootfs) rootfs=$2; shift 2;;
@@ -661,6 +661,10 @@ while [ $# -gt 0 ]; do
     *) shift;;
   esac
 done
+if [ "$first" = upgrade ]; then
+  [ -f "$rootfs/etc/kubernetes/admin.conf" ] || { echo "no cluster to upgrade" >&2; exit 2; }
+  echo "[upgrade/successful] (stand-in)"; exit 0
+fi
 file="$rootfs$config"
 [ -f "$file" ] || { echo "no config file $file" >&2; exit 2; }
 grep -q '^kind: InitConfiguration$' "$file" || { echo "no InitConfiguration" >&2; exit 2; }
@@ -857,4 +861,42 @@ fn a_stand_in_kubeadm_from_the_bundle_is_run_with_the_rendered_configuration_the
     assert_eq!(invocations(&record, "kubectl").len(), 2);
     let audit = std::fs::read_to_string(root.join("var/log/airgap/audit.log")).unwrap();
     assert_eq!(audit.matches("\"kubeadm.init\"").count(), 1, "{audit}");
+
+    // An upgrade runs `kubeadm upgrade apply` (the first node moves the cluster) with the new
+    // release's kubeadm, then applies the manifests again.
+    let spec = std::fs::read_to_string(&s.fixture.spec).unwrap().replace(
+        "metadata: {name: mgmt-plane, version: 4.5.0}",
+        "metadata: {name: mgmt-plane, version: 4.6.0}",
+    );
+    let spec_path = s.fixture.spec.with_file_name("mgmt-plane-4.6.0.yaml");
+    std::fs::write(&spec_path, spec).unwrap();
+    let v460 = s.build_spec(&spec_path, "v460.tar");
+    let mut upgrade = ns.airgap();
+    upgrade
+        .args(["upgrade", "--bundle"])
+        .arg(&v460)
+        .arg("--pub")
+        .arg(s.public())
+        .arg("--root")
+        .arg(&root)
+        .env("PATH", &path)
+        .env("RECORD", &record);
+    let out = output_ok(&upgrade.output().unwrap(), "upgrade to 4.6.0");
+    assert!(out.contains("kubeadm upgrade apply v1.34.2 ran"), "{out}");
+    let kubeadm = invocations(&record, "kubeadm");
+    assert_eq!(kubeadm.len(), 2, "{kubeadm:?}");
+    assert!(
+        kubeadm.contains(&vec![
+            "upgrade".to_string(),
+            "apply".into(),
+            "v1.34.2".into(),
+            "--yes".into(),
+            "--rootfs".into(),
+            root.display().to_string(),
+        ]),
+        "{kubeadm:?}"
+    );
+    assert_eq!(invocations(&record, "kubectl").len(), 3);
+    let audit = std::fs::read_to_string(root.join("var/log/airgap/audit.log")).unwrap();
+    assert_eq!(audit.matches("\"kubeadm.upgrade\"").count(), 1, "{audit}");
 }

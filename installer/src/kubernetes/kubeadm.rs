@@ -66,6 +66,61 @@ pub enum ProgramError {
     },
 }
 
+/// Which `kubeadm upgrade` a node runs: the first control-plane node upgrades the cluster
+/// (`apply`), the others their own static pods and kubelet configuration (`node`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeRole {
+    Apply,
+    Node,
+}
+
+/// What the kubeadm step of an upgrade did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterUpgrade {
+    /// `kubeadm upgrade apply|node` ran and succeeded.
+    Upgraded {
+        role: UpgradeRole,
+        version: String,
+    },
+    /// No cluster on this node (`admin.conf`), or no kubeadm: nothing to upgrade.
+    NoCluster,
+    KubeadmMissing,
+}
+
+/// `kubeadm upgrade apply vVERSION --yes` or `kubeadm upgrade node` on a node that runs a
+/// control plane. kubeadm is the new release's (the runtime phase installed it); its output
+/// goes to `kubeadm.log`.
+pub fn upgrade(
+    layout: &NodeLayout,
+    host: &dyn Host,
+    kubeadm: Option<PathBuf>,
+    role: UpgradeRole,
+    version: &str,
+) -> Result<ClusterUpgrade, ProgramError> {
+    if !layout.admin_kubeconfig().exists() {
+        return Ok(ClusterUpgrade::NoCluster);
+    }
+    let Some(kubeadm) = kubeadm else {
+        return Ok(ClusterUpgrade::KubeadmMissing);
+    };
+    let version = format!("v{}", version.trim_start_matches('v'));
+    let mut args = vec!["upgrade".to_string()];
+    match role {
+        UpgradeRole::Apply => args.extend(["apply".into(), version.clone(), "--yes".into()]),
+        UpgradeRole::Node => args.push("node".into()),
+    }
+    if layout.root() != Path::new("/") {
+        args.push("--rootfs".into());
+        args.push(layout.root().display().to_string());
+    }
+    let what = match role {
+        UpgradeRole::Apply => "kubeadm upgrade apply",
+        UpgradeRole::Node => "kubeadm upgrade node",
+    };
+    run_logged(layout, host, &kubeadm, &args, what, "kubeadm.log")?;
+    Ok(ClusterUpgrade::Upgraded { role, version })
+}
+
 /// `kubeadm join` (a control-plane join) with the rendered `JoinConfiguration`, unless this
 /// node already runs its control plane (`admin.conf`) or has no kubeadm.
 pub fn join(
@@ -211,4 +266,59 @@ fn run_logged(
         last_line,
         log: log_path,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::RecordingHost;
+
+    #[test]
+    fn upgrade_runs_apply_on_the_first_node_node_on_the_others_and_nothing_without_a_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = NodeLayout::new(dir.path());
+        let host = RecordingHost::new(&[]);
+        let kubeadm = PathBuf::from("/fake/bin/kubeadm");
+        let run = |role| upgrade(&layout, &host, Some(kubeadm.clone()), role, "1.35.0");
+
+        // No admin.conf: no control plane runs here, nothing is run.
+        assert_eq!(run(UpgradeRole::Apply).unwrap(), ClusterUpgrade::NoCluster);
+        assert!(host.calls().is_empty());
+
+        std::fs::create_dir_all(layout.admin_kubeconfig().parent().unwrap()).unwrap();
+        std::fs::write(layout.admin_kubeconfig(), "apiVersion: v1\n").unwrap();
+        assert_eq!(
+            upgrade(&layout, &host, None, UpgradeRole::Node, "1.35.0").unwrap(),
+            ClusterUpgrade::KubeadmMissing
+        );
+        let rootfs = ["--rootfs".to_string(), dir.path().display().to_string()];
+        assert!(matches!(
+            run(UpgradeRole::Apply).unwrap(),
+            ClusterUpgrade::Upgraded { role: UpgradeRole::Apply, ref version } if version == "v1.35.0"
+        ));
+        run(UpgradeRole::Node).unwrap();
+        let calls = host.calls();
+        let args: Vec<Vec<String>> = calls.iter().map(|c| c.args.clone()).collect();
+        let expect = |head: &[&str]| {
+            let mut v: Vec<String> = head.iter().map(|s| s.to_string()).collect();
+            v.extend(rootfs.iter().cloned());
+            v
+        };
+        assert_eq!(
+            args,
+            [
+                expect(&["upgrade", "apply", "v1.35.0", "--yes"]),
+                expect(&["upgrade", "node"])
+            ]
+        );
+        assert!(calls.iter().all(|c| c.program == kubeadm));
+
+        // kubeadm failing fails the step with its last line and the log.
+        host.fail("kubeadm");
+        let err = run(UpgradeRole::Node).unwrap_err().to_string();
+        assert!(
+            err.contains("kubeadm upgrade node") && err.contains("failing as the test asked"),
+            "{err}"
+        );
+    }
 }

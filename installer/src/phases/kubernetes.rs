@@ -1,14 +1,18 @@
 //! Phase kubernetes: render and self-check the configuration (kubeadm, kubelet, audit
 //! policy, admission, containerd mirrors), then `kubeadm init` when the node has kubeadm and
-//! no cluster yet.
+//! no cluster yet; in an upgrade, `kubeadm upgrade apply` on the first node and `kubeadm
+//! upgrade node` on the others, when a cluster runs.
 
 use super::InstallContext;
 use crate::audit::Outcome;
 use crate::error::PhaseError;
-use crate::journal::Phase;
-use crate::kubernetes::kubeadm::{self, ClusterInit};
+use crate::journal::{Phase, WorkflowKind};
+use crate::kubernetes::kubeadm::{self, ClusterInit, ClusterUpgrade, UpgradeRole};
 
-pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
+pub(super) async fn run(
+    ctx: &mut InstallContext,
+    workflow: WorkflowKind,
+) -> Result<String, PhaseError> {
     let access = ctx.registry_access().await?;
     let credentials = access.credentials();
     let mirror = ctx.take_mirror().await?;
@@ -36,6 +40,50 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     let audit_dir = ctx.layout.kubernetes_audit_dir();
     std::fs::create_dir_all(&audit_dir).map_err(PhaseError::io("creating", &audit_dir))?;
     let release = &rendered.release;
+    if workflow == WorkflowKind::Upgrade {
+        // Nodes upgrade in install.yaml's order: the first one moves the cluster.
+        let role = if ctx.config.spec.nodes.first().map(|n| &n.name) == Some(&ctx.node.name) {
+            UpgradeRole::Apply
+        } else {
+            UpgradeRole::Node
+        };
+        let upgraded = kubeadm::upgrade(
+            &ctx.layout,
+            ctx.host.as_ref(),
+            kubeadm,
+            role,
+            &release.version,
+        )?;
+        let ran = match &upgraded {
+            ClusterUpgrade::Upgraded { role, version } => {
+                let what = match role {
+                    UpgradeRole::Apply => format!("kubeadm upgrade apply {version} ran"),
+                    UpgradeRole::Node => "kubeadm upgrade node ran".to_string(),
+                };
+                ctx.audit.record_with(
+                    "kubeadm.upgrade",
+                    &ctx.layout.admin_kubeconfig().display().to_string(),
+                    Outcome::Done,
+                    Some(&what),
+                );
+                what
+            }
+            ClusterUpgrade::NoCluster => "no cluster on this node to upgrade".to_string(),
+            ClusterUpgrade::KubeadmMissing => {
+                "kubeadm not on PATH: configuration rendered only".to_string()
+            }
+        };
+        let observed = ClusterInit::observed(&ctx.layout);
+        ctx.cluster = Some(observed.clone());
+        ctx.outcome.cluster = Some(observed);
+        return Ok(format!(
+            "Kubernetes {} from {}; {} of {} files changed; {ran}",
+            release.version,
+            release.pack,
+            written,
+            rendered.files.len()
+        ));
+    }
     // A joining node never inits a second cluster: it joins the control plane.
     let init = if ctx.joining.is_some() {
         written += render_join(ctx)?;

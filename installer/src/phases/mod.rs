@@ -336,7 +336,7 @@ impl PhaseBodies for InstallContext {
             Phase::Registry => registry::run(self).await,
             Phase::Runtime => runtime::run(self).await,
             Phase::Agent => agent::run(self).await,
-            Phase::Kubernetes => kubernetes::run(self).await,
+            Phase::Kubernetes => kubernetes::run(self, workflow).await,
             Phase::Platform => platform::run(self).await,
         }?;
         if workflow == WorkflowKind::Upgrade && self.recording_plan {
