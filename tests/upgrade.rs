@@ -564,6 +564,45 @@ fn a_synced_registry_upgrades_a_node_with_no_bundle_and_tampering_is_refused_fir
     );
     eprintln!("forged signature: {err}");
     nothing_changed("forged signature");
+    // `registry sync` refuses it too, copying nothing; and bad input, one line each.
+    let copy_url = format!("https://{}/forged-copy", private.host());
+    let sync_from = |from: &str, to: &str, extra: &[&str]| {
+        let mut cmd = in_ns(&["registry", "sync", "--from", from, "--to", to]);
+        cmd.args(["--from-ca", &ca, "--to-ca", &ca])
+            .args(extra)
+            .arg("--pub")
+            .arg(setup.public());
+        cmd
+    };
+    let err = fails(&mut sync_from(&forged_url, &copy_url, &["--all"]));
+    assert!(
+        err.contains("1 release(s)") && err.contains("failed verification and were not copied"),
+        "{err}"
+    );
+    let err = fails(&mut sync_from(
+        &forged_url,
+        &copy_url,
+        &["--version", "4.6.0"],
+    ));
+    assert!(err.contains("signature does not verify"), "{err}");
+    let mut check_copy = in_ns(&["upgrade", "--check", "--from-registry", &copy_url]);
+    check_copy.args(["--ca", &ca, "--pub"]).arg(setup.public());
+    let listed = output_ok(&check_copy.output().unwrap(), "check the forged copy");
+    assert!(listed.contains("holds no airgap releases"), "{listed}");
+    let err = fails(&mut sync_from(&public_url, &public_url, &[]));
+    assert!(err.contains("are the same repository"), "{err}");
+    let err = fails(&mut sync_from(
+        &public_url,
+        &copy_url,
+        &["--version", "9.9.9"],
+    ));
+    assert!(err.contains("holds no release 9.9.9"), "{err}");
+    let err = fails(&mut sync_from(
+        &public_url,
+        "https://127.0.0.1:1/nowhere",
+        &["--all"],
+    ));
+    assert!(err.contains("cannot reach registry 127.0.0.1:1"), "{err}");
     // Without --version, the forged release is not even offered.
     let err = fails(&mut upgrade_from(&forged_url, &setup.public()));
     assert!(

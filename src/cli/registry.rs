@@ -249,19 +249,10 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         bail!("--with-credentials: no login for {} (give --username with --password-stdin, or log in with `skopeo login`)", target.host);
     }
     let client = Arc::new(client_for(&args.login, &target, login.clone())?);
-    let bar = bytes_bar(plan.blob_bytes(), "seeding");
-    let seeder = Seeder {
-        source,
-        client,
-        jobs: args.jobs as usize,
-        observer: Arc::new(BarObserver { bar: bar.clone() }),
-    };
-    let report = seeder
-        .run(&plan)
+    let report = run_seeder(&source, client, &plan, args.jobs, "seeding")
         .await
         .with_context(|| format!("seeding {target}"))?;
-    bar.finish_and_clear();
-    let index = seeder.source.verified().index();
+    let index = source.verified().index();
     println!(
         "seeded {} {} into {target}: {} images, {} packs; blobs: {} uploaded ({}), {} mounted, {} already there; manifests: {} pushed, {} already there; {:.1}s",
         index.name,
@@ -289,6 +280,26 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     );
     let login = login.filter(|_| args.with_credentials);
     write_mirror_config(&args, index, &target, login.as_ref())
+}
+
+/// Runs `plan` from `source` into `client`'s registry behind a progress bar.
+async fn run_seeder(
+    source: &ReleaseSource,
+    client: Arc<RegistryClient>,
+    plan: &SeedPlan,
+    jobs: u16,
+    label: &str,
+) -> Result<registry::SeedReport, registry::seed::SeedError> {
+    let bar = bytes_bar(plan.blob_bytes(), label);
+    let seeder = Seeder {
+        source: source.clone(),
+        client,
+        jobs: jobs as usize,
+        observer: Arc::new(BarObserver { bar: bar.clone() }),
+    };
+    let report = seeder.run(plan).await;
+    bar.finish_and_clear();
+    report
 }
 
 /// A client for one side of `sync`.
@@ -328,11 +339,7 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
         match PublishedRelease::open(from_client.clone(), from.clone(), tag, &key).await {
             Ok(release) => releases.push(release),
             Err(e) if args.versions.is_empty() => {
-                eprintln!(
-                    "warning: not copying {tag}: {}",
-                    installer::error::chain(&e)
-                );
-                refused.push(tag.clone());
+                refused.push(format!("{tag} ({})", installer::error::chain(&e)));
             }
             Err(e) => return Err(e).with_context(|| format!("reading release {tag} in {from}")),
         }
@@ -358,18 +365,10 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
         let plan = SeedPlan::new(&source, &to)
             .await
             .with_context(|| format!("reading {name} {version} in {from}"))?;
-        let bar = bytes_bar(plan.blob_bytes(), &format!("{name} {version}"));
-        let seeder = Seeder {
-            source,
-            client: to_client.clone(),
-            jobs: args.jobs as usize,
-            observer: Arc::new(BarObserver { bar: bar.clone() }),
-        };
-        let report = seeder
-            .run(&plan)
+        let label = format!("{name} {version}");
+        let report = run_seeder(&source, to_client.clone(), &plan, args.jobs, &label)
             .await
             .with_context(|| format!("copying {name} {version} from {from} to {to}"))?;
-        bar.finish_and_clear();
         println!(
             "synced {name} {version} to {to}: blobs: {} copied ({}), {} mounted, {} already there; manifests: {} pushed, {} already there; release index {}",
             report.blobs_uploaded,
@@ -386,7 +385,7 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
         bail!(
             "{} release(s) in {from} failed verification and were not copied: {}",
             refused.len(),
-            refused.join(", ")
+            refused.join("; ")
         );
     }
     Ok(())
