@@ -117,23 +117,14 @@ impl Cluster {
     }
 
     fn etcdctl(&self, i: usize, args: &[&str]) -> String {
-        let pki = self.root(i).join("etc/kubernetes/pki");
-        let out = self.nodes[i]
-            .command("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints=https://{}:2379", NODES[i].1))
-            .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
-            .arg(format!(
-                "--cert={}",
-                pki.join("apiserver-etcd-client.crt").display()
-            ))
-            .arg(format!(
-                "--key={}",
-                pki.join("apiserver-etcd-client.key").display()
-            ))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = etcdctl_in(
+            &self.nodes[i].name,
+            &format!("https://{}:2379", NODES[i].1),
+            &self.root(i).join("etc/kubernetes/pki"),
+        )
+        .args(args)
+        .output()
+        .unwrap();
         output_ok(&out, &format!("etcdctl {args:?}"))
     }
 
@@ -817,19 +808,7 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
             let mut rounds = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 rounds += 1;
-                let put = Command::new("ip")
-                    .args(["netns", "exec", &client, "etcdctl"])
-                    .env("ETCDCTL_API", "3")
-                    .arg(format!("--endpoints={endpoints}"))
-                    .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
-                    .arg(format!(
-                        "--cert={}",
-                        pki.join("apiserver-etcd-client.crt").display()
-                    ))
-                    .arg(format!(
-                        "--key={}",
-                        pki.join("apiserver-etcd-client.key").display()
-                    ))
+                let put = etcdctl_in(&client, &endpoints, &pki)
                     .args(["put", "/test/watch", &rounds.to_string()])
                     .output()
                     .unwrap();
@@ -954,4 +933,23 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
             i + 1
         );
     }
+}
+
+/// etcdctl in `namespace` against `endpoints` (comma-separated), with the API server's etcd
+/// client certificate from `pki` (a node's `etc/kubernetes/pki`).
+fn etcdctl_in(namespace: &str, endpoints: &str, pki: &Path) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", namespace, "etcdctl"])
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
+        .arg(format!(
+            "--cert={}",
+            pki.join("apiserver-etcd-client.crt").display()
+        ))
+        .arg(format!(
+            "--key={}",
+            pki.join("apiserver-etcd-client.key").display()
+        ));
+    cmd
 }

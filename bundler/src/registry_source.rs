@@ -300,11 +300,11 @@ pub async fn fetch_blob(
             digest: *digest,
             cause: cause.to_string(),
         }),
-        Err(DownloadError::Mismatch { host, actual, .. }) => Err(FetchError::Corrupt {
+        Err(DownloadError::Mismatch(m)) => Err(FetchError::Corrupt {
             reference: reference.to_string(),
-            host,
+            host: m.host,
             digest: *digest,
-            actual,
+            actual: m.actual,
         }),
     }
 }

@@ -548,8 +548,7 @@ async fn open_published(
         url: url.to_string(),
         source: Box::new(source),
     };
-    let target = registry::MirrorTarget::parse(url, false)
-        .map_err(|e| fail(registry::RegistryError::Setup(e.to_string()).into()))?;
+    let target = registry::MirrorTarget::parse(url, false).map_err(|e| fail(e.into()))?;
     let client = registry::RegistryClient::for_target(&target, ca).map_err(|e| fail(e.into()))?;
     let version = match version {
         Some(v) => v.to_string(),

@@ -23,6 +23,17 @@ pub trait Sink: Send {
     fn write(&mut self, chunk: &Bytes) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
+/// Bytes a registry served for a blob that do not hash to its digest.
+#[derive(Debug, thiserror::Error)]
+#[error("blob {digest} from {host}/{repository} does not match its digest (the content hashes to {actual}, {len} bytes): the registry's copy was altered or damaged; refusing it")]
+pub struct DigestMismatch {
+    pub host: String,
+    pub repository: String,
+    pub digest: Digest,
+    pub actual: Digest,
+    pub len: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError<E> {
     #[error(transparent)]
@@ -30,14 +41,8 @@ pub enum DownloadError<E> {
     /// The sink refused a piece.
     #[error("{0}")]
     Sink(E),
-    #[error("blob {digest} from {host}/{repository} does not match its digest (the content hashes to {actual}, {len} bytes): the registry's copy was altered or damaged; refusing it")]
-    Mismatch {
-        host: String,
-        repository: String,
-        digest: Digest,
-        actual: Digest,
-        len: u64,
-    },
+    #[error(transparent)]
+    Mismatch(Box<DigestMismatch>),
 }
 
 /// Downloads `digest` (`size` bytes) from `repository`, handing each piece to `sink`.
@@ -90,13 +95,13 @@ pub async fn download<S: Sink>(
     let len = hasher.len();
     let actual = hasher.finish();
     if actual != *digest || len != size {
-        return Err(DownloadError::Mismatch {
+        return Err(DownloadError::Mismatch(Box::new(DigestMismatch {
             host: client.host().to_string(),
             repository: repository.to_string(),
             digest: *digest,
             actual,
             len,
-        });
+        })));
     }
     Ok(())
 }

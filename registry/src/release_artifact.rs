@@ -40,6 +40,8 @@ impl ReleaseParts {
 pub enum ReleaseError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Url(#[from] crate::mirror::TargetError),
     #[error("{at} holds no release {version} ({repository}:{version} does not exist); `airgap upgrade --check --from-registry {at}` lists the ones it holds")]
     NotFound {
         at: String,

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::client::{MountOutcome, RegistryClient, RegistryError, UploadSession};
-use crate::download::DownloadError;
+use crate::download::{DigestMismatch, DownloadError};
 use crate::manifest::References;
 use crate::mirror::{mirrored_names, MirrorTarget};
 use crate::release_artifact::{PublishedRelease, ReleaseParts};
@@ -125,7 +125,7 @@ pub enum SeedError {
     #[error("{at} lacks manifest {digest}, which the release's signed index names; seed the release there again")]
     ManifestMissing { at: String, digest: Digest },
     #[error(transparent)]
-    Corrupt(Box<DownloadError<std::convert::Infallible>>),
+    Corrupt(Box<DigestMismatch>),
 }
 
 fn digest_list(d: &[Digest]) -> String {
@@ -645,19 +645,7 @@ fn stream_download(
                 )))
             }
             Err(DownloadError::Registry(e)) => SeedError::Registry(e),
-            Err(DownloadError::Mismatch {
-                host,
-                repository,
-                digest,
-                actual,
-                len,
-            }) => SeedError::Corrupt(Box::new(DownloadError::Mismatch {
-                host,
-                repository,
-                digest,
-                actual,
-                len,
-            })),
+            Err(DownloadError::Mismatch(mismatch)) => SeedError::Corrupt(mismatch),
         };
         let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
         Err(error)
