@@ -25,10 +25,14 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# No doc-tests: the crates document with prose, not runnable examples. The last line totals
-# every test binary's results.
+# No doc-tests: the crates document with prose, not runnable examples. --no-fail-fast: one
+# failing test binary must not hide the results of the others. The last line totals every
+# binary's results and names each failed test; the exit status is cargo's.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
+status=0
+cargo test --workspace --all-targets --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+     /^test .* \.\.\. FAILED$/ { failed = failed " " $2 }
+     END { printf "tests: %d passed, %d failed%s\n", p, f, (failed == "" ? "" : ":" failed) }' "$log"
+exit "$status"

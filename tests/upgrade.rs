@@ -257,8 +257,18 @@ fn a_standalone_node_upgrades_to_a_newer_bundle_keeping_keys_and_refuses_the_res
 }
 
 #[test]
-fn an_upgrade_killed_at_every_step_completes_and_the_plan_lists_each_step_once() {
+fn an_upgrade_killed_at_every_boundary_completes_and_a_stuck_plan_is_finished() {
     let (setup, _, ns, root) = installed_450("upg-kill");
+    let probe = EtcdProbe {
+        ns: &ns,
+        root: root.clone(),
+    };
+    let trusted = || {
+        let (raw, _, _) = probe.raw("/airgap/cluster/trusted-release").unwrap();
+        let id: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        id["version"].as_str().unwrap().to_string()
+    };
+    let snapshot = root.join("var/lib/airgap/upgrade-rollback");
     // 4.6.0 brings an image with blobs the node does not have, so seeding has work to be
     // killed in.
     let fresh = testkit::fixture(&setup.path("fresh"), 99, 16 << 10).unwrap();
@@ -276,18 +286,55 @@ fn an_upgrade_killed_at_every_step_completes_and_the_plan_lists_each_step_once()
         "kubernetes",
         "platform",
     ];
-    for phase in steps {
-        kill_during(upgrade(&ns, &v460, &setup.public(), &root), phase);
+    let end = ["finish", "trust", "cleanup"];
+    // SIGKILL inside every step and at every boundary between two (the runner journaled one
+    // done, the next not started), each kill in the run that resumes the one killed before.
+    // Where the run stopped decides what the cluster may already show: the node is done in
+    // the plan only from inside `finish` on, the cluster trusts 4.6.0 only from inside
+    // `trust` on, and the rollback snapshot stays until `cleanup`.
+    let mut boundaries: Vec<String> = Vec::new();
+    for step in steps.iter().chain(&end) {
+        boundaries.push(step.to_string());
+        if *step != "cleanup" {
+            boundaries.push(format!("after-{step}"));
+        }
+    }
+    let reached = |at: &str, step: &str| {
+        let order: Vec<&str> = boundaries.iter().map(String::as_str).collect();
+        let pos = |b: &str| order.iter().position(|o| *o == b).unwrap();
+        pos(at) >= pos(step)
+    };
+    for at in &boundaries {
+        kill_during(upgrade(&ns, &v460, &setup.public(), &root), at);
         let plan = upgrade_status(&ns, &root);
-        assert_eq!(plan["nodes"][0]["state"], "upgrading", "{plan}");
+        let state = if reached(at, "finish") {
+            "done"
+        } else {
+            "upgrading"
+        };
+        assert_eq!(plan["nodes"][0]["state"], state, "killed at {at}: {plan}");
+        let version = if reached(at, "trust") {
+            "4.6.0"
+        } else {
+            "4.5.0"
+        };
+        assert_eq!(trusted(), version, "killed at {at}");
+        assert!(
+            snapshot.join("journal.json").exists(),
+            "killed at {at}: the rollback snapshot is gone before the upgrade ended"
+        );
     }
     let out = output_ok(
         &upgrade(&ns, &v460, &setup.public(), &root)
             .output()
             .unwrap(),
-        "upgrade after a SIGKILL at every step",
+        "upgrade after a SIGKILL at every boundary",
     );
-    assert!(out.contains("to mgmt-plane 4.6.0"), "{out}");
+    assert!(
+        out.contains("to mgmt-plane 4.6.0 (resumed)")
+            && out.contains("every node runs mgmt-plane 4.6.0: the cluster trusts it now"),
+        "{out}"
+    );
     let plan = upgrade_status(&ns, &root);
     assert_eq!(plan["from"]["version"], "4.5.0", "{plan}");
     assert_eq!(plan["to"]["version"], "4.6.0", "{plan}");
@@ -300,6 +347,11 @@ fn an_upgrade_killed_at_every_step_completes_and_the_plan_lists_each_step_once()
         .map(|s| s.as_str().unwrap())
         .collect();
     assert_eq!(recorded, steps, "each step once, in order");
+    assert_eq!(trusted(), "4.6.0");
+    assert!(
+        !snapshot.exists(),
+        "the rollback snapshot outlived the upgrade"
+    );
     // The human view says the same.
     let text = output_ok(
         &ns.airgap()
@@ -314,6 +366,52 @@ fn an_upgrade_killed_at_every_step_completes_and_the_plan_lists_each_step_once()
             && text.contains("node1      done"),
         "{text}"
     );
+    // Nothing left to do: the same command again changes nothing.
+    let line = fails(&mut upgrade(&ns, &v460, &setup.public(), &root));
+    assert!(
+        line.contains("already runs release mgmt-plane 4.6.0"),
+        "{line}"
+    );
+
+    // A stuck plan, as an earlier airgap left every upgrade killed after its last phase:
+    // each phase journaled done, the plan still "upgrading", the old release trusted, the
+    // snapshot kept. The next upgrade (to another, newer release) finishes it first, then
+    // moves on; before this, every later upgrade was refused for good.
+    let v470 = bundle_of(&setup, "mgmt-plane", "4.7.0", &extra, None);
+    let v480 = bundle_of(&setup, "mgmt-plane", "4.8.0", &extra, None);
+    kill_during(
+        upgrade(&ns, &v470, &setup.public(), &root),
+        "after-platform",
+    );
+    assert_eq!(upgrade_status(&ns, &root)["nodes"][0]["state"], "upgrading");
+    assert_eq!(trusted(), "4.6.0");
+    let out = output_ok(
+        &upgrade(&ns, &v480, &setup.public(), &root)
+            .output()
+            .unwrap(),
+        "the next upgrade after a stuck plan",
+    );
+    assert!(
+        out.contains("from mgmt-plane 4.7.0 to mgmt-plane 4.8.0"),
+        "{out}"
+    );
+    let plan = upgrade_status(&ns, &root);
+    assert_eq!(plan["to"]["version"], "4.8.0", "{plan}");
+    assert_eq!(plan["nodes"][0]["state"], "done", "{plan}");
+    assert_eq!(trusted(), "4.8.0");
+    assert!(!snapshot.exists());
+    let audit = std::fs::read_to_string(root.join("var/log/airgap/audit.log")).unwrap();
+    let trusts = audit
+        .lines()
+        .filter(|l| {
+            l.contains("\"action\":\"release.trust\"") && l.contains("\"outcome\":\"done\"")
+        })
+        .count();
+    assert_eq!(
+        trusts, 3,
+        "4.6.0, 4.7.0 and 4.8.0 each trusted once: {audit}"
+    );
+    assert_eq!(status_json(&ns, &root)["bundle"], "mgmt-plane 4.8.0");
 }
 
 fn upgrade_status(ns: &NetNs, root: &Path) -> serde_json::Value {

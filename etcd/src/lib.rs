@@ -45,8 +45,6 @@ pub enum EtcdError {
     },
     #[error("etcd at {endpoint} is not healthy: {body}")]
     Unhealthy { endpoint: String, body: String },
-    #[error("etcd at {endpoint} refused a lease: {message}")]
-    Lease { endpoint: String, message: String },
 }
 
 /// One stored value with its revisions.
@@ -105,6 +103,8 @@ struct RawKv {
 #[derive(Deserialize)]
 struct TxnResponse {
     #[serde(default)]
+    header: Option<Header>,
+    #[serde(default)]
     succeeded: bool,
 }
 
@@ -147,7 +147,7 @@ impl EtcdClient {
 
     /// The same client that, when its endpoint cannot be reached (the member is restarting
     /// or down), sends each request to `others` in turn: what a node's VIP holder needs to
-    /// keep its lease while its own member restarts. Health checks stay on the endpoint.
+    /// keep its claim while its own member restarts. Health checks stay on the endpoint.
     pub fn with_fallbacks(mut self, others: Vec<String>) -> Self {
         self.fallbacks = others
             .into_iter()
@@ -313,32 +313,7 @@ pub enum Compare {
 #[derive(Debug, Clone)]
 pub enum Op {
     Put(String, Vec<u8>),
-    /// A put whose key is deleted when the lease expires or is revoked: how a holder
-    /// (of a VIP, a lock) that stops renewing gives the key up without being asked.
-    PutWithLease(String, Vec<u8>, LeaseId),
     Delete(String),
-}
-
-/// A lease granted by etcd: keys attached to it live as long as it is kept alive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeaseId(pub i64);
-
-#[derive(Deserialize)]
-struct LeaseGrantResponse {
-    #[serde(rename = "ID")]
-    id: Option<String>,
-    error: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct LeaseKeepAliveResponse {
-    result: Option<LeaseKeepAliveResult>,
-}
-
-#[derive(Deserialize)]
-struct LeaseKeepAliveResult {
-    #[serde(rename = "TTL")]
-    ttl: Option<String>,
 }
 
 /// One change seen by a watch.
@@ -455,6 +430,12 @@ impl EtcdClient {
 
     /// Applies `ops` atomically if every comparison holds; `false` (nothing written) if not.
     pub async fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<bool, EtcdError> {
+        Ok(self.txn_at(compares, ops).await?.is_some())
+    }
+
+    /// [`EtcdClient::txn`], answering the store's revision after the transaction when it
+    /// applied: the mod revision of every key it put, which a later compare-and-swap names.
+    pub async fn txn_at(&self, compares: &[Compare], ops: &[Op]) -> Result<Option<i64>, EtcdError> {
         let compare: Vec<_> = compares
             .iter()
             .map(|c| match c {
@@ -478,9 +459,6 @@ impl EtcdClient {
                 Op::Put(k, v) => {
                     json!({ "request_put": { "key": B64.encode(k), "value": B64.encode(v) } })
                 }
-                Op::PutWithLease(k, v, lease) => json!({ "request_put": {
-                    "key": B64.encode(k), "value": B64.encode(v), "lease": lease.0.to_string(),
-                } }),
                 Op::Delete(k) => json!({ "request_delete_range": { "key": B64.encode(k) } }),
             })
             .collect();
@@ -491,46 +469,15 @@ impl EtcdClient {
             )
             .await?;
         let response: TxnResponse = self.parse(&bytes)?;
-        Ok(response.succeeded)
-    }
-
-    /// A new lease of `ttl_seconds`.
-    pub async fn lease_grant(&self, ttl_seconds: u64) -> Result<LeaseId, EtcdError> {
-        let bytes = self
-            .post("/v3/lease/grant", json!({ "TTL": ttl_seconds.to_string() }))
-            .await?;
-        let response: LeaseGrantResponse = self.parse(&bytes)?;
-        match (response.id.and_then(|id| id.parse().ok()), response.error) {
-            (Some(id), None) => Ok(LeaseId(id)),
-            (_, error) => Err(EtcdError::Lease {
-                endpoint: self.endpoint.clone(),
-                message: error.unwrap_or_else(|| "no lease id in the answer".into()),
-            }),
+        if !response.succeeded {
+            return Ok(None);
         }
-    }
-
-    /// Renews `lease` once; its remaining TTL in seconds, or `None` when it has expired (its
-    /// keys are gone: a holder must stop acting on them).
-    pub async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Option<u64>, EtcdError> {
-        let bytes = self
-            .post("/v3/lease/keepalive", json!({ "ID": lease.0.to_string() }))
-            .await?;
-        // The gateway streams keepalive answers; one request gets one line.
-        let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-        let response: LeaseKeepAliveResponse = self.parse(first)?;
-        let ttl = response
-            .result
-            .and_then(|r| r.ttl)
-            .and_then(|t| t.parse::<u64>().ok())
-            .unwrap_or(0);
-        Ok((ttl > 0).then_some(ttl))
-    }
-
-    /// Ends `lease` now, deleting its keys.
-    pub async fn lease_revoke(&self, lease: LeaseId) -> Result<(), EtcdError> {
-        self.post("/v3/lease/revoke", json!({ "ID": lease.0.to_string() }))
-            .await
-            .map(drop)
+        Ok(Some(
+            response
+                .header
+                .and_then(|h| h.revision.parse().ok())
+                .unwrap_or(0),
+        ))
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), EtcdError> {

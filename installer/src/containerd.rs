@@ -189,6 +189,7 @@ pub fn service(layout: &NodeLayout, programs: &RuntimePrograms, config: &str) ->
             ),
         ]
         .into(),
+        after_exit: Vec::new(),
     }
 }
 

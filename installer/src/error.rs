@@ -62,6 +62,14 @@ pub enum InstallError {
         #[source]
         source: Box<InstallError>,
     },
+    /// The node runs the new release; what ends the upgrade (the plan, the trusted release,
+    /// the snapshot) did not complete. Never rolled back: the next run finishes it.
+    #[error("the upgrade to {offered} is not finished")]
+    UpgradeUnfinished {
+        offered: Box<ReleaseId>,
+        #[source]
+        source: Box<InstallError>,
+    },
     #[error("{}", path.display())]
     Input {
         path: PathBuf,
@@ -197,6 +205,9 @@ impl InstallError {
             InstallError::FromRegistryNeedsBuiltin { .. } => {
                 h("upgrade with --bundle NEW.tar".into())
             }
+            InstallError::UpgradeUnfinished { offered, .. } => h(format!(
+                "the node runs {offered}; run `airgap upgrade` again to finish (with any release: the unfinished end is completed first)"
+            )),
             InstallError::RolledBack { source, .. } => source.hint().or_else(|| {
                 h("fix the cause, then run the same upgrade again; `airgap upgrade status` shows the plan".into())
             }),
@@ -361,6 +372,8 @@ pub enum PhaseError {
     JoinMaterialMissing { path: PathBuf },
     #[error("recording the step in the upgrade plan")]
     Plan(#[source] crate::upgrade_plan::PlanError),
+    #[error("{0} is not a step these bodies run (a workflow wired to the wrong bodies)")]
+    NotAPhaseOf(Phase),
     /// A test's stand-in phase failing on purpose (the runner's unit tests).
     #[error("{0}")]
     Injected(&'static str),

@@ -34,9 +34,17 @@ pub enum Phase {
     Agent,
     Kubernetes,
     Platform,
+    /// The end of an upgrade on a node: marked done in the upgrade plan.
+    Finish,
+    /// The end of an upgrade on a node: the cluster's trusted release moved once every node
+    /// runs the new one.
+    Trust,
+    /// The end of an upgrade on a node: the rollback snapshot removed.
+    Cleanup,
 }
 
 impl Phase {
+    /// The phases of an installation (`init` and `join`), in order.
     pub const ALL: [Phase; 9] = [
         Phase::Verify,
         Phase::Pki,
@@ -49,6 +57,9 @@ impl Phase {
         Phase::Platform,
     ];
 
+    /// The steps that end an upgrade, after its phases: not phases an operator can skip.
+    pub const UPGRADE_END: [Phase; 3] = [Phase::Finish, Phase::Trust, Phase::Cleanup];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Verify => "verify",
@@ -60,11 +71,17 @@ impl Phase {
             Phase::Agent => "agent",
             Phase::Kubernetes => "kubernetes",
             Phase::Platform => "platform",
+            Phase::Finish => "finish",
+            Phase::Trust => "trust",
+            Phase::Cleanup => "cleanup",
         }
     }
 
     pub fn parse(s: &str) -> Option<Phase> {
-        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+        Phase::ALL
+            .into_iter()
+            .chain(Phase::UPGRADE_END)
+            .find(|p| p.as_str() == s)
     }
 }
 

@@ -45,5 +45,6 @@ pub mod status;
 pub mod template;
 pub mod tls;
 pub mod upgrade;
+pub mod upgrade_end;
 pub mod upgrade_plan;
 pub mod workflow;

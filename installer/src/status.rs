@@ -63,6 +63,7 @@ impl NodeStatus {
             && self.agent.running
             && self.services.values().all(|s| s.healthy)
             && self.kubernetes.healthy()
+            && !self.cluster.as_ref().is_some_and(|c| c.vip_without_claim)
     }
 }
 
@@ -127,6 +128,7 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
     } else {
         WorkflowKind::Init
     };
+    let install_phases = crate::workflow::Workflow::init().phases();
     let (cluster, cluster_error) = match (&config, &node) {
         (Some(c), Some(n)) if c.spec.mode == crate::config::Mode::Ha => {
             match cluster_view(layout, c, n).await {
@@ -146,7 +148,7 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
             .bundle
             .as_ref()
             .map(|b| format!("{} {}", b.name, b.version)),
-        phases: Phase::ALL
+        phases: install_phases
             .iter()
             .map(|p| {
                 let record = journal
@@ -156,7 +158,7 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
                 (*p, record)
             })
             .collect(),
-        complete: journal.is_complete(workflow, &Phase::ALL),
+        complete: journal.is_complete(workflow, &install_phases),
         agent: AgentStatus {
             running: pid.is_some(),
             pid: pid.filter(|p| *p != 0),
@@ -175,7 +177,7 @@ async fn cluster_view(
         .map_err(|e| chain(&e))?;
     match tokio::time::timeout(
         Duration::from_secs(8),
-        crate::cluster::members::view(layout, config, &etcd),
+        crate::cluster::members::view(layout, config, node, &etcd),
     )
     .await
     {

@@ -26,8 +26,9 @@ use crate::host::Host;
 use crate::journal::{Journal, Phase, WorkflowKind};
 use crate::layout::NodeLayout;
 use crate::phases::{ContextInputs, InstallContext};
-use crate::release::{advance_trusted, decide, Advanced, Decision, Release, ReleaseId};
-use crate::workflow::{Observer, SkipSet, Workflow};
+use crate::release::{decide, Advanced, Decision, Release, ReleaseId};
+use crate::upgrade_end::{UpgradeBodies, UpgradeEnd};
+use crate::workflow::{Failpoint, Observer, Runner, SkipSet, Workflow};
 
 /// Where the new release comes from.
 #[derive(Debug, Clone)]
@@ -92,6 +93,17 @@ pub async fn upgrade(
     let node = config
         .installed_node(journal.node.as_deref(), &local_addresses())?
         .clone();
+    // An upgrade whose end a run left unfinished is finished first, whatever this run was
+    // given: its plan would refuse every later upgrade otherwise.
+    let finished = finish_interrupted(
+        &layout,
+        &config,
+        &node,
+        &mut journal,
+        observer.as_ref(),
+        host.as_ref(),
+    )
+    .await?;
     let (release, bundle_path) = match &request.source {
         UpgradeSource::Bundle(bundle) => {
             (Release::open(bundle, &request.public_key)?, bundle.clone())
@@ -122,6 +134,17 @@ pub async fn upgrade(
         }
     };
     let offered = release.id().clone();
+    if let Some(end) = finished.filter(|end| end.to == offered) {
+        return Ok(UpgradeReport {
+            from: end.from,
+            to: end.to,
+            resumed: true,
+            advanced: end.advanced,
+            next: end.next,
+            prefetched: None,
+            node: node.name.to_string(),
+        });
+    }
 
     // A run that was interrupted after it started moving to `offered` resumes; anything else
     // must be a newer release of the same product.
@@ -238,66 +261,142 @@ pub async fn upgrade(
     }
     journal.save(&layout.journal())?;
     ctx.recording_plan = true;
-    let result = ctx
-        .run_workflow(&Workflow::upgrade(), &mut journal, &request.skip)
-        .await;
-    if let Err(e) = result {
-        let cause = crate::error::chain(&e);
-        let restored = if rollback.exists() {
-            rollback.restore(&mut ctx).await
-        } else {
-            Err(format!(
-                "nothing to roll back to under {}",
-                rollback.dir.display()
-            ))
-        };
-        let note = match &restored {
-            Ok(()) => format!("{cause}; rolled back to {previous}"),
-            Err(why) => format!("{cause}; NOT rolled back: {why}"),
-        };
-        crate::upgrade_plan::finish(&etcd, &this, Err(note)).await?;
-        return Err(match restored {
-            Ok(()) => InstallError::RolledBack {
-                node: this,
-                offered: Box::new(offered),
-                previous: Box::new(previous),
-                source: Box::new(e),
-            },
-            Err(_) => e,
-        });
-    }
-    rollback.discard();
-    let plan = crate::upgrade_plan::finish(&etcd, &this, Ok(())).await?;
-    // The cluster trusts the new release once every node runs it: a node that fails and rolls
-    // back leaves the cluster on the release it trusted, never lower.
-    let advanced = if plan.complete() {
-        let advanced = advance_trusted(&etcd, &previous, &offered).await?;
-        ctx.audit.record(
-            "release.trust",
-            crate::release::TRUSTED_RELEASE_KEY,
-            match advanced {
-                Advanced::Moved => crate::audit::Outcome::Done,
-                Advanced::Already => crate::audit::Outcome::Unchanged,
-            },
-        );
-        Some(advanced)
-    } else {
-        None
+    let mut end = UpgradeEnd {
+        etcd: etcd.clone(),
+        node: this.clone(),
+        from: previous.clone(),
+        to: offered.clone(),
+        snapshot: rollback.dir.clone(),
+        audit: ctx.audit.clone(),
+        failpoint: ctx.failpoint,
+        advanced: None,
+        next: None,
     };
-    let next = plan
-        .nodes
-        .iter()
-        .find(|n| n.state != crate::upgrade_plan::NodeState::Done)
-        .map(|n| n.name.clone());
+    let result = run_upgrade_workflow(&mut ctx, &mut end, &mut journal, &request.skip).await;
+    match result {
+        Ok(()) => {}
+        // The node runs the new release already: finishing is retried, never rolled back.
+        Err(e) if e.phase().is_some_and(|p| Phase::UPGRADE_END.contains(&p)) => {
+            return Err(InstallError::UpgradeUnfinished {
+                offered: Box::new(offered),
+                source: Box::new(e),
+            })
+        }
+        Err(e) => {
+            let cause = crate::error::chain(&e);
+            let restored = if rollback.exists() {
+                rollback.restore(&mut ctx).await
+            } else {
+                Err(format!(
+                    "nothing to roll back to under {}",
+                    rollback.dir.display()
+                ))
+            };
+            let note = match &restored {
+                Ok(()) => format!("{cause}; rolled back to {previous}"),
+                Err(why) => format!("{cause}; NOT rolled back: {why}"),
+            };
+            crate::upgrade_plan::finish(&etcd, &this, &offered, Err(note)).await?;
+            return Err(match restored {
+                Ok(()) => InstallError::RolledBack {
+                    node: this,
+                    offered: Box::new(offered),
+                    previous: Box::new(previous),
+                    source: Box::new(e),
+                },
+                Err(_) => e,
+            });
+        }
+    }
     Ok(UpgradeReport {
         from: previous,
         to: offered,
         resumed: resuming,
-        advanced,
-        next,
+        advanced: end.advanced,
+        next: end.next,
         prefetched,
         node: ctx.node.name.to_string(),
     })
+}
+
+/// The upgrade workflow on `ctx`: the node's phases, then the steps that end the upgrade.
+async fn run_upgrade_workflow(
+    ctx: &mut InstallContext,
+    end: &mut UpgradeEnd,
+    journal: &mut Journal,
+    skip: &SkipSet,
+) -> Result<(), InstallError> {
+    let journal_path = ctx.layout.journal();
+    let (audit, observer, host, failpoint) = (
+        ctx.audit.clone(),
+        ctx.observer.clone(),
+        ctx.host.clone(),
+        ctx.failpoint,
+    );
+    Runner {
+        journal,
+        journal_path: &journal_path,
+        audit: &audit,
+        observer: observer.as_ref(),
+        host: host.as_ref(),
+        skip,
+        failpoint,
+    }
+    .run(
+        &Workflow::upgrade(),
+        &mut UpgradeBodies { phases: ctx, end },
+    )
+    .await
+}
+
+/// Completes the end of an upgrade that a run left unfinished (see [`UpgradeEnd::pending`]):
+/// the plan, the trusted release and the snapshot, whatever release this run was given.
+/// `None` when there was nothing to finish.
+async fn finish_interrupted(
+    layout: &NodeLayout,
+    config: &InstallConfig,
+    node: &crate::config::Node,
+    journal: &mut Journal,
+    observer: &dyn Observer,
+    host: &dyn Host,
+) -> Result<Option<UpgradeEnd>, InstallError> {
+    let Some((from, to)) = UpgradeEnd::pending(journal) else {
+        return Ok(None);
+    };
+    let etcd = crate::cluster::etcd_of(layout, config, node).map_err(|e| InstallError::Phase {
+        phase: Phase::Finish,
+        source: e.into(),
+    })?;
+    let audit = crate::audit::AuditLog::new(layout);
+    let failpoint = Failpoint::from_env();
+    let mut end = UpgradeEnd {
+        etcd,
+        node: node.name.to_string(),
+        from,
+        to: to.clone(),
+        snapshot: Rollback::new(layout).dir,
+        audit: audit.clone(),
+        failpoint,
+        advanced: None,
+        next: None,
+    };
+    let journal_path = layout.journal();
+    Runner {
+        journal,
+        journal_path: &journal_path,
+        audit: &audit,
+        observer,
+        host,
+        skip: &SkipSet::default(),
+        failpoint,
+    }
+    .run(&Workflow::upgrade_end(), &mut end)
+    .await
+    .map_err(|e| InstallError::UpgradeUnfinished {
+        offered: Box::new(to),
+        source: Box::new(e),
+    })?;
+    Ok(Some(end))
 }
 
 /// What a node ran before an upgrade: its journal, its service definitions (which binary each

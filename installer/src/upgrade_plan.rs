@@ -71,6 +71,8 @@ pub enum PlanError {
     },
     #[error("{other} is upgrading now; nodes roll one at a time")]
     Busy { other: String },
+    #[error("the upgrade plan no longer moves the cluster to {to}: another upgrade replaced it")]
+    Replaced { to: String },
     #[error("{node} is not in the upgrade plan")]
     UnknownNode { node: String },
     #[error("the upgrade plan in etcd is not valid")]
@@ -222,16 +224,21 @@ pub async fn step_done(etcd: &EtcdClient, node: &str, step: Phase) -> Result<(),
     .map(drop)
 }
 
-/// Marks `node` done, or failed with `error`.
+/// Marks `node` done, or failed with `error`, in the plan to `to` (idempotent: a node already
+/// marked so is written again unchanged).
 pub async fn finish(
     etcd: &EtcdClient,
     node: &str,
+    to: &ReleaseId,
     outcome: Result<(), String>,
 ) -> Result<UpgradePlan, PlanError> {
     update(etcd, |current| {
         let mut plan = current.ok_or_else(|| PlanError::UnknownNode {
             node: node.to_string(),
         })?;
+        if plan.to != *to {
+            return Err(PlanError::Replaced { to: to.to_string() });
+        }
         let entry = plan.node_mut(node)?;
         match &outcome {
             Ok(()) => {

@@ -95,8 +95,36 @@ impl Workflow {
                 step(Phase::Agent, Scope::Node),
                 step(Phase::Kubernetes, Scope::Node),
                 step(Phase::Platform, Scope::Cluster),
+                step(Phase::Finish, Scope::Cluster),
+                step(Phase::Trust, Scope::Cluster),
+                step(Phase::Cleanup, Scope::Node),
             ],
         }
+    }
+
+    /// The steps that end an upgrade once the node runs the new release: its turn in the
+    /// plan marked done, the trusted release moved when it was the last node, the rollback
+    /// snapshot removed. Steps like the others, so a kill anywhere among them is finished by
+    /// the next run; run alone to finish an upgrade interrupted there.
+    pub fn upgrade_end() -> Self {
+        let upgrade = Workflow::upgrade();
+        Workflow {
+            kind: WorkflowKind::Upgrade,
+            steps: upgrade
+                .steps
+                .into_iter()
+                .filter(|s| Phase::UPGRADE_END.contains(&s.phase))
+                .collect(),
+        }
+    }
+
+    /// The steps before [`Workflow::upgrade_end`]: what moves the node itself.
+    pub fn upgrade_node_phases() -> Vec<Phase> {
+        Workflow::upgrade()
+            .phases()
+            .into_iter()
+            .filter(|p| !Phase::UPGRADE_END.contains(p))
+            .collect()
     }
 
     pub fn phases(&self) -> Vec<Phase> {
@@ -115,6 +143,11 @@ impl SkipSet {
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let phase = Phase::parse(name)
                 .ok_or_else(|| InstallError::Skip(format!("`{name}` is not a phase")))?;
+            if Phase::UPGRADE_END.contains(&phase) {
+                return Err(InstallError::Skip(format!(
+                    "{phase} cannot be skipped: it ends an upgrade"
+                )));
+            }
             if phase == Phase::Verify {
                 return Err(InstallError::Skip(
                     "verify cannot be skipped: nothing is installed from an unverified bundle"
@@ -157,27 +190,53 @@ pub trait PhaseBodies {
 }
 
 /// A test hook: `AIRGAP_FAILPOINT=<phase>` parks the installer in the middle of that phase
-/// (after it has written part of its work) and says so on stderr, so a test can SIGKILL it at
-/// a known point and prove the re-run repairs and completes. Read once per run.
+/// (after it has written part of its work), `AIRGAP_FAILPOINT=after-<phase>` right after the
+/// runner journaled the phase done and before the next one starts; either says so on stderr,
+/// so a test can SIGKILL it at a known point and prove the re-run repairs and completes.
+/// Read once per run.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Failpoint(Option<Phase>);
+pub struct Failpoint(Option<(Phase, FailpointAt)>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailpointAt {
+    Inside,
+    After,
+}
 
 impl Failpoint {
     pub fn from_env() -> Self {
         Failpoint(
             std::env::var("AIRGAP_FAILPOINT")
                 .ok()
-                .and_then(|v| Phase::parse(&v)),
+                .and_then(|v| Failpoint::parse(&v)),
         )
+    }
+
+    fn parse(spec: &str) -> Option<(Phase, FailpointAt)> {
+        match spec.strip_prefix("after-") {
+            Some(phase) => Some((Phase::parse(phase)?, FailpointAt::After)),
+            None => Some((Phase::parse(spec)?, FailpointAt::Inside)),
+        }
     }
 
     /// Called by a phase where it has done part of its work.
     pub fn reached(&self, phase: Phase) {
-        if self.0 == Some(phase) {
-            eprintln!("failpoint: paused in phase {phase}");
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+        if self.0 == Some((phase, FailpointAt::Inside)) {
+            Self::park(&format!("in phase {phase}"));
+        }
+    }
+
+    /// Called by the runner once `phase` is journaled done.
+    fn passed(&self, phase: Phase) {
+        if self.0 == Some((phase, FailpointAt::After)) {
+            Self::park(&format!("after phase {phase}"));
+        }
+    }
+
+    fn park(at: &str) {
+        eprintln!("failpoint: paused {at}");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
         }
     }
 }
@@ -190,6 +249,7 @@ pub struct Runner<'a> {
     pub observer: &'a dyn Observer,
     pub host: &'a dyn Host,
     pub skip: &'a SkipSet,
+    pub failpoint: Failpoint,
 }
 
 impl Runner<'_> {
@@ -245,6 +305,7 @@ impl Runner<'_> {
                         .record_with(&action, kind.as_str(), Outcome::Done, Some(&summary));
                     self.observer
                         .phase_finished(phase, &summary, started.elapsed());
+                    self.failpoint.passed(phase);
                 }
                 Err(source) => {
                     if !step.preflight {
@@ -331,6 +392,7 @@ mod tests {
                 observer: &Silent,
                 host,
                 skip,
+                failpoint: Failpoint::default(),
             };
             let mut bodies = Recorded { host };
             block_on(runner.run(workflow, &mut bodies))
@@ -371,7 +433,7 @@ mod tests {
             ),
             (
                 Workflow::upgrade(),
-                "verify registry etcd runtime agent kubernetes platform",
+                "verify registry etcd runtime agent kubernetes platform finish trust cleanup",
             ),
         ];
         for (workflow, order) in expect {

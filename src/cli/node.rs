@@ -584,6 +584,12 @@ pub fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
                 c.vip,
                 c.vip_holder.as_deref().unwrap_or("nobody")
             );
+            if c.vip_without_claim {
+                println!(
+                    "  cluster    WARNING: this node carries VIP {} without holding its claim: two nodes may answer for it",
+                    c.vip
+                );
+            }
             for m in &c.members {
                 println!(
                     "    {:<10} {:<16} {}{}",

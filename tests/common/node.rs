@@ -309,7 +309,11 @@ pub fn kill_during(mut install: Command, phase: &str) {
     for line in BufReader::new(stderr).lines() {
         let line = line.unwrap();
         seen.push(line.clone());
-        if line.contains(&format!("failpoint: paused in phase {phase}")) {
+        let at = match phase.strip_prefix("after-") {
+            Some(after) => format!("failpoint: paused after phase {after}"),
+            None => format!("failpoint: paused in phase {phase}"),
+        };
+        if line.contains(&at) {
             break;
         }
     }

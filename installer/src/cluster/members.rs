@@ -35,6 +35,11 @@ pub struct MemberView {
 pub struct ClusterView {
     pub vip: String,
     pub vip_holder: Option<String>,
+    /// Whether this node's interface carries the VIP now.
+    pub vip_here: bool,
+    /// This node carries the VIP without holding the claim: two nodes may answer for it (the
+    /// cluster service removes it on its next tick; while it runs this is never for long).
+    pub vip_without_claim: bool,
     pub members: Vec<MemberView>,
 }
 
@@ -48,6 +53,7 @@ struct ReplicaReport {
 pub async fn view(
     layout: &NodeLayout,
     config: &InstallConfig,
+    this: &crate::config::Node,
     etcd: &EtcdClient,
 ) -> Result<ClusterView, ClusterError> {
     let members = etcd.member_list().await?;
@@ -85,8 +91,14 @@ pub async fn view(
             registry_missing,
         });
     }
+    let vip_here = config.spec.vip.is_some_and(|vip| {
+        super::vip::interface_of(this.address)
+            .is_some_and(|interface| super::vip::carries(&interface, vip))
+    });
     Ok(ClusterView {
         vip: config.spec.vip.map(|v| v.to_string()).unwrap_or_default(),
+        vip_without_claim: vip_here && holder.as_deref() != Some(this.name.as_str()),
+        vip_here,
         vip_holder: holder,
         members: out,
     })

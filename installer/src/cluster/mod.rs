@@ -76,7 +76,7 @@ pub fn etcd_of(
     layout: &NodeLayout,
     config: &InstallConfig,
     node: &crate::config::Node,
-) -> Result<crate::etcd::client::EtcdClient, ClusterError> {
+) -> Result<crate::etcd::client::EtcdClient, crate::etcd::client::EtcdError> {
     let others = config
         .spec
         .nodes
@@ -121,7 +121,7 @@ pub async fn serve(layout: NodeLayout) -> Result<(), ClusterError> {
         r = api.serve(node.address) => r,
         _ = run_election.run() => Ok(()),
         _ = term.recv() => {
-            election.release();
+            election.release().await;
             Ok(())
         }
     }

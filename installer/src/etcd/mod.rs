@@ -78,6 +78,7 @@ impl EtcdMember {
             program: program.to_path_buf(),
             args: args.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             env: Default::default(),
+            after_exit: Vec::new(),
         }
     }
 }

@@ -198,16 +198,7 @@ impl InstallContext {
         }
         // The other members when this one cannot be reached (it restarts during an upgrade);
         // health checks still ask this member.
-        let others = self
-            .config
-            .spec
-            .nodes
-            .iter()
-            .filter(|n| n.name != self.node.name)
-            .map(|n| crate::etcd::url(n.address, crate::etcd::CLIENT_PORT))
-            .collect();
-        let client = crate::etcd::client::for_node(&self.layout, &self.member().client_url())?
-            .with_fallbacks(others);
+        let client = crate::cluster::etcd_of(&self.layout, &self.config, &self.node)?;
         self.etcd = Some(client.clone());
         Ok(client)
     }
@@ -282,6 +273,7 @@ impl InstallContext {
             observer: observer.as_ref(),
             host: host.as_ref(),
             skip,
+            failpoint: self.failpoint,
         }
         .run(workflow, self)
         .await
@@ -338,6 +330,9 @@ impl PhaseBodies for InstallContext {
             Phase::Agent => agent::run(self).await,
             Phase::Kubernetes => kubernetes::run(self, workflow).await,
             Phase::Platform => platform::run(self).await,
+            Phase::Finish | Phase::Trust | Phase::Cleanup => {
+                return Err(PhaseError::NotAPhaseOf(step.phase));
+            }
         }?;
         if workflow == WorkflowKind::Upgrade && self.recording_plan {
             let etcd = self.etcd_client()?;

@@ -197,6 +197,7 @@ fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(),
             "--enable-delete".into(),
         ],
         env: Default::default(),
+        after_exit: Vec::new(),
     };
     let mut spec = spec;
     if ctx.config.spec.mode == crate::config::Mode::Ha {

@@ -256,7 +256,6 @@ mod tests {
             let back = match op(&ch).unwrap() {
                 Op::Put(k, v) => change(&k, Some(&v)).unwrap(),
                 Op::Delete(k) => change(&k, None).unwrap(),
-                Op::PutWithLease(..) => panic!("registry metadata is never leased"),
             };
             assert_eq!(back, ch);
         }
