@@ -709,6 +709,210 @@ fn the_cluster_survives_a_partition_and_the_loss_of_the_vip_holder() {
     }
 }
 
+/// The nodes whose interface carries the VIP now.
+fn carriers(c: &Cluster) -> Vec<usize> {
+    (0..NODES.len())
+        .filter(|&i| holds_vip(&c.nodes[i]))
+        .collect()
+}
+
+/// Watches every node's interface from `since` for `watch`: never two carry the VIP at once,
+/// and at the end one node of `live` carries it, without a gap since at most 3 s after `since`.
+/// Returns that node and when its last uninterrupted stretch began (the failover time).
+fn single_carrier(
+    c: &Cluster,
+    what: &str,
+    live: &[usize],
+    since: Instant,
+    watch: Duration,
+) -> (usize, Duration) {
+    let mut stretch: Option<(usize, Duration)> = None;
+    // Each change of who carries it, for the failure message.
+    let mut timeline = String::new();
+    let mut before = None;
+    while since.elapsed() < watch {
+        let now = carriers(c);
+        if before.as_ref() != Some(&now) {
+            timeline.push_str(&format!(" {:.2}s:{now:?}", since.elapsed().as_secs_f64()));
+            before = Some(now.clone());
+        }
+        assert!(
+            now.len() <= 1,
+            "{what}: two nodes carry the VIP {:.2}s after the kill: {:?}",
+            since.elapsed().as_secs_f64(),
+            now.iter().map(|&i| NODES[i].0).collect::<Vec<_>>()
+        );
+        stretch = match (now.as_slice(), stretch) {
+            ([one], Some((holder, at))) if *one == holder => Some((holder, at)),
+            ([one], _) => Some((*one, since.elapsed())),
+            _ => None,
+        };
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (holder, at) = stretch.unwrap_or_else(|| panic!("{what}: nobody carries the VIP"));
+    assert!(
+        live.contains(&holder),
+        "{what}: {} carries the VIP, not one of {live:?}",
+        NODES[holder].0
+    );
+    assert!(
+        at <= Duration::from_secs(3),
+        "{what}: {} carried the VIP for good only {:.2}s after the kill;{timeline}",
+        NODES[holder].0,
+        at.as_secs_f64()
+    );
+    (holder, at)
+}
+
+/// The pid the agent of node `i` runs its `cluster` service as, once it runs.
+fn cluster_service_pid(c: &Cluster, i: usize) -> Option<u32> {
+    let state = std::fs::read(c.root(i).join("var/lib/airgap/agent.json")).ok()?;
+    let state: serde_json::Value = serde_json::from_slice(&state).ok()?;
+    let pid = state["services"]["cluster"]["pid"].as_u64()? as u32;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
+}
+
+/// (median, max) of `times`, in seconds.
+fn median_max(times: &mut [Duration]) -> (f64, f64) {
+    times.sort();
+    (
+        times[times.len() / 2].as_secs_f64(),
+        times[times.len() - 1].as_secs_f64(),
+    )
+}
+
+#[test]
+fn the_vip_is_on_exactly_one_node_through_repeated_kills() {
+    let (c, token) = Cluster::up();
+    let password = c.password();
+    let all = [0, 1, 2];
+    let (mut holder, _) = single_carrier(
+        &c,
+        "installed",
+        &all,
+        Instant::now(),
+        Duration::from_millis(500),
+    );
+    let (mut service_kills, mut node_kills) = (Vec::new(), Vec::new());
+    for round in 0..10 {
+        // Every cluster service runs (the agent restarted the one killed before, after its
+        // backoff), and the VIP answers.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !all.iter().all(|&i| cluster_service_pid(&c, i).is_some()) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: a cluster service did not come back"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        // The holder's cluster service only, SIGKILLed: the agent restarts it. Its address
+        // lapses; it takes the claim back, or another node takes over; never both.
+        let pid = cluster_service_pid(&c, holder).unwrap();
+        let killed = Instant::now();
+        // SAFETY: signalling a process of the test's own namespace.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+        let (now, took) = single_carrier(
+            &c,
+            &format!(
+                "round {round}: {}'s cluster service killed",
+                NODES[holder].0
+            ),
+            &all,
+            killed,
+            Duration::from_secs(5),
+        );
+        service_kills.push(took);
+        assert_eq!(
+            c.vip_holder(now),
+            NODES[now].0,
+            "round {round}: the claim names another node"
+        );
+        holder = now;
+
+        // The whole holder node: every process SIGKILLed and its link cut. The other two
+        // take over; the dead node's address lapses on its own.
+        let dead = holder;
+        let live: Vec<usize> = all.iter().copied().filter(|&i| i != dead).collect();
+        let killed = Instant::now();
+        c.nodes[dead].kill_all();
+        c.switch.link(&c.nodes[dead], false);
+        let (now, took) = single_carrier(
+            &c,
+            &format!("round {round}: {} killed", NODES[dead].0),
+            &live,
+            killed,
+            Duration::from_secs(4),
+        );
+        node_kills.push(took);
+        holder = now;
+        // Back: the link first, then its own command again (install on the first node, join
+        // on the others, without a new token). It never carries the VIP meanwhile.
+        c.switch.link(&c.nodes[dead], true);
+        let mut back = if dead == 0 {
+            c.install_command()
+        } else {
+            c.join(&c.nodes[dead], &c.root(dead), &token, VIP)
+        };
+        let mut back = back
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            assert_eq!(
+                carriers(&c),
+                [holder],
+                "round {round}: while {} came back",
+                NODES[dead].0
+            );
+            if let Some(status) = back.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(&mut back.stderr.take().unwrap(), &mut err).unwrap();
+                assert!(
+                    status.success(),
+                    "round {round}: {} did not come back: {err}",
+                    NODES[dead].0
+                );
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "round {round}: bring-back hangs"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        single_carrier(
+            &c,
+            &format!("round {round}: {} back", NODES[dead].0),
+            &[holder],
+            Instant::now(),
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            c.registry_answers(&c.client, VIP, &password),
+            200,
+            "round {round}"
+        );
+    }
+    let (median, max) = median_max(&mut service_kills);
+    println!("VIP failover, cluster service SIGKILLed: median {median:.2}s, max {max:.2}s");
+    let (median, max) = median_max(&mut node_kills);
+    println!("VIP failover, holder node SIGKILLed: median {median:.2}s, max {max:.2}s");
+    // The status of every node agrees: one holder, nobody carrying the VIP without the claim.
+    for i in all {
+        let status = c.status(i);
+        assert_eq!(status["cluster"]["vipHolder"], NODES[holder].0, "{status}");
+        assert_eq!(status["cluster"]["vipHere"], i == holder, "{status}");
+        assert_eq!(status["cluster"]["vipWithoutClaim"], false, "{status}");
+    }
+}
+
 #[test]
 fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
     let (c, _) = Cluster::up();

@@ -689,6 +689,63 @@ impl EtcdClient {
     }
 }
 
+/// A member's own view of the cluster (`/v3/maintenance/status`), asked of that member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub member_id: u64,
+    /// The member it follows (itself when it leads); 0 while there is no leader.
+    pub leader: u64,
+    /// The last entry in its raft log, and the last it applied.
+    pub raft_index: u64,
+    pub raft_applied_index: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawStatus {
+    header: Option<RawStatusHeader>,
+    #[serde(default)]
+    leader: String,
+    #[serde(default)]
+    raft_index: String,
+    #[serde(default)]
+    raft_applied_index: String,
+}
+
+#[derive(Deserialize)]
+struct RawStatusHeader {
+    #[serde(default)]
+    member_id: String,
+}
+
+/// Leadership and progress (`/v3/maintenance/...`): how a rolling upgrade moves leadership off
+/// a member before restarting it, and waits until the restarted one caught up.
+impl EtcdClient {
+    /// The status of the member at this client's endpoint.
+    pub async fn member_status(&self) -> Result<MemberStatus, EtcdError> {
+        let bytes = self.post("/v3/maintenance/status", json!({})).await?;
+        let raw: RawStatus = self.parse(&bytes)?;
+        let number = |s: &str| s.parse::<u64>().unwrap_or(0);
+        Ok(MemberStatus {
+            member_id: raw.header.map(|h| number(&h.member_id)).unwrap_or(0),
+            leader: number(&raw.leader),
+            raft_index: number(&raw.raft_index),
+            raft_applied_index: number(&raw.raft_applied_index),
+        })
+    }
+
+    /// Hands leadership to member `target`; only the leader accepts it, so this client's
+    /// endpoint must be the leader.
+    pub async fn move_leader(&self, target: u64) -> Result<(), EtcdError> {
+        self.post(
+            "/v3/maintenance/transfer-leadership",
+            json!({ "targetID": target.to_string() }),
+        )
+        .await
+        .map(drop)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,7 +193,7 @@ pub fn run(layout: &NodeLayout) -> Result<(), AgentError> {
         services.retain(|name, s| {
             let keep = specs.get(name) == Some(&s.spec);
             if !keep {
-                stop_child(&audit, name, s);
+                stop_child(s);
                 audit.record("service.stop", name, Outcome::Done);
             }
             keep
@@ -222,7 +222,7 @@ pub fn run(layout: &NodeLayout) -> Result<(), AgentError> {
         std::thread::sleep(TICK);
     }
     for (name, s) in services.iter_mut() {
-        stop_child(&audit, name, s);
+        stop_child(s);
         audit.record("service.stop", name, Outcome::Done);
     }
     let _ = std::fs::remove_file(layout.agent_state());
@@ -251,7 +251,6 @@ fn supervise(layout: &NodeLayout, audit: &AuditLog, name: &str, s: &mut Supervis
                 s.child = None;
                 s.state.pid = None;
                 s.state.last_exit = Some(format!("{status} at {}", now_rfc3339()));
-                after_exit(audit, name, &s.spec);
                 s.restart_at = Instant::now() + s.backoff;
                 audit.record_with(
                     "service.exit",
@@ -316,27 +315,7 @@ fn spawn(layout: &NodeLayout, spec: &ServiceSpec) -> io::Result<Child> {
     command.spawn()
 }
 
-/// Runs the service's `afterExit` program, once its process has ended.
-fn after_exit(audit: &AuditLog, name: &str, spec: &ServiceSpec) {
-    let Some((program, args)) = spec.after_exit.split_first() else {
-        return;
-    };
-    let outcome = match Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(status) if status.success() => Outcome::Done,
-        // Nothing to undo (the VIP was not there) is the usual case, not a fault.
-        Ok(_) => Outcome::Unchanged,
-        Err(_) => Outcome::Failed,
-    };
-    audit.record("service.after-exit", name, outcome);
-}
-
-fn stop_child(audit: &AuditLog, name: &str, s: &mut Supervised) {
+fn stop_child(s: &mut Supervised) {
     let Some(mut child) = s.child.take() else {
         return;
     };
@@ -348,7 +327,6 @@ fn stop_child(audit: &AuditLog, name: &str, s: &mut Supervised) {
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             s.state.pid = None;
-            after_exit(audit, name, &s.spec);
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -356,7 +334,6 @@ fn stop_child(audit: &AuditLog, name: &str, s: &mut Supervised) {
     let _ = child.kill();
     let _ = child.wait();
     s.state.pid = None;
-    after_exit(audit, name, &s.spec);
 }
 
 fn publish(layout: &NodeLayout, state: &AgentState) {

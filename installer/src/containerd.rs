@@ -189,7 +189,6 @@ pub fn service(layout: &NodeLayout, programs: &RuntimePrograms, config: &str) ->
             ),
         ]
         .into(),
-        after_exit: Vec::new(),
     }
 }
 

@@ -361,6 +361,14 @@ pub enum PhaseError {
         #[source]
         source: EtcdError,
     },
+    #[error("placing the bundle's blobs in this node's registry store")]
+    Place(#[from] crate::source::SourceError),
+    #[error("etcd leadership did not move to {to} within {secs}s; this member was not restarted")]
+    LeaderHandover { to: String, secs: u64 },
+    #[error(
+        "etcd member {member} did not catch up with the leader's log within {secs}s of its restart"
+    )]
+    NotCaughtUp { member: String, secs: u64 },
     #[error("the cluster service (join API on port 9443, VIP election) is not up after {secs}s (log: {})", log.display())]
     ClusterServiceDown {
         secs: u64,

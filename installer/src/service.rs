@@ -18,11 +18,6 @@ pub struct ServiceSpec {
     pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// A program and its arguments the agent runs each time the service's process has ended,
-    /// however it ended (systemd's `ExecStopPost=`): what must not outlive it, such as the
-    /// VIP a killed `cluster` service carried.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub after_exit: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -183,3 +183,100 @@ impl ContentSource for WithNodeStore<'_> {
         Ok(Box::new(self.open_stored(digest)?))
     }
 }
+
+/// What [`place_bundle_blobs`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Placed {
+    pub blobs: usize,
+    pub bytes: u64,
+    /// Blobs the store held already.
+    pub present: usize,
+}
+
+/// Puts every blob `archive` carries that the node's registry store (an OCI layout at
+/// `store`) lacks into it: read from the bundle in place, written to `.uploads/`, checked
+/// against the signed digest, fsynced and only then renamed into `blobs/sha256/<hex>`, so a
+/// registry serving the store meanwhile sees each blob absent or whole, never partial. This is
+/// how a node whose cluster registry already holds the release (a joining HA node, or one
+/// upgrading after the first node seeded it) fills its store from its own verified bundle
+/// instead of fetching every byte from its peers. `progress` is told each byte written.
+pub fn place_bundle_blobs(
+    archive: &BundleArchive,
+    store: &Path,
+    progress: &dyn Fn(u64),
+) -> Result<Placed, SourceError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SourceError::Store { path, source }
+    };
+    let uploads = store.join(".uploads");
+    std::fs::create_dir_all(&uploads).map_err(io(&uploads))?;
+    let mut placed = Placed::default();
+    let blobs = archive
+        .verified()
+        .index()
+        .entries
+        .iter()
+        .filter(|e| e.path.as_str() == e.sha256.blob_path());
+    for entry in blobs {
+        let digest = entry.sha256;
+        let dest = store.join(digest.blob_path());
+        if dest.exists() {
+            placed.present += 1;
+            continue;
+        }
+        let tmp = uploads.join(format!(
+            "bundle-{}-{}",
+            &digest.hex()[..16],
+            std::process::id()
+        ));
+        let written = copy_checked(archive, &digest, &tmp, progress).and_then(|n| {
+            if let Some(dir) = dest.parent() {
+                std::fs::create_dir_all(dir).map_err(io(dir))?;
+            }
+            std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+            Ok(n)
+        });
+        match written {
+            Ok(n) => {
+                placed.blobs += 1;
+                placed.bytes += n;
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+    }
+    Ok(placed)
+}
+
+/// `digest` from `archive` into the file `to`, durable and checked; its length.
+fn copy_checked(
+    archive: &BundleArchive,
+    digest: &Digest,
+    to: &Path,
+    progress: &dyn Fn(u64),
+) -> Result<u64, SourceError> {
+    let io = |source| SourceError::Store {
+        path: to.to_path_buf(),
+        source,
+    };
+    let mut blob = archive.open_blob(digest)?;
+    let mut file = std::fs::File::create(to).map_err(io)?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = blob.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        std::io::Write::write_all(&mut file, &buf[..n]).map_err(io)?;
+        total += n as u64;
+        progress(n as u64);
+    }
+    // The bytes count only once they hashed to the signed digest.
+    blob.finish()?;
+    file.sync_all().map_err(io)?;
+    Ok(total)
+}

@@ -16,6 +16,13 @@
 //!   let go before the new one adds the VIP. The takeover is itself a compare-and-swap on that
 //!   revision: a renewal that lands first makes it fail.
 //!
+//! The address itself expires: the holder adds it with a lifetime of [`LIFETIME`] and
+//! refreshes it with each confirmed renewal, so a holder whose process was killed (the
+//! `cluster` service alone, or every process on the node) loses the address within about a
+//! second, well before anyone may take over, and never leaves it behind to answer ARP next to
+//! the new holder. A restarted service finds the claim still naming its node and takes it back
+//! at once; one that comes back after another node took over removes whatever is left.
+//!
 //! Everything goes through etcd's quorum: a node cut off from it can neither renew nor take
 //! over, so it never holds the VIP. Failover does not wait for etcd's lease expiry, which a
 //! new etcd leader extends by an election timeout when the old leader died with the holder:
@@ -32,16 +39,20 @@ use crate::etcd::client::EtcdClient;
 
 pub const VIP_HOLDER_KEY: &str = "/airgap/cluster/vip-holder";
 /// How often the holder renews and every node reconciles its interface with the claim.
-const TICK: Duration = Duration::from_millis(250);
+const TICK: Duration = Duration::from_millis(200);
 /// How long after sending its last confirmed renewal a holder still carries the VIP.
-const HOLD: Duration = Duration::from_millis(1500);
+const HOLD: Duration = Duration::from_millis(1200);
 /// What the holder keeps in hand to remove the address before `HOLD` runs out.
 const GUARD: Duration = Duration::from_millis(150);
 /// How long a claim must stay unrenewed, as another node sees it, before that node takes
 /// over: `HOLD` plus a margin for scheduling delays on a loaded node.
-const TAKEOVER: Duration = Duration::from_millis(2200);
-/// The longest any one etcd call of the loop may take.
-const CALL: Duration = Duration::from_millis(500);
+const TAKEOVER: Duration = Duration::from_millis(1800);
+/// The longest any one etcd call of the loop may take (etcd on the nodes' network answers in
+/// milliseconds; a slower answer counts as none).
+const CALL: Duration = Duration::from_millis(300);
+/// The lifetime the kernel gives the address (`valid_lft`, whole seconds): refreshed with
+/// every confirmed renewal, it lapses on its own when the holder stops.
+const LIFETIME: Duration = Duration::from_secs(1);
 /// Gratuitous ARP announcements after taking the VIP, one per tick.
 const ANNOUNCEMENTS: u32 = 3;
 
@@ -182,8 +193,23 @@ impl VipElection {
         let renewal = self.etcd.txn_at(&compare, &put);
         match tokio::time::timeout(CALL.min(must_drop - now), renewal).await {
             Ok(Ok(Some(next))) => self.hold(next, now, announce),
-            // Another node took it over, or `node remove` deleted it.
-            Ok(Ok(None)) => self.drop_vip("the claim moved to another node"),
+            Ok(Ok(None)) => match self.call(self.etcd.get(VIP_HOLDER_KEY)).await {
+                // A renewal of ours that committed after its call timed out: only this node
+                // writes its name. Not a confirmation (when it was sent is unknown), but the
+                // revision to renew next.
+                Some(Ok(Some(kv))) if kv.value == self.node.as_bytes() => Role::Holder {
+                    revision: kv.mod_revision,
+                    sent,
+                    announce,
+                },
+                // Another node took it over, or `node remove` deleted it.
+                Some(Ok(_)) => self.drop_vip("the claim moved to another node"),
+                _ => Role::Holder {
+                    revision,
+                    sent,
+                    announce,
+                },
+            },
             // Not confirmed this time: still ours until `must_drop`, and retried next tick.
             _ => Role::Holder {
                 revision,
@@ -193,10 +219,12 @@ impl VipElection {
         }
     }
 
-    /// Carries the VIP for a claim confirmed at `revision`, re-adding it when something
-    /// removed it, and announces it while announcements are left.
+    /// Carries the VIP for a claim confirmed at `revision` (sent at `sent`): adds it, or
+    /// refreshes its lifetime, and announces it while announcements are left. A confirmation
+    /// that took longer than [`CALL`] does not refresh it: the address must lapse before
+    /// anyone may take over, counted from `sent`.
     fn hold(&self, revision: i64, sent: Instant, announce: u32) -> Role {
-        if !self.carried() {
+        if sent.elapsed() <= CALL {
             if let Err(e) = self.add() {
                 tracing::warn!(vip = %self.vip, error = %e, "cannot add the VIP");
             }
@@ -235,8 +263,10 @@ impl VipElection {
     }
 
     fn add(&self) -> std::io::Result<()> {
+        let lifetime = LIFETIME.as_secs().to_string();
         let out = Command::new("ip")
             .args(["addr", "replace", &self.cidr(), "dev", &self.interface])
+            .args(["valid_lft", &lifetime, "preferred_lft", &lifetime])
             .output()?;
         if out.status.success() {
             Ok(())
@@ -249,7 +279,7 @@ impl VipElection {
 
     fn remove(&self) {
         let _ = Command::new("ip")
-            .args(remove_args(self.vip, &self.interface))
+            .args(["addr", "del", &self.cidr(), "dev", &self.interface])
             .output();
     }
 
@@ -276,18 +306,6 @@ impl VipElection {
             }
         }
     }
-}
-
-/// `ip` arguments that remove `vip` from `interface`: what the agent runs when the `cluster`
-/// service exits, so a killed holder's address does not outlive it.
-pub fn remove_args(vip: IpAddr, interface: &str) -> Vec<String> {
-    let cidr = match vip {
-        IpAddr::V4(a) => format!("{a}/32"),
-        IpAddr::V6(a) => format!("{a}/128"),
-    };
-    ["addr", "del", &cidr, "dev", interface]
-        .map(str::to_string)
-        .to_vec()
 }
 
 /// The addresses on this machine, as `(interface, address)`.
@@ -329,12 +347,20 @@ pub fn interface_of(address: IpAddr) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// The kernel checks address lifetimes on its own timer, late by up to a quarter second.
+    const LIFETIME_SLACK: Duration = Duration::from_millis(250);
+
     #[test]
     fn the_timings_leave_the_old_holder_gone_before_a_takeover() {
         // The holder lets go `GUARD` before `HOLD` runs out; a takeover waits `TAKEOVER`
         // from a revision the holder sent before the watcher saw it.
         assert!(TAKEOVER >= HOLD + Duration::from_millis(500));
         assert!(CALL < HOLD - GUARD);
+        // A killed holder's address lapses, refreshed at most CALL after the renewal was
+        // sent, before a takeover counted from that send.
+        assert!(CALL + LIFETIME + LIFETIME_SLACK + Duration::from_millis(250) <= TAKEOVER);
+        // ... and a live one refreshes it more often than it lapses.
+        assert!(TICK + CALL < LIFETIME);
         // A dead holder is replaced within 3 s: TAKEOVER, a tick to notice, a call to claim.
         assert!(TAKEOVER + TICK + CALL <= Duration::from_secs(3));
     }

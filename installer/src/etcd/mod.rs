@@ -78,7 +78,6 @@ impl EtcdMember {
             program: program.to_path_buf(),
             args: args.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             env: Default::default(),
-            after_exit: Vec::new(),
         }
     }
 }

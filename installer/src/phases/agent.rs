@@ -26,18 +26,6 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
                 ctx.layout.root().display().to_string(),
             ],
             env: Default::default(),
-            // A killed cluster service must not leave the VIP on this node: the agent removes
-            // it as soon as the process is gone (a restarted service takes it back if the
-            // claim is still this node's).
-            after_exit: match (
-                ctx.config.spec.vip,
-                crate::cluster::vip::interface_of(ctx.node.address),
-            ) {
-                (Some(vip), Some(interface)) => std::iter::once("ip".to_string())
-                    .chain(crate::cluster::vip::remove_args(vip, &interface))
-                    .collect(),
-                _ => Vec::new(),
-            },
         };
         let changed = spec.write(&ctx.layout.services_dir())?;
         ctx.audit

@@ -1,15 +1,17 @@
 //! Phase etcd: the binary (from the bundle, else PATH), this member's service definition,
 //! the agent that supervises it, and a health check over mutual TLS.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{outcome, InstallContext};
 use crate::agent;
 use crate::audit::Outcome;
 use crate::cluster::protocol::EtcdJoin;
 use crate::error::PhaseError;
+use crate::etcd::client::EtcdClient;
 use crate::journal::Phase;
 use crate::node_binaries::NodeBinaries;
+use crate::service::ServiceSpec;
 
 pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
     let binaries = NodeBinaries::install(
@@ -23,9 +25,18 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     let from = binary.describe();
     let member = ctx.member();
     let running_before = supervised_pid(ctx);
-    let changed = member
-        .service(&ctx.layout, &binary.path)
-        .write(&ctx.layout.services_dir())?;
+    let spec = member.service(&ctx.layout, &binary.path);
+    // A running member about to restart on a new definition (an upgrade) leaves gracefully:
+    // leadership moves to another voter first, so the cluster never waits out an election.
+    let restarting = running_before.is_some()
+        && ServiceSpec::load_all(&ctx.layout.services_dir())
+            .ok()
+            .and_then(|mut all| all.remove("etcd"))
+            .is_some_and(|current| current != spec);
+    if restarting {
+        hand_over_leadership(ctx).await?;
+    }
+    let changed = spec.write(&ctx.layout.services_dir())?;
     ctx.audit.record("service.define", "etcd", outcome(changed));
     let (_, started) = agent::ensure_running(&ctx.layout, &ctx.exe, ctx.host.as_ref())?;
     if changed && !started {
@@ -50,6 +61,9 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         promote(ctx, &join.etcd).await?;
     }
     healthy_unless_crashing(ctx).await?;
+    if restarting {
+        caught_up(ctx).await?;
+    }
     Ok(format!(
         "etcd {} healthy at {} ({from})",
         member.name,
@@ -98,6 +112,118 @@ async fn promote(ctx: &mut InstallContext, join: &EtcdJoin) -> Result<(), PhaseE
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// How long leadership may take to move, and a restarted member to catch up.
+const HANDOVER: Duration = Duration::from_secs(20);
+
+/// This node's own member, asked directly (no fallback to the others).
+fn own_member(ctx: &InstallContext) -> Result<EtcdClient, PhaseError> {
+    Ok(crate::etcd::client::for_node(
+        &ctx.layout,
+        &ctx.member().client_url(),
+    )?)
+}
+
+/// When this node's member leads, moves leadership to another healthy voter and waits until
+/// this member follows it. Nothing to do on a single member or a follower.
+async fn hand_over_leadership(ctx: &mut InstallContext) -> Result<(), PhaseError> {
+    let own = own_member(ctx)?;
+    let Ok(status) = own.member_status().await else {
+        // Not answering: not leading anything, and restarting it costs no election.
+        return Ok(());
+    };
+    if status.leader != status.member_id {
+        return Ok(());
+    }
+    let mut target = None;
+    for m in own.member_list().await? {
+        if m.id == status.member_id || m.is_learner || m.name.is_empty() {
+            continue;
+        }
+        let Some(url) = m.client_urls.first() else {
+            continue;
+        };
+        let healthy = match crate::etcd::client::for_node(&ctx.layout, url) {
+            Ok(client) => tokio::time::timeout(Duration::from_secs(2), client.health())
+                .await
+                .is_ok_and(|r| r.is_ok()),
+            Err(_) => false,
+        };
+        if healthy {
+            target = Some(m);
+            break;
+        }
+    }
+    let Some(target) = target else {
+        // The only voter (standalone), or no healthy peer to hand over to.
+        return Ok(());
+    };
+    let deadline = Instant::now() + HANDOVER;
+    loop {
+        let moved = match own.member_status().await {
+            Ok(now) => now.leader != 0 && now.leader != status.member_id,
+            Err(_) => false,
+        };
+        if moved {
+            ctx.audit
+                .record("etcd.leader.move", &target.name, Outcome::Done);
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(PhaseError::LeaderHandover {
+                to: target.name.clone(),
+                secs: HANDOVER.as_secs(),
+            });
+        }
+        // Accepted only by the leader; asked again until leadership moved.
+        let _ = own.move_leader(target.id).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the restarted member follows a leader and has applied the leader's log as
+/// far as it went when the member came back: only then does the next node move.
+async fn caught_up(ctx: &mut InstallContext) -> Result<(), PhaseError> {
+    let own = own_member(ctx)?;
+    let cluster = ctx.etcd_client()?;
+    let deadline = Instant::now() + HANDOVER;
+    let mut target: Option<u64> = None;
+    loop {
+        if let Ok(status) = own.member_status().await {
+            if status.leader != 0 && target.is_none() {
+                target = leader_index(&cluster, &ctx.layout, status.leader).await;
+            }
+            if let Some(index) = target {
+                if status.raft_applied_index >= index {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(PhaseError::NotCaughtUp {
+                member: ctx.node.name.to_string(),
+                secs: HANDOVER.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The raft index of member `leader`, asked of it.
+async fn leader_index(
+    cluster: &EtcdClient,
+    layout: &crate::layout::NodeLayout,
+    leader: u64,
+) -> Option<u64> {
+    let members = cluster.member_list().await.ok()?;
+    let url = members
+        .iter()
+        .find(|m| m.id == leader)?
+        .client_urls
+        .first()?;
+    let client = crate::etcd::client::for_node(layout, url).ok()?;
+    Some(client.member_status().await.ok()?.raft_index)
 }
 
 /// The pid the agent runs etcd as, if it runs it.

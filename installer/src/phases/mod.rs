@@ -325,7 +325,7 @@ impl PhaseBodies for InstallContext {
             Phase::Pki => pki::run(self),
             Phase::Etcd => etcd::run(self).await,
             Phase::Keys => keys::run(self).await,
-            Phase::Registry => registry::run(self).await,
+            Phase::Registry => registry::run(self, workflow).await,
             Phase::Runtime => runtime::run(self).await,
             Phase::Agent => agent::run(self).await,
             Phase::Kubernetes => kubernetes::run(self, workflow).await,

@@ -15,18 +15,25 @@ use crate::agent;
 use crate::audit::Outcome;
 use crate::error::PhaseError;
 use crate::files::{write_atomic, write_if_changed, PRIVATE, PUBLIC};
-use crate::journal::Phase;
+use crate::journal::{Phase, WorkflowKind};
 use crate::service::ServiceSpec;
 use crate::workflow::{Failpoint, Observer};
 
 /// How long the built-in registry has to accept connections once started.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
-pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
+pub(super) async fn run(
+    ctx: &mut InstallContext,
+    workflow: WorkflowKind,
+) -> Result<String, PhaseError> {
     let access = ctx.registry_access().await?;
     let target = MirrorTarget::parse(&access.endpoint, false)?;
     let mut resolve = Vec::new();
+    let mut local = None;
     if ctx.config.external_registry().is_none() {
+        if seeded_by_another_node(ctx, workflow) {
+            local = Some(place_from_bundle(ctx).await?);
+        }
         let listen = ctx.registry_listen();
         builtin_registry(ctx, &access)?;
         resolve.push(builtin_address(ctx));
@@ -52,17 +59,66 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     if !access.ca_pem.is_empty() {
         w(ctx.layout.registry_ca(), &access.ca_pem)?;
     }
-    let summary = format!(
+    let mut summary = format!(
         "{} images and {} packs in {target}: {} blobs uploaded, {} already there",
         index.images.len(),
         index.packs.len(),
         report.blobs_uploaded,
         report.blobs_present
     );
+    if let Some(placed) = local {
+        summary.push_str(&format!(
+            "; {} blobs ({} bytes) placed in this node's store from its bundle",
+            placed.blobs, placed.bytes
+        ));
+    }
     ctx.outcome.registry_endpoint = Some(access.endpoint.clone());
     ctx.outcome.registry_username = Some(access.username.clone());
     ctx.mirror = Some(Mirror { target, rewrite });
     Ok(summary)
+}
+
+/// Whether the cluster's registry already holds this release, seeded by another node: a
+/// joining node's (the cluster trusts the release it joins with), or an upgrade on any node
+/// after the first of install.yaml (nodes upgrade in that order, the first seeds). Its blobs
+/// are then in the shared catalog and would be fetched from the peers on the first request.
+fn seeded_by_another_node(ctx: &InstallContext, workflow: WorkflowKind) -> bool {
+    let first = ctx.config.spec.nodes.first().map(|n| &n.name);
+    match workflow {
+        WorkflowKind::Join => true,
+        WorkflowKind::Upgrade => first.is_some_and(|f| *f != ctx.node.name),
+        WorkflowKind::Init => false,
+    }
+}
+
+/// The bundle's blobs into this node's registry store, read locally and digest-checked, so
+/// nothing the node already carries crosses the network.
+async fn place_from_bundle(ctx: &InstallContext) -> Result<crate::source::Placed, PhaseError> {
+    let Some(archive) = ctx.release.archive().cloned() else {
+        // A release read from a registry: `prefetch` copied it into the cluster's registry.
+        return Ok(crate::source::Placed::default());
+    };
+    let store = ctx.layout.registry_storage();
+    let observer = ctx.observer.clone();
+    observer.bytes_total("placing", archive.verified().index().content_size());
+    let placed = tokio::task::spawn_blocking(move || {
+        crate::source::place_bundle_blobs(&archive, &store, &|n| observer.bytes_done(n))
+    })
+    .await
+    .map_err(|e| {
+        PhaseError::io("placing blobs in", &ctx.layout.registry_storage())(std::io::Error::other(e))
+    })??;
+    ctx.observer.bytes_finished();
+    ctx.audit.record_with(
+        "registry.place",
+        &ctx.layout.registry_storage().display().to_string(),
+        outcome(placed.blobs > 0),
+        Some(&format!(
+            "{} blobs ({} bytes) from the bundle, {} present",
+            placed.blobs, placed.bytes, placed.present
+        )),
+    );
+    Ok(placed)
 }
 
 /// The built-in registry is reached by the FQDN its certificate names, at this node's address.
@@ -197,7 +253,6 @@ fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(),
             "--enable-delete".into(),
         ],
         env: Default::default(),
-        after_exit: Vec::new(),
     };
     let mut spec = spec;
     if ctx.config.spec.mode == crate::config::Mode::Ha {
