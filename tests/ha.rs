@@ -38,6 +38,20 @@ fn ha_yaml(dir: &Path) -> PathBuf {
     path
 }
 
+/// The tests that measure time (failover within 3 s, a roll no etcd client notices) run
+/// alone; the others share the machine. Three clusters of three etcd members each on two
+/// cores starve etcd's heartbeats into elections that no real cluster of three machines sees,
+/// and a timing bound measured then says nothing about the code.
+static TIMING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared_machine() -> std::sync::RwLockReadGuard<'static, ()> {
+    TIMING.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone_on_the_machine() -> std::sync::RwLockWriteGuard<'static, ()> {
+    TIMING.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Skipped in the HA tests: no kubeadm here, and the runtime's CRI path has its own tests.
 const SKIP: &str = "runtime,kubernetes,platform";
 
@@ -352,6 +366,7 @@ fn empty_or_absent(dir: &Path) -> bool {
 
 #[test]
 fn three_nodes_join_one_etcd_and_share_the_installation() {
+    let _machine = shared_machine();
     let c = Cluster::new();
     let stdout = c.install_first();
     let token = printed_token(&stdout);
@@ -386,6 +401,22 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
         "{text}"
     );
     assert!(text.contains("kubeadm join --control-plane ran"), "{text}");
+    // Its registry store was filled from its own verified bundle: not one blob crossed the
+    // network from node1's registry (its access log names every request and its client).
+    assert!(
+        text.contains("placed in this node's store from its bundle"),
+        "{text}"
+    );
+    let node1_log =
+        std::fs::read_to_string(c.root(0).join("var/log/airgap/registry.log")).unwrap_or_default();
+    let fetched: Vec<&str> = node1_log
+        .lines()
+        .filter(|l| l.contains(&format!("\"client\":\"{}:", NODES[1].1)) && l.contains("/blobs/"))
+        .collect();
+    assert!(
+        fetched.is_empty(),
+        "node2 fetched blobs it carries: {fetched:?}"
+    );
     let recorded = std::fs::read_to_string(record.join("kubeadm.args")).unwrap();
     assert!(recorded.starts_with("join\n"), "{recorded}");
     let join_yaml = std::fs::read_to_string(record.join("kubeadm-join.yaml")).unwrap();
@@ -586,6 +617,7 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
 
 #[test]
 fn the_cluster_survives_a_partition_and_the_loss_of_the_vip_holder() {
+    let _machine = shared_machine();
     let (c, token) = Cluster::up();
     let names: Vec<&str> = NODES.iter().map(|(n, _)| *n).collect();
     c.wait_replicated(0, &names);
@@ -757,11 +789,80 @@ fn single_carrier(
     );
     assert!(
         at <= Duration::from_secs(3),
-        "{what}: {} carried the VIP for good only {:.2}s after the kill;{timeline}",
+        "{what}: {} carried the VIP for good only {:.2}s after the kill;{timeline}\n{}",
         NODES[holder].0,
-        at.as_secs_f64()
+        at.as_secs_f64(),
+        cluster_logs(c)
     );
     (holder, at)
+}
+
+/// The last lines of every node's `cluster.log` (the VIP decisions, timed): what a failed
+/// timing assertion needs to be understood.
+fn cluster_logs(c: &Cluster) -> String {
+    (0..NODES.len())
+        .map(|i| {
+            let log = std::fs::read_to_string(c.root(i).join("var/log/airgap/cluster.log"))
+                .unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(12)..].join("\n");
+            let etcd = std::fs::read_to_string(c.root(i).join("var/log/airgap/etcd.log"))
+                .unwrap_or_default();
+            let elections: Vec<&str> = etcd
+                .lines()
+                .filter(|l| l.contains("leader") || l.contains("campaign") || l.contains("vote"))
+                .collect();
+            let elections = elections[elections.len().saturating_sub(10)..].join("\n");
+            format!(
+                "--- {} cluster.log:\n{tail}\n--- {} etcd.log, elections:\n{elections}",
+                NODES[i].0, NODES[i].0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits until, asked through node `via`, all three etcd members follow one leader and have
+/// applied its log (within a few entries: the VIP claim is renewed five times a second). A
+/// failover is measured from a healthy cluster, not from one still catching up a node that
+/// just came back.
+fn wait_settled(c: &Cluster, via: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = etcdctl_in(
+            &c.nodes[via].name,
+            &format!("https://{}:2379", NODES[via].1),
+            &c.root(via).join("etc/kubernetes/pki"),
+        )
+        .args(["endpoint", "status", "--cluster", "-w", "json"])
+        .output()
+        .unwrap();
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let members = list.as_array().cloned().unwrap_or_default();
+        let number = |m: &serde_json::Value, k: &str| m["Status"][k].as_u64().unwrap_or(0);
+        let leaders: std::collections::BTreeSet<u64> =
+            members.iter().map(|m| number(m, "leader")).collect();
+        let newest = members
+            .iter()
+            .map(|m| number(m, "raftIndex"))
+            .max()
+            .unwrap_or(0);
+        let settled = members.len() == 3
+            && leaders.len() == 1
+            && !leaders.contains(&0)
+            && members
+                .iter()
+                .all(|m| number(m, "raftAppliedIndex") + 10 >= newest);
+        if settled {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd did not settle: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The pid the agent of node `i` runs its `cluster` service as, once it runs.
@@ -785,6 +886,7 @@ fn median_max(times: &mut [Duration]) -> (f64, f64) {
 
 #[test]
 fn the_vip_is_on_exactly_one_node_through_repeated_kills() {
+    let _machine = alone_on_the_machine();
     let (c, token) = Cluster::up();
     let password = c.password();
     let all = [0, 1, 2];
@@ -808,6 +910,7 @@ fn the_vip_is_on_exactly_one_node_through_repeated_kills() {
             std::thread::sleep(Duration::from_millis(100));
         }
 
+        wait_settled(&c, holder);
         // The holder's cluster service only, SIGKILLed: the agent restarts it. Its address
         // lapses; it takes the claim back, or another node takes over; never both.
         let pid = cluster_service_pid(&c, holder).unwrap();
@@ -836,6 +939,7 @@ fn the_vip_is_on_exactly_one_node_through_repeated_kills() {
 
         // The whole holder node: every process SIGKILLed and its link cut. The other two
         // take over; the dead node's address lapses on its own.
+        wait_settled(&c, holder);
         let dead = holder;
         let live: Vec<usize> = all.iter().copied().filter(|&i| i != dead).collect();
         let killed = Instant::now();
@@ -915,6 +1019,7 @@ fn the_vip_is_on_exactly_one_node_through_repeated_kills() {
 
 #[test]
 fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
+    let _machine = alone_on_the_machine();
     let (c, _) = Cluster::up();
     let names: Vec<&str> = NODES.iter().map(|(n, _)| *n).collect();
     c.wait_replicated(0, &names);

@@ -582,9 +582,17 @@ fn an_idle_upload_expires() {
     let idle = r.header("location").unwrap().to_string();
     let r = c.call("POST", "/v2/app/blobs/uploads/");
     let active = r.header("location").unwrap().to_string();
-    std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(c.call("GET", &active).status, 204);
-    std::thread::sleep(Duration::from_millis(700));
+    // `active` is used every 200 ms (well inside its 1 s), `idle` never, until `idle` has sat
+    // for 1.5 s: how long the machine takes between two calls cannot expire `active`.
+    let since = std::time::Instant::now();
+    while since.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(
+            c.call("GET", &active).status,
+            204,
+            "an upload in use expired"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Expired uploads are swept when the next one starts.
     let r = c.call("POST", "/v2/app/blobs/uploads/");
     assert_eq!(r.status, 202);
@@ -606,8 +614,15 @@ fn limits_and_metrics() {
     let mut c = Conn::open(server.process.port);
     let statuses: Vec<u16> = (0..150).map(|_| c.call("GET", "/v2/").status).collect();
     assert!(statuses.contains(&429), "no request was rate limited");
-    std::thread::sleep(Duration::from_millis(1200));
-    let r = c.call("GET", "/metrics");
+    // Allowed again once the bucket refilled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = c.call("GET", "/metrics");
+        if r.status != 429 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(r.status, 200);
     let text = String::from_utf8_lossy(&r.body).into_owned();
     for want in [

@@ -122,7 +122,7 @@ pub async fn install(
         host: host.clone(),
         started,
     });
-    ctx.run_workflow(&Workflow::init(), &mut journal, &request.skip)
+    ctx.run_workflow(&Workflow::init(), &mut journal, &request.skip, None)
         .await?;
     let mut report = report(&ctx, &request.root);
     if let crate::config::Topology::Ha { vip, .. } = ctx.config.topology()? {
@@ -204,7 +204,7 @@ pub async fn join(
         started,
     });
     ctx.joining = Some(state);
-    ctx.run_workflow(&Workflow::join(), &mut journal, &request.skip)
+    ctx.run_workflow(&Workflow::join(), &mut journal, &request.skip, None)
         .await?;
     Ok(report(&ctx, &request.root))
 }

@@ -200,8 +200,12 @@ pub struct Placed {
 /// how a node whose cluster registry already holds the release (a joining HA node, or one
 /// upgrading after the first node seeded it) fills its store from its own verified bundle
 /// instead of fetching every byte from its peers. `progress` is told each byte written.
+///
+/// `derived` are blobs made from what the bundle carries (the release artifact's parts): placed
+/// the same way, by the digest of their bytes.
 pub fn place_bundle_blobs(
     archive: &BundleArchive,
+    derived: &[Vec<u8>],
     store: &Path,
     progress: &dyn Fn(u64),
 ) -> Result<Placed, SourceError> {
@@ -247,6 +251,17 @@ pub fn place_bundle_blobs(
                 return Err(e);
             }
         }
+    }
+    for bytes in derived {
+        let digest = Digest::of(bytes);
+        let dest = store.join(digest.blob_path());
+        if dest.exists() {
+            placed.present += 1;
+            continue;
+        }
+        crate::files::write_atomic(&dest, bytes, crate::files::PUBLIC).map_err(io(&dest))?;
+        placed.blobs += 1;
+        placed.bytes += bytes.len() as u64;
     }
     Ok(placed)
 }

@@ -27,7 +27,7 @@ use crate::journal::{Journal, Phase, WorkflowKind};
 use crate::layout::NodeLayout;
 use crate::phases::{ContextInputs, InstallContext};
 use crate::release::{decide, Advanced, Decision, Release, ReleaseId};
-use crate::upgrade_end::{UpgradeBodies, UpgradeEnd};
+use crate::upgrade_end::UpgradeEnd;
 use crate::workflow::{Failpoint, Observer, Runner, SkipSet, Workflow};
 
 /// Where the new release comes from.
@@ -272,7 +272,14 @@ pub async fn upgrade(
         advanced: None,
         next: None,
     };
-    let result = run_upgrade_workflow(&mut ctx, &mut end, &mut journal, &request.skip).await;
+    let result = ctx
+        .run_workflow(
+            &Workflow::upgrade(),
+            &mut journal,
+            &request.skip,
+            Some(&mut end),
+        )
+        .await;
     match result {
         Ok(()) => {}
         // The node runs the new release already: finishing is retried, never rolled back.
@@ -317,36 +324,6 @@ pub async fn upgrade(
         prefetched,
         node: ctx.node.name.to_string(),
     })
-}
-
-/// The upgrade workflow on `ctx`: the node's phases, then the steps that end the upgrade.
-async fn run_upgrade_workflow(
-    ctx: &mut InstallContext,
-    end: &mut UpgradeEnd,
-    journal: &mut Journal,
-    skip: &SkipSet,
-) -> Result<(), InstallError> {
-    let journal_path = ctx.layout.journal();
-    let (audit, observer, host, failpoint) = (
-        ctx.audit.clone(),
-        ctx.observer.clone(),
-        ctx.host.clone(),
-        ctx.failpoint,
-    );
-    Runner {
-        journal,
-        journal_path: &journal_path,
-        audit: &audit,
-        observer: observer.as_ref(),
-        host: host.as_ref(),
-        skip,
-        failpoint,
-    }
-    .run(
-        &Workflow::upgrade(),
-        &mut UpgradeBodies { phases: ctx, end },
-    )
-    .await
 }
 
 /// Completes the end of an upgrade that a run left unfinished (see [`UpgradeEnd::pending`]):

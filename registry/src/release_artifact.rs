@@ -144,6 +144,17 @@ pub fn manifest(parts: &ReleaseParts, name: &str, version: &str) -> Vec<u8> {
     serde_json::to_vec(&value).unwrap_or_default()
 }
 
+/// Every blob of the artifact [`publish`] makes of `parts`: the index, the signature and the
+/// manifest. What a node that already holds the release's parts (its bundle) can place in its
+/// registry store itself.
+pub fn blobs(parts: &ReleaseParts, name: &str, version: &str) -> [Vec<u8>; 3] {
+    [
+        parts.index.clone(),
+        parts.signature.clone(),
+        manifest(parts, name, version),
+    ]
+}
+
 async fn put_blob(client: &RegistryClient, repo: &str, bytes: &[u8]) -> Result<(), RegistryError> {
     let digest = Digest::of(bytes);
     if client.blob_exists(repo, &digest).await? {

@@ -52,7 +52,7 @@ impl ReleaseSource {
     }
 
     /// The signed index and its signature, as published next to the content.
-    fn parts(&self) -> ReleaseParts {
+    pub fn parts(&self) -> ReleaseParts {
         match self {
             ReleaseSource::Archive(a) => {
                 let (index, signatures) = a.signed_index();

@@ -172,10 +172,13 @@ impl VipElection {
         let put = Op::Put(VIP_HOLDER_KEY.into(), self.node.as_bytes().to_vec());
         match self.call(self.etcd.txn_at(&[compare], &[put])).await {
             Some(Ok(Some(revision))) => {
-                tracing::info!(vip = %self.vip, interface = %self.interface, "took the VIP claim");
+                tracing::info!(vip = %self.vip, interface = %self.interface, revision, "took the VIP claim");
                 self.hold(revision, sent, ANNOUNCEMENTS)
             }
-            _ => Role::Follower { seen: None },
+            other => {
+                tracing::info!(outcome = ?other.map(|r| r.map(|_| "lost the race")), "could not take the VIP claim");
+                Role::Follower { seen: None }
+            }
         }
     }
 
@@ -211,11 +214,14 @@ impl VipElection {
                 },
             },
             // Not confirmed this time: still ours until `must_drop`, and retried next tick.
-            _ => Role::Holder {
-                revision,
-                sent,
-                announce,
-            },
+            unconfirmed => {
+                tracing::info!(outcome = ?unconfirmed.map(|r| r.map(|_| ())), "VIP renewal not confirmed");
+                Role::Holder {
+                    revision,
+                    sent,
+                    announce,
+                }
+            }
         }
     }
 

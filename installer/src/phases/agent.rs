@@ -21,6 +21,8 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
             name: "cluster".into(),
             program: ctx.exe.clone(),
             args: vec![
+                // Info level: every VIP move is in cluster.log, with its time.
+                "-v".into(),
                 "cluster-service".into(),
                 "--root".into(),
                 ctx.layout.root().display().to_string(),

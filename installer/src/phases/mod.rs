@@ -188,6 +188,7 @@ impl InstallContext {
             initial_cluster,
             cluster_token: format!("airgap-{}", self.config.metadata.name),
             existing,
+            ha: self.config.spec.mode == crate::config::Mode::Ha,
         }
     }
 
@@ -255,18 +256,20 @@ impl InstallContext {
         }
     }
 
-    /// Runs `workflow`'s phases on this context, journaled in `journal`.
+    /// Runs `workflow`'s phases on this context, journaled in `journal`; an upgrade's end steps
+    /// by `end`.
     pub async fn run_workflow(
         &mut self,
         workflow: &crate::workflow::Workflow,
         journal: &mut Journal,
         skip: &crate::workflow::SkipSet,
+        end: Option<&mut crate::upgrade_end::UpgradeEnd>,
     ) -> Result<(), crate::error::InstallError> {
         let journal_path = self.layout.journal();
         let audit = self.audit.clone();
         let observer = self.observer.clone();
         let host = self.host.clone();
-        crate::workflow::Runner {
+        let mut runner = crate::workflow::Runner {
             journal,
             journal_path: &journal_path,
             audit: &audit,
@@ -274,9 +277,14 @@ impl InstallContext {
             host: host.as_ref(),
             skip,
             failpoint: self.failpoint,
+        };
+        match end {
+            Some(end) => {
+                let mut bodies = crate::upgrade_end::UpgradeBodies { phases: self, end };
+                runner.run(workflow, &mut bodies).await
+            }
+            None => runner.run(workflow, self).await,
         }
-        .run(workflow, self)
-        .await
     }
 
     /// A program the runtime phase installed from the bundle, else the node's own on PATH.

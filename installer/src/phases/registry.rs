@@ -100,9 +100,15 @@ async fn place_from_bundle(ctx: &InstallContext) -> Result<crate::source::Placed
     };
     let store = ctx.layout.registry_storage();
     let observer = ctx.observer.clone();
-    observer.bytes_total("placing", archive.verified().index().content_size());
+    let index = archive.verified().index();
+    observer.bytes_total("placing", index.content_size());
+    let derived = registry::release_artifact::blobs(
+        &ctx.release.source().parts(),
+        &index.name,
+        &index.version.to_string(),
+    );
     let placed = tokio::task::spawn_blocking(move || {
-        crate::source::place_bundle_blobs(&archive, &store, &|n| observer.bytes_done(n))
+        crate::source::place_bundle_blobs(&archive, &derived, &store, &|n| observer.bytes_done(n))
     })
     .await
     .map_err(|e| {
