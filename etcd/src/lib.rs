@@ -233,8 +233,27 @@ impl EtcdClient {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
+        self.range_one(key, false).await
+    }
+
+    /// `key` as the member's own applied state holds it (a serializable read): no round trip
+    /// to the leader, so it answers while the cluster elects one, and never from a write that
+    /// did not commit; it may lag the newest. What a watcher that only acts through a
+    /// compare-and-swap afterwards needs.
+    pub async fn get_local(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
+        self.range_one(key, true).await
+    }
+
+    async fn range_one(
+        &self,
+        key: &str,
+        serializable: bool,
+    ) -> Result<Option<KeyValue>, EtcdError> {
         let bytes = self
-            .post("/v3/kv/range", json!({ "key": B64.encode(key) }))
+            .post(
+                "/v3/kv/range",
+                json!({ "key": B64.encode(key), "serializable": serializable }),
+            )
             .await?;
         let response: RangeResponse = self.parse(&bytes)?;
         let Some(kv) = response.kvs.into_iter().next() else {

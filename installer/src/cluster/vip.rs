@@ -150,7 +150,11 @@ impl VipElection {
                 "removing the VIP from this node: it does not hold the claim");
             self.remove();
         }
-        let claim = match self.call(self.etcd.get(VIP_HOLDER_KEY)).await {
+        // A local read: etcd 3.4 stalls linearizable reads for seconds after a leader change
+        // (a read index the new leader drops until it committed in its term), and the
+        // takeover below is a compare-and-swap through quorum anyway. A stale read only makes
+        // this node count from later, or lose the swap.
+        let claim = match self.call(self.etcd.get_local(VIP_HOLDER_KEY)).await {
             Some(Ok(kv)) => kv,
             // Unknown: this node does not act on what quorum did not confirm.
             _ => return Role::Follower { seen },
@@ -196,7 +200,7 @@ impl VipElection {
         let renewal = self.etcd.txn_at(&compare, &put);
         match tokio::time::timeout(CALL.min(must_drop - now), renewal).await {
             Ok(Ok(Some(next))) => self.hold(next, now, announce),
-            Ok(Ok(None)) => match self.call(self.etcd.get(VIP_HOLDER_KEY)).await {
+            Ok(Ok(None)) => match self.call(self.etcd.get_local(VIP_HOLDER_KEY)).await {
                 // A renewal of ours that committed after its call timed out: only this node
                 // writes its name. Not a confirmation (when it was sent is unknown), but the
                 // revision to renew next.
