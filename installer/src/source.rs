@@ -207,51 +207,63 @@ pub fn place_bundle_blobs(
     archive: &BundleArchive,
     derived: &[Vec<u8>],
     store: &Path,
-    progress: &dyn Fn(u64),
+    jobs: usize,
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Placed, SourceError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| SourceError::Store { path, source }
     };
     let uploads = store.join(".uploads");
     std::fs::create_dir_all(&uploads).map_err(io(&uploads))?;
-    let mut placed = Placed::default();
-    let blobs = archive
+    let blobs: Vec<Digest> = archive
         .verified()
         .index()
         .entries
         .iter()
-        .filter(|e| e.path.as_str() == e.sha256.blob_path());
-    for entry in blobs {
-        let digest = entry.sha256;
-        let dest = store.join(digest.blob_path());
-        if dest.exists() {
-            placed.present += 1;
-            continue;
+        .filter(|e| e.path.as_str() == e.sha256.blob_path())
+        .map(|e| e.sha256)
+        .collect();
+    // `jobs` workers take the next blob in turn: hashing and copying use every core given.
+    let next = AtomicUsize::new(0);
+    let placed = Mutex::new(Placed::default());
+    let failure: Mutex<Option<SourceError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(digest) = blobs.get(i) else { return };
+                if failure.lock().map_or(true, |f| f.is_some()) {
+                    return;
+                }
+                match place_one(archive, digest, store, &uploads, progress) {
+                    Ok(outcome) => {
+                        if let Ok(mut p) = placed.lock() {
+                            match outcome {
+                                Some(n) => {
+                                    p.blobs += 1;
+                                    p.bytes += n;
+                                }
+                                None => p.present += 1,
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
+                        return;
+                    }
+                }
+            });
         }
-        let tmp = uploads.join(format!(
-            "bundle-{}-{}",
-            &digest.hex()[..16],
-            std::process::id()
-        ));
-        let written = copy_checked(archive, &digest, &tmp, progress).and_then(|n| {
-            if let Some(dir) = dest.parent() {
-                std::fs::create_dir_all(dir).map_err(io(dir))?;
-            }
-            std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
-            Ok(n)
-        });
-        match written {
-            Ok(n) => {
-                placed.blobs += 1;
-                placed.bytes += n;
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        }
+    });
+    if let Some(e) = failure.into_inner().ok().flatten() {
+        return Err(e);
     }
+    let mut placed = placed.into_inner().unwrap_or_default();
     for bytes in derived {
         let digest = Digest::of(bytes);
         let dest = store.join(digest.blob_path());
@@ -264,6 +276,36 @@ pub fn place_bundle_blobs(
         placed.bytes += bytes.len() as u64;
     }
     Ok(placed)
+}
+
+/// One blob into the store: `None` when it was there already, else its length.
+fn place_one(
+    archive: &BundleArchive,
+    digest: &Digest,
+    store: &Path,
+    uploads: &Path,
+    progress: &dyn Fn(u64),
+) -> Result<Option<u64>, SourceError> {
+    let dest = store.join(digest.blob_path());
+    if dest.exists() {
+        return Ok(None);
+    }
+    let tmp = uploads.join(format!("bundle-{}-{}", digest.hex(), std::process::id()));
+    let written = copy_checked(archive, digest, &tmp, progress).and_then(|n| {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SourceError::Store { path, source }
+        };
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+        Ok(n)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map(Some)
 }
 
 /// `digest` from `archive` into the file `to`, durable and checked; its length.

@@ -107,8 +107,11 @@ async fn place_from_bundle(ctx: &InstallContext) -> Result<crate::source::Placed
         &index.name,
         &index.version.to_string(),
     );
+    let jobs = ctx.jobs;
     let placed = tokio::task::spawn_blocking(move || {
-        crate::source::place_bundle_blobs(&archive, &derived, &store, &|n| observer.bytes_done(n))
+        crate::source::place_bundle_blobs(&archive, &derived, &store, jobs, &|n| {
+            observer.bytes_done(n)
+        })
     })
     .await
     .map_err(|e| {
