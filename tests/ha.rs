@@ -1293,8 +1293,9 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
 /// before the HTTP server has closed every connection, so a stream that arrives in between is
 /// answered `200` without gRPC framing, which clientv3 does not retry. Leadership moves first
 /// and the member leaves gracefully, but draining other hosts' clients off its port needs a
-/// packet filter these nodes lack; etcd 3.5 can serve gRPC on a port of its own. Counted and
-/// bounded apart from every other failure, which must never happen.
+/// packet filter these nodes lack (no tc actions, no nftables); newer etcd serves HTTP on a
+/// port of its own (`--listen-client-http-urls`). Counted and bounded apart from every other
+/// failure, which must never happen.
 const ETCD_34_SHUTDOWN_RACE: &str = "transport: missing content-type field";
 
 /// etcdctl in `namespace` against `endpoints` (comma-separated), with the API server's etcd
