@@ -8,11 +8,12 @@
 //!
 //! Refused before anything is written: a root with no completed installation, a bundle whose
 //! signature fails, another product, the release already running, a lower version (TUF's
-//! rule), a delta built on another release than the one installed. Then the cluster's trusted
-//! release moves forward by compare-and-swap, and the phases run: the new content seeded, the
-//! node's binaries, services and configuration moved to it. PKI and installation keys are not
-//! in the workflow at all. A failed or killed upgrade is resumed by running it again with the
-//! same bundle.
+//! rule), a delta built on another release than the one installed. Then the phases run (the new
+//! content seeded, the node's binaries, services and configuration moved to it) and the steps
+//! that end the upgrade ([`crate::upgrade_end`]: the plan, the cluster's trusted release, the
+//! rollback snapshot). PKI and installation keys are not in the workflow at all. A failed or
+//! killed upgrade is resumed by running it again with the same bundle; one killed while it was
+//! ending is finished by the next upgrade, whatever its release.
 
 use std::path::PathBuf;
 use std::sync::Arc;
