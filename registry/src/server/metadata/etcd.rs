@@ -30,6 +30,10 @@ pub struct EtcdMetadata {
     client: EtcdClient,
     /// The revision the last full read saw: a watch starts after it.
     revision: AtomicI64,
+    /// The newest revision a commit of this node wrote. A full read older than it lacks that
+    /// write, which this node's catalog already shows: swapping it in would hide the write
+    /// until the watch replays it (a manifest pushed meanwhile would find its blob unknown).
+    committed: AtomicI64,
 }
 
 fn blob_key(repo: &str, d: &ContentDigest) -> String {
@@ -113,10 +117,12 @@ impl EtcdMetadata {
         EtcdMetadata {
             client,
             revision: AtomicI64::new(0),
+            committed: AtomicI64::new(0),
         }
     }
 
-    async fn read_all(&self) -> Result<Catalog, MetadataError> {
+    /// Everything under the prefix, and the revision it was read at.
+    async fn read_all(&self) -> Result<(Catalog, i64), MetadataError> {
         let (kvs, revision) = self.client.range_prefix(PREFIX).await?;
         let mut catalog = Catalog::default();
         let mut changes = Vec::with_capacity(kvs.len());
@@ -128,8 +134,23 @@ impl EtcdMetadata {
         for c in &changes {
             catalog.apply(c);
         }
-        self.revision.store(revision, Ordering::SeqCst);
-        Ok(catalog)
+        Ok((catalog, revision))
+    }
+
+    /// Reads everything again and swaps it in, once the read is at least as new as every
+    /// commit of this node; the watch then resumes after it.
+    async fn reread(&self, catalog: &RwLock<Catalog>) -> Result<(), MetadataError> {
+        loop {
+            let (fresh, revision) = self.read_all().await?;
+            // Under the lock: a commit applied to the catalog before this point has stored
+            // its revision already; one applied after lands on the fresh catalog.
+            let mut current = catalog.write().await;
+            if revision >= self.committed.load(Ordering::SeqCst) {
+                *current = fresh;
+                self.revision.store(revision, Ordering::SeqCst);
+                return Ok(());
+            }
+        }
     }
 
     async fn watch_once(&self, catalog: &RwLock<Catalog>) -> Result<(), MetadataError> {
@@ -167,7 +188,11 @@ impl MetadataBackend for EtcdMetadata {
     }
 
     fn load(&self) -> BoxFuture<'_, Result<Catalog, MetadataError>> {
-        Box::pin(self.read_all())
+        Box::pin(async move {
+            let (catalog, revision) = self.read_all().await?;
+            self.revision.store(revision, Ordering::SeqCst);
+            Ok(catalog)
+        })
     }
 
     fn commit<'a>(
@@ -184,7 +209,11 @@ impl MetadataBackend for EtcdMetadata {
                 })
                 .collect();
             let ops = batch.iter().map(op).collect::<Result<Vec<_>, _>>()?;
-            Ok(self.client.txn(&compares, &ops).await?)
+            let Some(revision) = self.client.txn_at(&compares, &ops).await? else {
+                return Ok(false);
+            };
+            self.committed.fetch_max(revision, Ordering::SeqCst);
+            Ok(true)
         })
     }
 
@@ -196,9 +225,8 @@ impl MetadataBackend for EtcdMetadata {
                     Err(e) => {
                         tracing::warn!(error = %e, "registry metadata watch lost; re-reading");
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        match self.read_all().await {
-                            Ok(fresh) => *catalog.write().await = fresh,
-                            Err(e) => tracing::warn!(error = %e, "re-reading registry metadata"),
+                        if let Err(e) = self.reread(&catalog).await {
+                            tracing::warn!(error = %e, "re-reading registry metadata");
                         }
                     }
                 }
