@@ -372,6 +372,8 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
         "etc/containerd/certs.d/example.internal",
         "etc/containerd/certs.d/registry.k8s.io",
         "etc/containerd/certs.d/mgmt.example.internal:5000",
+        "etc/containerd/certs.d/_default",
+        "etc/containers/registries.conf.d/50-airgap.conf",
     ] {
         assert!(!root.join(gone).exists(), "{gone} survived reset");
     }

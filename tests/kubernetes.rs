@@ -534,6 +534,10 @@ fn without_kubeadm_the_configuration_is_rendered_hardened_and_no_cluster_is_clai
     };
     let password = secret(&probe, "registry-credentials").0["password"].clone();
     let password = String::from_utf8(password).unwrap();
+    let pull = secret(&probe, "registry-pull-credentials").0;
+    assert_eq!(pull["username"], b"puller");
+    let pull_password = String::from_utf8(pull["password"].clone()).unwrap();
+    assert_ne!(pull_password, password);
     let certs = skopeo_certs(&root, s.dir.path());
     let skopeo_inspect = |image: &str| {
         ns.command("skopeo")
@@ -584,11 +588,22 @@ fn without_kubeadm_the_configuration_is_rendered_hardened_and_no_cluster_is_clai
     assert!(manifests.join("01-platform-core/deployment.yaml").is_file());
 
     // containerd: one hosts.toml per upstream registry, sending pulls to the private registry
-    // with its CA and credentials, plus one for the registry itself.
+    // (its `server` too: nothing falls back upstream) with its CA and credentials, one for the
+    // registry itself, and `_default` for every other registry.
     let certs_d = root.join("etc/containerd/certs.d");
     for (host, server) in [
-        ("registry.k8s.io", "https://registry.k8s.io"),
-        ("example.internal", "https://example.internal"),
+        (
+            "registry.k8s.io",
+            "https://mgmt.example.internal:5000/v2/registry.k8s.io",
+        ),
+        (
+            "example.internal",
+            "https://mgmt.example.internal:5000/v2/example.internal",
+        ),
+        (
+            "_default",
+            "https://mgmt.example.internal:5000/v2/airgap-unlisted-registry",
+        ),
         (REGISTRY, "https://mgmt.example.internal:5000"),
     ] {
         let file = certs_d.join(host).join("hosts.toml");
@@ -612,8 +627,62 @@ fn without_kubeadm_the_configuration_is_rendered_hardened_and_no_cluster_is_clai
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(auth.strip_prefix("Basic ").unwrap())
             .unwrap();
-        assert_eq!(decoded, format!("admin:{password}").as_bytes());
+        assert_eq!(decoded, format!("puller:{pull_password}").as_bytes());
     }
+
+    // containerd's login is the pull-only one: it pulls, but its pushes and deletes are
+    // refused (403), while the admin login still pushes and deletes.
+    let copy = |creds: &str, to: &str| {
+        ns.command("skopeo")
+            .args(["copy", "--src-cert-dir"])
+            .arg(&certs)
+            .arg("--dest-cert-dir")
+            .arg(&certs)
+            .args(["--src-creds", &format!("admin:{password}")])
+            .args(["--dest-creds", creds])
+            .arg(format!(
+                "docker://{REGISTRY}/example.internal/platform/api:1.0"
+            ))
+            .arg(format!("docker://{REGISTRY}/{to}"))
+            .output()
+            .unwrap()
+    };
+    let delete = |creds: &str, what: &str| {
+        ns.command("skopeo")
+            .args(["delete", "--cert-dir"])
+            .arg(&certs)
+            .args(["--creds", creds])
+            .arg(format!("docker://{REGISTRY}/{what}"))
+            .output()
+            .unwrap()
+    };
+    let puller = format!("puller:{pull_password}");
+    let admin = format!("admin:{password}");
+    let pulled = ns
+        .command("skopeo")
+        .args(["inspect", "--raw", "--cert-dir"])
+        .arg(&certs)
+        .args(["--creds", &puller])
+        .arg(format!("docker://{REGISTRY}/registry.k8s.io/pause:3.10.1"))
+        .output()
+        .unwrap();
+    output_ok(&pulled, "a pull with the pull-only login");
+    for (what, out) in [
+        ("push", copy(&puller, "scratch/probe:1")),
+        (
+            "delete",
+            delete(&puller, "example.internal/platform/api:1.0"),
+        ),
+    ] {
+        assert!(!out.status.success(), "the pull-only login could {what}");
+        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(
+            err.contains("denied") || err.contains("403"),
+            "{what}: {err}"
+        );
+    }
+    output_ok(&copy(&admin, "scratch/probe:1"), "an admin push");
+    output_ok(&delete(&admin, "scratch/probe:1"), "an admin delete");
 
     // status never claims a cluster: it says kubeadm is missing and nothing runs.
     let status = ns
@@ -638,7 +707,7 @@ fn without_kubeadm_the_configuration_is_rendered_hardened_and_no_cluster_is_clai
     )
     .unwrap();
     let out = output_ok(&run_install(&ns, &s, &bundle, &root, &bin, &[]), "re-run");
-    assert!(out.contains("0 of 10 files changed"), "{out}");
+    assert!(out.contains("0 of 4 files changed"), "{out}");
     assert!(
         !stray.exists(),
         "a manifest no pack renders any more stays behind"

@@ -219,23 +219,69 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    assert_eq!(hosts["server"].as_str(), Some("https://example.internal"));
     let mirror_url = format!(
         "https://{}/v2/airgap/mirror/example.internal",
         registry.host()
     );
+    // `server` is the mirror too: containerd falls back to `server` (the upstream registry
+    // when it is absent) once the hosts fail, and that would leave the air gap.
+    assert_eq!(hosts["server"].as_str(), Some(mirror_url.as_str()));
     let host = hosts["host"][&mirror_url]
         .as_table()
         .unwrap_or_else(|| panic!("{hosts:?}"));
-    assert_eq!(host["override_path"].as_bool(), Some(true));
-    assert_eq!(host["capabilities"].as_array().unwrap().len(), 2);
-    assert_eq!(host["ca"].as_str(), Some("ca.crt"));
+    for entry in [host, &hosts] {
+        assert_eq!(entry["override_path"].as_bool(), Some(true));
+        assert_eq!(entry["capabilities"].as_array().unwrap().len(), 2);
+        assert_eq!(entry["ca"].as_str(), Some("ca.crt"));
+        let header = entry["header"]["Authorization"][0].as_str().unwrap();
+        assert_eq!(header, basic);
+    }
     assert_eq!(
         std::fs::read(host_dir.join("ca.crt")).unwrap(),
         std::fs::read(&pki.ca).unwrap()
     );
-    let header = host["header"]["Authorization"][0].as_str().unwrap();
-    assert_eq!(header, basic);
+    // Every host file, `_default` included, names the mirror and nothing else.
+    let mut dirs = 0;
+    for dir in std::fs::read_dir(config.join("certs.d")).unwrap() {
+        let dir = dir.unwrap().path();
+        let text = std::fs::read_to_string(dir.join("hosts.toml")).unwrap();
+        let parsed: toml::Table = text.parse().unwrap();
+        let mut urls = vec![parsed["server"].as_str().unwrap().to_string()];
+        urls.extend(parsed["host"].as_table().unwrap().keys().cloned());
+        for url in urls {
+            assert!(
+                url.starts_with(&format!("https://{}", registry.host())),
+                "{}: {url}",
+                dir.display()
+            );
+        }
+        dirs += 1;
+    }
+    assert!(config.join("certs.d/_default/hosts.toml").is_file());
+    assert_eq!(
+        dirs, 4,
+        "registry.k8s.io, example.internal, the mirror, _default"
+    );
+    // registries.conf (CRI-O, podman): locations in the mirror, no short-name search.
+    let conf: toml::Table = std::fs::read_to_string(config.join("registries.conf"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        conf["unqualified-search-registries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    for entry in conf["registry"].as_array().unwrap() {
+        let location = entry["location"].as_str().unwrap();
+        assert!(location.starts_with(registry.host().as_str()), "{location}");
+        assert!(
+            entry.get("mirror").is_none(),
+            "a mirror entry falls back upstream"
+        );
+    }
 }
 
 #[test]

@@ -194,7 +194,7 @@ fn containerd_from_the_bundle_pulls_every_image_through_cri_and_runs_a_pod() {
         let tag = reference.rsplit_once(':').unwrap().1;
         let arrived = log[seen_before..].iter().any(|l| {
             l["status"] == 200
-                && l["user"] == "admin"
+                && l["user"] == "puller"
                 && l["path"]
                     .as_str()
                     .is_some_and(|p| p.ends_with(&format!("{mirror}/manifests/{tag}")))

@@ -347,6 +347,8 @@ pub enum PhaseError {
         #[source]
         source: crate::cri::CriError,
     },
+    #[error("containerd's pull configuration {} is not as rendered", path.display())]
+    PullConfigMissing { path: PathBuf },
     #[error("etcd exits as soon as it starts ({restarts} restarts; last: {last_exit}; log: {})", log.display())]
     EtcdCrashing {
         restarts: u32,
@@ -456,6 +458,9 @@ impl PhaseError {
             PhaseError::RuntimeUnready { log, .. } => {
                 h(format!("see {} for why containerd is not up", log.display()))
             }
+            PhaseError::PullConfigMissing { .. } => h(
+                "something removed or changed it while the phase ran; re-run to write it again".into(),
+            ),
             PhaseError::NoPauseImage => h(
                 "add registry.k8s.io/pause:<version> to the k8s pack's images and rebuild the bundle"
                     .into(),

@@ -14,6 +14,11 @@ use crate::secretbox::{SecretboxError, SecretboxKey};
 
 pub const INSTALLATION_KEYS: &str = "installation-keys";
 pub const REGISTRY_CREDENTIALS: &str = "registry-credentials";
+/// The built-in registry's pull-only login, the one containerd presents: it cannot push,
+/// delete or collect garbage, so a node's `hosts.toml` is not the registry's keys.
+pub const REGISTRY_PULL_CREDENTIALS: &str = "registry-pull-credentials";
+/// Its user name in the registry's pull-only htpasswd.
+pub const PULL_USER: &str = "puller";
 
 /// A Secret's data: names to secret values.
 pub type SecretData = BTreeMap<String, SecretBytes>;

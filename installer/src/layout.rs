@@ -67,6 +67,10 @@ impl NodeLayout {
     pub fn htpasswd(&self) -> PathBuf {
         self.at("etc/airgap/registry/htpasswd")
     }
+    /// The registry's pull-only users (containerd's login).
+    pub fn pull_htpasswd(&self) -> PathBuf {
+        self.at("etc/airgap/registry/htpasswd-pull")
+    }
     /// Service definitions the agent supervises, one JSON file each.
     pub fn services_dir(&self) -> PathBuf {
         self.at("etc/airgap/services")
@@ -111,6 +115,10 @@ impl NodeLayout {
     /// containerd's registry host directory (`config_path`): one `<host>/hosts.toml` each.
     pub fn containerd_certs_dir(&self) -> PathBuf {
         self.at("etc/containerd/certs.d")
+    }
+    /// containers-registries.conf(5) drop-in for CRI-O, podman and skopeo on the node.
+    pub fn registries_conf(&self) -> PathBuf {
+        self.at("etc/containers/registries.conf.d/50-airgap.conf")
     }
     /// The containerd airgap runs: its configuration, its data, its state and CRI socket
     /// (the standard places when the root is `/`, so the kubelet's defaults find it).
@@ -201,6 +209,7 @@ impl NodeLayout {
             self.state_dir(),
             self.containerd_root(),
             self.containerd_state(),
+            self.registries_conf(),
         ];
         // containerd host directories are shared with the node's own: only ours go.
         if let Ok(dirs) = std::fs::read_dir(self.containerd_certs_dir()) {

@@ -35,6 +35,7 @@ pub mod pack_files;
 pub mod phases;
 pub mod pki;
 pub mod platform;
+pub mod pull_config;
 pub mod release;
 pub mod release_prune;
 pub mod secret;

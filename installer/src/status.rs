@@ -233,7 +233,22 @@ async fn probe_containerd(
     })
     .await;
     let endpoint = Some(format!("unix://{}", socket.display()));
+    // Without the catch-all host file, a pull of a registry without its own would go upstream.
+    let catch_all = layout
+        .containerd_certs_dir()
+        .join(registry::mirror::DEFAULT_HOST_DIR)
+        .join("hosts.toml");
+    let pull_config_ok = std::fs::read_to_string(&catch_all)
+        .is_ok_and(|t| t.starts_with(registry::mirror::HOSTS_TOML_MARK));
     match result {
+        Ok(Ok(_)) if !pull_config_ok => (
+            false,
+            format!(
+                "no pull configuration at {}: pulls could leave the air gap; re-run `airgap install` ({program})",
+                catch_all.display()
+            ),
+            endpoint,
+        ),
         Ok(Ok((v, s))) if s.runtime_ready() => (
             true,
             format!(

@@ -422,6 +422,7 @@ impl Rollback {
             l.etc().join("kubernetes"),
             l.etc().join("containerd"),
             l.containerd_certs_dir(),
+            l.registries_conf(),
             l.cni_conf_dir(),
             l.manifests_dir(),
             l.audit_policy(),

@@ -73,6 +73,17 @@ impl MirrorTarget {
         }
     }
 
+    /// The registry API URL of repository `path` (under the prefix), as containerd's
+    /// `override_path` wants it: `https://host/v2/<prefix>/<path>`.
+    pub fn api_url(&self, path: &str) -> String {
+        format!(
+            "{}://{}/v2/{}",
+            self.scheme(),
+            self.host,
+            self.repository(path)
+        )
+    }
+
     fn scheme(&self) -> &'static str {
         if self.plain_http {
             "http"
@@ -263,53 +274,53 @@ pub struct HostAccess<'a> {
 /// The CA's file name in every host directory that needs one.
 pub const HOST_CA_FILE: &str = "ca.crt";
 
-/// containerd `hosts.toml` contents by host (`certs.d/<host>/hosts.toml`): one per upstream
-/// registry the bundle's images come from, sending pulls to the mirror so workloads keep their
-/// original image names, plus one for the mirror itself so pulls by mirrored name trust its
-/// CA.
+/// The directory containerd reads for a registry it has no directory of its own for
+/// (`certs.d/_default`, containerd 1.5 and later).
+pub const DEFAULT_HOST_DIR: &str = "_default";
+
+/// Where `_default` sends pulls of registries the bundle has no image from: a repository
+/// under the mirror's prefix that no bundle writes (pack and image repositories start with a
+/// registry host or `packs`, and hosts hold a dot, a colon or are `localhost`), so such a pull
+/// fails at the mirror with "not found" instead of leaving the air gap.
+pub const UNLISTED_REGISTRY_REPOSITORY: &str = "airgap-unlisted-registry";
+
+/// containerd `hosts.toml` contents by host directory (`certs.d/<dir>/hosts.toml`): one per
+/// upstream registry the bundle's images come from, one for the mirror itself (pulls by
+/// mirrored name), and `_default` for every other registry. Each file names the mirror and
+/// nothing else: containerd tries `server` after the `[host]` entries and, when `server` is
+/// absent, falls back to the upstream registry itself, so `server` is the mirror too. A mirror
+/// failure (401, unknown CA, down, not found) then fails the pull instead of sending it to the
+/// internet.
 pub fn containerd_hosts(
     index: &BundleIndex,
     target: &MirrorTarget,
     access: HostAccess<'_>,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for image in &index.images {
-        let Ok(reference) = ImageReference::parse(&image.reference) else {
-            continue;
-        };
-        let host = reference.registry.clone();
+    for (host, mirror_root) in upstream_hosts(index) {
         if out.contains_key(&host) || host == target.host {
             continue;
         }
-        let upstream_server = match host.as_str() {
-            "docker.io" => "https://registry-1.docker.io".to_string(),
-            h => format!("https://{h}"),
-        };
-        let mirror_root = image
-            .mirror_repository
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let mirror_url = format!(
-            "{}://{}/v2/{}",
-            target.scheme(),
-            target.host,
-            target.repository(&mirror_root)
-        );
         let text = hosts_toml(
-            "pulls of this registry go to the mirror",
-            &upstream_server,
-            &mirror_url,
+            &format!("pulls of {host} go to the mirror and nowhere else"),
+            &target.api_url(&mirror_root),
             true,
             access,
         );
         out.insert(host, text);
     }
+    out.insert(
+        DEFAULT_HOST_DIR.to_string(),
+        hosts_toml(
+            "registries the bundle has no image from: pulls fail at the mirror, never upstream",
+            &target.api_url(UNLISTED_REGISTRY_REPOSITORY),
+            true,
+            access,
+        ),
+    );
     let own = format!("{}://{}", target.scheme(), target.host);
     let text = hosts_toml(
         "the mirror itself, for pulls by mirrored name",
-        &own,
         &own,
         false,
         access,
@@ -318,36 +329,91 @@ pub fn containerd_hosts(
     out
 }
 
+/// Every upstream registry host of the bundle's images with the first component of its
+/// mirrored repositories (the host as a repository component).
+fn upstream_hosts(index: &BundleIndex) -> BTreeMap<String, String> {
+    let mut hosts = BTreeMap::new();
+    for image in &index.images {
+        let Ok(reference) = ImageReference::parse(&image.reference) else {
+            continue;
+        };
+        let root = image
+            .mirror_repository
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        hosts.entry(reference.registry).or_insert(root);
+    }
+    hosts
+}
+
+/// containers-registries.conf(5) v2 for CRI-O, podman and skopeo nodes: every upstream
+/// registry of the bundle is rewritten to its repositories in the mirror (`location`, not a
+/// `[[registry.mirror]]`, which would fall back upstream), short names are not searched
+/// anywhere, and the mirror's own host is listed so its TLS settings apply.
+pub fn registries_conf(index: &BundleIndex, target: &MirrorTarget) -> String {
+    let mut text = format!(
+        "{HOSTS_TOML_MARK}: pulls of the bundle's registries go to the mirror and nowhere else.\n\
+         unqualified-search-registries = []\nshort-name-mode = \"enforcing\"\n"
+    );
+    for (host, mirror_root) in upstream_hosts(index) {
+        if host == target.host {
+            continue;
+        }
+        text.push_str(&format!(
+            "\n[[registry]]\nprefix = {}\nlocation = {}\ninsecure = {}\n",
+            toml_string(&host),
+            toml_string(&format!(
+                "{}/{}",
+                target.host,
+                target.repository(&mirror_root)
+            )),
+            target.plain_http,
+        ));
+    }
+    text.push_str(&format!(
+        "\n[[registry]]\nprefix = {0}\nlocation = {0}\ninsecure = {1}\n",
+        toml_string(&target.host),
+        target.plain_http,
+    ));
+    text
+}
+
 /// First line of every `hosts.toml` airgap writes, so `reset` removes only its own.
 pub const HOSTS_TOML_MARK: &str = "# Written by airgap";
 
-fn hosts_toml(
-    why: &str,
-    server: &str,
-    host: &str,
-    override_path: bool,
-    access: HostAccess<'_>,
-) -> String {
+/// One host file: the same settings on `server` (top-level keys) and on its one `[host]`
+/// entry. containerd 1.6 refuses a file without a `[host]` table and then falls back to the
+/// upstream registry, so the entry is kept even though `server` alone would do.
+fn hosts_toml(why: &str, url: &str, override_path: bool, access: HostAccess<'_>) -> String {
+    let settings = |indent: &str, header_table: &str| {
+        let mut s = format!("{indent}capabilities = [\"pull\", \"resolve\"]\n");
+        if override_path {
+            s.push_str(&format!("{indent}override_path = true\n"));
+        }
+        if access.ca {
+            s.push_str(&format!("{indent}ca = {}\n", toml_string(HOST_CA_FILE)));
+        }
+        if let Some(c) = access.credentials {
+            use base64::Engine as _;
+            let basic = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", c.username, c.password));
+            s.push_str(&format!(
+                "{indent}[{header_table}]\n{indent}  Authorization = [{}]\n",
+                toml_string(&format!("Basic {basic}"))
+            ));
+        }
+        s
+    };
     let mut text = format!("{HOSTS_TOML_MARK}: {why}.\n");
-    text.push_str(&format!("server = {}\n\n", toml_string(server)));
-    text.push_str(&format!("[host.{}]\n", toml_string(host)));
-    text.push_str("  capabilities = [\"pull\", \"resolve\"]\n");
-    if override_path {
-        text.push_str("  override_path = true\n");
-    }
-    if access.ca {
-        text.push_str(&format!("  ca = {}\n", toml_string(HOST_CA_FILE)));
-    }
-    if let Some(c) = access.credentials {
-        use base64::Engine as _;
-        let basic = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", c.username, c.password));
-        text.push_str(&format!(
-            "  [host.{}.header]\n    Authorization = [{}]\n",
-            toml_string(host),
-            toml_string(&format!("Basic {basic}"))
-        ));
-    }
+    text.push_str(&format!("server = {}\n", toml_string(url)));
+    text.push_str(&settings("", "header"));
+    text.push_str(&format!("\n[host.{}]\n", toml_string(url)));
+    text.push_str(&settings(
+        "  ",
+        &format!("host.{}.header", toml_string(url)),
+    ));
     text
 }
 

@@ -10,7 +10,9 @@ use airgap::{BundleArchive, PublicKey};
 use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 use registry::auth::{AuthFile, Credentials};
-use registry::mirror::{containerd_hosts, HostAccess, MirrorTarget, RewriteMap, HOST_CA_FILE};
+use registry::mirror::{
+    containerd_hosts, registries_conf, HostAccess, MirrorTarget, RewriteMap, HOST_CA_FILE,
+};
 use registry::seed::{ReleaseSource, SeedObserver, SeedPlan, Seeder};
 use registry::server::replication::Replication;
 use registry::server::{
@@ -146,6 +148,10 @@ pub struct ServeArgs {
     /// and pushes are refused.
     #[arg(long, value_name = "FILE")]
     pub htpasswd: Option<PathBuf>,
+    /// bcrypt htpasswd file of users who may only pull (GET/HEAD); their pushes and deletes
+    /// are refused with 403 DENIED. A node runtime's login belongs here.
+    #[arg(long, value_name = "FILE", requires = "htpasswd")]
+    pub pull_htpasswd: Option<PathBuf>,
     /// Accept DELETE of manifests, tags and blobs, and garbage collection through
     /// POST /airgap/v1/gc (a store directory only).
     #[arg(long)]
@@ -441,9 +447,15 @@ fn write_mirror_config(
             write(&host_dir.join(HOST_CA_FILE), ca, 0o644)?;
         }
     }
+    write(
+        &dir.join("registries.conf"),
+        registries_conf(index, target).as_bytes(),
+        0o644,
+    )?;
     println!(
-        "wrote {} and {} containerd host directories under {}{}",
+        "wrote {}, {} (CRI-O, podman) and {} containerd host directories under {} (every one names only {target}; `_default` catches registries the bundle has no image from){}",
         dir.join("rewrite-map.json").display(),
+        dir.join("registries.conf").display(),
         hosts.len(),
         dir.join("certs.d").display(),
         if login.is_some() {
@@ -584,6 +596,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rate_limit: args.rate_limit,
     };
     let mut registry = Registry::with_options(store, htpasswd, options);
+    if let Some(path) = &args.pull_htpasswd {
+        registry = registry.with_pull_users(Htpasswd::load(path)?);
+    }
     if let Some(replication) = replication(&args)? {
         if !registry.store().is_writable() {
             bail!("--peer: a served bundle is read-only; replication needs a store directory");

@@ -7,8 +7,9 @@
 //!   hardening) + `KubeletConfiguration`;
 //! * `etc/kubernetes/audit-policy.yaml`, `etc/kubernetes/admission-config.yaml`;
 //! * `etc/sysctl.d/90-airgap-kubelet.conf` (what `protectKernelDefaults` requires);
-//! * containerd `etc/containerd/certs.d/<host>/hosts.toml` for every upstream registry of the
-//!   bundle's images, and for the private registry itself.
+//!
+//! The containerd mirror configuration is not rendered here: the runtime phase writes it before
+//! containerd starts ([`crate::pull_config`]).
 //!
 //! Every document is parsed back into its [`schema`] type before anything is written, so a
 //! template that drifted from the schema fails the phase instead of reaching kubeadm.
@@ -19,8 +20,7 @@ pub mod schema;
 use std::path::{Path, PathBuf};
 
 use airgap::{BundleIndex, ImageReference, PackRecord, VerifiedIndex};
-use registry::auth::Credentials;
-use registry::mirror::{containerd_hosts, HostAccess, MirrorTarget, RewriteMap, HOST_CA_FILE};
+use registry::mirror::{MirrorTarget, RewriteMap};
 use serde_json::json;
 
 use crate::config::{InstallConfig, Node};
@@ -204,10 +204,6 @@ pub struct Inputs<'a> {
     pub release: &'a VerifiedIndex,
     pub target: &'a MirrorTarget,
     pub rewrite: &'a RewriteMap,
-    /// Credentials containerd presents to the private registry.
-    pub credentials: Option<&'a Credentials>,
-    /// The registry's CA (PEM), if it needs one: copied beside each `hosts.toml`.
-    pub registry_ca: Option<&'a [u8]>,
     /// The kubelet the node runs (the bundle's, else PATH's), as the node sees it: its systemd
     /// unit is rendered only when there is one.
     pub kubelet: Option<&'a Path>,
@@ -337,33 +333,6 @@ pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
             mode: PUBLIC,
         },
     ];
-    let hosts = containerd_hosts(
-        inputs.release.index(),
-        inputs.target,
-        HostAccess {
-            ca: inputs.registry_ca.is_some(),
-            credentials: inputs.credentials,
-        },
-    );
-    for (host, text) in hosts {
-        if let Some(ca) = inputs.registry_ca {
-            files.push(RenderedFile {
-                path: layout.containerd_certs_dir().join(&host).join(HOST_CA_FILE),
-                bytes: ca.to_vec(),
-                mode: PUBLIC,
-            });
-        }
-        files.push(RenderedFile {
-            path: layout.containerd_certs_dir().join(host).join("hosts.toml"),
-            bytes: text.into_bytes(),
-            // The registry's password rides in an Authorization header.
-            mode: if inputs.credentials.is_some() {
-                PRIVATE
-            } else {
-                PUBLIC
-            },
-        });
-    }
     files.extend(kubelet_units);
     Ok(Rendered { release, files })
 }
@@ -504,8 +473,6 @@ mod tests {
                 release: &verified,
                 target: &target,
                 rewrite: &rewrite,
-                credentials: None,
-                registry_ca: Some(b"-----BEGIN CERTIFICATE-----\n"),
                 kubelet: Some(Path::new("/var/lib/airgap/bin/kubelet/1.34.2/kubelet")),
             })
             .unwrap()
@@ -536,17 +503,9 @@ mod tests {
             .contains("ExecStart=\"/var/lib/airgap/bin/kubelet/1.34.2/kubelet\""));
         assert!(file("10-airgap.conf")
             .contains("--container-runtime-endpoint=\"unix:///run/containerd/containerd.sock\""));
-        // Without credentials the hosts.toml files carry no secret and are world-readable.
-        let hosts: Vec<_> = a
-            .iter()
-            .filter(|(p, _, _)| p.ends_with("hosts.toml"))
-            .collect();
-        assert_eq!(hosts.len(), 2);
-        for (_, bytes, mode) in hosts {
-            assert_eq!(*mode, PUBLIC);
-            let text = String::from_utf8_lossy(bytes);
-            assert!(text.contains("ca = \"ca.crt\""), "{text}");
-            assert!(!text.contains("Authorization"));
-        }
+        assert!(
+            !a.iter().any(|(p, _, _)| p.starts_with("etc/containerd")),
+            "the runtime phase writes containerd's mirror configuration"
+        );
     }
 }

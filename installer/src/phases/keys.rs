@@ -11,7 +11,10 @@ use crate::error::PhaseError;
 use crate::etcd::client::EtcdClient;
 use crate::files::{write_atomic, PRIVATE};
 use crate::journal::Phase;
-use crate::keys::{self, KeysError, SecretData, Stored, INSTALLATION_KEYS, REGISTRY_CREDENTIALS};
+use crate::keys::{
+    self, KeysError, SecretData, Stored, INSTALLATION_KEYS, PULL_USER, REGISTRY_CREDENTIALS,
+    REGISTRY_PULL_CREDENTIALS,
+};
 use crate::layout::NodeLayout;
 use crate::release::{self, Trusted};
 use crate::secretbox::SecretboxKey;
@@ -97,7 +100,16 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         "secrets/airgap-system/registry-credentials",
         stored(reg_stored),
     );
-    ctx.access = Some(registry_access(&data)?);
+    let mut access = registry_access(&data)?;
+    let pull_stored = ensure_pull_login(ctx, &etcd, &key, &mut access).await?;
+    if let Some(stored_now) = pull_stored {
+        ctx.audit.record(
+            "etcd.create",
+            "secrets/airgap-system/registry-pull-credentials",
+            stored(stored_now),
+        );
+    }
+    ctx.access = Some(access);
     Ok(match (keys_stored, reg_stored, trust) {
         (Stored::Existing, Stored::Existing, Trusted::Already) => {
             format!(
@@ -197,14 +209,54 @@ fn registry_access(data: &SecretData) -> Result<RegistryAccess, PhaseError> {
                 problem: "is not text",
             })?,
         ca_pem: field("caCert")?.expose().to_vec(),
+        pull: None,
     })
+}
+
+/// The built-in registry's pull-only login, created on first use (create-only, like every
+/// key: an installation older than it gets one at its next install or upgrade). An external
+/// registry has none: containerd presents the operator's login.
+async fn ensure_pull_login(
+    ctx: &InstallContext,
+    etcd: &EtcdClient,
+    key: &SecretboxKey,
+    access: &mut RegistryAccess,
+) -> Result<Option<Stored>, PhaseError> {
+    if ctx.config.external_registry().is_some() {
+        return Ok(None);
+    }
+    let generate = || {
+        let mut data = SecretData::new();
+        data.insert("username".into(), PULL_USER.as_bytes().to_vec().into());
+        let password = keys::generate_password()?;
+        data.insert(
+            "password".into(),
+            password.expose().as_bytes().to_vec().into(),
+        );
+        Ok(data)
+    };
+    let (data, stored) =
+        keys::ensure_secret(etcd, key, REGISTRY_PULL_CREDENTIALS, generate).await?;
+    let field = |name: &'static str| {
+        data.get(name)
+            .and_then(|v| v.to_secret_string())
+            .ok_or(PhaseError::SecretField {
+                secret: REGISTRY_PULL_CREDENTIALS,
+                field: name,
+                problem: "is missing or not text",
+            })
+    };
+    let username = field("username")?.expose().to_string();
+    access.pull = Some((username, field("password")?));
+    Ok(Some(stored))
 }
 
 /// The registry access stored in etcd, for phases that run when the keys phase was skipped.
 pub(super) async fn read_registry_access(
-    layout: &NodeLayout,
+    ctx: &InstallContext,
     etcd: &EtcdClient,
 ) -> Result<RegistryAccess, PhaseError> {
+    let layout = &ctx.layout;
     let missing = PhaseError::SecretField {
         secret: REGISTRY_CREDENTIALS,
         field: "data",
@@ -213,8 +265,10 @@ pub(super) async fn read_registry_access(
     let Some(key) = read_encryption_key(layout)? else {
         return Err(missing);
     };
-    match keys::read_secret(etcd, &key, REGISTRY_CREDENTIALS).await? {
-        Some(secret) => registry_access(&secret.data),
-        None => Err(missing),
-    }
+    let mut access = match keys::read_secret(etcd, &key, REGISTRY_CREDENTIALS).await? {
+        Some(secret) => registry_access(&secret.data)?,
+        None => return Err(missing),
+    };
+    ensure_pull_login(ctx, etcd, &key, &mut access).await?;
+    Ok(access)
 }

@@ -1,5 +1,5 @@
 //! Phase kubernetes: render and self-check the configuration (kubeadm, kubelet, audit
-//! policy, admission, containerd mirrors), then `kubeadm init` when the node has kubeadm and
+//! policy, admission), then `kubeadm init` when the node has kubeadm and
 //! no cluster yet; in an upgrade, `kubeadm upgrade apply` on the first node and `kubeadm
 //! upgrade node` on the others, when a cluster runs.
 
@@ -13,8 +13,6 @@ pub(super) async fn run(
     ctx: &mut InstallContext,
     workflow: WorkflowKind,
 ) -> Result<String, PhaseError> {
-    let access = ctx.registry_access().await?;
-    let credentials = access.credentials();
     let mirror = ctx.take_mirror().await?;
     let kubelet = ctx
         .program("kubelet")
@@ -27,8 +25,6 @@ pub(super) async fn run(
         release: ctx.release.verified(),
         target: &mirror.target,
         rewrite: &mirror.rewrite,
-        credentials: credentials.as_ref(),
-        registry_ca: (!access.ca_pem.is_empty()).then_some(access.ca_pem.as_slice()),
         kubelet: kubelet.as_deref(),
     });
     ctx.mirror = Some(mirror);

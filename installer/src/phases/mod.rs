@@ -103,6 +103,8 @@ pub struct RegistryAccess {
     pub username: String,
     pub password: SecretString,
     pub ca_pem: Vec<u8>,
+    /// The built-in registry's pull-only login (user, password).
+    pub pull: Option<(String, SecretString)>,
 }
 
 impl RegistryAccess {
@@ -113,6 +115,18 @@ impl RegistryAccess {
             username: self.username.clone(),
             password: self.password.expose().to_string(),
         })
+    }
+
+    /// The login containerd pulls with: the built-in registry's pull-only user, or an external
+    /// registry's login (the operator's to restrict).
+    pub fn pull_credentials(&self) -> Option<Credentials> {
+        match &self.pull {
+            Some((username, password)) => Some(Credentials {
+                username: username.clone(),
+                password: password.expose().to_string(),
+            }),
+            None => self.credentials(),
+        }
     }
 }
 
@@ -211,7 +225,7 @@ impl InstallContext {
             return Ok(access.clone());
         }
         let etcd = self.etcd_client()?;
-        let access = keys::read_registry_access(&self.layout, &etcd).await?;
+        let access = keys::read_registry_access(self, &etcd).await?;
         self.access = Some(access.clone());
         Ok(access)
     }

@@ -215,19 +215,11 @@ async fn seed(
 fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(), PhaseError> {
     let htpasswd = ctx.layout.htpasswd();
     let password = access.password.expose();
-    let current = registry::server::Htpasswd::load(&htpasswd)
-        .map(|h| h.matches(&access.username, password))
-        .unwrap_or(false);
-    if !current {
-        let line = registry::server::htpasswd::entry(&access.username, password)
-            .map_err(PhaseError::Htpasswd)?;
-        write_atomic(&htpasswd, line.as_bytes(), PRIVATE)
-            .map_err(PhaseError::io("writing", &htpasswd))?;
-        ctx.audit.record(
-            "registry.htpasswd",
-            &htpasswd.display().to_string(),
-            Outcome::Done,
-        );
+    ensure_htpasswd(ctx, &htpasswd, &access.username, password)?;
+    let pull_htpasswd = ctx.layout.pull_htpasswd();
+    let pull = access.pull_credentials();
+    if let Some(pull) = &pull {
+        ensure_htpasswd(ctx, &pull_htpasswd, &pull.username, &pull.password)?;
     }
     let etcd_client = ctx.layout.etcd_client_pair();
     let spec = ServiceSpec {
@@ -245,6 +237,8 @@ fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(),
             ctx.layout.fqdn_key().display().to_string(),
             "--htpasswd".into(),
             htpasswd.display().to_string(),
+            "--pull-htpasswd".into(),
+            pull_htpasswd.display().to_string(),
             // Metadata in etcd: every node's registry shows one catalog.
             "--etcd".into(),
             ctx.member().client_url(),
@@ -267,8 +261,13 @@ fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(),
     if ctx.config.spec.mode == crate::config::Mode::Ha {
         // Every node holds every blob: fetched from the others on a miss and in the
         // background, authenticated with the installation's registry login.
+        // Replication only pulls: the pull-only login is enough.
         let login = ctx.layout.registry_peer_login();
-        let line = zeroize::Zeroizing::new(format!("{}:{password}\n", access.username));
+        let (user, password) = match &pull {
+            Some(p) => (p.username.as_str(), p.password.as_str()),
+            None => (access.username.as_str(), password),
+        };
+        let line = zeroize::Zeroizing::new(format!("{user}:{password}\n"));
         write_if_changed(&login, line.as_bytes(), PRIVATE)
             .map_err(PhaseError::io("writing", &login))?;
         let port = ctx.config.registry_port();
@@ -300,6 +299,29 @@ fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(),
     ctx.audit
         .record("service.define", "registry", outcome(changed));
     agent::ensure_running(&ctx.layout, &ctx.exe, ctx.host.as_ref())?;
+    Ok(())
+}
+
+/// Writes a one-user htpasswd unless it already holds `user` with `password`.
+fn ensure_htpasswd(
+    ctx: &InstallContext,
+    path: &std::path::Path,
+    user: &str,
+    password: &str,
+) -> Result<(), PhaseError> {
+    let current = registry::server::Htpasswd::load(path)
+        .map(|h| h.matches(user, password))
+        .unwrap_or(false);
+    if !current {
+        let line =
+            registry::server::htpasswd::entry(user, password).map_err(PhaseError::Htpasswd)?;
+        write_atomic(path, line.as_bytes(), PRIVATE).map_err(PhaseError::io("writing", path))?;
+        ctx.audit.record(
+            "registry.htpasswd",
+            &path.display().to_string(),
+            Outcome::Done,
+        );
+    }
     Ok(())
 }
 

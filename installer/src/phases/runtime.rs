@@ -1,6 +1,6 @@
 //! Phase runtime: the node's container runtime from the bundle. The `k8s` pack's binaries
 //! (containerd, shim, runc, ctr, crictl, kubeadm, kubelet, kubectl, CNI plugins) are installed
-//! at versioned paths; containerd is configured for the air gap (certs.d, the bundle's pause
+//! at versioned paths; containerd is configured for the air gap (certs.d and registries.conf naming only the mirror, the bundle's pause
 //! image, the bundle's runc, cgroups as the kubelet drives them), handed to the agent, and
 //! ready when it answers over CRI with that sandbox image. A node with no containerd in the
 //! bundle or on PATH is left without one, and the phase says so.
@@ -14,7 +14,9 @@ use crate::cri::{CriClient, CriError};
 use crate::error::PhaseError;
 use crate::files::{write_if_changed, PUBLIC};
 use crate::journal::Phase;
+use crate::kubernetes::RenderedFile;
 use crate::node_binaries::{self, NodeBinaries, Origin, CNI};
+use crate::pull_config::{self, PullAccess};
 use crate::service::ServiceSpec;
 
 /// How long containerd has to answer over CRI once the agent started it.
@@ -42,6 +44,9 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
             );
         }
     }
+    // Before containerd can start: without it a pull would go wherever the image's name says.
+    let pull_files = render_pull_config(ctx).await?;
+    ctx.write_rendered("runtime.pull-config", &pull_files)?;
     ctx.failpoint.reached(Phase::Runtime);
     let from_bundle = binaries.files.len();
     let replaced = binaries.replaced();
@@ -110,6 +115,10 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     .await
     .map_err(unready)?;
     let version = cri.version().await.map_err(unready)?;
+    // Ready means pulls stay inside: a configuration removed meanwhile is not ready.
+    if let Some(path) = pull_config::drifted(&pull_files).into_iter().next() {
+        return Err(PhaseError::PullConfigMissing { path });
+    }
     let mut summary = format!(
         "{} {} ready on {} (sandbox image {sandbox}); {}; {}",
         version.runtime_name,
@@ -125,4 +134,23 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         ));
     }
     Ok(summary)
+}
+
+/// The pull configuration for the release being installed, pointing at the registry the
+/// registry phase seeded (the node's, or the cluster's external one) with containerd's login.
+async fn render_pull_config(ctx: &mut InstallContext) -> Result<Vec<RenderedFile>, PhaseError> {
+    let access = ctx.registry_access().await?;
+    let mirror = ctx.take_mirror().await?;
+    let credentials = access.pull_credentials();
+    let files = pull_config::render(
+        &ctx.layout,
+        ctx.release.verified().index(),
+        &PullAccess {
+            target: &mirror.target,
+            ca: (!access.ca_pem.is_empty()).then_some(access.ca_pem.as_slice()),
+            credentials: credentials.as_ref(),
+        },
+    );
+    ctx.mirror = Some(mirror);
+    Ok(files)
 }

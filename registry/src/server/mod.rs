@@ -60,6 +60,8 @@ pub enum ServeError {
 pub struct Registry {
     store: Store,
     htpasswd: Option<Htpasswd>,
+    /// Users who may only pull (GET and HEAD): a node runtime's login.
+    pull_htpasswd: Option<Htpasswd>,
     options: RegistryOptions,
     rate_limit: Option<RateLimit>,
     metrics: Metrics,
@@ -132,6 +134,7 @@ impl Registry {
         Registry {
             store,
             htpasswd,
+            pull_htpasswd: None,
             rate_limit: options.rate_limit.map(RateLimit::new),
             options,
             metrics: Metrics::default(),
@@ -377,6 +380,13 @@ impl Registry {
         }
     }
 
+    /// Adds users who may pull but never push, delete or collect garbage (`403 DENIED`). They
+    /// authenticate only where the main htpasswd applies: without one pulls are anonymous.
+    pub fn with_pull_users(mut self, htpasswd: Htpasswd) -> Self {
+        self.pull_htpasswd = Some(htpasswd);
+        self
+    }
+
     /// Who may do this: `Ok(Some(user))` for a login, `Ok(None)` for an anonymous pull.
     async fn authorize(
         &self,
@@ -407,6 +417,18 @@ impl Registry {
         if let Some((user, password)) = creds.as_deref().and_then(|c| c.split_once(':')) {
             if htpasswd.authenticate(user, password).await {
                 return Ok(Some(user.to_string()));
+            }
+            if let Some(pull) = &self.pull_htpasswd {
+                if pull.authenticate(user, password).await {
+                    if write {
+                        return Err(error(
+                            StatusCode::FORBIDDEN,
+                            "DENIED",
+                            "this login may only pull",
+                        ));
+                    }
+                    return Ok(Some(user.to_string()));
+                }
             }
         }
         let mut r = error(
