@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::node::{install_with, install_yaml, kill_during, output_ok, status_json, NetNs};
+use common::node::{
+    install_with, install_yaml, kill_during, output_ok, pids_running, status_json,
+    ConnectionRecorder, NetNs,
+};
 use common::{airgap, Setup};
 use installer::cri::{ContainerSpec, CriClient, PodSpec};
 
@@ -94,8 +97,9 @@ fn edit(path: &Path, drop_lines: impl Fn(&str) -> bool) -> String {
     original
 }
 
-#[test]
-fn containerd_from_the_bundle_pulls_every_image_through_cri_and_runs_a_pod() {
+/// A fixture whose `k8s` pack carries Debian's containerd and runc, and a PATH directory
+/// holding etcd and nothing of the runtime: containerd must come from the bundle.
+fn runtime_setup() -> (Setup, PathBuf) {
     let setup = Setup::with_options(
         8 << 10,
         &testkit::FixtureOptions {
@@ -106,14 +110,19 @@ fn containerd_from_the_bundle_pulls_every_image_through_cri_and_runs_a_pod() {
                 .collect(),
         },
     );
+    let path_dir = setup.path("path");
+    std::fs::create_dir_all(&path_dir).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/etcd", path_dir.join("etcd")).unwrap();
+    (setup, path_dir)
+}
+
+#[test]
+fn containerd_from_the_bundle_pulls_every_image_through_cri_and_runs_a_pod() {
+    let (setup, path_dir) = runtime_setup();
     let bundle = setup.build("bundle.tar");
     let ns = NetNs::create("cri");
     let root = setup.path("root");
     let config = install_yaml(setup.dir.path(), "");
-    // PATH holds etcd and nothing of the runtime: containerd must come from the bundle.
-    let path_dir = setup.path("path");
-    std::fs::create_dir_all(&path_dir).unwrap();
-    std::os::unix::fs::symlink("/usr/bin/etcd", path_dir.join("etcd")).unwrap();
     let run = || {
         install_with(
             ns.airgap_keeping_cgroups(&path_dir),
@@ -297,4 +306,129 @@ fn containerd_from_the_bundle_pulls_every_image_through_cri_and_runs_a_pod() {
             .contains("var/lib/airgap/bin/containerd"),
         "{containerd}"
     );
+}
+
+/// Where the test's stand-in for the internet listens; upstream registry names resolve to it.
+const INTERNET: &str = "10.77.0.99";
+
+/// The air-gap guarantee from outside: with the runtime configured but the kubernetes and
+/// platform phases skipped, the pause image pulls by its original name from the node's
+/// registry; then, with the mirror made to fail each way an operator meets (no credentials,
+/// no CA, registry down, image absent, a registry the bundle has nothing from), a pull by
+/// original name fails and no connection reaches any other host: every upstream name
+/// resolves to a listener in the test's namespace that records connections.
+#[test]
+fn a_failing_mirror_never_sends_a_pull_upstream() {
+    let (setup, path_dir) = runtime_setup();
+    let bundle = setup.build("bundle.tar");
+    let ns = NetNs::create("gap");
+    let upstream = [
+        "registry.k8s.io",
+        "example.internal",
+        "docker.io",
+        "registry-1.docker.io",
+        "quay.io",
+    ];
+    let hosts = PathBuf::from("/etc/netns").join(&ns.name).join("hosts");
+    let mut text = std::fs::read_to_string(&hosts).unwrap();
+    for name in upstream {
+        text.push_str(&format!("{INTERNET} {name}\n"));
+    }
+    std::fs::write(&hosts, text).unwrap();
+    let internet = ConnectionRecorder::start(&ns, INTERNET, &[80, 443, 5000]);
+    let root = setup.path("root");
+    let config = install_yaml(setup.dir.path(), "");
+    let mut install = install_with(
+        ns.airgap_keeping_cgroups(&path_dir),
+        &config,
+        &bundle,
+        &setup.public(),
+        &root,
+    );
+    install.args(["--skip-phases", "kubernetes,platform"]);
+    output_ok(
+        &install.output().unwrap(),
+        "install --skip-phases kubernetes,platform",
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cri = CriClient::new(&root.join("run/containerd/containerd.sock"));
+    let served = |before: usize, repository: &str| {
+        access_log(&root)[before..].iter().any(|l| {
+            l["status"] == 200
+                && l["path"]
+                    .as_str()
+                    .is_some_and(|p| p.contains(&format!("/{repository}/manifests/")))
+        })
+    };
+    let before = access_log(&root).len();
+    rt.block_on(cri.pull_image(testkit::FIXTURE_PAUSE))
+        .unwrap_or_else(|e| panic!("pull the pause image: {}", installer::error::chain(&e)));
+    assert!(
+        served(before, "registry.k8s.io/pause"),
+        "the pause image did not come from the node's registry"
+    );
+    assert_eq!(internet.connections(), Vec::<String>::new());
+
+    let api = testkit::FIXTURE_IMAGES[1];
+    let host_file = root.join("etc/containerd/certs.d/example.internal/hosts.toml");
+    let expect_refused = |what: &str, image: &str| {
+        let _ = rt.block_on(cri.remove_image(image));
+        let result = rt.block_on(cri.pull_image(image));
+        assert!(result.is_err(), "{what}: the pull of {image} succeeded");
+        assert_eq!(
+            internet.connections(),
+            Vec::<String>::new(),
+            "{what}: a pull of {image} left the air gap"
+        );
+    };
+    for (what, drop_line) in [
+        (
+            "no credentials",
+            (|l: &str| l.contains("header") || l.contains("Authorization")) as fn(&str) -> bool,
+        ),
+        ("no CA", |l: &str| l.trim_start().starts_with("ca =")),
+    ] {
+        let original = edit(&host_file, drop_line);
+        expect_refused(what, api);
+        std::fs::write(&host_file, original).unwrap();
+    }
+    for image in [
+        "example.internal/platform/absent:1.0",
+        "docker.io/library/nginx:latest",
+        "quay.io/other/thing:1",
+        "registry.k8s.io/pause@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
+        expect_refused("not in the bundle", image);
+    }
+
+    // The registry down: its supervisor paused so it stays down, then let go.
+    let agents = pids_running(&ns, &["agent"]);
+    assert!(!agents.is_empty(), "no agent in the namespace");
+    for pid in &agents {
+        // SAFETY: signalling processes of a namespace this test created.
+        unsafe { libc::kill(*pid, libc::SIGSTOP) };
+    }
+    for pid in pids_running(&ns, &["registry", "serve"]) {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    expect_refused("registry stopped", api);
+    for pid in &agents {
+        unsafe { libc::kill(*pid, libc::SIGCONT) };
+    }
+    // Back up, the same pull works: the failures above were the mirror's, not the image's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match rt.block_on(cri.pull_image(api)) {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!(
+                    "the registry did not come back: {}",
+                    installer::error::chain(&e)
+                )
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+    assert_eq!(internet.connections(), Vec::<String>::new());
 }

@@ -490,3 +490,102 @@ pub fn skopeo_certs(root: &Path, dir: &Path) -> PathBuf {
     .unwrap();
     certs
 }
+
+/// Records every TCP connection made to `address` on `ports` inside a namespace: stands in
+/// for the internet (upstream registry names resolve to it) to prove nothing reaches it. Each
+/// connection is noted and closed at once. Stops on drop.
+pub struct ConnectionRecorder {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ConnectionRecorder {
+    pub fn start(ns: &NetNs, address: &str, ports: &[u16]) -> ConnectionRecorder {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{mpsc, Arc, Mutex};
+        run(
+            "ip",
+            &[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("{address}/32"),
+                "dev",
+                "lo",
+            ],
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let netns = PathBuf::from("/run/netns").join(&ns.name);
+        let (address, ports) = (address.to_string(), ports.to_vec());
+        let (thread_seen, thread_stop) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // Sockets belong to the namespace of the thread that creates them: this thread
+            // enters the test's namespace and binds there.
+            let file = std::fs::File::open(&netns).expect("the namespace's handle");
+            // SAFETY: setns on a valid namespace fd affects only this thread.
+            let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
+            assert!(entered, "setns: {}", std::io::Error::last_os_error());
+            let listeners: Vec<(u16, std::net::TcpListener)> = ports
+                .iter()
+                .map(|p| {
+                    let l = std::net::TcpListener::bind((address.as_str(), *p))
+                        .unwrap_or_else(|e| panic!("bind {address}:{p}: {e}"));
+                    l.set_nonblocking(true).unwrap();
+                    (*p, l)
+                })
+                .collect();
+            ready_tx.send(()).unwrap();
+            while !thread_stop.load(Ordering::SeqCst) {
+                for (port, listener) in &listeners {
+                    if let Ok((_, peer)) = listener.accept() {
+                        thread_seen
+                            .lock()
+                            .unwrap()
+                            .push(format!("{peer} -> port {port}"));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        });
+        ready_rx.recv().expect("the recorder is listening");
+        ConnectionRecorder {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every connection so far.
+    pub fn connections(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ConnectionRecorder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The pids in `ns` whose command line contains every one of `words`.
+pub fn pids_running(ns: &NetNs, words: &[&str]) -> Vec<i32> {
+    ns.pids()
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            words.iter().all(|w| args.iter().any(|a| a == w))
+        })
+        .collect()
+}
