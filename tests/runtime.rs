@@ -352,7 +352,7 @@ fn a_failing_mirror_never_sends_a_pull_upstream() {
     );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let cri = CriClient::new(&root.join("run/containerd/containerd.sock"));
+    let cri = CriClient::new(root.join("run/containerd/containerd.sock"));
     let served = |before: usize, repository: &str| {
         access_log(&root)[before..].iter().any(|l| {
             l["status"] == 200
