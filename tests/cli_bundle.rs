@@ -434,6 +434,44 @@ fn bad_specs_and_packs_fail_naming_file_and_field_and_leave_nothing() {
     );
     fs::write(&pack_json, &good).unwrap();
 
+    // Pack names and versions become `packs/<name>:<version>` in every registry and a
+    // directory on nodes: a name that is not one repository component is refused, so a pack
+    // cannot write over another repository's tag (the pause image's, say).
+    let long = "a".repeat(300);
+    for (field, value) in [
+        ("name", "x/../../registry.k8s.io/pause"),
+        ("name", ".."),
+        ("name", "%2e%2e"),
+        ("name", "Platform-Core"),
+        ("name", "/etc/passwd"),
+        ("name", "packs/x"),
+        ("name", long.as_str()),
+        ("version", "1.2.0+build.7"),
+    ] {
+        let original = if field == "name" {
+            "\"name\": \"platform-core\""
+        } else {
+            "\"version\": \"1.2.0\""
+        };
+        assert!(good.contains(original), "{good}");
+        fs::write(
+            &pack_json,
+            good.replace(original, &format!("\"{field}\": \"{value}\"")),
+        )
+        .unwrap();
+        let err = fails(&mut build(&s.fixture.spec));
+        assert!(
+            err.contains("platform-core/pack.json") && err.contains("is not"),
+            "{value}: {err}"
+        );
+        assert!(
+            !out.exists(),
+            "{value}: a refused pack left {}",
+            out.display()
+        );
+    }
+    fs::write(&pack_json, &good).unwrap();
+
     // A corrupt blob in the source layout: refused while writing, and no partial output.
     s.build("good.tar"); // the untouched layout builds
     let mut largest = None;

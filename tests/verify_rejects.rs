@@ -516,3 +516,75 @@ fn an_expiry_that_is_not_a_time_or_precedes_creation_is_refused() {
     moved.expires = Some("2099-01-01T00:00:00Z".into());
     assert!(sig.verify(&key.public_key(), &moved.to_bytes()).is_err());
 }
+
+/// A signed index is still input: names a reader would turn into repositories, URLs or paths
+/// are checked at verify, so a hand-signed bundle naming a pack `x/../../registry.k8s.io/pause`
+/// never reaches the seeder.
+#[test]
+fn names_that_are_not_repository_names_are_rejected_even_when_signed() {
+    use airgap::{ImageRecord, PackRecord};
+    let pack = |name: &str, version: &str| PackRecord {
+        name: name.into(),
+        version: version.into(),
+        layer: "addon".into(),
+        reference: format!("packs/{name}:{version}"),
+        digest: Digest::of(b"pack"),
+        images: vec![],
+    };
+    let image = |reference: &str, mirror: &str| ImageRecord {
+        source: reference.into(),
+        reference: reference.into(),
+        mirror_repository: mirror.into(),
+        digest: Digest::of(b"m"),
+        upstream_digest: Digest::of(b"m"),
+        media_type: airgap::oci::OCI_MANIFEST.into(),
+        size: 1,
+    };
+    let long = "a".repeat(300);
+    let key = SigningKey::generate().unwrap();
+    let signed = |index: BundleIndex| {
+        let bytes = archive(&key, &index.to_bytes(), true, &layout_entries());
+        check(&bytes, &key.public_key())
+    };
+    let mut control = index(layout_records());
+    control.packs = vec![pack("platform-core", "1.2.0")];
+    control.images = vec![image(
+        "registry.k8s.io/pause:3.10.1",
+        "registry.k8s.io/pause",
+    )];
+    signed(control.clone()).unwrap();
+    for name in [
+        "x/../../registry.k8s.io/pause",
+        "..",
+        "%2e%2e",
+        "Upper",
+        "/abs",
+        long.as_str(),
+    ] {
+        let mut bad = control.clone();
+        bad.packs = vec![pack(name, "1.2.0")];
+        expect(signed(bad), "pack name");
+    }
+    let mut bad = control.clone();
+    bad.packs = vec![pack("platform-core", "1.0.0+x")];
+    expect(signed(bad), "pack version");
+    let mut bad = control.clone();
+    bad.packs[0].reference = "packs/../registry.k8s.io/pause:3.10.1".into();
+    expect(signed(bad), "pack reference");
+    for (reference, mirror) in [
+        ("registry.k8s.io/pause:3.10.1", "registry.k8s.io/../pause"),
+        ("registry.k8s.io/pause:3.10.1", "registry.k8s.io/other"),
+        (
+            "registry.k8s.io/a/../pause:3.10.1",
+            "registry.k8s.io/a/../pause",
+        ),
+    ] {
+        let mut bad = control.clone();
+        bad.images = vec![image(reference, mirror)];
+        let err = signed(bad).expect_err(mirror).to_string();
+        assert!(
+            err.contains("mirror repository") || err.contains("image reference"),
+            "{mirror}: {err}"
+        );
+    }
+}

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::entry_path::EntryPath;
+use crate::reference::ImageReference;
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const INDEX_PATH: &str = "bundle.json";
@@ -109,6 +110,12 @@ pub enum IndexError {
     MissingLayoutEntry(&'static str),
     #[error("bundle.json: `{field}` is `{value}`, not an RFC 3339 time")]
     BadTime { field: &'static str, value: String },
+    #[error("bundle.json: {what} `{value}` is not valid: {rule}")]
+    BadName {
+        what: &'static str,
+        value: String,
+        rule: String,
+    },
     #[error("bundle.json: it expires ({expires}) before it was created ({created})")]
     ExpiresBeforeCreated { created: String, expires: String },
 }
@@ -160,6 +167,7 @@ impl BundleIndex {
                 });
             }
         }
+        self.check_names()?;
         let mut seen = HashSet::new();
         for entry in &self.entries {
             if entry.path.as_str() == INDEX_PATH || entry.path.as_str() == SIGNATURE_PATH {
@@ -180,6 +188,52 @@ impl BundleIndex {
         for required in ["oci-layout", "index.json"] {
             if !seen.contains(required) {
                 return Err(IndexError::MissingLayoutEntry(required));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every name a reader turns into a repository, a URL or a path: pack names and versions,
+    /// image references and their mirror repositories. A signed index is still input: the
+    /// signer's tooling may have been fooled by a pack's `pack.json`.
+    fn check_names(&self) -> Result<(), IndexError> {
+        use crate::name::{is_valid_pack_name, is_valid_repository, is_valid_tag};
+        let bad = |what, value: &str, rule: &str| IndexError::BadName {
+            what,
+            value: value.to_string(),
+            rule: rule.to_string(),
+        };
+        for pack in &self.packs {
+            if !is_valid_pack_name(&pack.name) {
+                return Err(bad("pack name", &pack.name, crate::name::PACK_NAME_RULE));
+            }
+            if !is_valid_tag(&pack.version) {
+                return Err(bad("pack version", &pack.version, crate::name::TAG_RULE));
+            }
+            let expected = format!("packs/{}:{}", pack.name, pack.version);
+            if pack.reference != expected {
+                return Err(bad(
+                    "pack reference",
+                    &pack.reference,
+                    &format!("must be `{expected}`"),
+                ));
+            }
+            for image in &pack.images {
+                ImageReference::parse(image).map_err(|e| bad("pack image", image, e.reason))?;
+            }
+        }
+        for image in &self.images {
+            let parsed = ImageReference::parse(&image.reference)
+                .map_err(|e| bad("image reference", &image.reference, e.reason))?;
+            let expected = parsed.mirror_repository();
+            if image.mirror_repository != expected || !is_valid_repository(&expected) {
+                return Err(bad(
+                    "mirror repository",
+                    &image.mirror_repository,
+                    &format!(
+                        "must be `{expected}` (the reference's host and path), a valid repository name"
+                    ),
+                ));
             }
         }
         Ok(())

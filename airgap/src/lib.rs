@@ -13,6 +13,7 @@ pub mod assembly;
 pub mod digest;
 pub mod entry_path;
 pub mod index;
+pub mod name;
 pub mod oci;
 pub mod parts;
 pub mod reference;

@@ -85,22 +85,8 @@ impl ImageReference {
         {
             return Err(err("registry host has invalid characters"));
         }
-        for component in repository.split('/') {
-            let ok = !component.is_empty()
-                && component.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-                })
-                && component
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_alphanumeric())
-                && component
-                    .bytes()
-                    .last()
-                    .is_some_and(|b| b.is_ascii_alphanumeric());
-            if !ok {
-                return Err(err("repository path components must be lowercase [a-z0-9._-], starting and ending alphanumeric"));
-            }
+        if !crate::name::is_valid_repository(&repository) {
+            return Err(err("repository path components must be lowercase [a-z0-9] separated by single `.`, `_`, `__` or dashes"));
         }
         let tag = match (tag, digest) {
             (None, None) => Some("latest".to_string()),
@@ -186,6 +172,9 @@ mod tests {
             "x@sha256:zz",
             "host.io/a//b",
             "x:-tag",
+            "host.io/a..b",
+            "host.io/a/../b",
+            "host.io/%2e%2e/b",
         ] {
             assert!(ImageReference::parse(bad).is_err(), "{bad} accepted");
         }

@@ -241,11 +241,36 @@ async fn fetch_packs(
             let path = ensure_cached(cache, &image, &layer).await?;
             let dir = pack::unpack_layer(&path, &workdir.join(format!("oci-pack-{i}")))?;
             let pack = pack::Pack::load(&dir)?;
+            check_published_name(&reference, &pack)?;
             Ok::<_, BuildError>((i, FetchedPack { image, pack }))
         })
         .buffer_unordered(jobs)
         .try_collect()
         .await
+}
+
+/// A published pack is what its reference names: `…/<name>:<version>` (or any tag of a digest
+/// reference) names pack `<name>` at `<version>`. Otherwise a publisher's `pack.json` could
+/// put its content under another pack's name in every mirror.
+fn check_published_name(reference: &ImageReference, pack: &pack::Pack) -> Result<(), BuildError> {
+    let last = reference.repository.rsplit('/').next().unwrap_or_default();
+    let fail = |message: String| BuildError::PackArtifact {
+        reference: reference.to_string(),
+        message,
+    };
+    if pack.meta.name != last {
+        return Err(fail(format!(
+            "its pack.json names pack `{}`, but the reference names `{last}`; publish it under its own name",
+            pack.meta.name
+        )));
+    }
+    match &reference.tag {
+        Some(tag) if reference.digest.is_none() && *tag != pack.meta.version => Err(fail(format!(
+            "its pack.json says version {}, but the reference's tag is {tag}",
+            pack.meta.version
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The one tar.gz layer of a published pack.

@@ -59,6 +59,7 @@ impl Layer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PackMeta {
+    #[serde(deserialize_with = "pack_name")]
     pub name: String,
     pub display_name: String,
     #[serde(deserialize_with = "semver_string")]
@@ -91,11 +92,34 @@ pub struct Dependency {
     pub kind: Option<String>,
 }
 
+/// The pack's version is also its tag in every registry (`packs/<name>:<version>`): semver
+/// without build metadata (`+` is not allowed in a tag).
 fn semver_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let v = String::deserialize(d)?;
     semver::Version::parse(&v)
         .map_err(|e| serde::de::Error::custom(format!("version `{v}` is not semver ({e})")))?;
+    if !airgap::name::is_valid_tag(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "version `{v}` is not usable as a tag ({})",
+            airgap::name::TAG_RULE
+        )));
+    }
     Ok(v)
+}
+
+/// The pack's name becomes the repository `packs/<name>` and a directory name on nodes: a
+/// name that is not one repository component could write over another repository's tags.
+fn pack_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    if !airgap::name::is_valid_pack_name(&name) {
+        let shown: String = name.chars().take(64).collect();
+        return Err(serde::de::Error::custom(format!(
+            "name `{shown}{}` is not valid: {}",
+            if shown.len() < name.len() { "…" } else { "" },
+            airgap::name::PACK_NAME_RULE
+        )));
+    }
+    Ok(name)
 }
 
 #[derive(Debug, Default, Deserialize)]

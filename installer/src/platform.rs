@@ -113,6 +113,7 @@ pub fn render(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             files.push(RenderedFile {
+                // The name passed the index check at verify: one repository component.
                 path: dir.join(format!("{:02}-{}", n + 1, pack.name)).join(name),
                 bytes: out.into_bytes(),
                 mode: PUBLIC,

@@ -22,6 +22,8 @@ pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    #[error("`{name}` is not a valid {what}; refused before any request (names are never normalized into another repository)")]
+    InvalidName { what: &'static str, name: String },
     #[error("cannot reach registry {host}: {cause}")]
     Unreachable { host: String, cause: String },
     #[error("{host} refused the credentials{user}: check the username and password")]
@@ -677,6 +679,9 @@ impl RegistryClient {
     }
 
     fn url(&self, path: &str) -> Result<Url, RegistryError> {
+        if let Some(api) = path.trim_start_matches('/').strip_prefix("v2/") {
+            check_api_path(api)?;
+        }
         self.base
             .join(path)
             .map_err(|e| RegistryError::Setup(format!("bad request path {path}: {e}")))
@@ -933,4 +938,114 @@ pub fn describe_reqwest_error(e: &reqwest::Error) -> String {
         source = err.source();
     }
     out
+}
+/// Checks a `/v2/` API path before it becomes a URL: the repository is a valid name and what
+/// follows it a tag or digest. `Url::join` would resolve `..` and `%2e%2e` into another
+/// repository (or out of `/v2/`), so an invalid name is refused, never normalized.
+fn check_api_path(api: &str) -> Result<(), RegistryError> {
+    use crate::name::{is_valid_repository, is_valid_tag};
+    let invalid = |what, name: &str| RegistryError::InvalidName {
+        what,
+        name: name.to_string(),
+    };
+    let (path, query) = api.split_once('?').unwrap_or((api, ""));
+    if path.is_empty() || path == "_catalog" {
+        return Ok(());
+    }
+    const MARKERS: [&str; 5] = [
+        "/blobs/uploads/",
+        "/manifests/",
+        "/blobs/",
+        "/tags/list",
+        "/referrers/",
+    ];
+    let Some((at, marker)) = MARKERS
+        .iter()
+        .filter_map(|m| path.rfind(m).map(|i| (i, *m)))
+        .max_by_key(|(i, m)| (*i, m.len()))
+    else {
+        return Err(invalid("registry API path", path));
+    };
+    let repository = &path[..at];
+    if !is_valid_repository(repository) {
+        return Err(invalid("repository name", repository));
+    }
+    let rest = &path[at + marker.len()..];
+    let is_digest = |r: &str| r.parse::<Digest>().is_ok();
+    let ok = match marker {
+        "/manifests/" => is_valid_tag(rest) || is_digest(rest),
+        "/blobs/" | "/referrers/" => is_digest(rest),
+        _ => rest.is_empty(),
+    };
+    if !ok {
+        return Err(invalid("tag or digest", rest));
+    }
+    for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        let ok = match key {
+            "from" => is_valid_repository(value),
+            "mount" | "digest" => is_digest(value),
+            _ => true,
+        };
+        if !ok {
+            return Err(invalid("query parameter", value));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pack named to climb out of its repository is refused by the client itself: the
+    /// error is the name's, not the network's (nothing listens on the address), so no request
+    /// was attempted.
+    #[tokio::test]
+    async fn names_that_would_leave_their_repository_are_refused_before_any_request() {
+        let client = RegistryClient::new(
+            "127.0.0.1:1",
+            ClientConfig {
+                plain_http: true,
+                ..ClientConfig::default()
+            },
+        )
+        .unwrap();
+        let long = "a".repeat(300);
+        for repo in [
+            "x/../../registry.k8s.io/pause",
+            "airgap/packs/x/../../../registry.k8s.io/pause",
+            "packs/%2e%2e/pause",
+            "packs/X",
+            "/absolute",
+            "packs/a//b",
+            long.as_str(),
+        ] {
+            let err = client
+                .put_manifest(repo, "3.10.1", airgap::oci::OCI_MANIFEST, b"{}")
+                .await
+                .expect_err(repo);
+            assert!(
+                matches!(err, RegistryError::InvalidName { .. }),
+                "{repo}: {err}"
+            );
+            let err = client.list_tags(repo).await.expect_err(repo);
+            assert!(matches!(err, RegistryError::InvalidName { .. }), "{err}");
+        }
+        for tag in ["../x", "a/b", ".hidden", "%2e"] {
+            let err = client
+                .manifest_digest("packs/x", tag, &[])
+                .await
+                .expect_err(tag);
+            assert!(
+                matches!(err, RegistryError::InvalidName { .. }),
+                "{tag}: {err}"
+            );
+        }
+        // A valid name gets as far as the network.
+        let err = client
+            .list_tags("packs/x")
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
+    }
 }
