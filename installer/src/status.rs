@@ -34,6 +34,20 @@ pub struct NodeStatus {
     pub cluster: Option<crate::cluster::members::ClusterView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_error: Option<String>,
+    /// The installed release's signed tags read back from the registry it was seeded into.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release_tags: Option<ReleaseTags>,
+}
+
+/// Whether the registry still holds the installed release's tags as signed (the cheap part
+/// of `airgap registry verify`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseTags {
+    pub healthy: bool,
+    pub detail: String,
+    /// One line per tag that points elsewhere or is gone.
+    pub drift: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,6 +78,7 @@ impl NodeStatus {
             && self.services.values().all(|s| s.healthy)
             && self.kubernetes.healthy()
             && !self.cluster.as_ref().is_some_and(|c| c.vip_without_claim)
+            && self.release_tags.as_ref().is_none_or(|t| t.healthy)
     }
 }
 
@@ -138,7 +153,45 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
         }
         _ => (None, None),
     };
+    let release_tags = match (
+        &config,
+        &node,
+        journal.bundle.as_ref().and_then(|b| b.release()),
+    ) {
+        (Some(c), Some(n), Some(release))
+            if defined.contains_key("registry") || c.external_registry().is_some() =>
+        {
+            let checked = tokio::time::timeout(
+                Duration::from_secs(15),
+                release_tags(layout, c, n, &release),
+            )
+            .await
+            .unwrap_or_else(|_| Err("the registry did not answer within 15s".into()));
+            Some(match checked {
+                Ok(drift) if drift.is_empty() => ReleaseTags {
+                    healthy: true,
+                    detail: format!("every tag of {release} is as signed"),
+                    drift,
+                },
+                Ok(drift) => ReleaseTags {
+                    healthy: false,
+                    detail: format!(
+                        "{} tags of {release} are not as signed; `airgap install` (or `airgap upgrade`) re-seeds them",
+                        drift.len()
+                    ),
+                    drift,
+                },
+                Err(e) => ReleaseTags {
+                    healthy: false,
+                    detail: format!("cannot read {release}'s tags: {e}"),
+                    drift: Vec::new(),
+                },
+            })
+        }
+        _ => None,
+    };
     Ok(NodeStatus {
+        release_tags,
         cluster,
         cluster_error,
         root: layout.root().display().to_string(),
@@ -166,6 +219,58 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
         services,
         kubernetes: probe_kubernetes(layout, config.as_ref(), node.as_ref()).await,
     })
+}
+
+/// Reads the installed release's signed index back from the registry (checked against the
+/// sha256 the journal recorded when its signature verified) and every tag it names.
+async fn release_tags(
+    layout: &NodeLayout,
+    config: &InstallConfig,
+    node: &Node,
+    release: &crate::release::ReleaseId,
+) -> Result<Vec<String>, String> {
+    use registry::client::{ClientConfig, RegistryClient};
+    use registry::mirror::MirrorTarget;
+    use registry::release_artifact;
+    let etcd = crate::etcd::client::for_node(layout, &url(node.address, CLIENT_PORT))
+        .map_err(|e| chain(&e))?;
+    let access = crate::phases::stored_registry_access(layout, &etcd)
+        .await
+        .map_err(|e| chain(&e))?;
+    let target = MirrorTarget::parse(&access.endpoint, false).map_err(|e| e.to_string())?;
+    let resolve = if config.external_registry().is_none() {
+        vec![(
+            config.spec.fqdn.to_string(),
+            SocketAddr::new(node.address, config.registry_port()),
+        )]
+    } else {
+        Vec::new()
+    };
+    let client = RegistryClient::new(
+        &target.host,
+        ClientConfig {
+            ca_pem: (!access.ca_pem.is_empty()).then(|| access.ca_pem.clone()),
+            credentials: access.pull_credentials(),
+            resolve,
+            ..ClientConfig::default()
+        },
+    )
+    .map_err(|e| chain(&e))?;
+    let repository = target.repository(release_artifact::REPOSITORY);
+    let parts = release_artifact::fetch(&client, &repository, &release.version.to_string())
+        .await
+        .map_err(|e| chain(&e))?
+        .ok_or_else(|| format!("{target} does not hold release {release}"))?;
+    if airgap::Digest::of(&parts.index) != release.index_sha256 {
+        return Err(format!(
+            "the index of {release} in {target} is not the one this node installed"
+        ));
+    }
+    let index = airgap::BundleIndex::parse(&parts.index).map_err(|e| e.to_string())?;
+    let drift = registry::scrub::check_tags(&client, &index, &target, 8)
+        .await
+        .map_err(|e| chain(&e))?;
+    Ok(drift.iter().map(ToString::to_string).collect())
 }
 
 async fn cluster_view(

@@ -17,6 +17,7 @@ pub use client::{ClientConfig, RegistryClient, RegistryError, RetryPolicy};
 pub mod mirror;
 pub mod name;
 pub mod release_artifact;
+pub mod scrub;
 pub mod seed;
 
 pub use mirror::{MirrorTarget, RewriteMap};

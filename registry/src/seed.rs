@@ -126,6 +126,11 @@ pub enum SeedError {
     ManifestMissing { at: String, digest: Digest },
     #[error(transparent)]
     Corrupt(Box<DigestMismatch>),
+    #[error("{first}{}; something else writes to these repositories: find what, then seed again", if *.more > 0 { format!(" (and {} more tags)", .more) } else { String::new() })]
+    TagDrift {
+        first: Box<crate::scrub::TagDrift>,
+        more: usize,
+    },
 }
 
 fn digest_list(d: &[Digest]) -> String {
@@ -363,6 +368,26 @@ impl Seeder {
             return Err(e);
         }
         let (pushed, present) = self.push_manifests(plan).await?;
+        // Read back: a registry that kept another manifest under a signed tag (or a writer
+        // racing this one) must not pass for seeded.
+        let tags = plan
+            .manifests
+            .iter()
+            .filter(|m| m.reference.parse::<Digest>().is_err())
+            .map(|m| crate::scrub::SignedTag {
+                repository: m.repository.clone(),
+                tag: m.reference.clone(),
+                digest: m.digest,
+                media_type: m.media_type.clone(),
+            })
+            .collect();
+        let drift = crate::scrub::check_signed_tags(&self.client, tags, self.jobs).await?;
+        if let Some(first) = drift.first() {
+            return Err(SeedError::TagDrift {
+                first: Box::new(first.clone()),
+                more: drift.len() - 1,
+            });
+        }
         // Last: a release is listed in the registry only once all of its content is there.
         let index = self.source.verified().index();
         let parts = self.source.parts();

@@ -610,6 +610,17 @@ pub fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
         if let Some(e) = &status.cluster_error {
             println!("  cluster    UNAVAILABLE: {e}");
         }
+        if let Some(t) = &status.release_tags {
+            println!(
+                "  {:<10} {} {}",
+                "tags",
+                if t.healthy { "as signed" } else { "DRIFT  " },
+                t.detail
+            );
+            for line in &t.drift {
+                println!("    {line}");
+            }
+        }
     }
     if status.installation.is_some() && !status.healthy() {
         // Scripts (and tests) can wait on `airgap status`.

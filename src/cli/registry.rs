@@ -34,6 +34,32 @@ pub enum RegistryCommand {
     /// Copy releases (their signed index, images and packs) from one registry to another,
     /// e.g. from the public repository into the private one behind the firewall.
     Sync(SyncArgs),
+    /// Check a registry against the signed releases seeded into it (a scrub): tags that point
+    /// elsewhere, blobs missing or corrupt (every one re-read and re-hashed), tags no signed
+    /// release put there. Exits 1 on drift.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The registry and prefix the releases were seeded into.
+    #[arg(long, value_name = "https://HOST[:PORT][/PREFIX]")]
+    pub to: String,
+    /// The public key the releases are signed with; a release that fails is reported.
+    #[arg(long = "pub", value_name = "FILE")]
+    pub public_key: PathBuf,
+    /// The release to check; without it, every release in the registry.
+    #[arg(long, value_name = "V")]
+    pub release: Option<String>,
+    #[command(flatten)]
+    pub login: LoginArgs,
+    /// Blobs read at once.
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// Print the reports as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -202,6 +228,7 @@ pub fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
         RegistryCommand::Serve(args) => runtime.block_on(serve(*args)),
         RegistryCommand::Gc(args) => runtime.block_on(gc(args)),
         RegistryCommand::Sync(args) => runtime.block_on(sync(args)),
+        RegistryCommand::Verify(args) => runtime.block_on(verify(args)),
     }
 }
 
@@ -306,6 +333,101 @@ async fn run_seeder(
     let report = seeder.run(plan).await;
     bar.finish_and_clear();
     report
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    use registry::release_artifact::{self, PublishedRelease};
+    use registry::scrub::scrub;
+    let key = PublicKey::load(&args.public_key).context("loading the public key")?;
+    let target = MirrorTarget::parse(&args.to, args.login.plain_http)?;
+    let login = credentials(&args.login, &target.host)?;
+    let client = Arc::new(client_for(&args.login, &target, login)?);
+    client
+        .ping()
+        .await
+        .with_context(|| format!("reaching {target}"))?;
+    let repo = target.repository(release_artifact::REPOSITORY);
+    let tags = release_artifact::list(&client, &repo)
+        .await
+        .with_context(|| format!("listing the releases in {target}"))?;
+    if let Some(wanted) = &args.release {
+        if !tags.contains(wanted) {
+            bail!("{target} holds no release {wanted} (it holds: {}); `airgap registry seed` publishes releases", if tags.is_empty() { "none".to_string() } else { tags.join(", ") });
+        }
+    }
+    if tags.is_empty() {
+        bail!("{target} holds no airgap releases (`airgap registry seed` publishes them)");
+    }
+    // Every signed release counts for extra tags; one that fails verification is a finding.
+    let mut releases = Vec::new();
+    let mut refused = Vec::new();
+    for tag in &tags {
+        match PublishedRelease::open(client.clone(), target.clone(), tag, &key).await {
+            Ok(release) => releases.push(Arc::new(release)),
+            Err(e) => refused.push(format!(
+                "release {tag} does not verify: {}",
+                installer::error::chain(&e)
+            )),
+        }
+    }
+    let signed: Vec<airgap::BundleIndex> = releases
+        .iter()
+        .map(|r| r.verified().index().clone())
+        .collect();
+    let signed_refs: Vec<&airgap::BundleIndex> = signed.iter().collect();
+    let mut reports = Vec::new();
+    for release in releases.iter().filter(|r| {
+        args.release
+            .as_ref()
+            .is_none_or(|v| r.verified().index().version.to_string() == *v)
+    }) {
+        let report = scrub(release.clone(), &signed_refs, args.jobs as usize)
+            .await
+            .with_context(|| {
+                format!(
+                    "checking release {} in {target}",
+                    release.verified().index().version
+                )
+            })?;
+        reports.push(report);
+    }
+    let findings: usize = reports.iter().map(|r| r.findings().len()).sum::<usize>() + refused.len();
+    if args.json {
+        let out = serde_json::json!({
+            "registry": target.to_string(),
+            "clean": findings == 0,
+            "releases": reports,
+            "unverifiedReleases": refused,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for report in &reports {
+            println!(
+                "{}: {} tags, {} blobs ({}) checked; {}",
+                report.release,
+                report.tags_checked,
+                report.blobs_checked,
+                HumanBytes(report.bytes_checked),
+                if report.clean() {
+                    "no drift".to_string()
+                } else {
+                    format!("{} findings", report.findings().len())
+                }
+            );
+            for finding in report.findings() {
+                println!("  {finding}");
+            }
+        }
+        for line in &refused {
+            println!("  {line}");
+        }
+    }
+    if findings > 0 {
+        bail!(
+            "{target} drifted from its signed releases ({findings} findings); `airgap install` or `airgap upgrade` re-seeds a node's registry, `airgap registry seed` any other"
+        );
+    }
+    Ok(())
 }
 
 /// A client for one side of `sync`.

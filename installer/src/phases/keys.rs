@@ -17,6 +17,7 @@ use crate::keys::{
 };
 use crate::layout::NodeLayout;
 use crate::release::{self, Trusted};
+use crate::secret::SecretString;
 use crate::secretbox::SecretboxKey;
 
 fn stored(s: Stored) -> Outcome {
@@ -237,17 +238,7 @@ async fn ensure_pull_login(
     };
     let (data, stored) =
         keys::ensure_secret(etcd, key, REGISTRY_PULL_CREDENTIALS, generate).await?;
-    let field = |name: &'static str| {
-        data.get(name)
-            .and_then(|v| v.to_secret_string())
-            .ok_or(PhaseError::SecretField {
-                secret: REGISTRY_PULL_CREDENTIALS,
-                field: name,
-                problem: "is missing or not text",
-            })
-    };
-    let username = field("username")?.expose().to_string();
-    access.pull = Some((username, field("password")?));
+    access.pull = pull_login(&data)?;
     Ok(Some(stored))
 }
 
@@ -256,7 +247,20 @@ pub(super) async fn read_registry_access(
     ctx: &InstallContext,
     etcd: &EtcdClient,
 ) -> Result<RegistryAccess, PhaseError> {
-    let layout = &ctx.layout;
+    let key = read_encryption_key(&ctx.layout)?;
+    let mut access = stored_registry_access(&ctx.layout, etcd).await?;
+    if let Some(key) = key {
+        ensure_pull_login(ctx, etcd, &key, &mut access).await?;
+    }
+    Ok(access)
+}
+
+/// The registry access etcd holds, the pull-only login included when there is one; creates
+/// nothing (what `status` reads).
+pub async fn stored_registry_access(
+    layout: &NodeLayout,
+    etcd: &EtcdClient,
+) -> Result<RegistryAccess, PhaseError> {
     let missing = PhaseError::SecretField {
         secret: REGISTRY_CREDENTIALS,
         field: "data",
@@ -269,6 +273,22 @@ pub(super) async fn read_registry_access(
         Some(secret) => registry_access(&secret.data)?,
         None => return Err(missing),
     };
-    ensure_pull_login(ctx, etcd, &key, &mut access).await?;
+    if let Some(secret) = keys::read_secret(etcd, &key, REGISTRY_PULL_CREDENTIALS).await? {
+        access.pull = pull_login(&secret.data)?;
+    }
     Ok(access)
+}
+
+fn pull_login(data: &SecretData) -> Result<Option<(String, SecretString)>, PhaseError> {
+    let field = |name: &'static str| {
+        data.get(name)
+            .and_then(|v| v.to_secret_string())
+            .ok_or(PhaseError::SecretField {
+                secret: REGISTRY_PULL_CREDENTIALS,
+                field: name,
+                problem: "is missing or not text",
+            })
+    };
+    let username = field("username")?.expose().to_string();
+    Ok(Some((username, field("password")?)))
 }

@@ -11,6 +11,7 @@
 mod agent;
 mod etcd;
 mod keys;
+pub use keys::stored_registry_access;
 mod kubernetes;
 mod pki;
 mod platform;

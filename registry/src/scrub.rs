@@ -1,0 +1,304 @@
+//! Drift between a registry and the signed releases seeded into it: tags that point at
+//! something the signed index does not name, blobs that are missing or no longer hash to their
+//! digest, and tags under a release's repositories that no signed release put there.
+//!
+//! [`check_tags`] is the cheap part (one `HEAD` per tag): the seeder runs it after every push
+//! and `airgap status` on installed nodes. [`scrub`] is the whole walk, `airgap registry
+//! verify` (zot's scrub): it re-reads and re-hashes every blob.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use airgap::{BundleIndex, Digest};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::client::{RegistryClient, RegistryError};
+use crate::mirror::{mirrored_names, MirrorTarget};
+use crate::release_artifact::PublishedRelease;
+use crate::seed::{ReleaseSource, SeedError, SeedPlan};
+
+/// A signed tag the registry does not hold as signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagDrift {
+    pub repository: String,
+    pub tag: String,
+    /// What the signed index names.
+    pub expected: Digest,
+    /// What the registry answers; `None`: the tag is gone.
+    pub found: Option<Digest>,
+}
+
+impl fmt::Display for TagDrift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.found {
+            Some(found) => write!(
+                f,
+                "tag {}:{} points at {found}, not the signed {}",
+                self.repository, self.tag, self.expected
+            ),
+            None => write!(
+                f,
+                "tag {}:{} is missing (signed {})",
+                self.repository, self.tag, self.expected
+            ),
+        }
+    }
+}
+
+/// A tag as a signed index names it.
+#[derive(Debug, Clone)]
+pub struct SignedTag {
+    pub repository: String,
+    pub tag: String,
+    pub digest: Digest,
+    pub media_type: String,
+}
+
+/// Every tag of `index` under `target`.
+pub fn signed_tags(index: &BundleIndex, target: &MirrorTarget) -> Vec<SignedTag> {
+    mirrored_names(index, target)
+        .into_iter()
+        .filter_map(|n| {
+            Some(SignedTag {
+                tag: n.tag?,
+                repository: n.repository,
+                digest: n.digest,
+                media_type: n.media_type,
+            })
+        })
+        .collect()
+}
+
+/// Reads every tag of `index` under `target` back and compares it with the signed digest.
+pub async fn check_tags(
+    client: &RegistryClient,
+    index: &BundleIndex,
+    target: &MirrorTarget,
+    jobs: usize,
+) -> Result<Vec<TagDrift>, RegistryError> {
+    check_signed_tags(client, signed_tags(index, target), jobs).await
+}
+
+/// Reads each of `tags` back and compares it with its signed digest.
+pub async fn check_signed_tags(
+    client: &RegistryClient,
+    tags: Vec<SignedTag>,
+    jobs: usize,
+) -> Result<Vec<TagDrift>, RegistryError> {
+    let checks = tags.into_iter().map(|t| async move {
+        let found = client
+            .manifest_digest(&t.repository, &t.tag, &[&t.media_type])
+            .await?;
+        let drifted = found != Some(t.digest);
+        Ok::<_, RegistryError>(drifted.then_some(TagDrift {
+            repository: t.repository,
+            tag: t.tag,
+            expected: t.digest,
+            found,
+        }))
+    });
+    let mut drift: Vec<TagDrift> = futures_util::stream::iter(checks)
+        .buffer_unordered(jobs.max(1))
+        .try_filter_map(|d| async move { Ok(d) })
+        .try_collect()
+        .await?;
+    drift.sort_by(|a, b| (&a.repository, &a.tag).cmp(&(&b.repository, &b.tag)));
+    Ok(drift)
+}
+
+/// A blob a release needs that the registry does not serve as signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobProblem {
+    pub repository: String,
+    pub digest: Digest,
+    /// `missing`, or `corrupt` (what was served hashes to `found`), or `unreadable`.
+    pub problem: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found: Option<Digest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl fmt::Display for BlobProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "blob {} in {} is {}",
+            self.digest, self.repository, self.problem
+        )?;
+        if let Some(found) = &self.found {
+            write!(f, " (its bytes hash to {found})")?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, " ({detail})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A tag under a release's repositories that no signed release in the registry names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtraTag {
+    pub repository: String,
+    pub tag: String,
+}
+
+impl fmt::Display for ExtraTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tag {}:{} is not in any signed release of this registry",
+            self.repository, self.tag
+        )
+    }
+}
+
+/// What a scrub of one release found.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScrubReport {
+    pub release: String,
+    pub tags_checked: usize,
+    pub blobs_checked: usize,
+    pub bytes_checked: u64,
+    pub drifted_tags: Vec<TagDrift>,
+    pub blob_problems: Vec<BlobProblem>,
+    pub extra_tags: Vec<ExtraTag>,
+}
+
+impl ScrubReport {
+    pub fn clean(&self) -> bool {
+        self.drifted_tags.is_empty() && self.blob_problems.is_empty() && self.extra_tags.is_empty()
+    }
+
+    /// One line per finding.
+    pub fn findings(&self) -> Vec<String> {
+        let tags = self.drifted_tags.iter().map(ToString::to_string);
+        let blobs = self.blob_problems.iter().map(ToString::to_string);
+        let extra = self.extra_tags.iter().map(ToString::to_string);
+        tags.chain(blobs).chain(extra).collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScrubError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("reading the release's manifests")]
+    Plan(#[source] SeedError),
+}
+
+/// Walks `release` in its registry: its tags against the signed digests, every blob it needs
+/// in every repository that needs it (re-read and re-hashed), and every tag of its
+/// repositories against the tags of `signed` (every signed release in the registry, this one
+/// included).
+pub async fn scrub(
+    release: Arc<PublishedRelease>,
+    signed: &[&BundleIndex],
+    jobs: usize,
+) -> Result<ScrubReport, ScrubError> {
+    let client = release.client.clone();
+    let at = release.at.clone();
+    let index = release.verified().index().clone();
+    let drifted_tags = check_tags(&client, &index, &at, jobs).await?;
+    let names = mirrored_names(&index, &at);
+    let plan = SeedPlan::new(&ReleaseSource::Registry(release.clone()), &at)
+        .await
+        .map_err(ScrubError::Plan)?;
+    let checks = plan.blobs.iter().flat_map(|blob| {
+        blob.repositories
+            .iter()
+            .map(move |repo| (repo.clone(), blob.digest, blob.size))
+    });
+    let client_ref = &client;
+    let mut blob_problems: Vec<BlobProblem> = futures_util::stream::iter(checks)
+        .map(|(repo, digest, size)| async move { rehash(client_ref, &repo, &digest, size).await })
+        .buffer_unordered(jobs.max(1))
+        .filter_map(|p| async move { p })
+        .collect()
+        .await;
+    blob_problems.sort_by(|a, b| (&a.repository, a.digest).cmp(&(&b.repository, b.digest)));
+    let blobs_checked = plan.blobs.iter().map(|b| b.repositories.len()).sum();
+    let bytes_checked = plan
+        .blobs
+        .iter()
+        .map(|b| b.size * b.repositories.len() as u64)
+        .sum();
+
+    let mut allowed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for other in signed {
+        for name in mirrored_names(other, &at) {
+            if let Some(tag) = name.tag {
+                allowed.entry(name.repository).or_default().insert(tag);
+            }
+        }
+    }
+    let repositories: BTreeSet<&String> = names.iter().map(|n| &n.repository).collect();
+    let mut extra_tags = Vec::new();
+    for repository in repositories {
+        let tags = client.list_tags(repository).await?.unwrap_or_default();
+        for tag in tags {
+            if !allowed.get(repository).is_some_and(|a| a.contains(&tag)) {
+                extra_tags.push(ExtraTag {
+                    repository: repository.clone(),
+                    tag,
+                });
+            }
+        }
+    }
+    Ok(ScrubReport {
+        release: format!("{} {}", index.name, index.version),
+        tags_checked: names.iter().filter(|n| n.tag.is_some()).count(),
+        blobs_checked,
+        bytes_checked,
+        drifted_tags,
+        blob_problems,
+        extra_tags,
+    })
+}
+
+/// Streams one blob and hashes it; `None` when it is there and intact.
+async fn rehash(
+    client: &RegistryClient,
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+) -> Option<BlobProblem> {
+    let problem = |problem, found, detail| {
+        Some(BlobProblem {
+            repository: repo.to_string(),
+            digest: *digest,
+            problem,
+            found,
+            detail,
+        })
+    };
+    let mut download = match client.get_blob(repo, digest, 0).await {
+        Ok(d) => d,
+        Err(RegistryError::BlobUnknown { .. }) => return problem("missing", None, None),
+        Err(e) => return problem("unreadable", None, Some(e.to_string())),
+    };
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut read = 0u64;
+    loop {
+        match download.chunk().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len() as u64;
+                hasher.update(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => return problem("unreadable", None, Some(e.to_string())),
+        }
+    }
+    let found = Digest::from_bytes(hasher.finalize().into());
+    if found != *digest || read != size {
+        return problem("corrupt", Some(found), None);
+    }
+    None
+}
