@@ -577,3 +577,52 @@ fn seeds_straight_from_a_split_bundle() {
         true,
     );
 }
+
+/// A platform-filtered image's upstream index is pushed by its digest as a sparse index; the
+/// CNCF registry refuses an index whose children are absent, and the seed says which images
+/// that leaves without their upstream digest (and still succeeds: tags and bundle digests
+/// work).
+#[test]
+fn a_registry_that_refuses_sparse_indexes_is_named_in_the_output() {
+    let setup = Setup::new(4 << 10);
+    let spec = setup.path("amd64.yaml");
+    let text = std::fs::read_to_string(&setup.fixture.spec).unwrap();
+    std::fs::write(
+        &spec,
+        text.replace("platforms: [all]", "platforms: [linux/amd64]"),
+    )
+    .unwrap();
+    let bundle = setup.build_spec(&spec, "b.tar");
+    let pki = Pki::new(&setup.path("pki"));
+    let registry = Distribution::start(&setup.path("registry"), &pki);
+    let to = format!("https://{}/m", registry.host());
+    let ca = pki.ca.to_str().unwrap().to_string();
+    let config_arg = setup.path("cfg").to_str().unwrap().to_string();
+    let (ok, out, err) = seed(
+        &bundle,
+        &setup.public(),
+        &to,
+        &["--ca", &ca, "--config-dir", &config_arg],
+        PASSWORD,
+    );
+    assert!(ok, "{out}{err}");
+    let archive = archive(&bundle, &setup.public());
+    let multi = archive
+        .verified()
+        .index()
+        .images
+        .iter()
+        .find(|i| i.reference == testkit::FIXTURE_IMAGES[2])
+        .unwrap()
+        .clone();
+    assert_ne!(multi.digest, multi.upstream_digest);
+    assert!(
+        out.contains("refused the upstream index of 1 platform-filtered images")
+            && out.contains(&format!(
+                "m/example.internal/base/multi@{}",
+                multi.upstream_digest
+            )),
+        "{out}"
+    );
+    assert_mirrored(&pki, &archive, &format!("{}/m", registry.host()), true);
+}

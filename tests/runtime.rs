@@ -320,7 +320,17 @@ const INTERNET: &str = "10.77.0.99";
 #[test]
 fn a_failing_mirror_never_sends_a_pull_upstream() {
     let (setup, path_dir) = runtime_setup();
-    let bundle = setup.build("bundle.tar");
+    // amd64 only: the two-platform image is stored as a filtered index, and its upstream
+    // index rides along to be seeded sparse.
+    let spec = setup.path("amd64.yaml");
+    let text = std::fs::read_to_string(&setup.fixture.spec).unwrap();
+    assert!(text.contains("platforms: [all]"));
+    std::fs::write(
+        &spec,
+        text.replace("platforms: [all]", "platforms: [linux/amd64]"),
+    )
+    .unwrap();
+    let bundle = setup.build_spec(&spec, "bundle.tar");
     let ns = NetNs::create("gap");
     let upstream = [
         "registry.k8s.io",
@@ -367,6 +377,34 @@ fn a_failing_mirror_never_sends_a_pull_upstream() {
     assert!(
         served(before, "registry.k8s.io/pause"),
         "the pause image did not come from the node's registry"
+    );
+    assert_eq!(internet.connections(), Vec::<String>::new());
+
+    // A workload pinned to the upstream index digest of the platform-filtered image pulls
+    // offline: the node registry holds that index sparse (the arm64 child absent), and
+    // containerd picks the amd64 manifest the bundle kept.
+    let inspect = common::ok(airgap().args(["bundle", "inspect", "--json"]).arg(&bundle));
+    let index: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let multi = index["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["reference"] == testkit::FIXTURE_IMAGES[2])
+        .unwrap();
+    let upstream = multi["upstreamDigest"].as_str().unwrap();
+    assert_ne!(upstream, multi["digest"].as_str().unwrap(), "not filtered");
+    let pinned = format!("example.internal/base/multi@{upstream}");
+    let before = access_log(&root).len();
+    rt.block_on(cri.pull_image(&pinned))
+        .unwrap_or_else(|e| panic!("pull {pinned}: {}", installer::error::chain(&e)));
+    assert!(
+        access_log(&root)[before..]
+            .iter()
+            .any(|l| l["status"] == 200
+                && l["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(&format!("base/multi/manifests/{upstream}")))),
+        "the upstream index did not come from the node's registry"
     );
     assert_eq!(internet.connections(), Vec::<String>::new());
 

@@ -210,8 +210,13 @@ impl Planner {
         let stored = if keep.len() == index.manifests.len() {
             bytes
         } else {
-            filtered_index(&bytes, &keep)
-                .map_err(|e| content(format!("index {} is malformed: {e}", desc.digest)))?
+            let filtered = filtered_index(&bytes, &keep)
+                .map_err(|e| content(format!("index {} is malformed: {e}", desc.digest)))?;
+            // The upstream index rides along, named by no layout entry: seeded by its digest
+            // it is a sparse index (its absent children are the platforms filtered out), so
+            // workloads pinned to `image@<upstream digest>` still pull offline.
+            self.add_manifest(bytes);
+            filtered
         };
         let stored_len = stored.len() as u64;
         size += stored_len;

@@ -150,6 +150,10 @@ pub struct ManifestPush {
     pub digest: Digest,
     pub media_type: String,
     pub bytes: Bytes,
+    /// A platform-filtered image's upstream index, pushed by digest: a sparse index (children
+    /// of the filtered-out platforms absent). A registry that refuses it is reported, not an
+    /// error: the image still pulls by tag and by its bundle digest.
+    pub sparse: bool,
 }
 
 /// A blob and the repositories that need it, in the order they are served.
@@ -196,7 +200,17 @@ impl SeedPlan {
         let mut order: Vec<Digest> = Vec::new();
         let mut manifests = Vec::new();
         let mut pushed: HashSet<(String, Digest)> = HashSet::new();
-        for (name, from) in mirrored_names(index, target).into_iter().zip(source_names) {
+        // A platform-filtered image's upstream index, where the source carries it.
+        let upstream = index
+            .images
+            .iter()
+            .map(|i| (i.upstream_digest != i.digest).then_some(i.upstream_digest))
+            .chain(index.packs.iter().map(|_| None));
+        for ((name, from), upstream) in mirrored_names(index, target)
+            .into_iter()
+            .zip(source_names)
+            .zip(upstream)
+        {
             let from = from.repository;
             let mut need_blob = |digest: Digest, size: u64| -> Result<(), SeedError> {
                 let expected_blob = in_source
@@ -252,6 +266,7 @@ impl SeedPlan {
                         digest,
                         media_type,
                         bytes,
+                        sparse: false,
                     });
                 }
             }
@@ -262,7 +277,30 @@ impl SeedPlan {
                 digest: name.digest,
                 media_type: name.media_type.clone(),
                 bytes: root_bytes,
+                sparse: false,
             });
+            let carried = match (&in_source, upstream) {
+                (_, None) => None,
+                (Some(carried), Some(d)) => carried.contains_key(&d).then_some(d),
+                (None, Some(d)) => Some(d),
+            };
+            if let Some(digest) = carried {
+                match source.read_manifest(&from, digest, &name.media_type).await {
+                    Ok((bytes, _)) if pushed.insert((name.repository.clone(), digest)) => {
+                        manifests.push(ManifestPush {
+                            repository: name.repository.clone(),
+                            reference: digest.to_string(),
+                            digest,
+                            media_type: name.media_type.clone(),
+                            bytes,
+                            sparse: true,
+                        });
+                    }
+                    // A registry seeded before upstream indexes were carried lacks it.
+                    Ok(_) | Err(SeedError::ManifestMissing { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
         let blobs = order.into_iter().filter_map(|d| blobs.remove(&d)).collect();
         Ok(SeedPlan {
@@ -292,6 +330,9 @@ pub struct SeedReport {
     pub blobs_present: usize,
     pub manifests_pushed: usize,
     pub manifests_present: usize,
+    /// Upstream indexes of platform-filtered images the target refused to hold sparse
+    /// (`repository@digest`): pulls by those digests fail there; by tag they work.
+    pub sparse_refused: Vec<String>,
     /// Whether the release artifact was pushed now (false: it was there).
     pub release_published: bool,
 }
@@ -367,7 +408,7 @@ impl Seeder {
         if let Some(e) = first_error {
             return Err(e);
         }
-        let (pushed, present) = self.push_manifests(plan).await?;
+        let (pushed, present, sparse_refused) = self.push_manifests(plan).await?;
         // Read back: a registry that kept another manifest under a signed tag (or a writer
         // racing this one) must not pass for seeded.
         let tags = plan
@@ -406,6 +447,7 @@ impl Seeder {
             blobs_present: counts.present,
             manifests_pushed: pushed,
             manifests_present: present,
+            sparse_refused,
             release_published: !release_present,
         })
     }
@@ -449,7 +491,12 @@ impl Seeder {
         Err(SeedError::DeltaBaseMissing { base, missing })
     }
 
-    async fn push_manifests(&self, plan: &SeedPlan) -> Result<(usize, usize), SeedError> {
+    /// Returns how many were pushed, how many were there, and which upstream (sparse)
+    /// indexes the target refused.
+    async fn push_manifests(
+        &self,
+        plan: &SeedPlan,
+    ) -> Result<(usize, usize, Vec<String>), SeedError> {
         // Repositories in parallel; within one, manifests in plan order (children first).
         let mut by_repo: BTreeMap<&str, Vec<ManifestPush>> = BTreeMap::new();
         for m in &plan.manifests {
@@ -463,7 +510,7 @@ impl Seeder {
             let observer = self.observer.clone();
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                let (mut pushed, mut present) = (0, 0);
+                let (mut pushed, mut present, mut refused) = (0, 0, Vec::new());
                 for m in pushes {
                     let have = client
                         .manifest_digest(&m.repository, &m.reference, &[&m.media_type])
@@ -471,23 +518,34 @@ impl Seeder {
                     if have == Some(m.digest) {
                         present += 1;
                     } else {
-                        client
+                        match client
                             .put_manifest(&m.repository, &m.reference, &m.media_type, &m.bytes)
-                            .await?;
-                        pushed += 1;
+                            .await
+                        {
+                            Ok(()) => pushed += 1,
+                            // Most registries refuse an index whose children are absent.
+                            Err(RegistryError::Status { status, .. })
+                                if m.sparse && status.is_client_error() =>
+                            {
+                                refused.push(format!("{}@{}", m.repository, m.digest));
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
                     }
                     observer.manifest_done();
                 }
-                Ok::<_, SeedError>((pushed, present))
+                Ok::<_, SeedError>((pushed, present, refused))
             });
         }
-        let (mut pushed, mut present) = (0, 0);
+        let (mut pushed, mut present, mut refused) = (0, 0, Vec::new());
         while let Some(joined) = tasks.join_next().await {
-            let (p, q) = joined.map_err(|e| SeedError::Task(e.to_string()))??;
+            let (p, q, r) = joined.map_err(|e| SeedError::Task(e.to_string()))??;
             pushed += p;
             present += q;
+            refused.extend(r);
         }
-        Ok((pushed, present))
+        refused.sort();
+        Ok((pushed, present, refused))
     }
 }
 

@@ -300,6 +300,13 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         report.manifests_present,
         started.elapsed().as_secs_f64(),
     );
+    if !report.sparse_refused.is_empty() {
+        println!(
+            "{target} refused the upstream index of {} platform-filtered images (a sparse index: the filtered-out platforms' manifests are absent); they pull by tag and by their bundle digest, not by the upstream digest: {}",
+            report.sparse_refused.len(),
+            report.sparse_refused.join(", ")
+        );
+    }
     println!(
         "release index {} at {}/{}:{} (what `airgap upgrade --check --from-registry` lists)",
         if report.release_published {

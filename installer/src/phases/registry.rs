@@ -72,6 +72,13 @@ pub(super) async fn run(
             placed.blobs, placed.bytes
         ));
     }
+    if !report.sparse_refused.is_empty() {
+        summary.push_str(&format!(
+            "; the registry refused the upstream (sparse) index of {} platform-filtered images, which pull by tag or bundle digest but not by their upstream digest: {}",
+            report.sparse_refused.len(),
+            report.sparse_refused.join(", ")
+        ));
+    }
     ctx.outcome.registry_endpoint = Some(access.endpoint.clone());
     ctx.outcome.registry_username = Some(access.username.clone());
     ctx.mirror = Some(Mirror { target, rewrite });

@@ -654,7 +654,8 @@ impl LayoutStore {
         .await
     }
 
-    /// Stores a manifest after checking everything it references is in the repository.
+    /// Stores a manifest after checking everything it references is in the repository, or,
+    /// pushed by digest, a sparse index (see [`is_sparse_index`]).
     /// `digest` is the manifest's digest in the algorithm the client addressed it by.
     pub async fn put_manifest(
         &self,
@@ -664,7 +665,7 @@ impl LayoutStore {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<PutManifest, StoreError> {
-        let record = match ManifestRecord::parse(media_type, bytes) {
+        let mut record = match ManifestRecord::parse(media_type, bytes) {
             Ok(r) => r,
             Err(e) => return Ok(PutManifest::Invalid(e)),
         };
@@ -672,7 +673,11 @@ impl LayoutStore {
         let _o = self.ordered.lock().await;
         let missing = self.catalog.read().await.missing(repository, &record);
         if !missing.is_empty() {
-            return Ok(PutManifest::Missing(missing));
+            if tag.is_some() || !is_sparse_index(&record, &missing, bytes) {
+                return Ok(PutManifest::Missing(missing));
+            }
+            // Stored sparse: only the children present are its children here.
+            record.children.retain(|d| !missing.contains(d));
         }
         let gone: Vec<ContentDigest> = record
             .blobs
@@ -1150,4 +1155,30 @@ impl OpenBlob {
             }
         }
     }
+}
+
+/// A sparse index: an image index some of whose children are absent, each of them a
+/// platform-specific manifest, with at least one child present. What a platform-filtered
+/// mirror holds under the upstream index's digest, so `image@<upstream digest>` resolves to
+/// the platforms it kept. Accepted only by digest (a tag never names a sparse index).
+fn is_sparse_index(record: &ManifestRecord, missing: &[ContentDigest], bytes: &[u8]) -> bool {
+    if record.children.is_empty()
+        || missing.len() >= record.children.len()
+        || missing.iter().any(|d| !record.children.contains(d))
+    {
+        return false;
+    }
+    let Ok(index) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return false;
+    };
+    let Some(children) = index["manifests"].as_array() else {
+        return false;
+    };
+    missing.iter().all(|d| {
+        let digest = d.to_string();
+        children
+            .iter()
+            .filter(|c| c["digest"].as_str() == Some(digest.as_str()))
+            .all(|c| c["platform"].is_object())
+    })
 }
