@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    installer::files::restrict_umask();
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
     match cli::run(args) {

@@ -791,3 +791,103 @@ fn an_external_registry_is_seeded_instead_of_the_built_in_one() {
         output_ok(&out, &format!("skopeo inspect {reference}"));
     }
 }
+
+/// Every file and directory under `dir` whose mode lets group or others write it.
+fn writable_by_others(dir: &Path, out: &mut Vec<String>) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() || meta.file_type().is_socket() {
+            continue;
+        }
+        if meta.permissions().mode() & 0o022 != 0 {
+            out.push(format!(
+                "{} {:o}",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            ));
+        }
+        if meta.is_dir() {
+            writable_by_others(&path, out);
+        }
+    }
+}
+
+/// Under `umask 000` the installer still writes nothing group- or world-writable and keeps key
+/// directories 0700; a service definition another user could have written (world-writable, or
+/// owned by someone else) is refused by the agent, which says so and never runs it.
+#[test]
+fn a_permissive_umask_leaves_nothing_writable_and_a_planted_service_never_runs() {
+    let setup = Setup::new(4 << 10);
+    let bundle = setup.build("bundle.tar");
+    let ns = NetNs::create("umask");
+    let root = setup.path("root");
+    let config = install_yaml(setup.dir.path(), "");
+    let mut cmd = ns.command("sh");
+    cmd.args(["-c", "umask 000; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_airgap"));
+    let out = install_with(cmd, &config, &bundle, &setup.public(), &root)
+        .env_remove("AIRGAP_FAILPOINT")
+        .output()
+        .unwrap();
+    output_ok(&out, "install under umask 000");
+    let mut loose = Vec::new();
+    writable_by_others(&root, &mut loose);
+    assert!(loose.is_empty(), "group/world-writable: {loose:#?}");
+    for dir in [
+        "etc/kubernetes/pki",
+        "etc/kubernetes/pki/etcd",
+        "etc/airgap/pki",
+    ] {
+        assert_eq!(mode(&root.join(dir)), 0o700, "{dir}");
+    }
+
+    // A definition someone else could have written: world-writable, and one owned by nobody.
+    let services = root.join("etc/airgap/services");
+    let marks: Vec<PathBuf> = (0..2).map(|i| setup.path(&format!("pwned-{i}"))).collect();
+    for (i, mark) in marks.iter().enumerate() {
+        let spec = serde_json::json!({
+            "name": format!("pwn{i}"),
+            "program": "/bin/touch",
+            "args": [mark.display().to_string()],
+            "env": {},
+        });
+        let path = services.join(format!("pwn{i}.json"));
+        std::fs::write(&path, spec.to_string()).unwrap();
+        if i == 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        } else {
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        }
+    }
+    // The agent reads its definitions every tick; give it many, then look.
+    let log = root.join("var/log/airgap/agent.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if (0..2).all(|i| text.contains(&format!("pwn{i}.json"))) {
+            assert!(text.contains("refusing"), "{text}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never said it refused the planted definitions: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for mark in &marks {
+        assert!(!mark.exists(), "the agent ran a planted definition");
+    }
+    // The real services still run and status says the node is healthy.
+    assert_eq!(
+        status_json(&ns, &root)["services"]["registry"]["healthy"],
+        true
+    );
+}

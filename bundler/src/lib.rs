@@ -343,3 +343,43 @@ async fn ensure_cached(
     pending.commit()?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(name: &str, version: &str) -> (tempfile::TempDir, pack::Pack) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pack.json"),
+            format!(
+                r#"{{"name":"{name}","displayName":"x","version":"{version}","layer":"addon"}}"#
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("values.yaml"), "pack: {}\n").unwrap();
+        let loaded = pack::Pack::load(dir.path()).unwrap();
+        (dir, loaded)
+    }
+
+    #[test]
+    fn a_published_pack_must_be_named_by_its_reference() {
+        let reference = |r: &str| ImageReference::parse(r).unwrap();
+        let (_d, good) = pack("monitoring", "1.2.0");
+        check_published_name(&reference("reg.example/packs/monitoring:1.2.0"), &good).unwrap();
+        let digest = format!("reg.example/packs/monitoring@sha256:{}", "a".repeat(64));
+        check_published_name(&reference(&digest), &good).unwrap();
+        for (r, needle) in [
+            ("reg.example/packs/other:1.2.0", "names pack `monitoring`"),
+            (
+                "reg.example/packs/monitoring:1.3.0",
+                "the reference's tag is 1.3.0",
+            ),
+        ] {
+            let err = check_published_name(&reference(r), &good)
+                .expect_err(r)
+                .to_string();
+            assert!(err.contains(needle), "{r}: {err}");
+        }
+    }
+}

@@ -8,6 +8,16 @@ use std::path::Path;
 
 /// Mode for private keys, key material and anything holding a password.
 pub const PRIVATE: u32 = 0o600;
+
+/// Sets this process's umask to 022. Whatever the caller's (000 in some shells and CI
+/// runners), nothing airgap or the services it starts create is group- or world-writable;
+/// what must be private says so with its own mode.
+pub fn restrict_umask() {
+    // SAFETY: umask only sets this process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o022);
+    }
+}
 /// Mode for certificates and configuration without secrets.
 pub const PUBLIC: u32 = 0o644;
 

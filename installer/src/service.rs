@@ -34,6 +34,8 @@ pub enum ServiceError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("refusing {path}: owned by uid {uid} with mode {mode:04o}, so someone other than root could have written what the agent runs as root; remove it, or `chown root` and `chmod go-w` it if it is yours")]
+    Untrusted { path: String, uid: u32, mode: u32 },
 }
 
 impl ServiceSpec {
@@ -57,7 +59,13 @@ impl ServiceSpec {
 
     /// Every definition in `dir`, by name. A file that does not parse is reported, not
     /// skipped: a supervisor silently ignoring etcd would be worse than one that says why.
+    /// Every definition in `dir`. The agent runs what these files say, as root: a directory
+    /// that another user owns or could write into is refused whole, and such a definition is
+    /// left out and logged.
     pub fn load_all(dir: &Path) -> Result<BTreeMap<String, ServiceSpec>, ServiceError> {
+        if dir.exists() {
+            check_owner_and_mode(dir)?;
+        }
         let mut out = BTreeMap::new();
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
@@ -74,6 +82,11 @@ impl ServiceSpec {
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
+            // One planted file must not stop the agent from running the real ones.
+            if let Err(e) = check_owner_and_mode(&path) {
+                tracing::error!("{e}");
+                continue;
+            }
             let bytes = std::fs::read(&path).map_err(|source| ServiceError::Io {
                 path: path.display().to_string(),
                 source,
@@ -87,4 +100,24 @@ impl ServiceSpec {
         }
         Ok(out)
     }
+}
+
+/// Refuses `path` unless this process's user owns it and neither group nor others may write it.
+fn check_owner_and_mode(path: &Path) -> Result<(), ServiceError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).map_err(|source| ServiceError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() != me || mode & 0o022 != 0 || meta.file_type().is_symlink() {
+        return Err(ServiceError::Untrusted {
+            path: path.display().to_string(),
+            uid: meta.uid(),
+            mode,
+        });
+    }
+    Ok(())
 }

@@ -13,6 +13,18 @@ use crate::pki::{CertificateAuthority, Ensured, LeafSpec, PairPaths, Usage};
 
 pub(super) fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
     let layout = &ctx.layout;
+    // Key directories are root's alone, whatever umask the installer inherited.
+    for dir in [
+        layout.pki_dir(),
+        layout.etcd_pki_dir(),
+        layout
+            .fqdn_key()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    ] {
+        private_dir(&dir)?;
+    }
     let node = &ctx.node;
     let name = ctx.config.metadata.name.as_str();
     let mut created = Vec::new();
@@ -108,4 +120,16 @@ pub(super) fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
     } else {
         format!("issued {}; {fqdn_summary}", created.join(", "))
     })
+}
+
+/// Creates `dir` (and its parents) and makes it 0700.
+fn private_dir(dir: &Path) -> Result<(), PhaseError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(PhaseError::io("creating", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(PhaseError::io("restricting", dir))
 }
