@@ -499,27 +499,26 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
         output_ok(&out, "token").trim().to_string()
     };
     let fresh = token_cmd(&["create", "--uses", "1"]);
-    let mut refusals = vec![
-        (token.clone(), NODES[0].1.to_string(), "used as many times"),
-        (
-            wrong_secret(&fresh),
-            NODES[0].1.to_string(),
-            "secret does not match",
-        ),
-        (
-            fresh.clone(),
-            NODES[0].1.to_string(),
-            "not one of this cluster's nodes",
-        ),
-    ];
     let short = token_cmd(&["create", "--ttl", "1s"]);
-    std::thread::sleep(Duration::from_millis(2100));
-    refusals.push((short, NODES[0].1.to_string(), "expired"));
-    for (t, server, why) in &refusals {
-        let line = fails(&mut c.join(&node4, &root4, t, server));
-        assert!(line.contains(why), "{why}: {line}");
-        assert!(empty_or_absent(&root4), "{why}: something written");
+    // A valid token from a machine that is not an install.yaml node, naming no node or
+    // another's name: refused on its source address, before the token is looked at, and
+    // etcd gains no learner.
+    let members_before = c.etcdctl(0, &["member", "list"]);
+    for claimed in [None, Some("node3")] {
+        let mut cmd = c.join(&node4, &root4, &fresh, NODES[0].1);
+        if let Some(name) = claimed {
+            cmd.args(["--node", name]);
+        }
+        let line = fails(&mut cmd);
+        assert!(
+            line.contains("10.78.0.14 is not one of this cluster's nodes"),
+            "{claimed:?}: {line}"
+        );
+        assert!(empty_or_absent(&root4), "{claimed:?}: something written");
     }
+    assert_eq!(c.etcdctl(0, &["member", "list"]), members_before);
+    // `short` expires meanwhile (its refusal comes from node3's address below).
+    std::thread::sleep(Duration::from_millis(2100));
     // A server presenting another CA (a fake join API on node4's loopback, with the test
     // PKI's certificate): refused during the TLS handshake, before the secret is sent.
     let fake_pki = common::registries::Pki::new(&c.setup.path("fake-pki"));
@@ -552,29 +551,6 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
     let _ = fake.kill();
     let _ = fake.wait();
 
-    // A bundle of another release than the cluster's.
-    let spec = std::fs::read_to_string(&c.setup.fixture.spec).unwrap();
-    let other_spec = c.setup.path("other.yaml");
-    std::fs::write(
-        &other_spec,
-        spec.replace("version: 4.5.0", "version: 4.6.0"),
-    )
-    .unwrap();
-    let other = c.setup.build_spec(&other_spec, "other.tar");
-    let mut cmd = node4.airgap();
-    cmd.args([
-        "join", "--token", &fresh, "--server", NODES[0].1, "--bundle",
-    ])
-    .arg(&other)
-    .arg("--pub")
-    .arg(c.setup.public())
-    .arg("--root")
-    .arg(&root4)
-    .args(["--node", "node3"]);
-    let line = fails(&mut cmd);
-    assert!(line.contains("the cluster runs mgmt-plane 4.5.0"), "{line}");
-    assert!(empty_or_absent(&root4));
-
     // The unused token still has its use: a refusal spends nothing.
     let listed = token_cmd(&["list", "--json"]);
     let fresh_id = fresh.split('.').next().unwrap();
@@ -603,6 +579,42 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
         .unwrap();
     assert!(!again.status.success());
     let replacement = c.setup.path("root3-new");
+    // From node3's own address now: every token failure gets the same words (which ids exist,
+    // expired or were spent is not the caller's to learn), and nothing is written.
+    let mut lines = Vec::new();
+    for t in [token.clone(), wrong_secret(&fresh), short.clone()] {
+        let line = fails(&mut c.join(&c.nodes[2], &replacement, &t, NODES[0].1));
+        assert!(
+            line.contains(installer::cluster::join_api::TOKEN_REFUSED),
+            "{line}"
+        );
+        assert!(empty_or_absent(&replacement), "{line}: something written");
+        lines.push(line);
+    }
+    assert!(lines.iter().all(|l| l == &lines[0]), "{lines:#?}");
+    // A bundle of another release than the cluster's.
+    let spec = std::fs::read_to_string(&c.setup.fixture.spec).unwrap();
+    let other_spec = c.setup.path("other.yaml");
+    std::fs::write(
+        &other_spec,
+        spec.replace("version: 4.5.0", "version: 4.6.0"),
+    )
+    .unwrap();
+    let other = c.setup.build_spec(&other_spec, "other.tar");
+    let mut cmd = c.nodes[2].airgap();
+    cmd.args([
+        "join", "--token", &fresh, "--server", NODES[0].1, "--bundle",
+    ])
+    .arg(&other)
+    .arg("--pub")
+    .arg(c.setup.public())
+    .arg("--root")
+    .arg(&replacement)
+    .args(["--node", "node3"]);
+    let line = fails(&mut cmd);
+    assert!(line.contains("the cluster runs mgmt-plane 4.5.0"), "{line}");
+    assert!(empty_or_absent(&replacement));
+
     let out = c
         .join(&c.nodes[2], &replacement, &fresh, NODES[0].1)
         .output()

@@ -132,7 +132,7 @@ impl JoinApi {
             Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not a join request: {e}")),
         };
         let _one_at_a_time = self.joining.lock().await;
-        match self.join(request).await {
+        match self.join(request, peer.ip()).await {
             Ok(answer) => {
                 tracing::info!(%peer, node = %answer.node, "node joined");
                 match serde_json::to_vec(&answer) {
@@ -147,13 +147,23 @@ impl JoinApi {
         }
     }
 
-    /// Decides and performs one join.
-    pub async fn join(&self, request: JoinRequest) -> Result<JoinResponse, Refusal> {
+    /// Decides and performs one join. `source` is the address the request came from: the
+    /// node joining is the install.yaml node with that address, and no other, so a token
+    /// alone (stolen, or left in a shell history) does not hand the cluster's keys to another
+    /// machine.
+    pub async fn join(
+        &self,
+        request: JoinRequest,
+        source: IpAddr,
+    ) -> Result<JoinResponse, Refusal> {
+        let node = self.node_for(&request, source)?.clone();
         let token = JoinToken {
             id: request.token_id.clone(),
             secret: SecretString::new(request.secret.clone()),
         };
-        token::check(&self.etcd, &token).await?;
+        token::check(&self.etcd, &token)
+            .await
+            .map_err(token_refusal)?;
         let trusted = crate::release::trusted(&self.etcd)
             .await?
             .ok_or_else(|| Refusal("the cluster has no trusted release yet".into()))?;
@@ -163,7 +173,6 @@ impl JoinApi {
                 trusted.index_sha256, request.release, request.release.index_sha256
             )));
         }
-        let node = self.node_for(&request)?.clone();
         let peer_url = url(node.address, PEER_PORT);
         let members = self.etcd.member_list().await?;
         if let Some(m) = members.iter().find(|m| m.peer_urls.contains(&peer_url)) {
@@ -229,7 +238,9 @@ impl JoinApi {
             .filter(|m| !m.is_learner && !m.client_urls.is_empty())
             .flat_map(|m| m.client_urls.clone())
             .collect();
-        token::redeem(&self.etcd, &token).await?;
+        token::redeem(&self.etcd, &token)
+            .await
+            .map_err(token_refusal)?;
         let (cluster_ca, etcd_ca, fqdn, fqdn_ca, encryption_config, install_yaml) = answer_material;
         Ok(JoinResponse {
             node: node.name.to_string(),
@@ -267,35 +278,40 @@ impl JoinApi {
         }
     }
 
-    fn node_for(&self, request: &JoinRequest) -> Result<&Node, Refusal> {
+    /// The install.yaml node whose address `source` is; a name the caller gave must be that
+    /// node's.
+    fn node_for(&self, request: &JoinRequest, source: IpAddr) -> Result<&Node, Refusal> {
         let names = || {
             self.config
                 .spec
                 .nodes
                 .iter()
-                .map(|n| n.name.as_str())
+                .map(|n| format!("{} ({})", n.name, n.address))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let node = match &request.node {
-            Some(name) => self.config.node(name),
-            None => self
-                .config
-                .spec
-                .nodes
-                .iter()
-                .find(|n| request.addresses.contains(&n.address)),
-        };
-        node.ok_or_else(|| {
-            Refusal(format!(
-                "{} is not one of this cluster's nodes ({}); an HA cluster has exactly these three",
-                request
-                    .node
-                    .clone()
-                    .unwrap_or_else(|| "a machine with none of their addresses".into()),
-                names()
-            ))
-        })
+        let source = canonical(source);
+        let node = self
+            .config
+            .spec
+            .nodes
+            .iter()
+            .find(|n| canonical(n.address) == source)
+            .ok_or_else(|| {
+                Refusal(format!(
+                    "{source} is not one of this cluster's nodes ({}); a node joins from its install.yaml address",
+                    names()
+                ))
+            })?;
+        if let Some(claimed) = &request.node {
+            if claimed.as_str() != node.name.as_str() {
+                return Err(Refusal(format!(
+                    "the request comes from {source}, {}'s address, but names node {claimed}; run `airgap join` on {claimed} itself",
+                    node.name
+                )));
+            }
+        }
+        Ok(node)
     }
 
     fn load_ca(
@@ -320,4 +336,28 @@ fn respond(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
 fn refuse(status: StatusCode, error: String) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(&JoinRefused { error }).unwrap_or_default();
     respond(status, body)
+}
+
+/// One text for every token failure: whether a token id exists, expired or was spent is not
+/// the caller's to learn. The node's log keeps the reason.
+fn token_refusal(e: token::TokenError) -> Refusal {
+    match e {
+        token::TokenError::Etcd(e) => Refusal(e.to_string()),
+        other => {
+            tracing::info!(reason = %other, "join token refused");
+            Refusal(TOKEN_REFUSED.into())
+        }
+    }
+}
+
+/// What every refused token is told.
+pub const TOKEN_REFUSED: &str = "the join token is not valid (unknown, expired, used up, or the wrong secret); create one with `airgap token create` on a cluster node";
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is (a dual-stack listener reports
+/// IPv4 callers that way).
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
