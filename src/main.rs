@@ -11,6 +11,9 @@ use clap::Parser;
 fn main() -> ExitCode {
     installer::files::restrict_umask();
     let args = cli::Cli::parse();
+    if !args.command.is_service() {
+        installer::files::quiet_on_broken_pipe();
+    }
     cli::init_logging(args.verbose);
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -546,3 +546,36 @@ fn oci_archive_sources_are_read_in_place() {
     assert_eq!(va["images"], vb["images"]);
     ok(&mut s.verify(&a));
 }
+
+/// `airgap … | head -1`: when the reader is gone, a command that prints ends the way `cat`
+/// does (SIGPIPE), never with a panic. The reader is closed before the command starts, so the
+/// first write meets a broken pipe every time.
+#[test]
+fn a_closed_pipe_on_stdout_ends_the_command_without_a_panic() {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    let s = Setup::new(1024);
+    let bundle = s.build("b.tar");
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe fills two fds we then own.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fds[0] is the read end we own; closing it breaks the pipe.
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: fds[1] is ours; the Stdio takes it over.
+    let write_end = unsafe { std::process::Stdio::from_raw_fd(fds[1]) };
+    let out = airgap()
+        .args(["bundle", "inspect", "--json"])
+        .arg(&bundle)
+        .stdout(write_end)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {stderr}",
+        out.status
+    );
+}

@@ -569,6 +569,9 @@ fn names_that_are_not_repository_names_are_rejected_even_when_signed() {
     bad.packs = vec![pack("platform-core", "1.0.0+x")];
     expect(signed(bad), "pack version");
     let mut bad = control.clone();
+    bad.version = "4.5.0+r2".parse().unwrap();
+    expect(signed(bad), "release version");
+    let mut bad = control.clone();
     bad.packs[0].reference = "packs/../registry.k8s.io/pause:3.10.1".into();
     expect(signed(bad), "pack reference");
     for (reference, mirror) in [

@@ -167,6 +167,13 @@ impl BundleIndex {
                 });
             }
         }
+        if !self.version.build.is_empty() {
+            return Err(IndexError::BadName {
+                what: "release version",
+                value: self.version.to_string(),
+                rule: "build metadata (`+…`) does not order releases and is not allowed".into(),
+            });
+        }
         self.check_names()?;
         let mut seen = HashSet::new();
         for entry in &self.entries {

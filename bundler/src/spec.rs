@@ -23,6 +23,7 @@ pub struct BundleSpec {
 pub struct Metadata {
     pub name: String,
     /// Semantic version (`4.5.0`): the installer compares releases by it.
+    #[serde(deserialize_with = "release_version")]
     pub version: semver::Version,
 }
 
@@ -190,6 +191,20 @@ impl<'de> Deserialize<'de> for ImageEntry {
     }
 }
 
+/// A release version without build metadata: `4.5.0+r2` has the precedence of `4.5.0` (semver
+/// ignores it), so it could neither replace that release nor be told apart from it, and it is
+/// not a valid tag in a registry.
+fn release_version<'de, D: Deserializer<'de>>(d: D) -> Result<semver::Version, D::Error> {
+    let v = semver::Version::deserialize(d)?;
+    if !v.build.is_empty() {
+        return Err(de::Error::custom(format!(
+            "version `{v}` carries build metadata (`+{}`), which does not order releases; use a new patch or pre-release version",
+            v.build
+        )));
+    }
+    Ok(v)
+}
+
 fn api_version<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let v = String::deserialize(d)?;
     if v != "airgap/v1" {
@@ -264,6 +279,17 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_version_with_build_metadata_is_refused() {
+        let e = parse(
+            "apiVersion: airgap/v1\nkind: Bundle\nmetadata: {name: n, version: 4.5.0+r2}\nspec: {}\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("carries build metadata (`+r2`)"), "{e}");
+        parse("apiVersion: airgap/v1\nkind: Bundle\nmetadata: {name: n, version: 4.5.1-rc.1}\nspec: {}\n")
+            .unwrap();
     }
 
     #[test]

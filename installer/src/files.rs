@@ -9,6 +9,17 @@ use std::path::Path;
 /// Mode for private keys, key material and anything holding a password.
 pub const PRIVATE: u32 = 0o600;
 
+/// Lets SIGPIPE end this process quietly, as it ends `ls` or `cat`: `airgap … | head -1`
+/// then exits when the reader is gone instead of panicking in `println!` (Rust ignores
+/// SIGPIPE by default). For commands that print and exit, not for the long-running services,
+/// whose peers may close sockets under them.
+pub fn quiet_on_broken_pipe() {
+    // SAFETY: restoring a signal's default disposition has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Sets this process's umask to 022. Whatever the caller's (000 in some shells and CI
 /// runners), nothing airgap or the services it starts create is group- or world-writable;
 /// what must be private says so with its own mode.

@@ -62,6 +62,19 @@ pub enum Command {
     Reset(node::ResetArgs),
 }
 
+impl Command {
+    /// The long-running services (the agent, the cluster service, a registry): sockets close
+    /// under them, so a broken pipe must stay an error they handle, never a signal.
+    pub fn is_service(&self) -> bool {
+        matches!(
+            self,
+            Command::Agent(_)
+                | Command::ClusterService(_)
+                | Command::Registry(registry::RegistryCommand::Serve(_))
+        )
+    }
+}
+
 pub fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",

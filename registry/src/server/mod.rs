@@ -1174,9 +1174,11 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
+        // Hex digits read as bytes: slicing the string could split a multi-byte character.
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
                 i += 3;
                 continue;
             }
@@ -1330,6 +1332,14 @@ fn no_content() -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decoding_never_splits_a_character() {
+        for q in ["%a\u{e9}", "%\u{e9}a", "%", "%%", "%e9%", "\u{e9}%4"] {
+            let _ = percent_decode(q);
+        }
+        assert_eq!(percent_decode("a%2Fb+c"), "a/b c");
+    }
 
     #[test]
     fn ranges() {
