@@ -37,7 +37,7 @@ impl BundleAssembly {
         mtime: u64,
         split: Option<u64>,
     ) -> Result<Arc<Self>, WriteError> {
-        let index_bytes = index.to_bytes();
+        let index_bytes = crate::writer::index_bytes(index)?;
         let signature = key.sign(&index_bytes).to_bytes();
         let small = [
             (INDEX_PATH, &index_bytes[..]),
@@ -229,10 +229,17 @@ mod tests {
             platforms: vec!["all".into()],
             packs: vec![],
             images: vec![],
+            // The first two are the layout files every bundle has; the rest blobs.
             entries: blobs
                 .iter()
-                .map(|b| EntryRecord {
-                    path: EntryPath::new(Digest::of(b).blob_path()).unwrap(),
+                .enumerate()
+                .map(|(i, b)| EntryRecord {
+                    path: EntryPath::new(match i {
+                        0 => "oci-layout".to_string(),
+                        1 => "index.json".to_string(),
+                        _ => Digest::of(b).blob_path(),
+                    })
+                    .unwrap(),
                     size: b.len() as u64,
                     sha256: Digest::of(b),
                 })
@@ -279,6 +286,34 @@ mod tests {
     }
 
     #[test]
+    fn an_index_a_verifier_would_refuse_is_never_written() {
+        let key = SigningKey::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // Over the verifier's cap: ~200,000 tiny blobs.
+        let mut index = index_of(&[b"L".to_vec(), b"I".to_vec()]);
+        for i in 0u32..200_000 {
+            let d = Digest::of(&i.to_le_bytes());
+            index.entries.push(EntryRecord {
+                path: EntryPath::new(d.blob_path()).unwrap(),
+                size: 4,
+                sha256: d,
+            });
+        }
+        let err = BundleAssembly::create(dir.path(), &index, &key, 0, None)
+            .err()
+            .expect("an oversized index was written");
+        assert!(matches!(err, WriteError::IndexTooLarge { .. }), "{err}");
+        // And one that breaks an invariant verify checks.
+        let mut index = index_of(&[b"L".to_vec(), b"I".to_vec()]);
+        index.version = "1.0.0+b".parse().unwrap();
+        let err = BundleAssembly::create(dir.path(), &index, &key, 0, None)
+            .err()
+            .expect("an invalid index was written");
+        assert!(matches!(err, WriteError::Index(_)), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn refuses_wrong_content_oversize_and_unfilled_entries() {
         let key = SigningKey::generate().unwrap();
         let blobs = vec![b"hello".to_vec(), b"world!".to_vec()];
@@ -305,8 +340,6 @@ mod tests {
         let mut slot = assembly.slot(0);
         slot.write(b"hello").unwrap();
         slot.finish().unwrap();
-        assert!(
-            matches!(assembly.finish(), Err(WriteError::Unwritten(p)) if p.contains(&Digest::of(b"world!").hex()))
-        );
+        assert!(matches!(assembly.finish(), Err(WriteError::Unwritten(p)) if p == "index.json"));
     }
 }

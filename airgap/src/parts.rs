@@ -11,7 +11,7 @@ pub fn bundle_parts(path: &Path) -> io::Result<Vec<PathBuf>> {
     let text = path.to_string_lossy();
     let stem = match text.strip_suffix(".000") {
         Some(stem) => PathBuf::from(stem),
-        None if path.exists() => return Ok(vec![path.to_path_buf()]),
+        None if path.exists() => return regular(path).map(|p| vec![p]),
         None => path.to_path_buf(),
     };
     let mut parts = Vec::new();
@@ -20,7 +20,7 @@ pub fn bundle_parts(path: &Path) -> io::Result<Vec<PathBuf>> {
         if !part.exists() {
             break;
         }
-        parts.push(part);
+        parts.push(regular(&part)?);
     }
     if parts.is_empty() {
         return Err(io::Error::new(
@@ -33,6 +33,22 @@ pub fn bundle_parts(path: &Path) -> io::Result<Vec<PathBuf>> {
         ));
     }
     Ok(parts)
+}
+
+/// `path` when it is a regular file (through symlinks): a FIFO or a device named like a part
+/// would block a reader forever or never end.
+fn regular(path: &Path) -> io::Result<PathBuf> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a regular file (a pipe, device or directory); a bundle is read from files",
+                path.display()
+            ),
+        ));
+    }
+    Ok(path.to_path_buf())
 }
 
 /// Reads the parts of a bundle as one stream.
@@ -262,6 +278,19 @@ impl Read for BundleRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fifo_named_like_a_part_is_refused_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("out.tar.000"), b"x").unwrap();
+        let fifo = dir.path().join("out.tar.001");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a path in a directory this test owns.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = bundle_parts(&dir.path().join("out.tar.000")).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(BundleFile::open(&dir.path().join("out.tar.000")).is_err());
+    }
 
     #[test]
     fn reads_across_part_boundaries() {

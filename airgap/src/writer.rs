@@ -13,6 +13,10 @@ use crate::tar::{padding, ustar_header, HeaderKind, TarError, END_OF_ARCHIVE, EN
 pub enum WriteError {
     #[error("write failed: {0}")]
     Io(io::Error),
+    #[error("the bundle would not verify: {0}")]
+    Index(#[from] crate::index::IndexError),
+    #[error("bundle.json would be {size} bytes, more than the {max} a verifier reads ({entries} entries); split the content into several bundles or use fewer, larger layers")]
+    IndexTooLarge { size: u64, max: u64, entries: usize },
     #[error(transparent)]
     Tar(#[from] TarError),
     #[error("{path}: source holds at least {at_least} bytes, expected {expected_size}: it changed or is corrupt")]
@@ -43,6 +47,21 @@ pub struct BundleWriter<W> {
     out: W,
     mtime: u64,
     written: u64,
+}
+
+/// The signed index as written, refused when a verifier would refuse it: whatever the build
+/// writes must verify (its invariants, and the size cap the verifier reads it under).
+pub fn index_bytes(index: &crate::BundleIndex) -> Result<Vec<u8>, WriteError> {
+    index.check()?;
+    let bytes = index.to_bytes();
+    if bytes.len() as u64 > crate::index::MAX_INDEX_SIZE {
+        return Err(WriteError::IndexTooLarge {
+            size: bytes.len() as u64,
+            max: crate::index::MAX_INDEX_SIZE,
+            entries: index.entries.len(),
+        });
+    }
+    Ok(bytes)
 }
 
 impl<W: Write> BundleWriter<W> {

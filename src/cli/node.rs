@@ -497,7 +497,7 @@ fn check_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
         if age > args.max_age {
             eprintln!(
                 "warning: the newest signed release in {url}, {id}, was built {} ago (more than --max-age {}): the repository may be frozen (a stale mirror, or someone replaying old releases); check with your release channel",
-                humantime::format_duration(std::time::Duration::from_secs(age.as_secs() / 3600 * 3600)),
+                humantime::format_duration(shown_age(age)),
                 humantime::format_duration(args.max_age)
             );
         }
@@ -678,4 +678,25 @@ pub fn reset_cmd(args: ResetArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// An age rounded up to the second for reading: above `max_age` it never reads as equal to or
+/// below it ("built 0s ago (more than --max-age 1s)").
+fn shown_age(age: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_secs(age.as_millis().div_ceil(1000) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_age_over_the_limit_never_reads_as_within_it() {
+        use std::time::Duration;
+        for (age, max) in [(1_001, 1_000), (400, 0), (7_200_500, 7_200_000)] {
+            let shown = super::shown_age(Duration::from_millis(age));
+            assert!(
+                shown > Duration::from_millis(max),
+                "{age}ms shown as {shown:?}"
+            );
+        }
+    }
 }
