@@ -370,3 +370,130 @@ fn the_builtin_registry_refuses_what_distribution_refuses() {
     assert!(blobs.is_empty(), "{blobs:?}");
     assert!(!setup.path("etc").exists() && !store.join("..").join("b").exists());
 }
+
+/// The connection policy from outside: a client that never starts its TLS handshake, one
+/// that never finishes its headers, and an idle keep-alive connection are each closed by
+/// their deadline; a client over its share of connections is answered 429 and closed while
+/// another address is still served.
+#[test]
+fn stalled_idle_and_excess_connections_are_closed_and_others_still_served() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::registries::Pki::new(&dir.path().join("pki"));
+    let registry = common::registries::airgap_serve(
+        &dir.path().join("store"),
+        &pki,
+        &[
+            "--handshake-timeout",
+            "1s",
+            "--header-timeout",
+            "1s",
+            "--max-connections-per-client",
+            "4",
+        ],
+    );
+    let port = registry.port;
+    // Closed by the server: a read returns 0 (or an error) before `within`.
+    let closed_within = |mut s: TcpStream, within: Duration| {
+        s.set_read_timeout(Some(within + Duration::from_secs(3)))
+            .unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+        let took = started.elapsed();
+        assert!(
+            took < within + Duration::from_secs(2),
+            "still open after {took:?}"
+        );
+    };
+    // No handshake at all.
+    closed_within(
+        TcpStream::connect(("127.0.0.1", port)).unwrap(),
+        Duration::from_secs(1),
+    );
+    // Over TLS (openssl s_client, its stdin held open): headers that never end, and a
+    // keep-alive connection left idle after one request; the server ends both.
+    for (what, sent) in [
+        (
+            "unfinished headers",
+            "GET /v2/ HTTP/1.1\r\nHost: localhost\r\n",
+        ),
+        (
+            "idle keep-alive",
+            "GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        ),
+    ] {
+        // `timeout`: a server that never closes fails the test instead of hanging it.
+        let mut client = std::process::Command::new("timeout")
+            .args(["6", "openssl", "s_client", "-quiet", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-CAfile")
+            .arg(&pki.ca)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = client.stdin.take().unwrap();
+        stdin.write_all(sent.as_bytes()).unwrap();
+        let started = Instant::now();
+        let mut answered = String::new();
+        client
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut answered)
+            .unwrap();
+        let took = started.elapsed();
+        let _ = client.wait();
+        drop(stdin);
+        assert!(took < Duration::from_secs(4), "{what}: open for {took:?}");
+        if what == "idle keep-alive" {
+            assert!(answered.starts_with("HTTP/1.1 200"), "{what}: {answered}");
+        }
+    }
+
+    // Over the per-client cap: the fifth connection from 127.0.0.1 is answered 429, while
+    // 127.0.0.2 is served.
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let status = |source: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--interface",
+                source,
+            ])
+            .arg("--cacert")
+            .arg(&pki.ca)
+            .arg(format!("https://localhost:{port}/v2/"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(status("127.0.0.1"), "429");
+    assert_eq!(status("127.0.0.2"), "200");
+    // The held connections never handshake: the deadline frees their places.
+    for s in held {
+        closed_within(s, Duration::from_secs(1));
+    }
+    assert_eq!(status("127.0.0.1"), "200");
+
+    // A TLS record that never completes is a handshake that never finishes.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"\x16\x03\x01").unwrap();
+    closed_within(s, Duration::from_secs(1));
+}

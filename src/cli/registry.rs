@@ -203,6 +203,19 @@ pub struct ServeArgs {
     /// The etcd client key.
     #[arg(long, value_name = "FILE", requires = "etcd")]
     pub etcd_key: Option<PathBuf>,
+    /// How long a client has to finish the TLS handshake.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: std::time::Duration,
+    /// How long a client has to send each request's headers; also how long a keep-alive
+    /// connection may sit idle.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// Open connections one client address may hold (more are answered 429 and closed).
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_client: u32,
+    /// Open connections in all (more are answered 503 and closed).
+    #[arg(long, value_name = "N", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// Another node's registry (HOST:PORT, repeatable): blobs the shared catalog (--etcd)
     /// links but this directory lacks are fetched from it, on demand and in the background.
     #[arg(long = "peer", value_name = "HOST:PORT", requires = "etcd")]
@@ -723,6 +736,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = RegistryOptions {
         deletes: args.enable_delete,
         rate_limit: args.rate_limit,
+        connections: registry::server::connection::ConnectionPolicy {
+            handshake: args.handshake_timeout,
+            header: args.header_timeout,
+            per_client: args.max_connections_per_client as usize,
+            total: args.max_connections as usize,
+        },
     };
     let mut registry = Registry::with_options(store, htpasswd, options);
     if let Some(path) = &args.pull_htpasswd {

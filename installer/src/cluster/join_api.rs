@@ -12,7 +12,6 @@ use std::sync::Arc;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 
 use super::protocol::{
     EtcdJoin, JoinRefused, JoinRequest, JoinResponse, NodeCertificates, SecretPem, SharedPair,
@@ -89,6 +88,14 @@ impl JoinApi {
                 source,
             })?;
         tracing::info!(%listen, "join API listening");
+        // A join is a handful of requests from three known machines: small caps.
+        let gate = registry::server::connection::ConnectionGate::new(
+            registry::server::connection::ConnectionPolicy {
+                per_client: 8,
+                total: 64,
+                ..Default::default()
+            },
+        );
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(a) => a,
@@ -99,20 +106,13 @@ impl JoinApi {
                 }
             };
             let api = self.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else {
-                    tracing::debug!(%peer, "TLS handshake failed");
-                    return;
-                };
-                let service = hyper::service::service_fn(move |req| {
-                    let api = api.clone();
-                    async move { Ok::<_, std::convert::Infallible>(api.route(req, peer).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
+            tokio::spawn(
+                gate.clone()
+                    .serve(stream, peer, Some(acceptor.clone()), move |req| {
+                        let api = api.clone();
+                        async move { api.route(req, peer).await }
+                    }),
+            );
         }
     }
 

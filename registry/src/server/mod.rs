@@ -7,6 +7,7 @@
 
 pub mod access;
 mod catalog;
+pub mod connection;
 pub mod htpasswd;
 mod manifest_record;
 pub mod metadata;
@@ -64,6 +65,7 @@ pub struct Registry {
     pull_htpasswd: Option<Htpasswd>,
     options: RegistryOptions,
     rate_limit: Option<RateLimit>,
+    gate: Arc<connection::ConnectionGate>,
     metrics: Metrics,
     replication: Option<replication::Replication>,
 }
@@ -76,6 +78,8 @@ pub struct RegistryOptions {
     /// Requests per second one client address may make (bursts of twice that); `None`: no
     /// limit.
     pub rate_limit: Option<u32>,
+    /// Handshake and header deadlines, connection caps.
+    pub connections: connection::ConnectionPolicy,
 }
 
 /// Loads a PEM certificate chain and private key into a rustls server configuration with the
@@ -136,6 +140,7 @@ impl Registry {
             htpasswd,
             pull_htpasswd: None,
             rate_limit: options.rate_limit.map(RateLimit::new),
+            gate: connection::ConnectionGate::new(options.connections),
             options,
             metrics: Metrics::default(),
             replication: None,
@@ -195,23 +200,19 @@ impl Registry {
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
             let registry = self.clone();
+            let gate = self.gate.clone();
             let tls = tls.clone();
-            tokio::spawn(async move {
-                match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => registry.serve_connection(s, peer).await,
-                        Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    },
-                    None => registry.serve_connection(stream, peer).await,
-                }
-            });
+            tokio::spawn(gate.serve(stream, peer, tls, move |req| {
+                let registry = registry.clone();
+                async move { registry.handle(req, peer).await }
+            }));
         }
     }
 
-    /// Serves HTTP/1.1 requests on one connection from `peer` until it closes. `serve` runs
-    /// this for every accepted connection; the request fuzzer drives it with raw bytes.
+    /// Serves HTTP/1.1 requests on one connection from `peer` until it closes, with no
+    /// connection policy: the request fuzzer drives it with raw bytes (`serve` runs every
+    /// accepted connection under the policy instead).
     pub async fn serve_connection<S>(self: Arc<Self>, io: S, peer: SocketAddr)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
