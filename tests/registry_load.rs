@@ -109,9 +109,16 @@ fn fifty_clients_pull_without_errors_while_eight_send_wrong_passwords() {
                 (latencies, errors)
             }));
         }
+        // The wrong passwords come from another address: a failure budget and a queue share
+        // are kept per address, and an attacker's address is not the clients'.
         let mut bad = Vec::new();
         for i in 0..BAD {
-            let (http, base) = (client(ca.clone()), base.clone());
+            let http = reqwest::Client::builder()
+                .add_root_certificate(ca.clone())
+                .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+                .build()
+                .unwrap();
+            let base = base.clone();
             bad.push(tokio::spawn(async move {
                 let mut refused = 0usize;
                 let mut n = 0;
@@ -166,4 +173,73 @@ fn fifty_clients_pull_without_errors_while_eight_send_wrong_passwords() {
         bad > 0,
         "no wrong password was refused: the flood did not run"
     );
+}
+
+/// 200 wrong passwords at once from one address do not hold up another client's first
+/// login (bcrypt work is bounded: a queue past which the answer is 429, and a per-address
+/// failure budget), and an unknown user is refused no faster than a known one.
+#[test]
+fn a_wrong_password_flood_does_not_delay_a_first_login_from_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let htpasswd = dir.path().join("htpasswd");
+    write_htpasswd(&htpasswd);
+    let server = airgap_serve(
+        &dir.path().join("store"),
+        &pki,
+        &["--htpasswd", htpasswd.to_str().unwrap()],
+    );
+    let base = format!("https://localhost:{}", server.port);
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
+    let client = |from: &str| {
+        reqwest::Client::builder()
+            .add_root_certificate(ca.clone())
+            .local_address(from.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let flood_client = client("127.0.0.1");
+        let flood: Vec<_> = (0..200)
+            .map(|i| {
+                let (http, base) = (flood_client.clone(), base.clone());
+                tokio::spawn(async move {
+                    http.get(format!("{base}/v2/"))
+                        .basic_auth(USER, Some(format!("wrong-{i}")))
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let status = client("127.0.0.2")
+            .get(format!("{base}/v2/"))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let took = started.elapsed();
+        assert_eq!(status, 200);
+        assert!(
+            took < Duration::from_secs(3),
+            "the first login took {took:?}"
+        );
+        let mut statuses = Vec::new();
+        for f in flood {
+            statuses.push(f.await.unwrap());
+        }
+        assert!(
+            statuses.iter().all(|s| *s == 401 || *s == 429),
+            "{statuses:?}"
+        );
+        assert!(
+            statuses.contains(&429),
+            "the flood was never told to back off"
+        );
+    });
 }

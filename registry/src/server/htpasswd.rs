@@ -6,6 +6,12 @@
 //! request) and, for a few seconds, refused ones (a client retrying a wrong password); only a
 //! miss runs bcrypt, on the blocking pool, at most [`MAX_CONCURRENT_CHECKS`] at a time. Cache
 //! keys are a sha256 of user, password and hash, never the password itself.
+//!
+//! Bounds, so a flood costs its sender: at most [`MAX_WAITING`] checks wait for a turn (more
+//! are answered "busy", 429), an address that failed [`FAILURE_BUDGET`] times within
+//! [`FAILURE_WINDOW`] is answered "busy" without any bcrypt until the window passes, and an
+//! unknown user costs the same bcrypt as a known one (against a hash made at load), so the
+//! time to an answer does not tell which users exist.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,6 +25,16 @@ use tokio::sync::Semaphore;
 /// bcrypt checks running at once; more wait (asynchronously) for a turn. Two keeps a flood of
 /// wrong passwords to two cores' worth of work and leaves the rest to serving.
 pub const MAX_CONCURRENT_CHECKS: usize = 2;
+/// Checks that may wait for a turn; past this the answer is "busy".
+pub const MAX_WAITING: usize = 32;
+/// Checks one address may have waiting or running at once: a flood from one address never
+/// fills the queue others need.
+pub const MAX_WAITING_PER_ADDRESS: usize = 4;
+/// Failed checks one address may cause within [`FAILURE_WINDOW`].
+pub const FAILURE_BUDGET: u32 = 10;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Bound on addresses tracked for the failure budget.
+const MAX_TRACKED: usize = 4096;
 /// How long a refused password is answered from memory.
 const REFUSED_FOR: Duration = Duration::from_secs(5);
 /// Bound on remembered refusals, so a flood of distinct passwords cannot grow memory.
@@ -41,9 +57,24 @@ pub enum HtpasswdError {
 
 type CacheKey = [u8; 32];
 
+/// What a check says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted,
+    Refused,
+    /// Too many checks waiting, or this address spent its failure budget: retry later.
+    Busy,
+}
+
 #[derive(Debug)]
 pub struct Htpasswd {
     users: HashMap<String, Arc<str>>,
+    /// What an unknown user's password is checked against: the same work as a known one.
+    decoy: Arc<str>,
+    waiting: std::sync::atomic::AtomicUsize,
+    failures: Mutex<HashMap<std::net::IpAddr, (Instant, u32)>>,
+    pending: Mutex<HashMap<std::net::IpAddr, usize>>,
+    inflight: Mutex<HashMap<CacheKey, Arc<tokio::sync::OnceCell<Option<bool>>>>>,
     verified: Mutex<HashSet<CacheKey>>,
     refused: Mutex<HashMap<CacheKey, Instant>>,
     checks: Semaphore,
@@ -76,8 +107,25 @@ impl Htpasswd {
                 path: path.to_path_buf(),
             });
         }
+        // The decoy has the cost of a real entry, so an unknown user takes as long.
+        let cost = users
+            .values()
+            .next()
+            .and_then(|h: &Arc<str>| h.get(4..6))
+            .and_then(|c| c.parse::<u32>().ok())
+            .unwrap_or(10);
+        let decoy: Arc<str> = Arc::from(
+            bcrypt::hash(format!("{:?}", Instant::now()), cost)
+                .map_err(HtpasswdError::Hash)?
+                .as_str(),
+        );
         Ok(Htpasswd {
             users,
+            decoy,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            failures: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashSet::new()),
             refused: Mutex::new(HashMap::new()),
             checks: Semaphore::new(MAX_CONCURRENT_CHECKS),
@@ -93,31 +141,153 @@ impl Htpasswd {
             .is_some_and(|hash| self.run_bcrypt(password, hash))
     }
 
-    /// The server's check: cached answers first, bcrypt on the blocking pool on a miss.
+    /// Whether the file names `user`.
+    pub fn has_user(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
+    /// The check without a client address (no failure budget), as a yes or no.
     pub async fn authenticate(&self, user: &str, password: &str) -> bool {
-        let Some(hash) = self.users.get(user).cloned() else {
-            return false;
+        self.check(user, password, None).await == Verdict::Accepted
+    }
+
+    /// The server's check for a request from `client`: the failure budget, cached answers,
+    /// then bcrypt on the blocking pool (an unknown user against the decoy).
+    pub async fn check(
+        &self,
+        user: &str,
+        password: &str,
+        client: Option<std::net::IpAddr>,
+    ) -> Verdict {
+        let (hash, known) = match self.users.get(user) {
+            Some(h) => (h.clone(), true),
+            None => (self.decoy.clone(), false),
         };
         let key = cache_key(user, password, &hash);
-        if let Some(known) = self.cached(&key) {
-            return known;
-        }
-        let Ok(_turn) = self.checks.acquire().await else {
-            return false;
+        // A remembered answer costs nothing: a client whose login verified keeps working even
+        // from an address that also sent wrong passwords.
+        let verdict = match self.cached(&key) {
+            Some(known_answer) => known_answer && known,
+            None if client.is_some_and(|ip| self.over_budget(ip)) => return Verdict::Busy,
+            None => {
+                // Identical checks in flight share one bcrypt: fifty clients logging in with
+                // the same password at once cost one check and one place in the queue.
+                let cell = self.inflight_cell(key);
+                let outcome = *cell
+                    .get_or_init(|| async {
+                        let _slot = self.pending_slot(client)?;
+                        self.run_queued(key, password, hash).await
+                    })
+                    .await;
+                self.inflight_done(key, &cell);
+                match outcome {
+                    Some(ok) => ok && known,
+                    None => return Verdict::Busy,
+                }
+            }
         };
+        if verdict {
+            Verdict::Accepted
+        } else {
+            if let Some(ip) = client {
+                self.failed(ip);
+            }
+            Verdict::Refused
+        }
+    }
+
+    /// bcrypt in its turn; `None` when too many are waiting already.
+    async fn run_queued(&self, key: CacheKey, password: &str, hash: Arc<str>) -> Option<bool> {
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        let waiting = Waiting(&self.waiting);
+        let Ok(_turn) = self.checks.acquire().await else {
+            return Some(false);
+        };
+        drop(waiting);
         // Another request may have settled the same password while this one waited.
         if let Some(known) = self.cached(&key) {
-            return known;
+            return Some(known);
         }
         let password = zeroize::Zeroizing::new(password.to_string());
         self.bcrypt_runs.fetch_add(1, Ordering::Relaxed);
         let check = tokio::task::spawn_blocking(move || bcrypt_verify(&password, &hash));
         // A panicked check is a refusal, and is not remembered.
         let Ok(ok) = check.await else {
-            return false;
+            return Some(false);
         };
         self.remember(key, ok);
-        ok
+        Some(ok)
+    }
+
+    fn inflight_cell(&self, key: CacheKey) -> Arc<tokio::sync::OnceCell<Option<bool>>> {
+        match self.inflight.lock() {
+            Ok(mut m) => m.entry(key).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// Forgets a settled check (its answer is in the caches now, or it was "busy" and the
+    /// next attempt runs afresh).
+    fn inflight_done(&self, key: CacheKey, cell: &Arc<tokio::sync::OnceCell<Option<bool>>>) {
+        if let Ok(mut m) = self.inflight.lock() {
+            if m.get(&key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+                m.remove(&key);
+            }
+        }
+    }
+
+    /// A place among `client`'s checks in flight, freed on drop; `None` when it has its
+    /// share already.
+    fn pending_slot(&self, client: Option<std::net::IpAddr>) -> Option<PendingSlot<'_>> {
+        let Some(ip) = client else {
+            return Some(PendingSlot {
+                owner: self,
+                ip: None,
+            });
+        };
+        let mut pending = self.pending.lock().ok()?;
+        let n = pending.entry(ip).or_insert(0);
+        if *n >= MAX_WAITING_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(PendingSlot {
+            owner: self,
+            ip: Some(ip),
+        })
+    }
+
+    fn over_budget(&self, ip: std::net::IpAddr) -> bool {
+        self.failures.lock().is_ok_and(|f| {
+            f.get(&ip)
+                .is_some_and(|(since, n)| since.elapsed() < FAILURE_WINDOW && *n >= FAILURE_BUDGET)
+        })
+    }
+
+    fn failed(&self, ip: std::net::IpAddr) {
+        let Ok(mut f) = self.failures.lock() else {
+            return;
+        };
+        if f.len() >= MAX_TRACKED {
+            f.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
+            if f.len() >= MAX_TRACKED {
+                f.clear();
+            }
+        }
+        let entry = f.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= FAILURE_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
     }
 
     /// How many times bcrypt has run: what the caches saved is visible to tests and operators.
@@ -164,6 +334,25 @@ impl Htpasswd {
     }
 }
 
+struct PendingSlot<'a> {
+    owner: &'a Htpasswd,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl Drop for PendingSlot<'_> {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
+        if let Ok(mut pending) = self.owner.pending.lock() {
+            if let Some(n) = pending.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    pending.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
 fn bcrypt_verify(password: &str, hash: &str) -> bool {
     bcrypt::verify(password, hash).unwrap_or(false)
 }
@@ -206,6 +395,7 @@ mod tests {
         assert!(!h.authenticate("admin", "wrong").await);
         assert_eq!(h.bcrypt_runs(), 2, "a refused password is remembered");
         assert!(!h.authenticate("nobody", "s3cret").await);
+        assert_eq!(h.bcrypt_runs(), 3, "an unknown user costs a bcrypt too");
         assert!(!h.authenticate("admin", "").await);
         assert!(h.matches("admin", "s3cret") && !h.matches("admin", "wrong"));
         assert!(matches!(
@@ -216,6 +406,60 @@ mod tests {
             load(dir.path(), "\n"),
             Err(HtpasswdError::Empty { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn an_address_that_spends_its_failure_budget_is_told_busy_without_bcrypt() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = load(dir.path(), &entry("admin", "s3cret").unwrap()).unwrap();
+        let attacker: std::net::IpAddr = "10.0.0.9".parse().unwrap();
+        let other: std::net::IpAddr = "10.0.0.10".parse().unwrap();
+        for i in 0..FAILURE_BUDGET {
+            let v = h
+                .check("admin", &format!("guess-{i}"), Some(attacker))
+                .await;
+            assert_eq!(v, Verdict::Refused);
+        }
+        let runs = h.bcrypt_runs();
+        assert_eq!(
+            h.check("admin", "s3cret", Some(attacker)).await,
+            Verdict::Busy
+        );
+        assert_eq!(
+            h.check("admin", "guess-x", Some(attacker)).await,
+            Verdict::Busy
+        );
+        assert_eq!(h.bcrypt_runs(), runs, "a spent budget runs no bcrypt");
+        assert_eq!(
+            h.check("admin", "s3cret", Some(other)).await,
+            Verdict::Accepted
+        );
+        // Once verified (from elsewhere), the login is remembered and works from there too.
+        assert_eq!(
+            h.check("admin", "s3cret", Some(attacker)).await,
+            Verdict::Accepted
+        );
+    }
+
+    /// An unknown user is answered no sooner than a known one with a wrong password.
+    #[tokio::test]
+    async fn an_unknown_user_takes_as_long_as_a_known_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = load(dir.path(), &entry("admin", "s3cret").unwrap()).unwrap();
+        let time = |user: &'static str, password: &'static str| {
+            let h = &h;
+            async move {
+                let started = Instant::now();
+                assert!(!h.authenticate(user, password).await);
+                started.elapsed()
+            }
+        };
+        let known = time("admin", "wrong-1").await;
+        let unknown = time("nobody", "wrong-2").await;
+        assert!(
+            unknown * 3 > known,
+            "unknown user {unknown:?} vs known user {known:?}"
+        );
     }
 
     /// On one async thread, as a flood would leave a busy server: bcrypt must not run there,

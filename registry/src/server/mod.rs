@@ -32,7 +32,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-pub use htpasswd::Htpasswd;
+pub use htpasswd::{Htpasswd, Verdict};
 pub use metadata::{EtcdMetadata, MetadataBackend, MetadataLog};
 pub use store::{ArchiveStore, GcReport, LayoutStore, Store, UploadLimits};
 
@@ -255,7 +255,7 @@ impl Registry {
                 .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
             (None, r)
         } else {
-            match self.authorize(&req, write).await {
+            match self.authorize(&req, write, peer).await {
                 Ok(user) => (user, self.route(req, peer).await),
                 Err(refusal) => (None, refusal),
             }
@@ -393,6 +393,7 @@ impl Registry {
         &self,
         req: &Request<Incoming>,
         write: bool,
+        peer: SocketAddr,
     ) -> Result<Option<String>, Response<Body>> {
         let Some(htpasswd) = &self.htpasswd else {
             if write {
@@ -416,20 +417,33 @@ impl Registry {
             })
             .and_then(|raw| String::from_utf8(raw).ok());
         if let Some((user, password)) = creds.as_deref().and_then(|c| c.split_once(':')) {
-            if htpasswd.authenticate(user, password).await {
-                return Ok(Some(user.to_string()));
-            }
-            if let Some(pull) = &self.pull_htpasswd {
-                if pull.authenticate(user, password).await {
-                    if write {
-                        return Err(error(
-                            StatusCode::FORBIDDEN,
-                            "DENIED",
-                            "this login may only pull",
-                        ));
-                    }
-                    return Ok(Some(user.to_string()));
+            // The file that names the user checks it; neither does the same work (a decoy),
+            // so an answer's timing does not say which users exist.
+            let pull_only = self
+                .pull_htpasswd
+                .as_ref()
+                .filter(|p| !htpasswd.has_user(user) && p.has_user(user));
+            let file = pull_only.unwrap_or(htpasswd);
+            match file.check(user, password, Some(peer.ip())).await {
+                Verdict::Accepted if pull_only.is_some() && write => {
+                    return Err(error(
+                        StatusCode::FORBIDDEN,
+                        "DENIED",
+                        "this login may only pull",
+                    ));
                 }
+                Verdict::Accepted => return Ok(Some(user.to_string())),
+                Verdict::Busy => {
+                    let mut r = error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TOOMANYREQUESTS",
+                        "too many failed or waiting logins from this address; retry later",
+                    );
+                    r.headers_mut()
+                        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+                    return Err(r);
+                }
+                Verdict::Refused => {}
             }
         }
         let mut r = error(
