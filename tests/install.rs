@@ -891,3 +891,77 @@ fn a_permissive_umask_leaves_nothing_writable_and_a_planted_service_never_runs()
         true
     );
 }
+
+/// Root's services run a root-owned copy of airgap, not the binary that ran the install: an
+/// install run from a user's directory, whose binary is then replaced, keeps running what was
+/// installed (the registry, killed, comes back from the copy; the replacement never runs).
+#[test]
+fn services_run_an_installed_copy_of_airgap_not_the_binary_that_installed_them() {
+    let setup = Setup::new(4 << 10);
+    let bundle = setup.build("bundle.tar");
+    let ns = NetNs::create("self");
+    let root = setup.path("root");
+    let config = install_yaml(setup.dir.path(), "");
+    let user_bin = setup.path("user-bin");
+    std::fs::create_dir_all(&user_bin).unwrap();
+    let user_airgap = user_bin.join("airgap");
+    std::fs::copy(env!("CARGO_BIN_EXE_airgap"), &user_airgap).unwrap();
+    let mut cmd = ns.command(&user_airgap);
+    cmd.env_remove("AIRGAP_FAILPOINT");
+    output_ok(
+        &install_with(cmd, &config, &bundle, &setup.public(), &root)
+            .output()
+            .unwrap(),
+        "install from a user's copy",
+    );
+    let installed_dir = root.join("var/lib/airgap/bin/airgap");
+    let mut airgap_services = 0;
+    for entry in std::fs::read_dir(root.join("etc/airgap/services")).unwrap() {
+        let spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        let program = PathBuf::from(spec["program"].as_str().unwrap());
+        if program.file_name().is_some_and(|n| n == "airgap") {
+            airgap_services += 1;
+            assert!(program.starts_with(&installed_dir), "{program:?}");
+            assert_eq!(mode(&program), 0o755);
+            assert_eq!(
+                std::fs::read(&program).unwrap(),
+                std::fs::read(&user_airgap).unwrap()
+            );
+        }
+    }
+    assert!(airgap_services > 0, "no service runs airgap");
+
+    // The user's copy is replaced; the registry is killed and the agent restarts it.
+    let mark = setup.path("user-binary-ran");
+    std::fs::remove_file(&user_airgap).unwrap();
+    std::fs::write(
+        &user_airgap,
+        format!("#!/bin/sh\ntouch {}\n", mark.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&user_airgap, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for pid in common::node::pids_running(&ns, &["registry", "serve"]) {
+        // SAFETY: a process in a namespace this test created.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = ns
+            .airgap()
+            .args(["status", "--json", "--root"])
+            .arg(&root)
+            .output()
+            .unwrap();
+        let status: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        if status["services"]["registry"]["healthy"] == true
+            && status["services"]["registry"]["restarts"].as_u64() >= Some(1)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!mark.exists(), "the replaced user binary ran");
+}

@@ -286,3 +286,22 @@ fn write_executable(tmp: &Path, contents: &mut dyn Read) -> io::Result<()> {
     out.sync_all()?;
     fs::set_permissions(tmp, fs::Permissions::from_mode(0o755))
 }
+
+/// Copies the airgap binary at `exe` to `bin_dir/airgap/<version>-<sha256 prefix>/airgap`
+/// (0755, written atomically, left alone when the same bytes are there) and returns that path.
+/// Root's services and the systemd unit run this copy: the binary that ran the install may sit
+/// in a user's directory, and whoever can replace it there would choose what root runs.
+pub fn install_self(exe: &Path, bin_dir: &Path) -> io::Result<PathBuf> {
+    let bytes = fs::read(exe)?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let dir =
+        bin_dir
+            .join("airgap")
+            .join(format!("{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]));
+    let path = dir.join("airgap");
+    if fs::read(&path).is_ok_and(|have| have == bytes) {
+        return Ok(path);
+    }
+    crate::files::write_atomic(&path, &bytes, 0o755)?;
+    Ok(path)
+}

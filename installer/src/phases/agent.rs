@@ -9,7 +9,8 @@ use crate::files::{write_if_changed, PUBLIC};
 use crate::journal::Phase;
 
 pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
-    let unit = agent::systemd_unit(&ctx.exe, &ctx.layout);
+    let airgap = ctx.airgap_program()?;
+    let unit = agent::systemd_unit(&airgap, &ctx.layout);
     let path = ctx.layout.systemd_unit();
     let changed = write_if_changed(&path, unit.as_bytes(), PUBLIC)
         .map_err(PhaseError::io("writing", &path))?;
@@ -19,7 +20,7 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         // The join API and the VIP election, supervised like etcd and the registry.
         let spec = crate::service::ServiceSpec {
             name: "cluster".into(),
-            program: ctx.exe.clone(),
+            program: airgap.clone(),
             args: vec![
                 // Info level: every VIP move is in cluster.log, with its time.
                 "-v".into(),
@@ -34,7 +35,7 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
             .record("service.define", "cluster", outcome(changed));
     }
     ctx.failpoint.reached(Phase::Agent);
-    let (launch, _) = agent::ensure_running(&ctx.layout, &ctx.exe, ctx.host.as_ref())?;
+    let (launch, _) = agent::ensure_running(&ctx.layout, &airgap, ctx.host.as_ref())?;
     let etcd = etcd_healthy(ctx, Duration::from_secs(60)).await?;
     if ctx.config.spec.mode == crate::config::Mode::Ha {
         // The join command is printed next: the join API must answer, and the VIP have a

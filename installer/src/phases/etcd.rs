@@ -38,7 +38,8 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     }
     let changed = spec.write(&ctx.layout.services_dir())?;
     ctx.audit.record("service.define", "etcd", outcome(changed));
-    let (_, started) = agent::ensure_running(&ctx.layout, &ctx.exe, ctx.host.as_ref())?;
+    let airgap = ctx.airgap_program()?;
+    let (_, started) = agent::ensure_running(&ctx.layout, &airgap, ctx.host.as_ref())?;
     if changed && !started {
         if let Some(old) = running_before {
             // The agent restarts etcd on the new definition on its next tick: the health

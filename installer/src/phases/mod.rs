@@ -54,8 +54,9 @@ pub struct InstallContext {
     /// The bundle file the release was opened from, and the `install.yaml` given.
     pub bundle_path: PathBuf,
     pub config_path: PathBuf,
-    /// The `airgap` binary the agent and the built-in registry run as.
+    /// The binary that runs this command; services run [`InstallContext::airgap_program`].
     pub exe: PathBuf,
+    installed_exe: Option<PathBuf>,
     /// Blobs uploaded at once while seeding.
     pub jobs: usize,
     pub audit: AuditLog,
@@ -165,6 +166,7 @@ impl InstallContext {
             bundle_path: inputs.bundle_path,
             config_path: inputs.config_path,
             exe: inputs.exe,
+            installed_exe: None,
             jobs: inputs.jobs,
             observer: inputs.observer,
             host: inputs.host,
@@ -244,6 +246,19 @@ impl InstallContext {
                 Ok(Mirror { target, rewrite })
             }
         }
+    }
+
+    /// The airgap every service and unit runs: this binary copied to a root-owned, versioned
+    /// path under the node ([`crate::node_binaries::install_self`]), once per run.
+    fn airgap_program(&mut self) -> Result<PathBuf, PhaseError> {
+        if let Some(p) = &self.installed_exe {
+            return Ok(p.clone());
+        }
+        let path = crate::node_binaries::install_self(&self.exe, &self.layout.bin_dir()).map_err(
+            PhaseError::io("installing the airgap binary under", &self.layout.bin_dir()),
+        )?;
+        self.installed_exe = Some(path.clone());
+        Ok(path)
     }
 
     /// Writes what changed; returns how many files did.

@@ -219,7 +219,7 @@ async fn seed(
 }
 
 /// The built-in registry's htpasswd and service definition, and the agent running it.
-fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(), PhaseError> {
+fn builtin_registry(ctx: &mut InstallContext, access: &RegistryAccess) -> Result<(), PhaseError> {
     let htpasswd = ctx.layout.htpasswd();
     let password = access.password.expose();
     ensure_htpasswd(ctx, &htpasswd, &access.username, password)?;
@@ -231,7 +231,7 @@ fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(),
     let etcd_client = ctx.layout.etcd_client_pair();
     let spec = ServiceSpec {
         name: "registry".into(),
-        program: ctx.exe.clone(),
+        program: ctx.airgap_program()?,
         args: vec![
             "registry".into(),
             "serve".into(),
@@ -305,7 +305,8 @@ fn builtin_registry(ctx: &InstallContext, access: &RegistryAccess) -> Result<(),
     let changed = spec.write(&ctx.layout.services_dir())?;
     ctx.audit
         .record("service.define", "registry", outcome(changed));
-    agent::ensure_running(&ctx.layout, &ctx.exe, ctx.host.as_ref())?;
+    let airgap = ctx.airgap_program()?;
+    agent::ensure_running(&ctx.layout, &airgap, ctx.host.as_ref())?;
     Ok(())
 }
 

@@ -93,7 +93,8 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     let changed = spec.write(&ctx.layout.services_dir())?;
     ctx.audit
         .record("service.define", "containerd", outcome(changed));
-    crate::agent::ensure_running(&ctx.layout, &ctx.exe, host)?;
+    let airgap = ctx.airgap_program()?;
+    crate::agent::ensure_running(&ctx.layout, &airgap, ctx.host.as_ref())?;
 
     let unready = |source| PhaseError::RuntimeUnready {
         socket: socket.clone(),
