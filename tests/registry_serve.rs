@@ -497,3 +497,92 @@ fn stalled_idle_and_excess_connections_are_closed_and_others_still_served() {
     s.write_all(b"\x16\x03\x01").unwrap();
     closed_within(s, Duration::from_secs(1));
 }
+
+/// A served bundle changed on disk after the server verified it is not served as what was
+/// verified: with its modification time restored (a careful tamperer), a whole read of the
+/// changed blob is cut before its last bytes (the hash is checked before they are sent); with
+/// the time changed too, every read of it, ranged ones included, is refused.
+#[test]
+fn a_bundle_changed_on_disk_after_verification_is_not_served_as_verified() {
+    let setup = Setup::new(256 << 10);
+    let bundle = setup.build("b.tar");
+    let pki = Pki::new(&setup.path("pki"));
+    let server = airgap_serve(&bundle, &pki, &["--pub", setup.public().to_str().unwrap()]);
+    let archive = archive(&bundle, &setup.public());
+    let image = &archive.verified().index().images[0];
+    let largest = archive
+        .verified()
+        .index()
+        .entries
+        .iter()
+        .filter(|e| e.path.as_str().starts_with("blobs/"))
+        .max_by_key(|e| e.size)
+        .unwrap()
+        .clone();
+    // Find a repository that links it: every image's blobs are reachable from its own repo.
+    let url = |repo: &str| {
+        format!(
+            "https://127.0.0.1:{}/v2/{repo}/blobs/{}",
+            server.port, largest.sha256
+        )
+    };
+    let repo = archive
+        .verified()
+        .index()
+        .images
+        .iter()
+        .map(|i| i.mirror_repository.clone())
+        .find(|r| curl(&pki, &["-o", "/dev/null", "-I", &url(r)]).0 == 200)
+        .unwrap_or_else(|| image.mirror_repository.clone());
+    let fetch = |range: Option<&str>| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "-", "--cacert"]).arg(&pki.ca);
+        if let Some(r) = range {
+            cmd.args(["-r", r]);
+        }
+        let out = cmd.arg(url(&repo)).output().unwrap();
+        (out.status.code(), out.stdout)
+    };
+    let (code, body) = fetch(None);
+    assert_eq!(code, Some(0));
+    assert_eq!(Digest::of(&body), largest.sha256);
+
+    // One byte in the middle of the blob, the file's modification time put back.
+    let located = archive.locate(largest.path.as_str()).unwrap();
+    let before = std::fs::metadata(&bundle).unwrap().modified().unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&bundle)
+            .unwrap();
+        let at = located.data_offset + largest.size / 2;
+        let mut byte = [0u8];
+        file.read_at(&mut byte, at).unwrap();
+        file.write_at(&[byte[0] ^ 0xff], at).unwrap();
+        file.set_modified(before).unwrap();
+    }
+    let (code, body) = fetch(None);
+    assert_ne!(code, Some(0), "a changed blob was served whole");
+    assert!(
+        (body.len() as u64) < largest.size,
+        "all {} bytes arrived",
+        body.len()
+    );
+
+    // The time changed as well: refused outright, ranged reads too.
+    std::fs::File::options()
+        .write(true)
+        .open(&bundle)
+        .unwrap()
+        .set_modified(before + std::time::Duration::from_secs(60))
+        .unwrap();
+    for range in [None, Some("0-99")] {
+        let (status, _) = curl(
+            &pki,
+            &["-o", "/dev/null", "-r", range.unwrap_or("0-"), &url(&repo)],
+        );
+        assert_eq!(status, 500, "{range:?}");
+    }
+}

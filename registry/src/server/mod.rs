@@ -1116,12 +1116,31 @@ async fn read_limited(mut body: Incoming, limit: u64) -> Result<Option<Vec<u8>>,
 
 /// A body that reads `[start, end)` of a blob on blocking threads, a chunk at a time.
 async fn stream_blob(data: store::BlobData, start: u64, end: u64) -> std::io::Result<Body> {
+    use sha2::Digest as _;
+    // A served bundle was verified when the server started; what is read now must still be
+    // that. A whole read is hashed as it goes and its last chunk sent only once the hash
+    // matched (a client never receives all of a changed blob); a ranged read, which cannot be
+    // hashed, is served only while the bundle's files are as they were verified.
+    let check = match &data {
+        store::BlobData::Archive {
+            digest, stamp, len, ..
+        } => {
+            if !stamp.unchanged() {
+                return Err(std::io::Error::other(
+                    "the bundle changed on disk since it was verified; restart `airgap registry serve` to verify it again",
+                ));
+            }
+            (start == 0 && end == *len).then_some(*digest)
+        }
+        store::BlobData::File { .. } => None,
+    };
     let opened = Arc::new(
         tokio::task::spawn_blocking(move || data.open())
             .await
             .map_err(std::io::Error::other)??,
     );
-    let stream = futures_util::stream::unfold(start, move |pos| {
+    let hasher = check.map(|d| (d, sha2::Sha256::new()));
+    let stream = futures_util::stream::unfold((start, hasher), move |(pos, mut hasher)| {
         let opened = opened.clone();
         async move {
             if pos >= end {
@@ -1146,9 +1165,22 @@ async fn stream_blob(data: store::BlobData, start: u64, end: u64) -> std::io::Re
             match read {
                 Ok(bytes) => {
                     let next = pos + bytes.len() as u64;
-                    Some((Ok(Frame::data(bytes)), next))
+                    if let Some((expected, h)) = hasher.as_mut() {
+                        h.update(&bytes);
+                        if next >= end {
+                            let found = airgap::Digest::from_bytes(h.clone().finalize().into());
+                            if found != *expected {
+                                tracing::error!(%expected, %found, "a served blob no longer matches its signed digest; the bundle changed on disk");
+                                return Some((
+                                    Err(std::io::Error::other("blob changed on disk")),
+                                    (end, None),
+                                ));
+                            }
+                        }
+                    }
+                    Some((Ok(Frame::data(bytes)), (next, hasher)))
                 }
-                Err(e) => Some((Err(e), end)),
+                Err(e) => Some((Err(e), (end, None))),
             }
         }
     });

@@ -63,11 +63,40 @@ pub enum BlobData {
         file: Arc<BundleFile>,
         offset: u64,
         len: u64,
+        /// The signed digest: a whole read is hashed and its last bytes held back until
+        /// they match.
+        digest: airgap::Digest,
+        /// The bundle's files as they were verified: a ranged read is served only while they
+        /// still are.
+        stamp: Arc<PartsStamp>,
     },
     File {
         path: PathBuf,
         len: u64,
     },
+}
+
+/// What a bundle's files looked like when it was verified (path, length, modification time
+/// of each part). A served bundle is trusted only while they still look so: a file changed
+/// under a running server is not served as what was verified.
+#[derive(Debug)]
+pub struct PartsStamp(Vec<(PathBuf, u64, Option<std::time::SystemTime>)>);
+
+impl PartsStamp {
+    pub fn take(bundle: &Path) -> io::Result<Self> {
+        let mut parts = Vec::new();
+        for part in airgap::parts::bundle_parts(bundle)? {
+            let meta = fs::metadata(&part)?;
+            parts.push((part, meta.len(), meta.modified().ok()));
+        }
+        Ok(PartsStamp(parts))
+    }
+
+    pub fn unchanged(&self) -> bool {
+        self.0.iter().all(|(path, len, modified)| {
+            fs::metadata(path).is_ok_and(|m| m.len() == *len && m.modified().ok() == *modified)
+        })
+    }
 }
 
 impl BlobData {
@@ -88,11 +117,14 @@ pub enum Store {
 pub struct ArchiveStore {
     archive: BundleArchive,
     catalog: Catalog,
+    stamp: Arc<PartsStamp>,
 }
 
 impl ArchiveStore {
     /// Verifies the whole bundle (signature, then every entry), then serves it in place.
     pub fn open(path: &Path, key: &PublicKey) -> Result<Self, StoreError> {
+        // Taken first: a change while verifying counts as a change.
+        let stamp = Arc::new(PartsStamp::take(path).map_err(io_err(path))?);
         airgap::verify_file(path, key, airgap::verify_file::all_cores(), |_| {})?;
         let archive = BundleArchive::open(path, key)?;
         let mut catalog = Catalog::default();
@@ -153,7 +185,11 @@ impl ArchiveStore {
                 )?;
             }
         }
-        Ok(ArchiveStore { archive, catalog })
+        Ok(ArchiveStore {
+            archive,
+            catalog,
+            stamp,
+        })
     }
 }
 
@@ -1086,6 +1122,8 @@ impl Store {
                     file: a.archive.file().clone(),
                     offset: located.data_offset,
                     len: located.record.size,
+                    digest: located.record.sha256,
+                    stamp: a.stamp.clone(),
                 })
             }
             Store::Layout(l) => {
@@ -1128,7 +1166,9 @@ pub enum OpenBlob {
 impl BlobData {
     pub fn open(&self) -> io::Result<OpenBlob> {
         Ok(match self {
-            BlobData::Archive { file, offset, len } => OpenBlob::Archive {
+            BlobData::Archive {
+                file, offset, len, ..
+            } => OpenBlob::Archive {
                 file: file.clone(),
                 start: *offset,
                 len: *len,
