@@ -773,3 +773,110 @@ fn a_synced_registry_upgrades_a_node_with_no_bundle_and_tampering_is_refused_fir
         "{err}"
     );
 }
+
+/// The cluster records the key its release was signed with: a newer release signed by another
+/// key (`upgrade --pub other.pub`) is refused with nothing changed; a rotation statement
+/// signed by anyone but the trusted key is refused; one signed by the trusted key moves the
+/// trust (audited), after which the other key's release upgrades.
+#[test]
+fn another_signing_key_is_refused_until_a_rotation_the_trusted_key_signed() {
+    let (setup, _v450, ns, root) = installed_450("trust");
+    let other_key = setup.path("other.key");
+    common::ok(airgap().arg("keygen").arg("-o").arg(&other_key));
+    let other_pub = setup.path("other.pub");
+    // A newer release signed by the other key.
+    let v460 = bundle_with(&setup, "mgmt-plane", "4.6.0", "", None, |cmd| {
+        let args: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_owned()).collect();
+        let mut rebuilt = airgap();
+        let mut skip = false;
+        for a in &args {
+            if skip {
+                rebuilt.arg(&other_key);
+                skip = false;
+            } else {
+                skip = a == "--key";
+                rebuilt.arg(a);
+            }
+        }
+        *cmd = rebuilt;
+    });
+    let journal = root.join("var/lib/airgap/journal.json");
+    let before = std::fs::read(&journal).unwrap();
+    let line = fails(&mut upgrade(&ns, &v460, &other_pub, &root));
+    assert!(
+        line.contains("signed by key") && line.contains("airgap trust rotate"),
+        "{line}"
+    );
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        before,
+        "the refusal changed the journal"
+    );
+    let show = |root: &Path| {
+        let out = ns
+            .airgap()
+            .args(["trust", "show", "--json", "--root"])
+            .arg(root)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&output_ok(&out, "trust show")).unwrap();
+        v["keyId"].as_str().unwrap().to_string()
+    };
+    let original = show(&root);
+
+    // A statement signed by the new key itself (not the trusted one): refused.
+    let forged = setup.path("forged.json");
+    common::ok(
+        airgap()
+            .args(["trust", "sign-rotation", "--key"])
+            .arg(&other_key)
+            .arg("--new-pub")
+            .arg(&other_pub)
+            .arg("-o")
+            .arg(&forged),
+    );
+    let line = fails(
+        ns.airgap()
+            .args(["trust", "rotate"])
+            .arg(&forged)
+            .arg("--root")
+            .arg(&root),
+    );
+    assert!(
+        line.contains("not signed by the key the cluster trusts"),
+        "{line}"
+    );
+    assert_eq!(show(&root), original);
+
+    // Signed by the trusted key: trust moves, the audit log says so, the upgrade goes.
+    let rotation = setup.path("rotation.json");
+    common::ok(
+        airgap()
+            .args(["trust", "sign-rotation", "--key"])
+            .arg(setup.key())
+            .arg("--new-pub")
+            .arg(&other_pub)
+            .arg("-o")
+            .arg(&rotation),
+    );
+    let out = ns
+        .airgap()
+        .args(["trust", "rotate"])
+        .arg(&rotation)
+        .arg("--root")
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(output_ok(&out, "trust rotate").contains("now trusts releases from key"));
+    assert_ne!(show(&root), original);
+    let audit = std::fs::read_to_string(root.join("var/log/airgap/audit.log")).unwrap();
+    assert!(audit.contains("\"trust.rotate\""), "{audit}");
+    output_ok(
+        &upgrade(&ns, &v460, &other_pub, &root).output().unwrap(),
+        "upgrade under the rotated key",
+    );
+    // The old key's releases are now the ones refused.
+    let v470 = bundle_of(&setup, "mgmt-plane", "4.7.0", "", None);
+    let line = fails(&mut upgrade(&ns, &v470, &setup.public(), &root));
+    assert!(line.contains("signed by key"), "{line}");
+}

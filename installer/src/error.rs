@@ -157,6 +157,8 @@ pub enum InstallError {
     },
     #[error("moving the cluster's trusted release")]
     Trust(#[from] crate::release::TrustError),
+    #[error(transparent)]
+    TrustRoot(#[from] crate::trust_root::TrustRootError),
     /// TUF's rule: trusted metadata is never replaced with a lower version.
     #[error("bundle {offered} is older than the trusted release {trusted}: a release is never replaced by a lower version")]
     Downgrade {
@@ -297,6 +299,8 @@ pub enum PhaseError {
     },
     #[error(transparent)]
     Trust(#[from] TrustError),
+    #[error(transparent)]
+    TrustRoot(#[from] crate::trust_root::TrustRootError),
     #[error(transparent)]
     Agent(#[from] AgentError),
     #[error(transparent)]

@@ -45,6 +45,7 @@ pub mod source;
 pub mod status;
 pub mod template;
 pub mod tls;
+pub mod trust_root;
 pub mod upgrade;
 pub mod upgrade_end;
 pub mod upgrade_plan;

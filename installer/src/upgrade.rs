@@ -238,6 +238,8 @@ pub async fn upgrade(
         .map(|n| n.name.to_string())
         .collect();
     let this = ctx.node.name.to_string();
+    // A release under another key than the cluster trusts is refused before anything moves.
+    crate::trust_root::check_or_record(&etcd, ctx.release.key()).await?;
     let mut prefetched = None;
     if let UpgradeSource::Registry { url, .. } = &request.source {
         // All of the release into the cluster's registry, checked, before anything moves.

@@ -7,6 +7,7 @@ mod node;
 mod progress;
 mod registry;
 mod release;
+mod trust;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +53,9 @@ pub enum Command {
     /// The join API and VIP election of an HA node (run by the agent).
     #[command(hide = true)]
     ClusterService(node::RootArgs),
+    /// The key the cluster trusts releases from, and rotating it.
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
     /// Report the node's install phases and services (exit 3 when not healthy).
     Status(node::StatusArgs),
     /// Supervise the node's services (what the systemd unit runs).
@@ -103,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Upgrade(args) => node::upgrade_cmd(args),
         Command::Join(args) => node::join_cmd(args),
         Command::Token(cmd) => cluster::token(cmd),
+        Command::Trust(cmd) => trust::run(cmd),
         Command::Node(cmd) => cluster::node(cmd),
         Command::ClusterService(args) => cluster::service(args),
         Command::Status(args) => node::status_cmd(args),

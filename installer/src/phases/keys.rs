@@ -46,6 +46,7 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     let etcd = etcd_healthy(ctx, std::time::Duration::from_secs(60)).await?;
     // The trusted release first: a cluster that trusts another release refuses this one
     // before any key is created for it.
+    crate::trust_root::check_or_record(&etcd, ctx.release.key()).await?;
     let trust = release::ensure_trusted(&etcd, ctx.release.id()).await?;
     ctx.audit.record(
         "etcd.create",
