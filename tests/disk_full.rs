@@ -151,10 +151,15 @@ fn assert_no_space_line(stderr: &str, path: &Path) {
 #[test]
 fn an_install_onto_a_full_disk_stops_cleanly_and_the_rerun_completes() {
     // 7 images of 2 MiB layers: the node's registry store outgrows what etcd's preallocated
-    // WAL (64 MiB) leaves of a 100 MiB root.
+    // WAL (64 MiB) leaves of a 100 MiB root (besides the installed airgap binary).
     let setup = Setup::new(24 << 20);
     let bundle = setup.build("bundle.tar");
-    let root_fs = SmallFs::mount(&setup.path("small"), "100m");
+    // Plus room for the copy of airgap the install keeps under the root for its services.
+    let binary_mib = std::fs::metadata(env!("CARGO_BIN_EXE_airgap"))
+        .unwrap()
+        .len()
+        >> 20;
+    let root_fs = SmallFs::mount(&setup.path("small"), &format!("{}m", 100 + binary_mib + 1));
     let root = root_fs.dir.join("root");
     let ns = NetNs::create("full");
     let config = install_yaml(setup.dir.path(), "");
@@ -203,7 +208,7 @@ fn an_install_onto_a_full_disk_stops_cleanly_and_the_rerun_completes() {
     assert_ne!(state("platform"), "done", "{status}");
 
     // Room again (old bundles deleted): the same command completes and the node is healthy.
-    root_fs.grow("400m");
+    root_fs.grow(&format!("{}m", 400 + binary_mib));
     let done = install(&ns, &config, &bundle, &setup.public(), &root)
         .output()
         .unwrap();

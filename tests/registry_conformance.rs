@@ -274,12 +274,27 @@ fn chunks_out_of_order_or_repeated_get_416_with_the_current_range() {
     let mut c = Conn::open(server.process.port);
     let r = patch(&mut c, "20-29", &blob[20..]);
     assert_eq!((r.status, r.header("range")), (416, Some("0-9")));
-    // The right next chunk, then the rest, then the digest: the blob is whole.
+    // The right next chunk; then a closing PUT whose last chunk skips ahead is 416 with the
+    // current range too, and the upload goes on.
     let mut c = Conn::open(server.process.port);
     assert_eq!(patch(&mut c, "10-19", &blob[10..20]).status, 202);
-    assert_eq!(patch(&mut c, "20-29", &blob[20..]).status, 202);
     let digest = sha256(&blob);
     let sep = if location.contains('?') { '&' } else { '?' };
+    let r = c
+        .send(
+            "PUT",
+            &format!("{location}{sep}digest={digest}"),
+            &[
+                ("Content-Range", "25-29"),
+                ("Content-Type", "application/octet-stream"),
+            ],
+            &blob[25..],
+            true,
+        )
+        .unwrap();
+    assert_eq!((r.status, r.header("range")), (416, Some("0-19")));
+    let mut c = Conn::open(server.process.port);
+    assert_eq!(patch(&mut c, "20-29", &blob[20..]).status, 202);
     let r = c
         .send(
             "PUT",
@@ -747,4 +762,50 @@ fn two_registries_on_one_etcd_show_one_catalog() {
     assert_eq!(r.json()["repositories"], serde_json::json!(["app"]));
     // The metadata is in etcd as keys, the log is not used.
     assert!(!dir.path().join("a2/.airgap/metadata.jsonl").exists());
+}
+
+/// A manifest may name a non-distributable layer (with `urls`) the registry was never given:
+/// it is accepted, tagged, listed and pulled; an ordinary layer that was never pushed is still
+/// refused.
+#[test]
+fn a_non_distributable_layer_with_urls_need_not_be_pushed() {
+    let server = serve(&[]);
+    let mut c = Conn::open(server.process.port);
+    let config = b"{\"os\":\"windows\"}".to_vec();
+    push_blob(&mut c, "win", &config);
+    let foreign = b"a foreign base layer".to_vec();
+    let mut layer = descriptor(
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        &foreign,
+    );
+    layer["urls"] = serde_json::json!(["https://example.invalid/base.tar.gz"]);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [layer],
+    });
+    let put = |c: &mut Conn, m: &serde_json::Value, tag: &str| {
+        c.send(
+            "PUT",
+            &format!("/v2/win/manifests/{tag}"),
+            &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+            &serde_json::to_vec(m).unwrap(),
+            true,
+        )
+        .unwrap()
+    };
+    let r = put(&mut c, &manifest, "ltsc");
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let mut c = Conn::open(server.process.port);
+    assert_eq!(c.call("HEAD", "/v2/win/manifests/ltsc").status, 200);
+    assert_eq!(c.call("GET", "/v2/win/manifests/ltsc").status, 200);
+    let tags = c.call("GET", "/v2/win/tags/list").json();
+    assert_eq!(tags["tags"], serde_json::json!(["ltsc"]));
+    // Without urls the same layer must be there.
+    let mut plain = manifest.clone();
+    plain["layers"][0] = descriptor("application/vnd.oci.image.layer.v1.tar+gzip", &foreign);
+    let mut c = Conn::open(server.process.port);
+    let r = put(&mut c, &plain, "plain");
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
 }

@@ -37,6 +37,9 @@ struct RawDescriptor {
     digest: ContentDigest,
     #[allow(dead_code)]
     size: u64,
+    /// Where a non-distributable layer is fetched from instead of the registry.
+    #[serde(default)]
+    urls: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -92,9 +95,15 @@ impl ManifestRecord {
                 record.artifact_type = Some(config.media_type.clone());
             }
             record.blobs.push(config.digest);
-            record
-                .blobs
-                .extend(raw.layers.into_iter().map(|d| d.digest));
+            // A layer with `urls` (non-distributable, a Windows base layer say) is fetched from
+            // there: the registry need not hold it (the spec lets a manifest name it anyway).
+            // If it was pushed, its link to the repository keeps it.
+            record.blobs.extend(
+                raw.layers
+                    .into_iter()
+                    .filter(|d| d.urls.is_empty())
+                    .map(|d| d.digest),
+            );
         }
         Ok(record)
     }

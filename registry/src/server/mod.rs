@@ -818,9 +818,38 @@ impl Registry {
             layout.cancel(name, id).await;
             return bad_digest();
         };
-        match stream_into(layout, name, id, None, req.into_body(), &self.metrics).await {
-            Ok(Streamed::Done(_)) => {}
-            Ok(Streamed::OutOfOrder(_) | Streamed::Unknown) => return upload_unknown(),
+        // The closing PUT may carry the last chunk with its Content-Range: checked as a PATCH
+        // would be, and one that does not continue the upload is 416 with the current Range.
+        let range = match content_range(&req) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", e),
+        };
+        match stream_into(
+            layout,
+            name,
+            id,
+            range.map(|r| r.0),
+            req.into_body(),
+            &self.metrics,
+        )
+        .await
+        {
+            Ok(Streamed::Done(size)) => {
+                if range.is_some_and(|(_, end)| end + 1 != size) {
+                    layout.cancel(name, id).await;
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "BLOB_UPLOAD_INVALID",
+                        "the chunk's length does not match its Content-Range",
+                    );
+                }
+            }
+            Ok(Streamed::OutOfOrder(size)) => {
+                let mut r = accepted(&format!("/v2/{name}/blobs/uploads/{id}"), size, id);
+                *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                return r;
+            }
+            Ok(Streamed::Unknown) => return upload_unknown(),
             Err(e) => {
                 layout.cancel(name, id).await;
                 return error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", &e);
