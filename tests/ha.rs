@@ -517,6 +517,16 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
         assert!(empty_or_absent(&root4), "{claimed:?}: something written");
     }
     assert_eq!(c.etcdctl(0, &["member", "list"]), members_before);
+    // Three more refusals spend node4's budget: the next attempt is told to wait, whatever
+    // it sends.
+    for _ in 0..3 {
+        fails(&mut c.join(&node4, &root4, &fresh, NODES[0].1));
+    }
+    let line = fails(&mut c.join(&node4, &root4, &fresh, NODES[0].1));
+    assert!(
+        line.contains("too many refused joins from 10.78.0.14"),
+        "{line}"
+    );
     // `short` expires meanwhile (its refusal comes from node3's address below).
     std::thread::sleep(Duration::from_millis(2100));
     // A server presenting another CA (a fake join API on node4's loopback, with the test

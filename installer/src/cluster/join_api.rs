@@ -36,7 +36,13 @@ pub struct JoinApi {
     /// Serializes joins: etcd admits one learner at a time, and two joins of one node must
     /// not both add it.
     joining: tokio::sync::Mutex<()>,
+    /// Refused joins per source address: a guesser is told to wait after a few.
+    refusals: registry::server::failure_budget::FailureBudget,
 }
+
+/// Refused joins one address may cause in [`REFUSAL_WINDOW`] before it is told to wait.
+pub const REFUSAL_BUDGET: u32 = 5;
+pub const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why a join was refused: said to the joining node in one line.
 #[derive(Debug)]
@@ -55,6 +61,10 @@ impl JoinApi {
             config,
             etcd,
             joining: tokio::sync::Mutex::new(()),
+            refusals: registry::server::failure_budget::FailureBudget::new(
+                REFUSAL_BUDGET,
+                REFUSAL_WINDOW,
+            ),
         }
     }
 
@@ -131,6 +141,15 @@ impl JoinApi {
             Ok(r) => r,
             Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not a join request: {e}")),
         };
+        if self.refusals.spent(peer.ip()) {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many refused joins from {}; wait a minute and check the token and the node",
+                    peer.ip()
+                ),
+            );
+        }
         let _one_at_a_time = self.joining.lock().await;
         match self.join(request, peer.ip()).await {
             Ok(answer) => {
@@ -141,6 +160,7 @@ impl JoinApi {
                 }
             }
             Err(Refusal(why)) => {
+                self.refusals.failed(peer.ip());
                 tracing::warn!(%peer, %why, "join refused");
                 refuse(StatusCode::FORBIDDEN, why)
             }

@@ -33,8 +33,6 @@ pub const MAX_WAITING_PER_ADDRESS: usize = 4;
 /// Failed checks one address may cause within [`FAILURE_WINDOW`].
 pub const FAILURE_BUDGET: u32 = 10;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Bound on addresses tracked for the failure budget.
-const MAX_TRACKED: usize = 4096;
 /// How long a refused password is answered from memory.
 const REFUSED_FOR: Duration = Duration::from_secs(5);
 /// Bound on remembered refusals, so a flood of distinct passwords cannot grow memory.
@@ -72,7 +70,7 @@ pub struct Htpasswd {
     /// What an unknown user's password is checked against: the same work as a known one.
     decoy: Arc<str>,
     waiting: std::sync::atomic::AtomicUsize,
-    failures: Mutex<HashMap<std::net::IpAddr, (Instant, u32)>>,
+    failures: super::failure_budget::FailureBudget,
     pending: Mutex<HashMap<std::net::IpAddr, usize>>,
     inflight: Mutex<HashMap<CacheKey, Arc<tokio::sync::OnceCell<Option<bool>>>>>,
     verified: Mutex<HashSet<CacheKey>>,
@@ -123,7 +121,7 @@ impl Htpasswd {
             users,
             decoy,
             waiting: std::sync::atomic::AtomicUsize::new(0),
-            failures: Mutex::new(HashMap::new()),
+            failures: super::failure_budget::FailureBudget::new(FAILURE_BUDGET, FAILURE_WINDOW),
             pending: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashSet::new()),
@@ -267,27 +265,11 @@ impl Htpasswd {
     }
 
     fn over_budget(&self, ip: std::net::IpAddr) -> bool {
-        self.failures.lock().is_ok_and(|f| {
-            f.get(&ip)
-                .is_some_and(|(since, n)| since.elapsed() < FAILURE_WINDOW && *n >= FAILURE_BUDGET)
-        })
+        self.failures.spent(ip)
     }
 
     fn failed(&self, ip: std::net::IpAddr) {
-        let Ok(mut f) = self.failures.lock() else {
-            return;
-        };
-        if f.len() >= MAX_TRACKED {
-            f.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
-            if f.len() >= MAX_TRACKED {
-                f.clear();
-            }
-        }
-        let entry = f.entry(ip).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= FAILURE_WINDOW {
-            *entry = (Instant::now(), 0);
-        }
-        entry.1 += 1;
+        self.failures.failed(ip);
     }
 
     /// How many times bcrypt has run: what the caches saved is visible to tests and operators.

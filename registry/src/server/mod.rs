@@ -8,6 +8,7 @@
 pub mod access;
 mod catalog;
 pub mod connection;
+pub mod failure_budget;
 pub mod htpasswd;
 mod manifest_record;
 pub mod metadata;
