@@ -809,3 +809,84 @@ fn a_non_distributable_layer_with_urls_need_not_be_pushed() {
     let r = put(&mut c, &plain, "plain");
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// Referrers with megabytes of annotations each: a listing keeps a bounded part of each
+/// referrer's annotations (the manifests keep them all) and pages through `Link`, so neither
+/// the server's memory nor one response grows with them.
+#[test]
+fn referrers_keep_bounded_annotations_and_page_through_link() {
+    let server = serve(&[]);
+    let mut c = Conn::open(server.process.port);
+    let (subject, r) = push_manifest(&mut c, "app", "v1", "subject", None, None);
+    assert_eq!(r.status, 201);
+    let subject_digest = sha256(&subject);
+    let config = b"{}".to_vec();
+    push_blob(&mut c, "app", &config);
+    let big = "x".repeat(1 << 20);
+    const REFERRERS: usize = 12;
+    for i in 0..REFERRERS {
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.example.sbom",
+            "config": descriptor("application/vnd.oci.empty.v1+json", &config),
+            "layers": [],
+            "subject": descriptor("application/vnd.oci.image.manifest.v1+json", &subject),
+            "annotations": {"a.small": format!("n{i}"), "b.big": big},
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let r = c
+            .send(
+                "PUT",
+                &format!("/v2/app/manifests/{}", sha256(&bytes)),
+                &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+                &bytes,
+                true,
+            )
+            .unwrap();
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let r = c.call("GET", &format!("/v2/app/referrers/{subject_digest}"));
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.len() < 64 << 10,
+        "a listing of {} bytes",
+        r.body.len()
+    );
+    let all = r.json()["manifests"].as_array().unwrap().clone();
+    assert_eq!(all.len(), REFERRERS);
+    for d in &all {
+        assert!(d["annotations"]["a.small"].is_string(), "{d}");
+        assert!(
+            d["annotations"].get("b.big").is_none(),
+            "the big annotation was kept"
+        );
+    }
+    // Five at a time: three pages, linked, every referrer once.
+    let mut seen = Vec::new();
+    let mut next = Some(format!("/v2/app/referrers/{subject_digest}?n=5"));
+    let mut pages = 0;
+    while let Some(path) = next.take() {
+        let r = c.call("GET", &path);
+        assert_eq!(r.status, 200, "{path}");
+        let page = r.json()["manifests"].as_array().unwrap().clone();
+        assert!(page.len() <= 5);
+        seen.extend(
+            page.iter()
+                .map(|d| d["digest"].as_str().unwrap().to_string()),
+        );
+        next = r.header("link").map(|l| {
+            l.trim_start_matches('<')
+                .split_once('>')
+                .unwrap()
+                .0
+                .to_string()
+        });
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (REFERRERS, REFERRERS));
+}

@@ -61,6 +61,28 @@ struct RawManifest {
     annotations: BTreeMap<String, String>,
 }
 
+/// Bytes of annotations (keys and values) a record keeps: what the referrers API reports of a
+/// referrer. A manifest may carry megabytes of them; kept whole, a few referrers grew the
+/// server by hundreds of megabytes and one listing to 100 MiB. The manifest itself keeps
+/// them all.
+pub const MAX_KEPT_ANNOTATIONS: usize = 16 << 10;
+
+/// The annotations, in key order, while they fit in [`MAX_KEPT_ANNOTATIONS`].
+fn kept(annotations: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut used = 0;
+    annotations
+        .into_iter()
+        .filter(|(k, v)| {
+            let size = k.len() + v.len();
+            if used + size > MAX_KEPT_ANNOTATIONS {
+                return false;
+            }
+            used += size;
+            true
+        })
+        .collect()
+}
+
 impl ManifestRecord {
     /// Parses a manifest pushed (or stored) as `media_type`: an index type, or else an image
     /// manifest, which must name a config.
@@ -80,7 +102,7 @@ impl ManifestRecord {
             children: Vec::new(),
             subject: raw.subject.map(|s| s.digest),
             artifact_type: raw.artifact_type,
-            annotations: raw.annotations,
+            annotations: kept(raw.annotations),
         };
         if airgap::oci::is_index(media_type) {
             let children = raw

@@ -45,6 +45,9 @@ use store::{Append, CommitOutcome, Deleted, PutManifest, StartUpload};
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
+/// Referrers listed per response at most; more are reached through the `Link` header.
+const REFERRERS_PAGE: usize = 256;
+
 /// Bytes per read when serving a blob.
 const SERVE_CHUNK: usize = 512 << 10;
 
@@ -932,10 +935,25 @@ impl Registry {
         };
         let params = query_params(query);
         let filter = params.get("artifactType");
-        let found = self.store.catalog().await.referrers(name, &subject);
+        let mut found = self.store.catalog().await.referrers(name, &subject);
+        // Pages in digest order, `n` at a time (at most REFERRERS_PAGE), after `last`.
+        found.sort_by(|a, b| a.0.to_string().cmp(&b.0.to_string()));
+        let page = params
+            .get("n")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(REFERRERS_PAGE)
+            .clamp(1, REFERRERS_PAGE);
+        if let Some(last) = params.get("last") {
+            found.retain(|(d, _)| d.to_string().as_str() > last.as_str());
+        }
+        let found: Vec<_> = found
+            .into_iter()
+            .filter(|(_, r)| filter.is_none_or(|f| r.artifact_type.as_ref() == Some(f)))
+            .collect();
+        let next = (found.len() > page).then(|| found[page - 1].0.to_string());
         let manifests: Vec<serde_json::Value> = found
             .iter()
-            .filter(|(_, r)| filter.is_none_or(|f| r.artifact_type.as_ref() == Some(f)))
+            .take(page)
             .map(|(d, r)| {
                 let mut desc = serde_json::json!({
                     "mediaType": r.media_type,
@@ -966,6 +984,16 @@ impl Registry {
                 "oci-filters-applied",
                 HeaderValue::from_static("artifactType"),
             );
+        }
+        if let Some(last) = next {
+            let mut link = format!("</v2/{name}/referrers/{subject}?n={page}&last={last}");
+            if let Some(f) = filter {
+                link.push_str(&format!("&artifactType={}", f.replace('+', "%2B")));
+            }
+            link.push_str(">; rel=\"next\"");
+            if let Ok(v) = HeaderValue::from_str(&link) {
+                r.headers_mut().insert(hyper::header::LINK, v);
+            }
         }
         r
     }
