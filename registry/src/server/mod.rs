@@ -937,7 +937,7 @@ impl Registry {
         let filter = params.get("artifactType");
         let mut found = self.store.catalog().await.referrers(name, &subject);
         // Pages in digest order, `n` at a time (at most REFERRERS_PAGE), after `last`.
-        found.sort_by(|a, b| a.0.to_string().cmp(&b.0.to_string()));
+        found.sort_by_key(|(d, _)| d.to_string());
         let page = params
             .get("n")
             .and_then(|n| n.parse::<usize>().ok())
