@@ -408,6 +408,54 @@ fn a_failing_mirror_never_sends_a_pull_upstream() {
     );
     assert_eq!(internet.connections(), Vec::<String>::new());
 
+    // The registries.conf beside it, read by a containers/image client (skopeo, as podman and
+    // CRI-O would): the pause image by its original name comes from the node's registry.
+    let login = {
+        use base64::Engine as _;
+        let hosts: toml::Table =
+            std::fs::read_to_string(root.join("etc/containerd/certs.d/registry.k8s.io/hosts.toml"))
+                .unwrap()
+                .parse()
+                .unwrap();
+        let header = hosts["header"]["Authorization"][0].as_str().unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(header.strip_prefix("Basic ").unwrap())
+            .unwrap();
+        String::from_utf8(raw).unwrap()
+    };
+    assert!(
+        login.starts_with("puller:"),
+        "containerd's login is the pull-only one"
+    );
+    let certs = common::node::skopeo_certs(&root, setup.dir.path());
+    let before = access_log(&root).len();
+    // `ip netns exec` binds /etc/netns/<ns>/containers over /etc/containers: skopeo there
+    // reads the node's file as its only registries.conf (skopeo 1.9 has no flag for it).
+    let containers = PathBuf::from("/etc/netns")
+        .join(&ns.name)
+        .join("containers");
+    std::fs::create_dir_all(&containers).unwrap();
+    std::fs::copy(
+        root.join("etc/containers/registries.conf.d/50-airgap.conf"),
+        containers.join("registries.conf"),
+    )
+    .unwrap();
+    let out = ns
+        .command("skopeo")
+        .args(["inspect", "--raw", "--cert-dir"])
+        .arg(&certs)
+        .arg("--authfile")
+        .arg(root.join("etc/airgap/mirror/auth.json"))
+        .arg(format!("docker://{}", testkit::FIXTURE_PAUSE))
+        .output()
+        .unwrap();
+    common::node::output_ok(&out, "skopeo through registries.conf");
+    assert!(
+        served(before, "registry.k8s.io/pause"),
+        "registries.conf did not send skopeo to the node's registry"
+    );
+    assert_eq!(internet.connections(), Vec::<String>::new());
+
     let api = testkit::FIXTURE_IMAGES[1];
     let host_file = root.join("etc/containerd/certs.d/example.internal/hosts.toml");
     let expect_refused = |what: &str, image: &str| {

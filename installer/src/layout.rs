@@ -116,6 +116,12 @@ impl NodeLayout {
     pub fn containerd_certs_dir(&self) -> PathBuf {
         self.at("etc/containerd/certs.d")
     }
+    /// The pull-only login as a containers-auth.json(5) file, for CRI-O (`global_auth_file`),
+    /// podman and skopeo (`--authfile`): they send a rewritten location's credentials from an
+    /// auth file, never from hosts.toml.
+    pub fn pull_auth_file(&self) -> PathBuf {
+        self.at("etc/airgap/mirror/auth.json")
+    }
     /// containers-registries.conf(5) drop-in for CRI-O, podman and skopeo on the node.
     pub fn registries_conf(&self) -> PathBuf {
         self.at("etc/containers/registries.conf.d/50-airgap.conf")

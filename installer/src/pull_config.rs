@@ -1,6 +1,7 @@
 //! The node's pull configuration: where its container runtimes send image pulls. containerd
 //! reads `etc/containerd/certs.d/<host>/hosts.toml`; CRI-O, podman and skopeo read
-//! `etc/containers/registries.conf.d/50-airgap.conf`. Both name the node's registry (or the
+//! `etc/containers/registries.conf.d/50-airgap.conf` with the login in `etc/airgap/mirror/auth.json`
+//! (their `global_auth_file` / `--authfile`). Both name the node's registry (or the
 //! cluster's external one) and never an upstream host, so a mirror failure fails the pull
 //! instead of leaving the air gap (see [`registry::mirror::containerd_hosts`]).
 //!
@@ -66,6 +67,16 @@ pub fn render(
         bytes: registries_conf(index, access.target).into_bytes(),
         mode: PUBLIC,
     });
+    if let Some(c) = access.credentials {
+        let auth = serde_json::json!({
+            "auths": { access.target.host.clone(): { "auth": c.basic_header().trim_start_matches("Basic ") } }
+        });
+        files.push(RenderedFile {
+            path: layout.pull_auth_file(),
+            bytes: format!("{auth:#}\n").into_bytes(),
+            mode: PRIVATE,
+        });
+    }
     files
 }
 
