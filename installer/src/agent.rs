@@ -179,6 +179,7 @@ pub fn run(layout: &NodeLayout) -> Result<(), AgentError> {
         services: BTreeMap::new(),
     };
     let mut services: BTreeMap<String, Supervised> = BTreeMap::new();
+    let mut ticks: u32 = 0;
     publish(layout, &state);
     while !STOP.load(Ordering::SeqCst) {
         let specs = match ServiceSpec::load_all(&layout.services_dir()) {
@@ -210,6 +211,15 @@ pub fn run(layout: &NodeLayout) -> Result<(), AgentError> {
         }
         for (name, s) in services.iter_mut() {
             supervise(layout, &audit, name, s);
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks % LOG_CHECK_EVERY == 0 {
+            for name in services.keys().map(String::as_str).chain(["agent"]) {
+                let path = layout.log_dir().join(format!("{name}.log"));
+                if let Err(e) = rotate_if_larger(&path, MAX_LOG_BYTES) {
+                    tracing::warn!(log = %path.display(), error = %e, "rotating a log failed");
+                }
+            }
         }
         let view: BTreeMap<String, ServiceState> = services
             .iter()
@@ -343,6 +353,33 @@ fn publish(layout: &NodeLayout, state: &AgentState) {
             tracing::warn!("publishing agent state: {e}");
         }
     }
+}
+
+/// A service log past this many bytes is rotated: a flood of refusals (a registry under a
+/// password-guessing attack, say) must not fill the node's disk.
+pub const MAX_LOG_BYTES: u64 = 64 << 20;
+/// Logs are looked at every this many ticks (5 s).
+const LOG_CHECK_EVERY: u32 = 25;
+
+/// When `path` is larger than `max`, its content moves to `<path>.1` (replacing the previous
+/// one) and `path` is emptied in place: services write with `O_APPEND` to the descriptor they
+/// were started with, so they go on at the new end without being restarted (logrotate's
+/// copytruncate; lines written during the copy can be lost). Returns whether it rotated.
+pub fn rotate_if_larger(path: &Path, max: u64) -> io::Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > max => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let mut old = path.as_os_str().to_owned();
+    old.push(".1");
+    let old = std::path::PathBuf::from(old);
+    let partial = old.with_extension("1.partial");
+    std::fs::copy(path, &partial)?;
+    std::fs::rename(&partial, &old)?;
+    OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    Ok(true)
 }
 
 pub fn open_log(path: &Path) -> io::Result<File> {
@@ -518,4 +555,29 @@ pub fn stop(layout: &NodeLayout) -> Result<Option<u32>, AgentError> {
 
 pub fn exe_path() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("airgap"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_log_past_its_limit_moves_aside_and_the_writer_goes_on_at_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.log");
+        let mut writer = open_log(&path).unwrap();
+        writer.write_all(&[b'a'; 100]).unwrap();
+        assert!(!rotate_if_larger(&path, 1000).unwrap());
+        assert!(rotate_if_larger(&path, 50).unwrap());
+        assert_eq!(
+            std::fs::read(dir.path().join("registry.log.1")).unwrap(),
+            [b'a'; 100]
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        // The service's descriptor (O_APPEND) writes at the new end, not at offset 100.
+        writer.write_all(b"next\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"next\n");
+        assert!(!rotate_if_larger(&dir.path().join("absent.log"), 1).unwrap());
+    }
 }
