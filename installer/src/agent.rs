@@ -213,7 +213,7 @@ pub fn run(layout: &NodeLayout) -> Result<(), AgentError> {
             supervise(layout, &audit, name, s);
         }
         ticks = ticks.wrapping_add(1);
-        if ticks % LOG_CHECK_EVERY == 0 {
+        if ticks.is_multiple_of(LOG_CHECK_EVERY) {
             for name in services.keys().map(String::as_str).chain(["agent"]) {
                 let path = layout.log_dir().join(format!("{name}.log"));
                 if let Err(e) = rotate_if_larger(&path, MAX_LOG_BYTES) {
