@@ -237,6 +237,9 @@ impl RegistryClient {
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(120))
             .pool_max_idle_per_host(64)
+            // Below the built-in registry's idle deadline (60 s): the client lets an idle
+            // connection go first, so a request never crosses the server's close.
+            .pool_idle_timeout(Duration::from_secs(25))
             // One TCP connection per transfer in flight: multiplexed over one HTTP/2
             // connection, `-j` transfers share one congestion window, which on a WAN link
             // caps the whole copy at one flow's bandwidth (bench/wan.sh: 0.9x skopeo).

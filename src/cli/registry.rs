@@ -208,7 +208,7 @@ pub struct ServeArgs {
     pub handshake_timeout: std::time::Duration,
     /// How long a client has to send each request's headers; also how long a keep-alive
     /// connection may sit idle.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     pub header_timeout: std::time::Duration,
     /// Open connections one client address may hold (more are answered 429 and closed).
     #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]

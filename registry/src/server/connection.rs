@@ -38,7 +38,10 @@ impl Default for ConnectionPolicy {
     fn default() -> Self {
         ConnectionPolicy {
             handshake: Duration::from_secs(10),
-            header: Duration::from_secs(30),
+            // Longer than the idle timeouts of the clients that keep connections (containerd
+            // 30 s, airgap's own 25 s), so they close an idle connection first and no request
+            // crosses the server's close.
+            header: Duration::from_secs(60),
             per_client: 128,
             total: 2048,
         }
