@@ -730,43 +730,9 @@ impl Registry {
                 accepted(&location(&id), 0, &id)
             }
             (Method::PATCH, id) if !id.is_empty() => {
-                let range = match content_range(&req) {
-                    Ok(r) => r,
-                    Err(e) => return error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", e),
-                };
-                match stream_into(
-                    layout,
-                    name,
-                    id,
-                    range.map(|r| r.0),
-                    req.into_body(),
-                    &self.metrics,
-                )
-                .await
-                {
-                    Ok(Streamed::Done(size)) => {
-                        if range.is_some_and(|(_, end)| end + 1 != size) {
-                            // The chunk's length does not match its Content-Range: the upload
-                            // can no longer be trusted to hold what the client thinks.
-                            layout.cancel(name, id).await;
-                            return error(
-                                StatusCode::BAD_REQUEST,
-                                "BLOB_UPLOAD_INVALID",
-                                "the chunk's length does not match its Content-Range",
-                            );
-                        }
-                        accepted(&location(id), size, id)
-                    }
-                    Ok(Streamed::OutOfOrder(size)) => {
-                        let mut r = accepted(&location(id), size, id);
-                        *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-                        r
-                    }
-                    Ok(Streamed::Unknown) => upload_unknown(),
-                    Err(e) => {
-                        layout.cancel(name, id).await;
-                        error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", &e)
-                    }
+                match self.append_chunk(layout, name, id, req).await {
+                    Ok(size) => accepted(&location(id), size, id),
+                    Err(refused) => refused,
                 }
             }
             (Method::PUT, id) if !id.is_empty() => {
@@ -810,6 +776,51 @@ impl Registry {
         }
     }
 
+    /// Appends a request's body to upload `id`, checked against its `Content-Range` when it
+    /// has one; returns the upload's size. A chunk that does not continue the upload is 416
+    /// with the current range; one whose length is not what its range says cancels the upload
+    /// (it can no longer be trusted to hold what the client thinks).
+    async fn append_chunk(
+        &self,
+        layout: &LayoutStore,
+        name: &str,
+        id: &str,
+        req: Request<Incoming>,
+    ) -> Result<u64, Response<Body>> {
+        let range = content_range(&req)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", e))?;
+        match stream_into(
+            layout,
+            name,
+            id,
+            range.map(|r| r.0),
+            req.into_body(),
+            &self.metrics,
+        )
+        .await
+        {
+            Ok(Streamed::Done(size)) if range.is_some_and(|(_, end)| end + 1 != size) => {
+                layout.cancel(name, id).await;
+                Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "BLOB_UPLOAD_INVALID",
+                    "the chunk's length does not match its Content-Range",
+                ))
+            }
+            Ok(Streamed::Done(size)) => Ok(size),
+            Ok(Streamed::OutOfOrder(size)) => {
+                let mut r = accepted(&format!("/v2/{name}/blobs/uploads/{id}"), size, id);
+                *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                Err(r)
+            }
+            Ok(Streamed::Unknown) => Err(upload_unknown()),
+            Err(e) => {
+                layout.cancel(name, id).await;
+                Err(error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", &e))
+            }
+        }
+    }
+
     async fn finish_upload(
         &self,
         layout: &LayoutStore,
@@ -822,42 +833,9 @@ impl Registry {
             layout.cancel(name, id).await;
             return bad_digest();
         };
-        // The closing PUT may carry the last chunk with its Content-Range: checked as a PATCH
-        // would be, and one that does not continue the upload is 416 with the current Range.
-        let range = match content_range(&req) {
-            Ok(r) => r,
-            Err(e) => return error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", e),
-        };
-        match stream_into(
-            layout,
-            name,
-            id,
-            range.map(|r| r.0),
-            req.into_body(),
-            &self.metrics,
-        )
-        .await
-        {
-            Ok(Streamed::Done(size)) => {
-                if range.is_some_and(|(_, end)| end + 1 != size) {
-                    layout.cancel(name, id).await;
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "BLOB_UPLOAD_INVALID",
-                        "the chunk's length does not match its Content-Range",
-                    );
-                }
-            }
-            Ok(Streamed::OutOfOrder(size)) => {
-                let mut r = accepted(&format!("/v2/{name}/blobs/uploads/{id}"), size, id);
-                *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-                return r;
-            }
-            Ok(Streamed::Unknown) => return upload_unknown(),
-            Err(e) => {
-                layout.cancel(name, id).await;
-                return error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", &e);
-            }
+        // The closing PUT (or a monolithic POST) may carry the last chunk: checked as a PATCH is.
+        if let Err(refused) = self.append_chunk(layout, name, id, req).await {
+            return refused;
         }
         match layout.commit(name, id, &digest).await {
             Ok(CommitOutcome::Committed) => created(&format!("/v2/{name}/blobs/{digest}"), &digest),
