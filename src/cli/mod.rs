@@ -2,6 +2,7 @@
 
 mod bundle;
 mod cluster;
+mod docs;
 mod keygen;
 mod node;
 mod progress;
@@ -64,6 +65,10 @@ pub enum Command {
     Stop(node::RootArgs),
     /// Remove the installation under the root (asks first unless --yes).
     Reset(node::ResetArgs),
+    /// Print a shell completion script.
+    Completion(docs::CompletionArgs),
+    /// Write man pages for airgap and every command.
+    Man(docs::ManArgs),
 }
 
 impl Command {
@@ -114,5 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(args) => node::agent_cmd(args),
         Command::Stop(args) => node::stop_cmd(args),
         Command::Reset(args) => node::reset_cmd(args),
+        Command::Completion(args) => docs::completion(args),
+        Command::Man(args) => docs::man(args),
     }
 }

@@ -1,0 +1,66 @@
+//! Shell completions and man pages come from the CLI's own definition: every command is in
+//! them, and a real completion shell and `man` read what is generated.
+
+mod common;
+
+use std::process::Command;
+
+use common::{airgap, ok};
+
+#[test]
+fn completions_load_in_bash_and_complete_every_command() {
+    let script = ok(airgap().args(["completion", "bash"]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airgap.bash");
+    std::fs::write(&path, &script).unwrap();
+    // bash sources it and the completion offers the commands after `airgap `.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && COMP_WORDS=(airgap '') COMP_CWORD=1 && _airgap airgap '' airgap && printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            path.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offered = String::from_utf8_lossy(&out.stdout);
+    for command in [
+        "bundle", "registry", "install", "upgrade", "join", "status", "trust",
+    ] {
+        assert!(
+            offered.lines().any(|l| l == command),
+            "{command} not offered: {offered}"
+        );
+    }
+    let out = airgap().args(["completion", "tcsh"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'tcsh'"));
+}
+
+#[test]
+fn man_pages_cover_every_command_and_render() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(airgap().arg("man").arg("--dir").arg(dir.path()));
+    for page in [
+        "airgap.1",
+        "airgap-install.1",
+        "airgap-registry-verify.1",
+        "airgap-trust-rotate.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text}"
+        );
+    }
+    assert!(
+        !dir.path().join("airgap-cluster-service.1").exists(),
+        "a hidden command got a page"
+    );
+    let install = std::fs::read_to_string(dir.path().join("airgap-install.1")).unwrap();
+    assert!(install.contains("skip\\-phases"), "{install}");
+}
