@@ -517,4 +517,47 @@ fn a_failing_mirror_never_sends_a_pull_upstream() {
         }
     }
     assert_eq!(internet.connections(), Vec::<String>::new());
+
+    // Without its catch-all host file containerd is not reported healthy (a pull of an
+    // unlisted registry would go upstream); a re-run of install writes it back.
+    let catch_all = root.join("etc/containerd/certs.d/_default/hosts.toml");
+    std::fs::remove_file(&catch_all).unwrap();
+    let out = ns
+        .airgap()
+        .args(["status", "--json", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let containerd = &status["services"]["containerd"];
+    assert_eq!(containerd["healthy"], false, "{containerd}");
+    assert!(
+        containerd["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no pull configuration"),
+        "{containerd}"
+    );
+    let mut rerun = install_with(
+        ns.airgap_keeping_cgroups(&path_dir),
+        &config,
+        &bundle,
+        &setup.public(),
+        &root,
+    );
+    rerun.args(["--skip-phases", "kubernetes,platform"]);
+    output_ok(&rerun.output().unwrap(), "re-run");
+    assert!(catch_all.is_file());
+    let out = ns
+        .airgap()
+        .args(["status", "--json", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        status["services"]["containerd"]["healthy"], true,
+        "{status}"
+    );
 }
