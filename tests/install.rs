@@ -947,14 +947,7 @@ fn services_run_an_installed_copy_of_airgap_not_the_binary_that_installed_them()
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let out = ns
-            .airgap()
-            .args(["status", "--json", "--root"])
-            .arg(&root)
-            .output()
-            .unwrap();
-        let status: serde_json::Value =
-            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let (_, status) = common::node::status_any(&ns, &root);
         if status["services"]["registry"]["healthy"] == true
             && status["services"]["registry"]["restarts"].as_u64() >= Some(1)
         {

@@ -6,31 +6,13 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
-
 use common::node::{
     install, install_yaml, output_ok, secret, skopeo_certs, status_json, EtcdProbe, NetNs, FQDN,
 };
+use common::registries::with_stdin;
 use common::Setup;
 
 const PAUSE: &str = "registry.k8s.io/pause:3.10.1";
-
-fn with_stdin(mut cmd: Command, input: &str) -> Output {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 #[test]
 fn an_overwritten_tag_is_reported_by_verify_and_status_and_restored_by_a_rerun() {
@@ -67,7 +49,7 @@ fn an_overwritten_tag_is_reported_by_verify_and_status_and_restored_by_a_rerun()
         if json {
             cmd.arg("--json");
         }
-        with_stdin(cmd, &password)
+        with_stdin(&mut cmd, &password)
     };
     let skopeo = |args: &[&str]| {
         ns.command("skopeo")

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::node::{
-    install_with, install_yaml, kill_during, output_ok, pids_running, status_json,
+    install_with, install_yaml, kill_during, output_ok, pids_running, status_any, status_json,
     ConnectionRecorder, NetNs,
 };
 use common::{airgap, Setup};
@@ -522,14 +522,8 @@ fn a_failing_mirror_never_sends_a_pull_upstream() {
     // unlisted registry would go upstream); a re-run of install writes it back.
     let catch_all = root.join("etc/containerd/certs.d/_default/hosts.toml");
     std::fs::remove_file(&catch_all).unwrap();
-    let out = ns
-        .airgap()
-        .args(["status", "--json", "--root"])
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, status) = status_any(&ns, &root);
+    assert_eq!(code, Some(3));
     let containerd = &status["services"]["containerd"];
     assert_eq!(containerd["healthy"], false, "{containerd}");
     assert!(
@@ -549,13 +543,7 @@ fn a_failing_mirror_never_sends_a_pull_upstream() {
     rerun.args(["--skip-phases", "kubernetes,platform"]);
     output_ok(&rerun.output().unwrap(), "re-run");
     assert!(catch_all.is_file());
-    let out = ns
-        .airgap()
-        .args(["status", "--json", "--root"])
-        .arg(&root)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, status) = status_any(&ns, &root);
     assert_eq!(
         status["services"]["containerd"]["healthy"], true,
         "{status}"

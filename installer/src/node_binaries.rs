@@ -291,17 +291,36 @@ fn write_executable(tmp: &Path, contents: &mut dyn Read) -> io::Result<()> {
 /// (0755, written atomically, left alone when the same bytes are there) and returns that path.
 /// Root's services and the systemd unit run this copy: the binary that ran the install may sit
 /// in a user's directory, and whoever can replace it there would choose what root runs.
-pub fn install_self(exe: &Path, bin_dir: &Path) -> io::Result<PathBuf> {
-    let bytes = fs::read(exe)?;
-    let digest = hex::encode(Sha256::digest(&bytes));
-    let dir =
-        bin_dir
-            .join("airgap")
-            .join(format!("{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]));
-    let path = dir.join("airgap");
-    if fs::read(&path).is_ok_and(|have| have == bytes) {
-        return Ok(path);
+pub fn install_self(exe: &Path, bin_dir: &Path) -> Result<PathBuf, BinaryError> {
+    let reading = |source| BinaryError::Install {
+        path: exe.to_path_buf(),
+        source,
+    };
+    let digest = sha256_of(exe)
+        .map_err(reading)?
+        .ok_or_else(|| reading(io::ErrorKind::NotFound.into()))?;
+    let dir = bin_dir.join("airgap").join(format!(
+        "{}-{}",
+        env!("CARGO_PKG_VERSION"),
+        &hex::encode(digest)[..12]
+    ));
+    let target = dir.join("airgap");
+    // Streamed, and only when the copy is missing or differs: the binary is tens of MB.
+    if sha256_of(&target).ok().flatten() == Some(digest) {
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).map_err(|source| {
+            BinaryError::Install {
+                path: target.clone(),
+                source,
+            }
+        })?;
+        return Ok(target);
     }
-    crate::files::write_atomic(&path, &bytes, 0o755)?;
-    Ok(path)
+    let partial = dir.join(".airgap.partial");
+    let mut source = File::open(exe).map_err(reading)?;
+    write_executable(&partial, &mut source).map_err(|source| BinaryError::Install {
+        path: partial.clone(),
+        source,
+    })?;
+    settle(&partial, &target)?;
+    Ok(target)
 }

@@ -93,42 +93,10 @@ pub fn drifted(rendered: &[RenderedFile]) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use airgap::{Digest, ImageRecord, ImageReference};
-
-    fn index_of(images: &[&str]) -> BundleIndex {
-        BundleIndex {
-            format_version: 1,
-            name: "b".into(),
-            version: "1.0.0".parse().unwrap(),
-            created: "2026-01-01T00:00:00Z".into(),
-            expires: None,
-            platforms: vec![],
-            packs: vec![],
-            images: images
-                .iter()
-                .map(|r| {
-                    let parsed = ImageReference::parse(r).unwrap();
-                    ImageRecord {
-                        source: r.to_string(),
-                        reference: parsed.to_string(),
-                        mirror_repository: parsed.mirror_repository(),
-                        digest: Digest::of(r.as_bytes()),
-                        upstream_digest: Digest::of(r.as_bytes()),
-                        media_type: airgap::oci::OCI_MANIFEST.into(),
-                        size: 1,
-                    }
-                })
-                .collect(),
-            entries: vec![],
-            base: None,
-            expected_blobs: vec![],
-        }
-    }
-
     #[test]
     fn every_file_is_under_the_root_and_credentials_make_hosts_private() {
         let layout = NodeLayout::new("/srv/node");
-        let index = index_of(&["registry.k8s.io/pause:3.10.1"]);
+        let index = crate::kubernetes::tests::index("1.34.2", &["registry.k8s.io/pause:3.10.1"]);
         let target = MirrorTarget::parse("https://mgmt.example.internal:5000", false).unwrap();
         let login = Credentials {
             username: "containerd".into(),
@@ -160,6 +128,11 @@ mod tests {
             assert!(names
                 .contains(&"etc/containerd/certs.d/mgmt.example.internal:5000/hosts.toml".into()));
             assert!(names.contains(&"etc/containers/registries.conf.d/50-airgap.conf".into()));
+            let auth = files.iter().find(|f| f.path.ends_with("auth.json"));
+            match credentials {
+                Some(_) => assert_eq!(auth.map(|f| f.mode), Some(PRIVATE)),
+                None => assert!(auth.is_none(), "an auth file without a login"),
+            }
             for f in files.iter().filter(|f| f.path.ends_with("hosts.toml")) {
                 let expected = if credentials.is_some() {
                     PRIVATE

@@ -262,43 +262,40 @@ pub async fn scrub(
     })
 }
 
-/// Streams one blob and hashes it; `None` when it is there and intact.
+/// Streams one blob through the one checked download loop (retries included) into nothing;
+/// `None` when it is there and hashes to its digest.
 async fn rehash(
     client: &RegistryClient,
     repo: &str,
     digest: &Digest,
     size: u64,
 ) -> Option<BlobProblem> {
-    let problem = |problem, found, detail| {
-        Some(BlobProblem {
-            repository: repo.to_string(),
-            digest: *digest,
-            problem,
-            found,
-            detail,
-        })
+    use crate::download::{download, DownloadError};
+    let (problem, found, detail) = match download(client, repo, digest, size, &mut Discard).await {
+        Ok(()) => return None,
+        Err(DownloadError::Registry(RegistryError::BlobUnknown { .. })) => ("missing", None, None),
+        Err(DownloadError::Mismatch(m)) => ("corrupt", Some(m.actual), None),
+        Err(DownloadError::Registry(e)) => ("unreadable", None, Some(e.to_string())),
+        Err(DownloadError::Sink(never)) => match never {},
     };
-    let mut download = match client.get_blob(repo, digest, 0).await {
-        Ok(d) => d,
-        Err(RegistryError::BlobUnknown { .. }) => return problem("missing", None, None),
-        Err(e) => return problem("unreadable", None, Some(e.to_string())),
-    };
-    use sha2::Digest as _;
-    let mut hasher = sha2::Sha256::new();
-    let mut read = 0u64;
-    loop {
-        match download.chunk().await {
-            Ok(Some(chunk)) => {
-                read += chunk.len() as u64;
-                hasher.update(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => return problem("unreadable", None, Some(e.to_string())),
-        }
+    Some(BlobProblem {
+        repository: repo.to_string(),
+        digest: *digest,
+        problem,
+        found,
+        detail,
+    })
+}
+
+/// A sink that keeps nothing: a scrub only hashes.
+struct Discard;
+
+impl crate::download::Sink for Discard {
+    type Error = std::convert::Infallible;
+    async fn restart(&mut self) -> Result<(), Self::Error> {
+        Ok(())
     }
-    let found = Digest::from_bytes(hasher.finalize().into());
-    if found != *digest || read != size {
-        return problem("corrupt", Some(found), None);
+    async fn write(&mut self, _chunk: &bytes::Bytes) -> Result<(), Self::Error> {
+        Ok(())
     }
-    None
 }

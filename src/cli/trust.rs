@@ -72,8 +72,7 @@ pub fn run(cmd: TrustCommand) -> anyhow::Result<()> {
             Ok(())
         }
         TrustCommand::Show(args) => {
-            let (layout, etcd) = node_etcd(&args.root.root)?;
-            let _ = layout;
+            let (_, etcd) = node_etcd(&args.root.root)?;
             let root = runtime()?
                 .block_on(trust_root::read(&etcd))
                 .context("reading the trust root")?

@@ -345,6 +345,19 @@ pub fn status_json(ns: &NetNs, root: &Path) -> serde_json::Value {
     serde_json::from_str(&output_ok(&out, "status --json")).unwrap()
 }
 
+/// `airgap status --json` whatever its exit code (3: not healthy): the code and the report
+/// (`null` when there is none).
+pub fn status_any(ns: &NetNs, root: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = ns
+        .airgap()
+        .args(["status", "--json", "--root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), report)
+}
+
 pub fn output_ok(out: &Output, what: &str) -> String {
     assert!(
         out.status.success(),

@@ -338,7 +338,7 @@ pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use airgap::{Digest, ImageRecord};
 
@@ -350,7 +350,9 @@ mod tests {
         "registry.k8s.io/coredns/coredns:v1.12.1",
     ];
 
-    fn index(version: &str, images: &[&str]) -> BundleIndex {
+    /// A bundle index holding `images` and a `k8s` pack of `version` naming them (shared
+    /// with other modules' tests).
+    pub(crate) fn index(version: &str, images: &[&str]) -> BundleIndex {
         let record = |r: &str| {
             let parsed = ImageReference::parse(r).unwrap();
             ImageRecord {

@@ -239,7 +239,7 @@ async fn ensure_pull_login(
     };
     let (data, stored) =
         keys::ensure_secret(etcd, key, REGISTRY_PULL_CREDENTIALS, generate).await?;
-    access.pull = pull_login(&data)?;
+    access.pull = Some(pull_login(&data)?);
     Ok(Some(stored))
 }
 
@@ -275,12 +275,12 @@ pub async fn stored_registry_access(
         None => return Err(missing),
     };
     if let Some(secret) = keys::read_secret(etcd, &key, REGISTRY_PULL_CREDENTIALS).await? {
-        access.pull = pull_login(&secret.data)?;
+        access.pull = Some(pull_login(&secret.data)?);
     }
     Ok(access)
 }
 
-fn pull_login(data: &SecretData) -> Result<Option<(String, SecretString)>, PhaseError> {
+fn pull_login(data: &SecretData) -> Result<(String, SecretString), PhaseError> {
     let field = |name: &'static str| {
         data.get(name)
             .and_then(|v| v.to_secret_string())
@@ -291,5 +291,5 @@ fn pull_login(data: &SecretData) -> Result<Option<(String, SecretString)>, Phase
             })
     };
     let username = field("username")?.expose().to_string();
-    Ok(Some((username, field("password")?)))
+    Ok((username, field("password")?))
 }

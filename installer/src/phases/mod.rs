@@ -254,9 +254,7 @@ impl InstallContext {
         if let Some(p) = &self.installed_exe {
             return Ok(p.clone());
         }
-        let path = crate::node_binaries::install_self(&self.exe, &self.layout.bin_dir()).map_err(
-            PhaseError::io("installing the airgap binary under", &self.layout.bin_dir()),
-        )?;
+        let path = crate::node_binaries::install_self(&self.exe, &self.layout.bin_dir())?;
         self.installed_exe = Some(path.clone());
         Ok(path)
     }

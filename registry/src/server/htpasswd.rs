@@ -149,8 +149,9 @@ impl Htpasswd {
         self.check(user, password, None).await == Verdict::Accepted
     }
 
-    /// The server's check for a request from `client`: the failure budget, cached answers,
-    /// then bcrypt on the blocking pool (an unknown user against the decoy).
+    /// The server's check for a request from `client`: a remembered answer, else (unless the
+    /// address spent its failure budget) bcrypt on the blocking pool, an unknown user against
+    /// the decoy.
     pub async fn check(
         &self,
         user: &str,
@@ -166,7 +167,7 @@ impl Htpasswd {
         // from an address that also sent wrong passwords.
         let verdict = match self.cached(&key) {
             Some(known_answer) => known_answer && known,
-            None if client.is_some_and(|ip| self.over_budget(ip)) => return Verdict::Busy,
+            None if client.is_some_and(|ip| self.failures.spent(ip)) => return Verdict::Busy,
             None => {
                 // Identical checks in flight share one bcrypt: fifty clients logging in with
                 // the same password at once cost one check and one place in the queue.
@@ -188,7 +189,7 @@ impl Htpasswd {
             Verdict::Accepted
         } else {
             if let Some(ip) = client {
-                self.failed(ip);
+                self.failures.failed(ip);
             }
             Verdict::Refused
         }
@@ -262,14 +263,6 @@ impl Htpasswd {
             owner: self,
             ip: Some(ip),
         })
-    }
-
-    fn over_budget(&self, ip: std::net::IpAddr) -> bool {
-        self.failures.spent(ip)
-    }
-
-    fn failed(&self, ip: std::net::IpAddr) {
-        self.failures.failed(ip);
     }
 
     /// How many times bcrypt has run: what the caches saved is visible to tests and operators.

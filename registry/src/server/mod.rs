@@ -250,14 +250,10 @@ impl Registry {
             .is_some_and(|l| !l.allow(peer.ip()))
         {
             self.metrics.rate_limited();
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TOOMANYREQUESTS",
-                "too many requests from this client; retry later",
-            );
-            r.headers_mut()
-                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            (None, r)
+            (
+                None,
+                too_many("too many requests from this client; retry later", "1"),
+            )
         } else {
             match self.authorize(&req, write, peer).await {
                 Ok(user) => (user, self.route(req, peer).await),
@@ -438,14 +434,10 @@ impl Registry {
                 }
                 Verdict::Accepted => return Ok(Some(user.to_string())),
                 Verdict::Busy => {
-                    let mut r = error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "TOOMANYREQUESTS",
+                    return Err(too_many(
                         "too many failed or waiting logins from this address; retry later",
-                    );
-                    r.headers_mut()
-                        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
-                    return Err(r);
+                        "5",
+                    ))
                 }
                 Verdict::Refused => {}
             }
@@ -1221,6 +1213,16 @@ async fn stream_blob(data: store::BlobData, start: u64, end: u64) -> std::io::Re
         }
     });
     Ok(BodyExt::boxed_unsync(StreamBody::new(stream)))
+}
+
+/// 429 `TOOMANYREQUESTS` with `Retry-After: retry_secs`.
+fn too_many(message: &str, retry_secs: &'static str) -> Response<Body> {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message);
+    r.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        HeaderValue::from_static(retry_secs),
+    );
+    r
 }
 
 /// `bytes=a-b`, `bytes=a-`, `bytes=-n`, as a half-open range; `None` when unsatisfiable.
