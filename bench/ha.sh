@@ -48,6 +48,8 @@ start=$(date +%s.%N)
 measure install ip netns exec "$tag-n1" "$bin/airgap" install -c "$work/install.yaml" --bundle "$work/bundle.tar" \
   --pub "$work/k.pub" --root "$work/root1" --skip-phases "$skip" -j 8
 token=$(grep -o 'airgap join --token [^ ]*' "$work/out-install" | awk '{print $4}')
+# The join command's certificate key, for every join below (airgap join reads it from the environment).
+export AIRGAP_CERTIFICATE_KEY=$(grep -o -- '--certificate-key [0-9a-f]*' "$work/out-install" | awk '{print $2}')
 for i in 2 3; do
   measure join$i ip netns exec "$tag-n$i" "$bin/airgap" join --token "$token" --server "$vip" --bundle "$work/bundle.tar" \
     --pub "$work/k.pub" --root "$work/root$i" --skip-phases "$skip" -j 8

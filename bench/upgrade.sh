@@ -52,6 +52,8 @@ for i in 1 2 3; do lan_node $i 10.80.0.1$i "$vip $fqdn"; done
 ip netns exec "$tag-n1" "$bin/airgap" install -c "$work/ha.yaml" --bundle "$work/v1.0.0.tar" --pub "$work/k.pub" \
   --root "$work/r1" --skip-phases "$skip" > "$work/out-install"
 token=$(grep -o 'airgap join --token [^ ]*' "$work/out-install" | awk '{print $4}')
+# The join command's certificate key, for every join below (airgap join reads it from the environment).
+export AIRGAP_CERTIFICATE_KEY=$(grep -o -- '--certificate-key [0-9a-f]*' "$work/out-install" | awk '{print $2}')
 for i in 2 3; do
   ip netns exec "$tag-n$i" "$bin/airgap" join --token "$token" --server "$vip" --bundle "$work/v1.0.0.tar" \
     --pub "$work/k.pub" --root "$work/r$i" --skip-phases "$skip" >/dev/null

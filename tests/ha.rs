@@ -61,6 +61,8 @@ struct Cluster {
     switch: Switch,
     nodes: Vec<NetNs>,
     client: NetNs,
+    /// The certificate key the first node's latest install printed.
+    certificate_key: std::sync::Mutex<String>,
 }
 
 impl Cluster {
@@ -80,6 +82,7 @@ impl Cluster {
             switch,
             nodes,
             client,
+            certificate_key: std::sync::Mutex::new(String::new()),
         }
     }
 
@@ -104,7 +107,15 @@ impl Cluster {
     }
 
     fn install_first(&self) -> String {
-        output_ok(&self.install_command().output().unwrap(), "install node1")
+        let stdout = output_ok(&self.install_command().output().unwrap(), "install node1");
+        if let Some(key) = printed_flag(&stdout, "--certificate-key") {
+            *self.certificate_key.lock().unwrap() = key;
+        }
+        stdout
+    }
+
+    fn certificate_key(&self) -> String {
+        self.certificate_key.lock().unwrap().clone()
     }
 
     fn join(&self, ns: &NetNs, root: &Path, token: &str, server: &str) -> Command {
@@ -120,7 +131,8 @@ impl Cluster {
         skip: &str,
     ) -> Command {
         let mut cmd = ns.airgap();
-        cmd.args(["join", "--token", token, "--server", server, "--bundle"])
+        cmd.args(["join", "--token", token, "--server", server])
+            .args(["--certificate-key", &self.certificate_key(), "--bundle"])
             .arg(&self.bundle)
             .arg("--pub")
             .arg(self.setup.public())
@@ -351,11 +363,17 @@ fn wrong_secret(token: &str) -> String {
 
 /// The join command the first node printed: its `--token` value.
 fn printed_token(stdout: &str) -> String {
+    printed_flag(stdout, "--token").unwrap_or_else(|| panic!("no join command in: {stdout}"))
+}
+
+/// The value of `flag` in the join command the first node printed.
+fn printed_flag(stdout: &str, flag: &str) -> Option<String> {
     let line = stdout
         .lines()
-        .find(|l| l.trim_start().starts_with("airgap join --token "))
-        .unwrap_or_else(|| panic!("no join command in: {stdout}"));
-    line.split_whitespace().nth(3).unwrap().to_string()
+        .find(|l| l.trim_start().starts_with("airgap join --token "))?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == flag)?;
+    words.next().map(str::to_string)
 }
 
 fn empty_or_absent(dir: &Path) -> bool {
@@ -371,6 +389,67 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
     let stdout = c.install_first();
     let token = printed_token(&stdout);
     assert!(stdout.contains(&format!("--server {VIP}")), "{stdout}");
+    let token_cmd = |args: &[&str]| {
+        let out = c.nodes[0]
+            .airgap()
+            .arg("token")
+            .args(args)
+            .arg("--root")
+            .arg(c.root(0))
+            .output()
+            .unwrap();
+        output_ok(&out, "token").trim().to_string()
+    };
+
+    // The shared keys wait in etcd only sealed under the printed certificate key: neither a
+    // private key nor the encryption secret is in the stored record, in clear or in base64.
+    let (stored, _, _) = c.probe(0).raw("/airgap/cluster/join-material").unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    let sealed = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        record["sealed"].as_str().unwrap(),
+    )
+    .unwrap();
+    let encryption =
+        std::fs::read_to_string(c.root(0).join("etc/kubernetes/encryption-config.yaml")).unwrap();
+    let encryption_secret = encryption
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("secret: "))
+        .unwrap()
+        .to_string();
+    for text in [
+        String::from_utf8_lossy(&stored),
+        String::from_utf8_lossy(&sealed),
+    ] {
+        assert!(
+            !text.contains("PRIVATE KEY") && !text.contains(&encryption_secret),
+            "{text}"
+        );
+    }
+    assert!(!String::from_utf8_lossy(&stored).contains(&c.certificate_key()));
+
+    // node3 is admitted, but its join dies right after the answer, before writing anything,
+    // and is never run again: an etcd learner that never starts. etcd admits one learner at
+    // a time, so it would block every later join. Once it is older than the grace (its
+    // record is moved back in time, rather than the test waiting five minutes), the next
+    // join removes it.
+    let abandoned = token_cmd(&["create", "--uses", "1"]);
+    kill_during(
+        c.join(&c.nodes[2], &c.root(2), &abandoned, NODES[0].1),
+        "join-answered",
+    );
+    assert!(
+        empty_or_absent(&c.root(2)),
+        "the abandoned join wrote something"
+    );
+    let list = c.etcdctl(0, &["member", "list", "-w", "json"]);
+    assert!(list.contains("\"isLearner\":true"), "{list}");
+    let learner_key = "/airgap/cluster/learners/node3";
+    let (stored, _, _) = c.probe(0).raw(learner_key).unwrap();
+    let mut learner: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    let grace = installer::cluster::join_api::LEARNER_START_GRACE.as_secs();
+    learner["added"] = (learner["added"].as_u64().unwrap() - grace - 1).into();
+    c.etcdctl(0, &["put", learner_key, &learner.to_string()]);
 
     // node2 joins through the VIP (node1 holds it), with its kubernetes phase: a STAND-IN
     // kubeadm on PATH (the real one cannot be installed here) checks and records the
@@ -446,6 +525,43 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
     // node3 through node1's own address, SIGKILLed in its etcd phase (a learner, not promoted),
     // then the same command again: it goes on from what it received, without spending
     // another use of the token (it has none left).
+    // From node3's address, the certificate key: mistyped (said before anything is hashed or sent), or not the
+    // key the shared keys are uploaded under (refused by the cluster before it adds a member
+    // or spends the token). A new upload makes the old key useless.
+    let members_before = c.etcdctl(0, &["member", "list"]);
+    let old_key = c.certificate_key();
+    *c.certificate_key.lock().unwrap() = "12345".into();
+    let line = fails(&mut c.join(&c.nodes[2], &c.root(2), &token, NODES[0].1));
+    assert!(line.contains("not 64 hexadecimal characters"), "{line}");
+    let out = c.nodes[0]
+        .airgap()
+        .args([
+            "token",
+            "create",
+            "--uses",
+            "1",
+            "--certificate-key",
+            "--root",
+        ])
+        .arg(c.root(0))
+        .output()
+        .unwrap();
+    let printed = output_ok(&out, "token create --certificate-key");
+    let new_key = printed.lines().nth(1).unwrap().trim().to_string();
+    assert_eq!(new_key.len(), 64, "{printed}");
+    assert_ne!(new_key, old_key);
+    for key in [old_key.as_str(), &"ab".repeat(32)] {
+        *c.certificate_key.lock().unwrap() = key.to_string();
+        let line = fails(&mut c.join(&c.nodes[2], &c.root(2), &token, NODES[0].1));
+        assert!(
+            line.contains("the certificate key is not the one"),
+            "{line}"
+        );
+        assert!(empty_or_absent(&c.root(2)), "{line}: something written");
+    }
+    assert_eq!(c.etcdctl(0, &["member", "list"]), members_before);
+    *c.certificate_key.lock().unwrap() = new_key;
+    // (node2's join above removed node3's abandoned learner: etcd refused it otherwise.)
     kill_during(c.join(&c.nodes[2], &c.root(2), &token, NODES[0].1), "etcd");
     let out = c
         .join(&c.nodes[2], &c.root(2), &token, NODES[0].1)
@@ -487,17 +603,6 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
     // Refusals: one line, non-zero, nothing written under the joining root.
     let node4 = c.switch.attach("node4", "10.78.0.14", &[(FQDN, VIP)]);
     let root4 = c.setup.path("root4");
-    let token_cmd = |args: &[&str]| {
-        let out = c.nodes[0]
-            .airgap()
-            .arg("token")
-            .args(args)
-            .arg("--root")
-            .arg(c.root(0))
-            .output()
-            .unwrap();
-        output_ok(&out, "token").trim().to_string()
-    };
     let fresh = token_cmd(&["create", "--uses", "1"]);
     let short = token_cmd(&["create", "--ttl", "1s"]);
     // A valid token from a machine that is not an install.yaml node, naming no node or
@@ -616,6 +721,7 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
         "join", "--token", &fresh, "--server", NODES[0].1, "--bundle",
     ])
     .arg(&other)
+    .args(["--certificate-key", &c.certificate_key()])
     .arg("--pub")
     .arg(c.setup.public())
     .arg("--root")

@@ -188,7 +188,7 @@ impl InstallError {
                     J::Token(T::Malformed) => h("pass the whole line `airgap token create` printed".into()),
                     J::Pin { .. } => h("check --server: it must be a node of the cluster the token was created on".into()),
                     J::Unreachable { .. } => h("the join API listens on every HA node at port 9443; check the address and the route".into()),
-                    J::Refused { .. } => h("make a new token on a cluster node with `airgap token create`".into()),
+                    J::CertificateKey(crate::cluster::certificate_key::CertificateKeyError::Malformed | crate::cluster::certificate_key::CertificateKeyError::Open) => h("make a new token and key on a cluster node with `airgap token create --certificate-key`".into()),
                     _ => None,
                 }
             }

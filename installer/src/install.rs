@@ -138,6 +138,8 @@ pub struct JoinNodeRequest {
     pub token: String,
     /// A cluster node's (or the VIP's) join API: `HOST[:PORT]`.
     pub server: String,
+    /// The key the cluster's shared keys are sealed under (hex, as `install` printed it).
+    pub certificate_key: String,
     pub bundle: PathBuf,
     pub public_key: PathBuf,
     pub root: PathBuf,
@@ -157,6 +159,10 @@ pub async fn join(
     use crate::cluster::join::{request_join, JoinState};
     let started = Instant::now();
     let layout = NodeLayout::new(&request.root);
+    // A mistyped key is said before the bundle is hashed, not after.
+    let certificate_key =
+        crate::cluster::certificate_key::CertificateKey::parse(&request.certificate_key)
+            .map_err(crate::cluster::join::JoinError::from)?;
     let release = Release::open(&request.bundle, &request.public_key)?;
     let mut journal = Journal::load(&layout.journal())?.journal;
     let state = match JoinState::load(&layout)? {
@@ -173,6 +179,7 @@ pub async fn join(
                 &request.token,
                 &request.server,
                 request.node.as_deref(),
+                &certificate_key,
                 &release,
             )
             .await?
@@ -209,7 +216,8 @@ pub async fn join(
     Ok(report(&ctx, &request.root))
 }
 
-/// A token for the two other nodes (one hour) and the command that uses it.
+/// A token for the two other nodes (one hour), the shared keys uploaded under a new
+/// certificate key, and the command that uses both.
 async fn join_command(
     ctx: &mut InstallContext,
     vip: std::net::IpAddr,
@@ -232,9 +240,20 @@ async fn join_command(
     let token = token::create(&etcd, Duration::from_secs(3600), 2)
         .await
         .map_err(crate::cluster::join::JoinError::from)?;
+    let key = crate::cluster::certificate_key::CertificateKey::generate()
+        .map_err(crate::cluster::join::JoinError::from)?;
+    crate::cluster::certificate_key::upload(
+        &etcd,
+        &ctx.layout,
+        &key,
+        crate::cluster::certificate_key::MATERIAL_TTL,
+    )
+    .await
+    .map_err(crate::cluster::join::JoinError::from)?;
     Ok(crate::secret::SecretString::new(format!(
-        "airgap join --token {} --server {vip} --bundle {} --pub {}",
+        "airgap join --token {} --certificate-key {} --server {vip} --bundle {} --pub {}",
         token.with_pin(&pin).expose(),
+        key.to_hex().expose(),
         ctx.bundle_path.display(),
         public_key.display()
     )))

@@ -226,6 +226,14 @@ impl Failpoint {
         }
     }
 
+    /// A failpoint outside the phases, named `name` in `AIRGAP_FAILPOINT` (e.g. the join's
+    /// `join-answered`: the cluster said yes and nothing is written yet).
+    pub fn reached_named(name: &str) {
+        if std::env::var("AIRGAP_FAILPOINT").is_ok_and(|v| v == name) {
+            Self::park(&format!("at {name}"));
+        }
+    }
+
     /// Called by the runner once `phase` is journaled done.
     fn passed(&self, phase: Phase) {
         if self.0 == Some((phase, FailpointAt::After)) {

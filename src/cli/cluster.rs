@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use installer::cluster::{self, members, pin::CaPin, token};
+use installer::cluster::{self, certificate_key, members, pin::CaPin, token};
 use installer::layout::NodeLayout;
 
 use super::node::{runtime, RootArgs};
@@ -28,6 +28,11 @@ pub struct TokenCreateArgs {
     #[arg(long, value_name = "N", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub uses: u32,
+    /// Also upload the cluster's shared keys for joining, sealed under a new certificate key
+    /// (valid 2h; the key of any earlier upload stops working), and print that key on a
+    /// second line. `airgap join` needs it as --certificate-key.
+    #[arg(long)]
+    pub certificate_key: bool,
     #[command(flatten)]
     pub root: RootArgs,
 }
@@ -95,10 +100,25 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", ca_path.display()))?;
             let pin = CaPin::of_pem(&ca)
                 .with_context(|| format!("{} holds no certificate", ca_path.display()))?;
-            let created = runtime()?
+            let rt = runtime()?;
+            let key = if args.certificate_key {
+                let key = certificate_key::CertificateKey::generate()?;
+                let expires = rt
+                    .block_on(certificate_key::upload(
+                        &etcd,
+                        &layout,
+                        &key,
+                        certificate_key::MATERIAL_TTL,
+                    ))
+                    .context("uploading the shared keys for joining")?;
+                Some((key, expires))
+            } else {
+                None
+            };
+            let created = rt
                 .block_on(token::create(&etcd, args.ttl, args.uses))
                 .context("creating a join token")?;
-            // The one place the secret is shown: stdout, for the operator to pass on.
+            // The one place the secrets are shown: stdout, for the operator to pass on.
             println!("{}", created.with_pin(&pin).expose());
             eprintln!(
                 "token {} allows {} join(s) until {}",
@@ -106,6 +126,13 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                 args.uses,
                 token::rfc3339(token::unix_now() + args.ttl.as_secs().max(1))
             );
+            if let Some((key, expires)) = key {
+                println!("{}", key.to_hex().expose());
+                eprintln!(
+                    "certificate key (second line) opens the cluster's shared keys until {}; pass it to `airgap join --certificate-key`",
+                    token::rfc3339(expires)
+                );
+            }
             Ok(())
         }
         TokenCommand::List(args) => {

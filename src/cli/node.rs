@@ -56,6 +56,15 @@ pub struct JoinArgs {
         hide_env_values = true
     )]
     pub token: String,
+    /// The key the cluster's shared keys are sealed under (64 hex characters), printed with
+    /// the token by the first node's install or `airgap token create --certificate-key`.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "AIRGAP_CERTIFICATE_KEY",
+        hide_env_values = true
+    )]
+    pub certificate_key: String,
     /// A cluster node's (or the VIP's) address: HOST[:PORT], port 9443 by default.
     #[arg(long, value_name = "HOST[:PORT]")]
     pub server: String,
@@ -222,7 +231,7 @@ pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
     print_installed(&report, "installed");
     if let Some(join) = &report.join_command {
         println!();
-        println!("to add the other nodes, run on each of them (the token allows 2 joins for 1h; `airgap token create` makes more):");
+        println!("to add the other nodes, run on each of them (the token allows 2 joins for 1h, the certificate key opens the cluster's keys for 2h and is shown only here; `airgap token create --certificate-key` makes more):");
         // The one place the token is shown: for the operator to run on the other nodes.
         println!("  {}", join.expose());
     }
@@ -232,6 +241,7 @@ pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
 pub fn join_cmd(args: JoinArgs) -> anyhow::Result<()> {
     let request = installer::install::JoinNodeRequest {
         token: args.token,
+        certificate_key: args.certificate_key,
         server: args.server,
         bundle: args.bundle,
         public_key: args.public_key,

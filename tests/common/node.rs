@@ -311,6 +311,7 @@ pub fn kill_during(mut install: Command, phase: &str) {
         seen.push(line.clone());
         let at = match phase.strip_prefix("after-") {
             Some(after) => format!("failpoint: paused after phase {after}"),
+            None if phase.contains('-') => format!("failpoint: paused at {phase}"),
             None => format!("failpoint: paused in phase {phase}"),
         };
         if line.contains(&at) {

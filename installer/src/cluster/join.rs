@@ -4,7 +4,8 @@
 //! it holds the CA the token pins (the TLS handshake fails otherwise, so the secret is never
 //! sent to an impostor). The node's keys are generated in memory and only signing requests
 //! leave it; the answer (shared CA material, the FQDN certificate, the encryption
-//! configuration, install.yaml, the issued certificates, the etcd membership) is written
+//! configuration, sealed under the operator's certificate key and opened here; install.yaml,
+//! the issued certificates, the etcd membership) is written
 //! only once the cluster accepted the join, then recorded in `var/lib/airgap/join.json`, so a
 //! re-run after any failure (even SIGKILL) goes straight on with the phases and never
 //! spends another token use. The phases are `install`'s; what is cluster-scoped is read.
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::certificate_key::{CertificateKey, CertificateKeyError, SharedMaterial};
 use super::pin::{CaPin, PinnedCaVerifier};
 use super::protocol::{
     EtcdJoin, JoinRefused, JoinRequest, JoinResponse, NodeCsrs, JOIN_PATH, JOIN_PORT,
@@ -29,6 +31,8 @@ use crate::release::Release;
 pub enum JoinError {
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error(transparent)]
+    CertificateKey(#[from] CertificateKeyError),
     #[error("--server {0}: expected HOST or HOST:PORT")]
     Server(String),
     #[error("refusing {server}: {detail}")]
@@ -111,6 +115,7 @@ pub async fn request_join(
     token_text: &str,
     server: &str,
     node: Option<&str>,
+    certificate_key: &CertificateKey,
     release: &Release,
 ) -> Result<JoinState, JoinError> {
     let (token, pin) = JoinToken::parse(token_text)?;
@@ -125,6 +130,7 @@ pub async fn request_join(
         node: node.map(str::to_string),
         addresses: crate::config::local_addresses(),
         release: release.id().clone(),
+        certificate_key_id: certificate_key.id(),
         csrs: NodeCsrs {
             etcd_server: etcd_server_csr,
             etcd_peer: etcd_peer_csr,
@@ -133,6 +139,8 @@ pub async fn request_join(
     };
     let answer = post(&url, server, pin, &request).await?;
     drop(request);
+    crate::workflow::Failpoint::reached_named("join-answered");
+    let shared = SharedMaterial::open(&answer.shared, certificate_key)?;
 
     let w = |path: PathBuf, bytes: &[u8], mode: u32| {
         write_atomic(&path, bytes, mode).map_err(|source| JoinError::Write { path, source })
@@ -141,22 +149,22 @@ pub async fn request_join(
         w(paths.key, pair.key.0.expose().as_bytes(), PRIVATE)?;
         w(paths.cert, pair.cert.as_bytes(), PUBLIC)
     };
-    pair(PairPaths::new(&layout.pki_dir(), "ca"), &answer.cluster_ca)?;
+    pair(PairPaths::new(&layout.pki_dir(), "ca"), &shared.cluster_ca)?;
     pair(
         PairPaths::new(&layout.etcd_pki_dir(), "ca"),
-        &answer.etcd_ca,
+        &shared.etcd_ca,
     )?;
     pair(
         PairPaths {
             cert: layout.fqdn_cert(),
             key: layout.fqdn_key(),
         },
-        &answer.fqdn,
+        &shared.fqdn,
     )?;
-    w(layout.fqdn_ca(), answer.fqdn_ca.as_bytes(), PUBLIC)?;
+    w(layout.fqdn_ca(), shared.fqdn_ca.as_bytes(), PUBLIC)?;
     w(
         layout.encryption_config(),
-        answer.encryption_config.0.expose().as_bytes(),
+        shared.encryption_config.0.expose().as_bytes(),
         PRIVATE,
     )?;
     w(

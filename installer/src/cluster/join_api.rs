@@ -2,8 +2,9 @@
 //! TLS with the FQDN certificate and its CA in the chain, so a joining node can check the CA
 //! against its token's pin. A join is decided in this order, and refused with one line and
 //! nothing changed at the first failing check: the token (known, secret, not expired, a use
-//! left), the release (the cluster's trusted one), the node (one of install.yaml's three,
-//! not already a started member), the signing requests. Only then is the node added to etcd as
+//! left), the release (the cluster's trusted one), the node (the install.yaml node the request
+//! comes from, not already a started member), the certificate key (the shared keys are
+//! uploaded under the key the node holds), the signing requests. Only then is the node added to etcd as
 //! a learner, its certificates issued and the token spent.
 
 use std::net::{IpAddr, SocketAddr};
@@ -13,9 +14,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::certificate_key::{self, Unavailable};
 use super::protocol::{
-    EtcdJoin, JoinRefused, JoinRequest, JoinResponse, NodeCertificates, SecretPem, SharedPair,
-    JOIN_PATH, JOIN_PORT,
+    EtcdJoin, JoinRefused, JoinRequest, JoinResponse, NodeCertificates, JOIN_PATH, JOIN_PORT,
 };
 use super::token::{self, JoinToken};
 use super::ClusterError;
@@ -38,6 +39,26 @@ pub struct JoinApi {
     joining: tokio::sync::Mutex<()>,
     /// Refused joins per source address: a guesser is told to wait after a few.
     refusals: registry::server::failure_budget::FailureBudget,
+}
+
+/// How long a learner may stay unstarted before a later join removes it. The joining node
+/// verifies its bundle before it asks, so between the answer and its etcd starting there are
+/// only its PKI files to write: minutes of silence mean the join was abandoned.
+pub const LEARNER_START_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Where the join API records when it added a node's learner.
+pub const LEARNERS_PREFIX: &str = "/airgap/cluster/learners/";
+
+fn learner_key(node: &str) -> String {
+    format!("{LEARNERS_PREFIX}{node}")
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LearnerRecord {
+    pub member_id: u64,
+    /// Seconds since the epoch.
+    pub added: u64,
 }
 
 /// Refused joins one address may cause in [`REFUSAL_WINDOW`] before it is told to wait.
@@ -154,6 +175,7 @@ impl JoinApi {
         match self.join(request, peer.ip()).await {
             Ok(answer) => {
                 tracing::info!(%peer, node = %answer.node, "node joined");
+                self.refusals.forgive(peer.ip());
                 match serde_json::to_vec(&answer) {
                     Ok(bytes) => respond(StatusCode::OK, bytes),
                     Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -203,6 +225,20 @@ impl JoinApi {
                 )));
             }
         }
+        // The shared keys go out only sealed under the certificate key the node holds; a
+        // node that could not open them is refused here, before anything changes.
+        let shared = match certificate_key::sealed_for(&self.etcd, &request.certificate_key_id)
+            .await?
+        {
+            Ok(sealed) => sealed,
+            Err(Unavailable::Absent) => return Err(Refusal(format!(
+                "the cluster's shared keys are not uploaded for joining (they expire {} h after `airgap install` or `airgap token create --certificate-key`); run `airgap token create --certificate-key` on a cluster node and join with the key it prints",
+                certificate_key::MATERIAL_TTL.as_secs() / 3600
+            ))),
+            Err(Unavailable::OtherKey) => return Err(Refusal(
+                "the certificate key is not the one the cluster's shared keys were last uploaded under; use the key the latest `airgap install` or `airgap token create --certificate-key` printed".into(),
+            )),
+        };
         let (ca, _) = self.load_ca(&self.layout.pki_dir(), "cluster")?;
         let (etcd_ca, _) = self.load_ca(&self.layout.etcd_pki_dir(), "etcd")?;
         let member = LeafSpec::etcd_member(&node);
@@ -211,34 +247,22 @@ impl JoinApi {
             etcd_peer: etcd_ca.issue_for_csr(&request.csrs.etcd_peer, &member)?,
             agent: ca.issue_for_csr(&request.csrs.agent, &LeafSpec::agent(&node))?,
         };
-        let read = |p: std::path::PathBuf| -> Result<String, Refusal> {
-            std::fs::read_to_string(&p)
-                .map_err(|e| Refusal(format!("this node cannot read {}: {e}", p.display())))
-        };
-        let secret = |p: std::path::PathBuf| read(p).map(|s| SecretPem(SecretString::new(s)));
-        let pair = |paths: PairPaths| -> Result<SharedPair, Refusal> {
-            Ok(SharedPair {
-                cert: read(paths.cert)?,
-                key: secret(paths.key)?,
-            })
-        };
-        let answer_material = (
-            pair(PairPaths::new(&self.layout.pki_dir(), "ca"))?,
-            pair(PairPaths::new(&self.layout.etcd_pki_dir(), "ca"))?,
-            pair(PairPaths {
-                cert: self.layout.fqdn_cert(),
-                key: self.layout.fqdn_key(),
-            })?,
-            read(self.layout.fqdn_ca())?,
-            secret(self.layout.encryption_config())?,
-            read(self.layout.install_yaml())?,
-        );
+        let install_yaml = std::fs::read_to_string(self.layout.install_yaml()).map_err(|e| {
+            Refusal(format!(
+                "this node cannot read {}: {e}",
+                self.layout.install_yaml().display()
+            ))
+        })?;
         // Every check passed: add the member (a learner: it cannot vote, so a node that never
         // starts costs no quorum), then spend the token.
         let member_id = match members.iter().find(|m| m.peer_urls.contains(&peer_url)) {
-            // Added by an earlier attempt that did not finish: the same member, unstarted.
-            Some(m) => m.id,
-            None => self.add_learner(&peer_url).await?,
+            // Added by an earlier attempt that did not finish: the same member, unstarted, and
+            // its node is alive again (so its grace starts over).
+            Some(m) => {
+                self.record_learner(&node, m.id).await?;
+                m.id
+            }
+            None => self.add_learner(&node, &peer_url).await?,
         };
         let members = self.etcd.member_list().await?;
         let initial_cluster = members
@@ -261,15 +285,10 @@ impl JoinApi {
         token::redeem(&self.etcd, &token)
             .await
             .map_err(token_refusal)?;
-        let (cluster_ca, etcd_ca, fqdn, fqdn_ca, encryption_config, install_yaml) = answer_material;
         Ok(JoinResponse {
             node: node.name.to_string(),
             install_yaml,
-            cluster_ca,
-            etcd_ca,
-            fqdn,
-            fqdn_ca,
-            encryption_config,
+            shared,
             certificates,
             etcd: EtcdJoin {
                 member_id,
@@ -279,23 +298,113 @@ impl JoinApi {
         })
     }
 
-    /// etcd refuses a new member while a recent one is not yet known active to everyone
-    /// ("unhealthy cluster", its strict reconfiguration check): a second join right after a
-    /// first waits for that instead of failing.
-    async fn add_learner(&self, peer_url: &str) -> Result<u64, Refusal> {
+    /// Adds `node` as a learner and records when, so a learner whose node never started can
+    /// be told from one that is starting. etcd refuses a new member while a recent one is not
+    /// yet known active to everyone ("unhealthy cluster", its strict reconfiguration check),
+    /// and admits one learner at a time: a join right after another waits for those, and an
+    /// unstarted learner older than [`LEARNER_START_GRACE`] (a join that died after its
+    /// answer and was never run again) is removed instead of blocking every later join.
+    async fn add_learner(&self, node: &Node, peer_url: &str) -> Result<u64, Refusal> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            match self.etcd.member_add(peer_url, true).await {
-                Ok((member, _)) => return Ok(member.id),
+            let why = match self.etcd.member_add(peer_url, true).await {
+                Ok((member, _)) => {
+                    self.record_learner(node, member.id).await?;
+                    return Ok(member.id);
+                }
                 Err(crate::etcd::client::EtcdError::Status { body, .. })
-                    if body.contains("unhealthy cluster")
-                        && std::time::Instant::now() < deadline =>
+                    if body.contains("unhealthy cluster") =>
                 {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    "etcd is still admitting the last member".to_string()
+                }
+                Err(crate::etcd::client::EtcdError::Status { body, .. })
+                    if body.contains("too many learner members") =>
+                {
+                    match self.remove_abandoned_learner().await? {
+                        Some(removed) => {
+                            tracing::warn!(node = %removed, "removed an etcd learner that never started (its join was abandoned)");
+                            continue;
+                        }
+                        None => self.pending_learner().await?,
+                    }
                 }
                 Err(e) => return Err(e.into()),
+            };
+            if std::time::Instant::now() >= deadline {
+                return Err(Refusal(why));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn record_learner(&self, node: &Node, member_id: u64) -> Result<(), Refusal> {
+        let record = LearnerRecord {
+            member_id,
+            added: token::unix_now(),
+        };
+        let bytes = serde_json::to_vec(&record)?;
+        self.etcd
+            .txn(
+                &[],
+                &[etcd::Op::Put(learner_key(node.name.as_str()), bytes)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the learner that never started, if it is older than the grace; its node.
+    async fn remove_abandoned_learner(&self) -> Result<Option<String>, Refusal> {
+        let members = self.etcd.member_list().await?;
+        for m in members.iter().filter(|m| m.is_learner && m.name.is_empty()) {
+            let Some(node) = self.node_of(m) else {
+                continue;
+            };
+            let added = match self.etcd.get(&learner_key(node.name.as_str())).await? {
+                Some(kv) => serde_json::from_slice::<LearnerRecord>(&kv.value)
+                    .ok()
+                    .filter(|r| r.member_id == m.id)
+                    .map(|r| r.added),
+                None => None,
+            };
+            // A learner without a record was added by an older airgap, or its record was
+            // lost: nothing says it is young, so it counts as abandoned.
+            let abandoned = added.is_none_or(|added| {
+                token::unix_now().saturating_sub(added) >= LEARNER_START_GRACE.as_secs()
+            });
+            if abandoned {
+                self.etcd.member_remove(m.id).await?;
+                self.etcd.delete(&learner_key(node.name.as_str())).await?;
+                return Ok(Some(node.name.to_string()));
             }
         }
+        Ok(None)
+    }
+
+    /// What the learner that is in the way is doing, in words for the refusal.
+    async fn pending_learner(&self) -> Result<String, Refusal> {
+        let members = self.etcd.member_list().await?;
+        let Some(m) = members.iter().find(|m| m.is_learner) else {
+            return Ok("etcd admits one learner at a time and another join is under way".into());
+        };
+        let name = self
+            .node_of(m)
+            .map_or_else(|| format!("member {:x}", m.id), |n| n.name.to_string());
+        Ok(if m.name.is_empty() {
+            format!(
+                "{name} was added as an etcd learner and has not started yet; wait for its join to finish (a join abandoned for {} min is removed by the next join), or run `airgap node remove {name}`",
+                LEARNER_START_GRACE.as_secs() / 60
+            )
+        } else {
+            format!("{name} is still catching up as an etcd learner; join again in a minute")
+        })
+    }
+
+    fn node_of(&self, member: &etcd::Member) -> Option<&Node> {
+        self.config
+            .spec
+            .nodes
+            .iter()
+            .find(|n| member.peer_urls.contains(&url(n.address, PEER_PORT)))
     }
 
     /// The install.yaml node whose address `source` is; a name the caller gave must be that

@@ -160,5 +160,7 @@ pub async fn remove(
         }
     }
     etcd.delete(&format!("{REPLICA_PREFIX}{name}")).await?;
+    etcd.delete(&format!("{}{name}", super::join_api::LEARNERS_PREFIX))
+        .await?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The HA cluster: three nodes, one etcd, a VIP that follows the healthy ones.
 //!
 //! * [`token`]: join tokens (hashed in etcd, expiring, counted).
+//! * [`certificate_key`]: the operator-held key the shared control-plane keys are sealed
+//!   under while they wait for joining nodes.
 //! * [`pin`]: the CA pin a token carries and the TLS verifier that enforces it.
 //! * [`protocol`], [`join_api`] (server, on every node) and [`join`] (the joining node):
 //!   how a node becomes a member without anyone copying keys by hand.
@@ -10,6 +12,7 @@
 //! [`serve`] is the agent's `cluster` service on an HA node: the join API and the VIP
 //! election in one process, restarted by the agent like etcd and the registry.
 
+pub mod certificate_key;
 pub mod garp;
 pub mod join;
 pub mod join_api;

@@ -1,11 +1,13 @@
 //! The join API's messages. One request, one answer, JSON over TLS pinned to the cluster CA.
 //! The answer carries exactly what a control-plane node must share with the others and
-//! nothing it can make itself: its private keys stay on it (it sends signing requests).
+//! nothing it can make itself: its private keys stay on it (it sends signing requests), and
+//! the keys all nodes share travel sealed under the operator's certificate key.
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::certificate_key::SealedMaterial;
 use crate::release::ReleaseId;
 use crate::secret::SecretString;
 
@@ -27,6 +29,9 @@ pub struct JoinRequest {
     pub addresses: Vec<IpAddr>,
     /// The release of the bundle the node joins with: it must be the cluster's.
     pub release: ReleaseId,
+    /// The id of the certificate key the node holds: a join the node could not open the
+    /// answer of is refused before it changes anything.
+    pub certificate_key_id: String,
     pub csrs: NodeCsrs,
 }
 
@@ -88,13 +93,9 @@ pub struct JoinResponse {
     pub node: String,
     /// The installation's install.yaml (no secret in it).
     pub install_yaml: String,
-    pub cluster_ca: SharedPair,
-    pub etcd_ca: SharedPair,
-    pub fqdn: SharedPair,
-    /// The CA the FQDN certificate chains to (the cluster CA, or the imported one).
-    pub fqdn_ca: String,
-    /// The EncryptionConfiguration every API server and node decrypts Secrets with.
-    pub encryption_config: SecretPem,
+    /// The shared CA keys, FQDN key and EncryptionConfiguration, sealed under the certificate
+    /// key the operator holds: never in clear, not even inside this TLS session.
+    pub shared: SealedMaterial,
     pub certificates: NodeCertificates,
     pub etcd: EtcdJoin,
 }
@@ -131,6 +132,7 @@ mod tests {
                 version: semver::Version::new(1, 0, 0),
                 index_sha256: airgap::Digest::of(b"x"),
             },
+            certificate_key_id: String::new(),
             csrs: NodeCsrs {
                 etcd_server: String::new(),
                 etcd_peer: String::new(),

@@ -53,6 +53,14 @@ impl FailureBudget {
         }
         entry.1 += 1;
     }
+
+    /// Clears `ip`'s failures: it proved itself (a join that went through), so its earlier
+    /// mistakes no longer count against it.
+    pub fn forgive(&self, ip: IpAddr) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(&ip);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -64,6 +72,11 @@ mod tests {
         let b = FailureBudget::new(2, Duration::from_millis(200));
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
+        b.failed(a);
+        b.failed(a);
+        assert!(b.spent(a));
+        b.forgive(a);
+        assert!(!b.spent(a));
         b.failed(a);
         assert!(!b.spent(a));
         b.failed(a);
