@@ -958,3 +958,189 @@ fn services_run_an_installed_copy_of_airgap_not_the_binary_that_installed_them()
     }
     assert!(!mark.exists(), "the replaced user binary ran");
 }
+
+/// Unwraps a tenant key the way any AES-GCM library would, from the documented format alone:
+/// Python's `cryptography`, not our code. Returns the key in hex and checks the root key id.
+fn unwrap_with_python(
+    root_key: &[u8],
+    tenant_secret: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<String, String> {
+    use std::io::Write;
+    let input = serde_json::json!({
+        "root": base64_std(root_key),
+        "wrapped": base64_std(&tenant_secret["wrappedKey"]),
+        "tenant": String::from_utf8_lossy(&tenant_secret["tenant"]),
+        "rootKeyId": String::from_utf8_lossy(&tenant_secret["rootKeyId"]),
+    });
+    let script = r#"
+import sys, json, base64, hashlib
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+d = json.load(sys.stdin)
+root = base64.b64decode(d["root"])
+assert hashlib.sha256(b"airgap root key id v1\0" + root).hexdigest()[:16] == d["rootKeyId"], "root key id"
+w = base64.b64decode(d["wrapped"])
+aad = b"airgap tenant key v1\0" + d["tenant"].encode() + b"\0" + d["rootKeyId"].encode()
+print(AESGCM(root).decrypt(w[:12], w[12:], aad).hex())
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Every regular file under `dir` with its content (sockets and FIFOs of the running node left
+/// out: they cannot be read as files).
+fn regular_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        } else if meta.file_type().is_file() {
+            out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+        }
+    }
+    out
+}
+
+#[test]
+fn tenant_keys_are_stored_only_wrapped_and_a_root_rotation_rewraps_them_all_or_none() {
+    let setup = Setup::new(4 << 10);
+    let bundle = setup.build("bundle.tar");
+    let ns = NetNs::create("tenant");
+    let root = setup.path("root");
+    let config = install_yaml(setup.dir.path(), "");
+    output_ok(
+        &install(&ns, &config, &bundle, &setup.public(), &root)
+            .output()
+            .unwrap(),
+        "install",
+    );
+    let tenant_key = |args: &[&str]| {
+        let mut cmd = ns.airgap();
+        cmd.arg("tenant-key").args(args).arg("--root").arg(&root);
+        cmd
+    };
+    let probe = EtcdProbe {
+        ns: &ns,
+        root: root.clone(),
+    };
+    for t in ["acme", "globex"] {
+        let out = output_ok(&tenant_key(&["create", t]).output().unwrap(), t);
+        assert!(
+            out.contains(&format!("created the key of tenant {t}")),
+            "{out}"
+        );
+    }
+    // Refused with one line, nothing written: an existing tenant, a name that is not a
+    // label (a path, upper case).
+    let (before, _, _) = probe
+        .raw("/registry/secrets/airgap-system/tenant-key-acme")
+        .unwrap();
+    let line = fails(&mut tenant_key(&["create", "acme"]));
+    assert!(line.contains("tenant key acme exists"), "{line}");
+    for bad in ["../acme", "Acme", "a/b"] {
+        let line = fails(&mut tenant_key(&["create", bad]));
+        assert!(line.contains("tenant name"), "{line}");
+    }
+    assert_eq!(
+        probe
+            .raw("/registry/secrets/airgap-system/tenant-key-acme")
+            .unwrap()
+            .0,
+        before
+    );
+    assert!(probe
+        .raw("/registry/secrets/airgap-system/tenant-key-Acme")
+        .is_none());
+
+    // Unwrapped independently: the root key from installation-keys, the wrapped key from
+    // the tenant's Secret (both decrypted at rest by the test's own secretbox code).
+    let (installation, _, _) = secret(&probe, "installation-keys");
+    let old_root = installation["rootKey"].clone();
+    let mut keys = std::collections::BTreeMap::new();
+    for t in ["acme", "globex"] {
+        let (data, raw, _) = secret(&probe, &format!("tenant-key-{t}"));
+        assert_eq!(data["algorithm"], b"AES-256-GCM");
+        let key = unwrap_with_python(&old_root, &data).unwrap();
+        assert_eq!(key.len(), 64, "{key}");
+        let bytes = (0..32)
+            .map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap())
+            .collect::<Vec<u8>>();
+        // Never in clear: not in the stored value, the Secret's data, or anywhere on disk.
+        assert!(!raw.windows(32).any(|w| w == bytes.as_slice()));
+        assert!(!data
+            .values()
+            .any(|v| v.windows(32).any(|w| w == bytes.as_slice())));
+        for (path, content) in regular_files(&root) {
+            assert!(
+                !content.windows(32).any(|w| w == bytes.as_slice())
+                    && !String::from_utf8_lossy(&content).contains(&key),
+                "{t}'s key in {}",
+                path.display()
+            );
+        }
+        keys.insert(t, key);
+    }
+    // A wrapped key moved to another tenant does not open.
+    let (mut acme, _, _) = secret(&probe, "tenant-key-acme");
+    acme.insert("tenant".into(), b"globex".to_vec());
+    assert!(unwrap_with_python(&old_root, &acme).is_err());
+
+    let listed = output_ok(&tenant_key(&["list", "--json"]).output().unwrap(), "list");
+    let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{listed}");
+    for key in keys.values() {
+        assert!(!listed.contains(key.as_str()));
+    }
+
+    // A rotation killed after it prepared everything and before its transaction: nothing
+    // changed, the old root key still opens every tenant key.
+    kill_during(tenant_key(&["rotate-root"]), "rotate-root-prepared");
+    let (after_kill, _, _) = secret(&probe, "installation-keys");
+    assert_eq!(after_kill["rootKey"], old_root);
+    for t in ["acme", "globex"] {
+        let (data, _, _) = secret(&probe, &format!("tenant-key-{t}"));
+        assert_eq!(unwrap_with_python(&old_root, &data).unwrap(), keys[t]);
+    }
+    // Run again: a new root key, every tenant key re-wrapped under it (the same keys), and
+    // the old root key opens none of them. The other installation keys are untouched.
+    let out = output_ok(&tenant_key(&["rotate-root"]).output().unwrap(), "rotate");
+    assert!(out.contains("2 tenant key(s) re-wrapped"), "{out}");
+    let (rotated, _, _) = secret(&probe, "installation-keys");
+    let new_root = rotated["rootKey"].clone();
+    assert_ne!(new_root, old_root);
+    assert_eq!(new_root.len(), 32);
+    for field in ["jwtSigningKey", "hashSalt", "installationId"] {
+        assert_eq!(rotated[field], installation[field], "{field}");
+    }
+    for t in ["acme", "globex"] {
+        let (data, _, _) = secret(&probe, &format!("tenant-key-{t}"));
+        assert_eq!(unwrap_with_python(&new_root, &data).unwrap(), keys[t]);
+        assert!(unwrap_with_python(&old_root, &data).is_err());
+    }
+    let audit = std::fs::read_to_string(root.join("var/log/airgap/audit.log")).unwrap();
+    assert!(
+        audit.contains("tenant-key.rotate-root") && audit.contains("2 tenant key(s) re-wrapped"),
+        "{audit}"
+    );
+    assert!(!audit.contains(&base64_std(&new_root)) && !audit.contains(&hex(&new_root)));
+}

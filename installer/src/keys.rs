@@ -123,14 +123,7 @@ pub async fn ensure_secret(
         return Ok((existing.data, Stored::Existing));
     }
     let secret = Secret::opaque(NAMESPACE, name, generate()?);
-    let json =
-        Zeroizing::new(
-            serde_json::to_vec(&secret).map_err(|source| KeysError::NotASecret {
-                name: name.into(),
-                source,
-            })?,
-        );
-    match etcd.create(&path, &key.seal(&json)?).await? {
+    match etcd.create(&path, &seal_secret(key, &secret)?).await? {
         Create::Created => Ok((secret.data, Stored::Created)),
         // Another writer won the race: theirs stands.
         Create::Exists => match read_secret(etcd, key, name).await? {
@@ -146,17 +139,42 @@ pub async fn read_secret(
     key: &SecretboxKey,
     name: &str,
 ) -> Result<Option<Secret>, KeysError> {
+    Ok(read_secret_at(etcd, key, name).await?.map(|(s, _)| s))
+}
+
+/// Reads and decrypts `airgap-system/<name>`, with the mod revision a compare-and-swap of it
+/// compares against.
+pub async fn read_secret_at(
+    etcd: &EtcdClient,
+    key: &SecretboxKey,
+    name: &str,
+) -> Result<Option<(Secret, i64)>, KeysError> {
     let Some(kv) = etcd.get(&secret_key(NAMESPACE, name)).await? else {
         return Ok(None);
     };
-    let plain = Zeroizing::new(key.open(&kv.value).map_err(|source| KeysError::Secret {
+    Ok(Some((open_secret(key, name, &kv.value)?, kv.mod_revision)))
+}
+
+/// Decrypts and parses a stored Secret.
+pub fn open_secret(key: &SecretboxKey, name: &str, stored: &[u8]) -> Result<Secret, KeysError> {
+    let plain = Zeroizing::new(key.open(stored).map_err(|source| KeysError::Secret {
         name: name.into(),
         source,
     })?);
-    let secret: Secret =
-        serde_json::from_slice(&plain).map_err(|source| KeysError::NotASecret {
-            name: name.into(),
-            source,
-        })?;
-    Ok(Some(secret))
+    serde_json::from_slice(&plain).map_err(|source| KeysError::NotASecret {
+        name: name.into(),
+        source,
+    })
+}
+
+/// A Secret as etcd stores it: JSON, sealed with the encryption-at-rest key.
+pub fn seal_secret(key: &SecretboxKey, secret: &Secret) -> Result<Vec<u8>, KeysError> {
+    let json =
+        Zeroizing::new(
+            serde_json::to_vec(secret).map_err(|source| KeysError::NotASecret {
+                name: secret.metadata.name.clone(),
+                source,
+            })?,
+        );
+    Ok(key.seal(&json)?)
 }

@@ -44,6 +44,7 @@ pub mod service;
 pub mod source;
 pub mod status;
 pub mod template;
+pub mod tenant_keys;
 pub mod tls;
 pub mod trust_root;
 pub mod upgrade;

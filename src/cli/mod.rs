@@ -8,6 +8,7 @@ mod node;
 mod progress;
 mod registry;
 mod release;
+mod tenant_key;
 mod trust;
 
 use clap::{Parser, Subcommand};
@@ -57,6 +58,9 @@ pub enum Command {
     /// The key the cluster trusts releases from, and rotating it.
     #[command(subcommand)]
     Trust(trust::TrustCommand),
+    /// Tenant keys, wrapped under the installation's root key, and rotating the root key.
+    #[command(subcommand)]
+    TenantKey(tenant_key::TenantKeyCommand),
     /// Report the node's install phases and services (exit 3 when not healthy).
     Status(node::StatusArgs),
     /// Supervise the node's services (what the systemd unit runs).
@@ -113,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Join(args) => node::join_cmd(args),
         Command::Token(cmd) => cluster::token(cmd),
         Command::Trust(cmd) => trust::run(cmd),
+        Command::TenantKey(cmd) => tenant_key::run(cmd),
         Command::Node(cmd) => cluster::node(cmd),
         Command::ClusterService(args) => cluster::service(args),
         Command::Status(args) => node::status_cmd(args),

@@ -118,7 +118,7 @@ pub fn run(cmd: TrustCommand) -> anyhow::Result<()> {
     }
 }
 
-fn node_etcd(
+pub(super) fn node_etcd(
     root: &std::path::Path,
 ) -> anyhow::Result<(NodeLayout, installer::etcd::client::EtcdClient)> {
     let root = std::path::absolute(root).context("resolving --root")?;
