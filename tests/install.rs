@@ -1144,3 +1144,144 @@ fn tenant_keys_are_stored_only_wrapped_and_a_root_rotation_rewraps_them_all_or_n
     );
     assert!(!audit.contains(&base64_std(&new_root)) && !audit.contains(&hex(&new_root)));
 }
+
+#[test]
+fn etcd_has_authentication_on_and_the_registry_reaches_only_its_own_prefixes() {
+    let setup = Setup::new(4 << 10);
+    let bundle = setup.build("bundle.tar");
+    let ns = NetNs::create("rbac");
+    let root = setup.path("root");
+    let config = install_yaml(setup.dir.path(), "");
+    let out = install(&ns, &config, &bundle, &setup.public(), &root)
+        .output()
+        .unwrap();
+    let text = output_ok(&out, "install");
+    assert!(text.contains("authentication on"), "{text}");
+    let users = root.join("etc/kubernetes/pki/etcd/users");
+    assert_eq!(mode(&users), 0o700);
+    for user in ["root", "airgap-registry"] {
+        assert_eq!(
+            mode(&users.join(format!("{user}.password"))),
+            0o600,
+            "{user}"
+        );
+    }
+    let probe = EtcdProbe {
+        ns: &ns,
+        root: root.clone(),
+    };
+    let b64 = |s: &str| base64_std(s.as_bytes());
+    let range = |key: &str| serde_json::json!({ "key": b64(key) }).to_string();
+    let prefix = |key: &str| {
+        let mut end = key.as_bytes().to_vec();
+        *end.last_mut().unwrap() += 1;
+        serde_json::json!({ "key": b64(key), "range_end": base64_std(&end) }).to_string()
+    };
+    // What the registry presents: the gateway certificate and its own password.
+    let registry_password =
+        std::fs::read_to_string(users.join("airgap-registry.password")).unwrap();
+    let token = probe
+        .token("airgap-registry", registry_password.trim())
+        .expect("the registry's login works");
+    let as_registry = |path: &str, body: &str| {
+        let out = ns
+            .command("curl")
+            .args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(root.join("etc/kubernetes/pki/etcd/ca.crt"))
+            .arg("--cert")
+            .arg(root.join("etc/kubernetes/pki/etcd/airgap-gateway-client.crt"))
+            .arg("--key")
+            .arg(root.join("etc/kubernetes/pki/etcd/airgap-gateway-client.key"))
+            .args([
+                "-H",
+                &format!("Authorization: {token}"),
+                "-X",
+                "POST",
+                "-d",
+                body,
+            ])
+            .arg(format!("https://{}:2379{path}", ns.address))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Its own prefixes: the catalog the install seeded.
+    let catalog = as_registry("/v3/kv/range", &prefix("/airgap/registry/repos/"));
+    assert!(catalog.contains("\"kvs\""), "{catalog}");
+    // Nothing else: a Secret, the tokens, the trust root, the trusted release; no writes.
+    for key in [
+        "/registry/secrets/airgap-system/installation-keys",
+        "/registry/secrets/airgap-system/registry-credentials",
+        "/airgap/cluster/trust-root",
+        "/airgap/cluster/trusted-release",
+    ] {
+        let answer = as_registry("/v3/kv/range", &range(key));
+        assert!(answer.contains("permission denied"), "{key}: {answer}");
+    }
+    let answer = as_registry("/v3/kv/range", &prefix("/registry/"));
+    assert!(answer.contains("permission denied"), "{answer}");
+    let put =
+        serde_json::json!({ "key": b64("/airgap/cluster/tokens/abcdef"), "value": b64("{}") })
+            .to_string();
+    let answer = as_registry("/v3/kv/put", &put);
+    assert!(answer.contains("permission denied"), "{answer}");
+    let answer = as_registry("/v3/auth/enable", "{}");
+    assert!(answer.contains("permission denied"), "{answer}");
+    // Without a login the gateway answers nothing; the API server's certificate (a common
+    // name) is not taken as a user there.
+    let (_, answer) = probe.curl_as(
+        "/v3/kv/range",
+        &range("/airgap/cluster/trust-root"),
+        "apiserver-etcd-client",
+    );
+    assert!(!answer.contains("\"kvs\""), "{answer}");
+    // kube-apiserver's way in (gRPC, named by its certificate) still reads everything.
+    let pki = root.join("etc/kubernetes/pki");
+    let out = ns
+        .command("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{}:2379", ns.address))
+        .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
+        .arg(format!(
+            "--cert={}",
+            pki.join("apiserver-etcd-client.crt").display()
+        ))
+        .arg(format!(
+            "--key={}",
+            pki.join("apiserver-etcd-client.key").display()
+        ))
+        .args([
+            "get",
+            "--keys-only",
+            "/registry/secrets/airgap-system/installation-keys",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("installation-keys"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The registry service runs as that user, and the node is healthy.
+    let spec = std::fs::read_to_string(root.join("etc/airgap/services/registry.json")).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let args: Vec<&str> = spec["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--etcd-user", "airgap-registry"]),
+        "{args:?}"
+    );
+    assert!(
+        !args.iter().any(|a| a.contains("apiserver-etcd-client")),
+        "{args:?}"
+    );
+    // (status_json asserts exit 0: every service healthy.)
+    let status = status_json(&ns, &root);
+    assert_eq!(status["services"]["registry"]["healthy"], true, "{status}");
+    assert_eq!(status["services"]["etcd"]["healthy"], true, "{status}");
+}

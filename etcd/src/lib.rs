@@ -4,6 +4,10 @@
 //! and a watch. The gateway gives all of them without a protobuf toolchain or a gRPC stack in
 //! the build.
 
+mod auth;
+
+pub use auth::{Credentials, Permission};
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::Deserialize;
@@ -70,6 +74,8 @@ pub struct EtcdClient {
     endpoint: String,
     /// Other members' endpoints, tried in turn when `endpoint` cannot be reached.
     fallbacks: Vec<String>,
+    /// The user this client authenticates as, and its tokens ([`auth`]).
+    session: Option<auth::Session>,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +148,7 @@ impl EtcdClient {
             streaming,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             fallbacks: Vec::new(),
+            session: None,
         })
     }
 
@@ -170,36 +177,71 @@ impl EtcdClient {
 
     async fn post(&self, path: &str, body: serde_json::Value) -> Result<Vec<u8>, EtcdError> {
         let body = body.to_string();
-        // The endpoint, then each fallback when the one before could not be reached.
+        let mut retried_token = false;
+        loop {
+            let (endpoint, status, bytes) = self.send(path, &body).await?;
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&bytes);
+                // A token the member no longer knows (expired, or the member restarted), or a
+                // member that turned auth on since: authenticate again, once.
+                if let Some(session) = &self.session {
+                    if !retried_token && auth::is_token_refusal(&text) {
+                        session.forget(&endpoint);
+                        retried_token = true;
+                        continue;
+                    }
+                }
+                return Err(EtcdError::Status {
+                    endpoint: self.endpoint.clone(),
+                    status: status.as_u16(),
+                    body: text.chars().take(300).collect(),
+                });
+            }
+            return Ok(bytes);
+        }
+    }
+
+    /// One POST: to the endpoint, then each fallback when the one before could not be
+    /// reached. Returns which endpoint answered and what.
+    async fn send(
+        &self,
+        path: &str,
+        body: &str,
+    ) -> Result<(String, reqwest::StatusCode, Vec<u8>), EtcdError> {
         let mut tried = 0;
-        let response = loop {
+        loop {
             let endpoint = match tried {
                 0 => &self.endpoint,
                 n => &self.fallbacks[n - 1],
             };
-            let sent = self
+            let token = match self.token_for(endpoint).await {
+                Ok(t) => t,
+                Err(EtcdError::Request { source, .. })
+                    if source.is_connect() && tried < self.fallbacks.len() =>
+                {
+                    tried += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut request = self
                 .http
                 .post(format!("{endpoint}{path}"))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(r) => break r,
+                .body(body.to_string());
+            if let Some(token) = token {
+                request = request.header(reqwest::header::AUTHORIZATION, token);
+            }
+            match request.send().await {
+                Ok(r) => {
+                    let status = r.status();
+                    let bytes = r.bytes().await.map_err(|e| self.request_error(e))?;
+                    return Ok((endpoint.clone(), status, bytes.to_vec()));
+                }
                 Err(e) if e.is_connect() && tried < self.fallbacks.len() => tried += 1,
                 Err(e) => return Err(self.request_error(e)),
             }
-        };
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| self.request_error(e))?;
-        if !status.is_success() {
-            return Err(EtcdError::Status {
-                endpoint: self.endpoint.clone(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
-            });
         }
-        Ok(bytes.to_vec())
     }
 
     fn parse<T: for<'de> Deserialize<'de>>(&self, bytes: &[u8]) -> Result<T, EtcdError> {
@@ -520,14 +562,15 @@ impl EtcdClient {
             "range_end": B64.encode(prefix_end(prefix)),
             "start_revision": start_revision.to_string(),
         }});
-        let response = self
+        let mut request = self
             .streaming
             .post(format!("{}/v3/watch", self.endpoint))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| self.request_error(e))?;
+            .body(body.to_string());
+        if let Some(token) = self.token_for(&self.endpoint).await? {
+            request = request.header(reqwest::header::AUTHORIZATION, token);
+        }
+        let response = request.send().await.map_err(|e| self.request_error(e))?;
         if !response.status().is_success() {
             return Err(EtcdError::Status {
                 endpoint: self.endpoint.clone(),
@@ -548,11 +591,15 @@ impl EtcdClient {
                 let result = match (parsed.result, parsed.error) {
                     (Some(r), None) => r,
                     (_, error) => {
+                        // The caller watches again; with a fresh token if that was it.
+                        if let Some(session) = &self.session {
+                            session.forget(&self.endpoint);
+                        }
                         return Err(EtcdError::Status {
                             endpoint: self.endpoint.clone(),
                             status: 200,
                             body: format!("watch failed: {}", error.unwrap_or_default()),
-                        })
+                        });
                     }
                 };
                 if result.canceled {

@@ -29,6 +29,17 @@ impl NodeLayout {
     pub fn etcd_client_pair(&self) -> crate::pki::PairPaths {
         crate::pki::PairPaths::new(&self.pki_dir(), "apiserver-etcd-client")
     }
+    /// The certificate airgap's own etcd clients present: no common name, because etcd's JSON
+    /// gateway refuses one once authentication is on (they authenticate as a user instead).
+    pub fn etcd_gateway_pair(&self) -> crate::pki::PairPaths {
+        crate::pki::PairPaths::new(&self.etcd_pki_dir(), "airgap-gateway-client")
+    }
+    /// The password of etcd user `user` (0600, in a 0700 directory).
+    pub fn etcd_password(&self, user: &str) -> PathBuf {
+        self.etcd_pki_dir()
+            .join("users")
+            .join(format!("{user}.password"))
+    }
     pub fn etcd_pki_dir(&self) -> PathBuf {
         self.at("etc/kubernetes/pki/etcd")
     }

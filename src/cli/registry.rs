@@ -203,6 +203,13 @@ pub struct ServeArgs {
     /// The etcd client key.
     #[arg(long, value_name = "FILE", requires = "etcd")]
     pub etcd_key: Option<PathBuf>,
+    /// The etcd user to log in as, when etcd has authentication on (the client certificate
+    /// must then carry no common name).
+    #[arg(long, value_name = "USER", requires_all = ["etcd", "etcd_password_file"])]
+    pub etcd_user: Option<String>,
+    /// A file holding that user's password (0600).
+    #[arg(long, value_name = "FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
     /// How long a client has to finish the TLS handshake.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: std::time::Duration,
@@ -641,12 +648,17 @@ fn etcd_client(args: &ServeArgs) -> anyhow::Result<Option<etcd::EtcdClient>> {
     };
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let key = zeroize::Zeroizing::new(read(key)?);
-    Ok(Some(etcd::EtcdClient::new(
-        endpoint,
-        &read(ca)?,
-        &read(cert)?,
-        &key,
-    )?))
+    let client = etcd::EtcdClient::new(endpoint, &read(ca)?, &read(cert)?, &key)?;
+    Ok(Some(match (&args.etcd_user, &args.etcd_password_file) {
+        (Some(user), Some(file)) => {
+            let password = zeroize::Zeroizing::new(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?,
+            );
+            client.with_credentials(etcd::Credentials::new(user, password.trim()))
+        }
+        _ => client,
+    }))
 }
 
 /// Replication from `--peer`s, when any are given.

@@ -395,12 +395,17 @@ impl EtcdProbe<'_> {
             &self.pki("etcd/ca.crt"),
         ]);
         if with_cert {
-            cmd.args([
-                "--cert",
-                &self.pki("apiserver-etcd-client.crt"),
-                "--key",
-                &self.pki("apiserver-etcd-client.key"),
-            ]);
+            // etcd has authentication on: the gateway takes a certificate without a common
+            // name and a token for the root user (as airgap's own clients do).
+            match self.root_token() {
+                Some(token) => cmd
+                    .args(["--cert", &self.pki("etcd/airgap-gateway-client.crt")])
+                    .args(["--key", &self.pki("etcd/airgap-gateway-client.key")])
+                    .args(["-H", &format!("Authorization: {token}")]),
+                None => cmd
+                    .args(["--cert", &self.pki("apiserver-etcd-client.crt")])
+                    .args(["--key", &self.pki("apiserver-etcd-client.key")]),
+            };
         }
         if let Some(b) = body {
             cmd.args(["-X", "POST", "-d", b]);
@@ -415,6 +420,71 @@ impl EtcdProbe<'_> {
             String::from_utf8_lossy(&out.stderr).into_owned()
         };
         (out.status.success(), text)
+    }
+
+    /// A POST to the gateway with the node's certificate `stem` (under `etc/kubernetes/pki`)
+    /// and no token: what a client that has only a certificate gets.
+    pub fn curl_as(&self, path: &str, body: &str, stem: &str) -> (bool, String) {
+        let out = self
+            .ns
+            .command("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "--cacert",
+                &self.pki("etcd/ca.crt"),
+            ])
+            .args(["--cert", &self.pki(&format!("{stem}.crt"))])
+            .args(["--key", &self.pki(&format!("{stem}.key"))])
+            .args(["-X", "POST", "-d", body])
+            .arg(format!("https://{}:2379{path}", self.ns.address))
+            .output()
+            .expect("curl");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// A token for etcd's root user, when the node has its password.
+    pub fn root_token(&self) -> Option<String> {
+        let password = std::fs::read_to_string(
+            self.root
+                .join("etc/kubernetes/pki/etcd/users/root.password"),
+        )
+        .ok()?;
+        self.token("root", password.trim())
+    }
+
+    /// A token for `user`, with the gateway certificate; `None` when etcd refuses.
+    pub fn token(&self, user: &str, password: &str) -> Option<String> {
+        let body = serde_json::json!({ "name": user, "password": password }).to_string();
+        let out = self
+            .ns
+            .command("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "--cacert",
+                &self.pki("etcd/ca.crt"),
+            ])
+            .args(["--cert", &self.pki("etcd/airgap-gateway-client.crt")])
+            .args(["--key", &self.pki("etcd/airgap-gateway-client.key")])
+            .args(["-X", "POST", "-d", &body])
+            .arg(format!(
+                "https://{}:2379/v3/auth/authenticate",
+                self.ns.address
+            ))
+            .output()
+            .expect("curl");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["token"].as_str().map(str::to_string)
     }
 
     /// The raw stored value of `key` and its mod revision, plus the store's revision.

@@ -103,6 +103,10 @@ pub struct SharedMaterial {
     pub fqdn_ca: String,
     /// The EncryptionConfiguration every API server decrypts Secrets with.
     pub encryption_config: SecretPem,
+    /// The passwords of etcd's `root` and `airgap-registry` users, when etcd has
+    /// authentication on ([`crate::etcd::auth`]).
+    #[serde(default)]
+    pub etcd_passwords: Option<(SecretPem, SecretPem)>,
 }
 
 impl SharedMaterial {
@@ -128,6 +132,12 @@ impl SharedMaterial {
             })?,
             fqdn_ca: read(layout.fqdn_ca())?,
             encryption_config: secret(layout.encryption_config())?,
+            etcd_passwords: crate::etcd::auth::EtcdPasswords::load(layout)
+                .map_err(|source| CertificateKeyError::Read {
+                    path: layout.etcd_password(crate::etcd::auth::ROOT),
+                    source,
+                })?
+                .map(|p| (SecretPem(p.root), SecretPem(p.registry))),
         })
     }
 
@@ -245,6 +255,7 @@ mod tests {
             fqdn: pair("fqdn"),
             fqdn_ca: "CA".into(),
             encryption_config: SecretPem(SecretString::new("secret: c2VjcmV0".into())),
+            etcd_passwords: None,
         }
     }
 

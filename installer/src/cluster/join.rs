@@ -167,6 +167,17 @@ pub async fn request_join(
         shared.encryption_config.0.expose().as_bytes(),
         PRIVATE,
     )?;
+    if let Some((root, registry)) = &shared.etcd_passwords {
+        crate::etcd::auth::EtcdPasswords {
+            root: root.0.clone(),
+            registry: registry.0.clone(),
+        }
+        .write(layout)
+        .map_err(|source| JoinError::Write {
+            path: layout.etcd_password(crate::etcd::auth::ROOT),
+            source,
+        })?;
+    }
     w(
         layout.install_yaml(),
         answer.install_yaml.as_bytes(),

@@ -2,6 +2,7 @@
 //! required, TLS 1.2 cipher suites only) and the client the installer talks to it with. Its
 //! binary comes from [`crate::node_binaries`].
 
+pub mod auth;
 pub mod client;
 
 use std::net::IpAddr;

@@ -65,11 +65,46 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     if restarting {
         caught_up(ctx).await?;
     }
+    let auth = if ctx.joining.is_none() && !ctx.recording_plan {
+        secure(ctx).await?
+    } else {
+        ""
+    };
     Ok(format!(
-        "etcd {} healthy at {} ({from})",
+        "etcd {} healthy at {} ({from}){auth}",
         member.name,
         member.client_url()
     ))
+}
+
+/// On the node that founds the cluster: the users and roles of [`crate::etcd::auth`], then
+/// authentication on. The passwords are written before etcd learns them, so a re-run after
+/// any kill logs in with the same ones. A cluster of several members that has no passwords
+/// was installed before authentication existed: its other nodes could not log in, so it is
+/// left as it is.
+async fn secure(ctx: &mut InstallContext) -> Result<&'static str, PhaseError> {
+    use crate::etcd::auth::{self, EtcdPasswords};
+    let passwords = match EtcdPasswords::load(&ctx.layout).map_err(PhaseError::io(
+        "reading",
+        &ctx.layout.etcd_password(auth::ROOT),
+    ))? {
+        Some(p) => p,
+        None => {
+            if own_member(ctx)?.member_list().await?.len() > 1 {
+                return Ok("; authentication stays off (cluster installed before it existed)");
+            }
+            let p = EtcdPasswords::generate()?;
+            p.write(&ctx.layout).map_err(PhaseError::io(
+                "writing",
+                &ctx.layout.etcd_password(auth::ROOT),
+            ))?;
+            p
+        }
+    };
+    auth::enable(&own_member(ctx)?, &passwords).await?;
+    ctx.forget_etcd_client();
+    ctx.audit.record("etcd.auth", "enable", Outcome::Done);
+    Ok("; authentication on (users root, airgap-registry)")
 }
 
 /// Promotes this node's member from learner to voter, through a voting member: etcd agrees

@@ -210,6 +210,11 @@ impl InstallContext {
     }
 
     /// The etcd client with this node's client certificate.
+    /// Drops the kept etcd client: the next one logs in with what the node has now.
+    pub fn forget_etcd_client(&mut self) {
+        self.etcd = None;
+    }
+
     pub fn etcd_client(&mut self) -> Result<EtcdClient, PhaseError> {
         if let Some(client) = &self.etcd {
             return Ok(client.clone());

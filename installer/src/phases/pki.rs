@@ -64,6 +64,15 @@ pub(super) fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
     };
     let e = etcd_ca.ensure_leaf(&layout.etcd_client_pair(), &client)?;
     note("apiserver-etcd-client", e);
+    let gateway = LeafSpec {
+        common_name: String::new(),
+        organization: Some("airgap:etcd-gateway-clients".into()),
+        dns_names: vec![],
+        ip_addresses: vec![],
+        usage: Usage::Client,
+    };
+    let e = etcd_ca.ensure_leaf(&layout.etcd_gateway_pair(), &gateway)?;
+    note("etcd/airgap-gateway-client", e);
     let agent = LeafSpec::agent(node);
     let e = ca.ensure_leaf(&layout.agent_pair(), &agent)?;
     note("agent", e);

@@ -228,7 +228,15 @@ fn builtin_registry(ctx: &mut InstallContext, access: &RegistryAccess) -> Result
     if let Some(pull) = &pull {
         ensure_htpasswd(ctx, &pull_htpasswd, &pull.username, &pull.password)?;
     }
-    let etcd_client = ctx.layout.etcd_client_pair();
+    // The registry logs in to etcd as its own user, limited to its prefixes, when etcd has
+    // authentication on; a node installed before that uses the certificate it had.
+    let registry_password = ctx.layout.etcd_password(crate::etcd::auth::REGISTRY);
+    let authenticated = registry_password.exists();
+    let etcd_client = if authenticated {
+        ctx.layout.etcd_gateway_pair()
+    } else {
+        ctx.layout.etcd_client_pair()
+    };
     let spec = ServiceSpec {
         name: "registry".into(),
         program: ctx.airgap_program()?,
@@ -265,6 +273,14 @@ fn builtin_registry(ctx: &mut InstallContext, access: &RegistryAccess) -> Result
         env: Default::default(),
     };
     let mut spec = spec;
+    if authenticated {
+        spec.args.extend([
+            "--etcd-user".into(),
+            crate::etcd::auth::REGISTRY.into(),
+            "--etcd-password-file".into(),
+            registry_password.display().to_string(),
+        ]);
+    }
     if ctx.config.spec.mode == crate::config::Mode::Ha {
         // Every node holds every blob: fetched from the others on a miss and in the
         // background, authenticated with the installation's registry login.

@@ -396,7 +396,10 @@ fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
     if let Some(o) = organization {
         dn.push(DnType::OrganizationName, o);
     }
-    dn.push(DnType::CommonName, common_name);
+    // No common name at all rather than an empty one (etcd's gateway clients carry none).
+    if !common_name.is_empty() {
+        dn.push(DnType::CommonName, common_name);
+    }
     dn
 }
 
