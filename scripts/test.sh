@@ -17,6 +17,8 @@ command -v ip >/dev/null || missing+=(iproute2)
 # The runnable test images wrap a static busybox (Debian's `busybox` is dynamically linked).
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' ||
   missing+=(busybox-static)
+# Debian's python3 with its cryptography unwraps tenant keys apart from airgap's code.
+/usr/bin/python3 -c 'import cryptography' 2>/dev/null || missing+=(python3 python3-cryptography)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "error: the tests need: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2

@@ -982,7 +982,9 @@ w = base64.b64decode(d["wrapped"])
 aad = b"airgap tenant key v1\0" + d["tenant"].encode() + b"\0" + d["rootKeyId"].encode()
 print(AESGCM(root).decrypt(w[:12], w[12:], aad).hex())
 "#;
-    let mut child = std::process::Command::new("python3")
+    // Debian's python3 and python3-cryptography (.ci/run installs them), not whatever
+    // python3 comes first on PATH.
+    let mut child = std::process::Command::new("/usr/bin/python3")
         .args(["-c", script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod client;
 pub mod content_digest;
+pub mod crypto;
 pub mod download;
 pub mod manifest;
 

@@ -2,6 +2,7 @@
 //! real images (gzip'd tar layers, configs, manifests, multi-platform indexes), pack
 //! directories, and bundle specs. Deterministic for a given seed; nothing is downloaded.
 
+pub mod advisories;
 pub mod wan_proxy;
 
 use std::fs::{self, File};

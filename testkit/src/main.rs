@@ -7,6 +7,9 @@
 //!                                                         # api and pause images really run)
 //!   airgap-testkit wan-proxy LISTEN UPSTREAM RTT_MS MB_PER_S  # a WAN-like TCP proxy for the
 //!                                                         # benchmarks; prints its port
+//!   airgap-testkit advisories DB IGNORES LOCKFILE...      # RustSec advisories that apply to
+//!                                                         # the lockfiles; fails on any not in
+//!                                                         # IGNORES (with its reason)
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +54,56 @@ fn wan_proxy(listen: &str, upstream: &str, rtt_ms: u64, mb_per_s: u64) -> std::i
     testkit::wan_proxy::serve(listener, upstream, link)
 }
 
+/// Prints every advisory that applies, and fails when one is not recorded in `ignores`.
+fn advisories(
+    db: &std::path::Path,
+    ignores: &std::path::Path,
+    locks: &[PathBuf],
+) -> std::io::Result<()> {
+    let recorded = testkit::advisories::ignores(ignores)?;
+    let findings = testkit::advisories::check(locks, db)?;
+    let mut unrecorded = 0;
+    for f in &findings {
+        let note = match recorded.get(&f.id) {
+            Some(reason) => format!("ignored: {reason}"),
+            None => {
+                unrecorded += 1;
+                "NOT RECORDED".to_string()
+            }
+        };
+        println!(
+            "{} {} {} ({}, {}): {} [{note}]",
+            f.id,
+            f.package.name,
+            f.package.version,
+            f.kind,
+            f.lockfile.display(),
+            f.title
+        );
+    }
+    for id in recorded
+        .keys()
+        .filter(|id| !findings.iter().any(|f| &f.id == *id))
+    {
+        println!(
+            "{id}: recorded in {} but no longer applies; remove it",
+            ignores.display()
+        );
+    }
+    println!(
+        "{} advisories apply to {} lockfile(s); {unrecorded} not recorded",
+        findings.len(),
+        locks.len()
+    );
+    if unrecorded > 0 {
+        return Err(std::io::Error::other(format!(
+            "{unrecorded} advisories apply and are not recorded in {}: update the crate, or record the advisory with the reason it does not reach us",
+            ignores.display()
+        )));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok());
@@ -86,8 +139,13 @@ fn main() -> ExitCode {
                 "usage: airgap-testkit fixture DIR SEED LAYER_BYTES [--busybox FILE] [--node-file PACK_PATH=FILE]...",
             )),
         },
+        Some("advisories") if args.len() >= 4 => advisories(
+            &PathBuf::from(&args[1]),
+            &PathBuf::from(&args[2]),
+            &args[3..].iter().map(PathBuf::from).collect::<Vec<_>>(),
+        ),
         _ => Err(std::io::Error::other(
-            "usage: airgap-testkit bench|fixture ...",
+            "usage: airgap-testkit bench|fixture|wan-proxy|advisories ...",
         )),
     };
     match result {

@@ -61,7 +61,7 @@ impl PinnedCaVerifier {
     /// A rustls client configuration (TLS 1.2+, the library's defaults otherwise) trusting only
     /// the CA pinned by `pin`; `mismatch` receives what the server presented when refused.
     pub fn client_config(pin: CaPin, mismatch: PinMismatch) -> rustls::ClientConfig {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = registry::crypto::provider();
         let verifier = Arc::new(PinnedCaVerifier {
             pin,
             provider: provider.clone(),

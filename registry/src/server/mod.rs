@@ -102,16 +102,21 @@ pub fn tls_acceptor_from_pem(
     key_pem: &[u8],
     what: &str,
 ) -> Result<TlsAcceptor, ServeError> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| ServeError::Tls(format!("{what}: {e}")))?;
     if certs.is_empty() {
         return Err(ServeError::Tls(format!("{what} holds no PEM certificate")));
     }
-    let key_der = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| ServeError::Tls(format!("{what} key: {e}")))?
-        .ok_or_else(|| ServeError::Tls(format!("{what}: no PEM private key")))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key_der = match rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem) {
+        Ok(key) => key,
+        Err(rustls_pki_types::pem::Error::NoItemsFound) => {
+            return Err(ServeError::Tls(format!("{what}: no PEM private key")))
+        }
+        Err(e) => return Err(ServeError::Tls(format!("{what} key: {e}"))),
+    };
+    let provider = crate::crypto::provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ServeError::Tls(e.to_string()))?
