@@ -64,3 +64,17 @@ fn man_pages_cover_every_command_and_render() {
     let install = std::fs::read_to_string(dir.path().join("airgap-install.1")).unwrap();
     assert!(install.contains("skip\\-phases"), "{install}");
 }
+
+#[test]
+fn the_binary_carries_the_licences_of_what_it_links() {
+    let text = ok(airgap().arg("licenses"));
+    for krate in ["ring ", "rustls ", "tokio ", "hyper ", "clap "] {
+        assert!(
+            text.lines().any(|l| l.starts_with(krate)),
+            "{krate}is not listed"
+        );
+    }
+    // ring's ISC terms and the MIT terms most crates are used under travel as text.
+    assert!(text.contains("Permission is hereby granted, free of charge"));
+    assert!(text.contains("ISC") || text.contains("Permission to use, copy, modify"));
+}

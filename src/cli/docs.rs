@@ -21,6 +21,9 @@ pub struct ManArgs {
     pub dir: PathBuf,
 }
 
+/// What `scripts/third-party-notices.py` wrote from Cargo.lock (CI checks it is current).
+pub const THIRD_PARTY_NOTICES: &str = include_str!("../../THIRD-PARTY-NOTICES.txt");
+
 pub fn completion(args: CompletionArgs) -> anyhow::Result<()> {
     let mut cmd = super::Cli::command();
     clap_complete::generate(args.shell, &mut cmd, "airgap", &mut std::io::stdout());

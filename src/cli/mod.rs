@@ -73,6 +73,8 @@ pub enum Command {
     Completion(docs::CompletionArgs),
     /// Write man pages for airgap and every command.
     Man(docs::ManArgs),
+    /// Print the licences of the third-party software built into this binary.
+    Licenses,
 }
 
 impl Command {
@@ -126,5 +128,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reset(args) => node::reset_cmd(args),
         Command::Completion(args) => docs::completion(args),
         Command::Man(args) => docs::man(args),
+        Command::Licenses => {
+            print!("{}", docs::THIRD_PARTY_NOTICES);
+            Ok(())
+        }
     }
 }
