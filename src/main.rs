@@ -1,6 +1,12 @@
 //! `airgap`: the command line. A thin layer over the `airgap` core and the `bundler` and
 //! `installer` libraries: it parses arguments, adds context to errors, shows progress, and
 //! prints one line on failure.
+//!
+//! No unsafe code here (the workspace's `unsafe_code = "forbid"`; the package's own
+//! integration tests need libc for namespaces and signals, so it is set here, not in
+//! Cargo.toml).
+
+#![forbid(unsafe_code)]
 
 mod cli;
 
