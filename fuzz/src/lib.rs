@@ -242,7 +242,7 @@ pub fn registry_request(data: &[u8]) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     struct Server {
         runtime: tokio::runtime::Runtime,
-        registry: Arc<registry::server::Registry>,
+        registry: Arc<registry_server::Registry>,
         _dir: tempfile::TempDir,
     }
     static SERVER: OnceLock<Option<Server>> = OnceLock::new();
@@ -253,16 +253,16 @@ pub fn registry_request(data: &[u8]) {
             .ok()?;
         let dir = tempfile::tempdir().ok()?;
         let registry = runtime.block_on(async {
-            let store = registry::server::store::LayoutStore::open(
+            let store = registry_server::store::LayoutStore::open(
                 dir.path(),
-                registry::server::store::UploadLimits::default(),
+                registry_server::store::UploadLimits::default(),
             )
             .await
             .ok()?;
-            Some(Arc::new(registry::server::Registry::with_options(
-                registry::server::store::Store::Layout(store),
+            Some(Arc::new(registry_server::Registry::with_options(
+                registry_server::store::Store::Layout(store),
                 None,
-                registry::server::RegistryOptions {
+                registry_server::RegistryOptions {
                     deletes: true,
                     ..Default::default()
                 },

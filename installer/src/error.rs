@@ -322,7 +322,7 @@ pub enum PhaseError {
         source: io::Error,
     },
     #[error("the registry's htpasswd")]
-    Htpasswd(#[source] registry::server::htpasswd::HtpasswdError),
+    Htpasswd(#[source] registry_server::htpasswd::HtpasswdError),
     #[error("seeding {target}")]
     Seed {
         target: String,

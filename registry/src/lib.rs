@@ -1,6 +1,7 @@
 //! The registry side of airgap: a client for the OCI distribution API, the seeder that pushes
-//! a verified bundle into a registry, and the built-in registry server that serves a bundle or
-//! an OCI layout directory.
+//! a verified bundle into a registry, what runtimes are told about the mirror, and the drift
+//! scrub. The built-in server is the `registry-server` crate, so the connected side's bundler
+//! links no server code.
 //!
 //! It sits on top of the `airgap` core (format, verification) and is used by the CLI's
 //! `registry seed|serve` and by the installer's registry phase. Everything here is async on
@@ -23,4 +24,3 @@ pub mod seed;
 
 pub use mirror::{MirrorTarget, RewriteMap};
 pub use seed::{SeedPlan, SeedReport, Seeder};
-pub mod server;

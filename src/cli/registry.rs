@@ -14,8 +14,8 @@ use registry::mirror::{
     containerd_hosts, registries_conf, HostAccess, MirrorTarget, RewriteMap, HOST_CA_FILE,
 };
 use registry::seed::{ReleaseSource, SeedObserver, SeedPlan, Seeder};
-use registry::server::replication::Replication;
-use registry::server::{
+use registry_server::replication::Replication;
+use registry_server::{
     tls_acceptor, ArchiveStore, EtcdMetadata, Htpasswd, LayoutStore, MetadataBackend, MetadataLog,
     Registry, RegistryOptions, Store, UploadLimits,
 };
@@ -726,7 +726,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
     };
-    let listener = registry::server::bind(args.listen).await?;
+    let listener = registry_server::bind(args.listen).await?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let repositories = store.catalog().await.repositories.len();
@@ -748,7 +748,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = RegistryOptions {
         deletes: args.enable_delete,
         rate_limit: args.rate_limit,
-        connections: registry::server::connection::ConnectionPolicy {
+        connections: registry_server::connection::ConnectionPolicy {
             handshake: args.handshake_timeout,
             header: args.header_timeout,
             per_client: args.max_connections_per_client as usize,

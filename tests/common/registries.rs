@@ -108,7 +108,7 @@ impl Pki {
 pub fn write_htpasswd(path: &Path) {
     std::fs::write(
         path,
-        registry::server::htpasswd::entry(USER, PASSWORD).unwrap(),
+        registry_server::htpasswd::entry(USER, PASSWORD).unwrap(),
     )
     .unwrap();
 }

@@ -38,7 +38,7 @@ pub struct JoinApi {
     /// not both add it.
     joining: tokio::sync::Mutex<()>,
     /// Refused joins per source address: a guesser is told to wait after a few.
-    refusals: registry::server::failure_budget::FailureBudget,
+    refusals: registry_server::failure_budget::FailureBudget,
 }
 
 /// How long a learner may stay unstarted before a later join removes it. The joining node
@@ -82,7 +82,7 @@ impl JoinApi {
             config,
             etcd,
             joining: tokio::sync::Mutex::new(()),
-            refusals: registry::server::failure_budget::FailureBudget::new(
+            refusals: registry_server::failure_budget::FailureBudget::new(
                 REFUSAL_BUDGET,
                 REFUSAL_WINDOW,
             ),
@@ -110,7 +110,7 @@ impl JoinApi {
         chain.extend(read(self.layout.fqdn_ca())?);
         let key = zeroize::Zeroizing::new(read(self.layout.fqdn_key())?);
         let acceptor =
-            registry::server::tls_acceptor_from_pem(&chain, &key, "the FQDN certificate")
+            registry_server::tls_acceptor_from_pem(&chain, &key, "the FQDN certificate")
                 .map_err(|e| ClusterError::Tls(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -120,8 +120,8 @@ impl JoinApi {
             })?;
         tracing::info!(%listen, "join API listening");
         // A join is a handful of requests from three known machines: small caps.
-        let gate = registry::server::connection::ConnectionGate::new(
-            registry::server::connection::ConnectionPolicy {
+        let gate = registry_server::connection::ConnectionGate::new(
+            registry_server::connection::ConnectionPolicy {
                 per_client: 8,
                 total: 64,
                 ..Default::default()

@@ -333,12 +333,12 @@ fn ensure_htpasswd(
     user: &str,
     password: &str,
 ) -> Result<(), PhaseError> {
-    let current = registry::server::Htpasswd::load(path)
+    let current = registry_server::Htpasswd::load(path)
         .map(|h| h.matches(user, password))
         .unwrap_or(false);
     if !current {
         let line =
-            registry::server::htpasswd::entry(user, password).map_err(PhaseError::Htpasswd)?;
+            registry_server::htpasswd::entry(user, password).map_err(PhaseError::Htpasswd)?;
         write_atomic(path, line.as_bytes(), PRIVATE).map_err(PhaseError::io("writing", path))?;
         ctx.audit.record(
             "registry.htpasswd",

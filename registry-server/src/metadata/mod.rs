@@ -24,7 +24,7 @@ use tokio::sync::RwLock;
 pub use self::etcd::EtcdMetadata;
 pub use self::log::MetadataLog;
 use super::catalog::{Catalog, Change};
-use crate::content_digest::ContentDigest;
+use registry::content_digest::ContentDigest;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -37,8 +37,8 @@ pub use htpasswd::{Htpasswd, Verdict};
 pub use metadata::{EtcdMetadata, MetadataBackend, MetadataLog};
 pub use store::{ArchiveStore, GcReport, LayoutStore, Store, UploadLimits};
 
-use crate::content_digest::ContentDigest;
-use crate::name::{is_valid_repository, is_valid_tag};
+use registry::content_digest::ContentDigest;
+use registry::name::{is_valid_repository, is_valid_tag};
 use metrics::{Gauge, Metrics};
 use rate_limit::RateLimit;
 use store::{Append, CommitOutcome, Deleted, PutManifest, StartUpload};
@@ -116,7 +116,7 @@ pub fn tls_acceptor_from_pem(
         }
         Err(e) => return Err(ServeError::Tls(format!("{what} key: {e}"))),
     };
-    let provider = crate::crypto::provider();
+    let provider = registry::crypto::provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ServeError::Tls(e.to_string()))?

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::manifest_record::ManifestRecord;
-use crate::content_digest::ContentDigest;
+use registry::content_digest::ContentDigest;
 
 #[derive(Debug, Clone, Default)]
 pub struct Repository {

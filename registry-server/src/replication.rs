@@ -13,9 +13,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::store::{ImportOutcome, LayoutStore};
-use crate::client::{ClientConfig, RegistryClient, RetryPolicy};
-use crate::content_digest::ContentDigest;
-use crate::RegistryError;
+use registry::client::{ClientConfig, RegistryClient, RetryPolicy};
+use registry::content_digest::ContentDigest;
+use registry::RegistryError;
 
 /// How long a peer that failed is tried last.
 const PEER_BACKOFF: Duration = Duration::from_secs(10);

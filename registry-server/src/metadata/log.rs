@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::{BoxFuture, MetadataBackend, MetadataError, Requirement};
-use crate::server::catalog::{Catalog, Change};
+use crate::catalog::{Catalog, Change};
 
 pub struct MetadataLog {
     path: PathBuf,

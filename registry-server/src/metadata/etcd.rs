@@ -21,8 +21,8 @@ use ::etcd::{Compare, EtcdClient, Op, WatchEvent};
 use tokio::sync::RwLock;
 
 use super::{BoxFuture, MetadataBackend, MetadataError, Requirement};
-use crate::content_digest::ContentDigest;
-use crate::server::catalog::{Catalog, Change};
+use registry::content_digest::ContentDigest;
+use crate::catalog::{Catalog, Change};
 
 pub const PREFIX: &str = "/airgap/registry/repos/";
 
@@ -238,7 +238,7 @@ impl MetadataBackend for EtcdMetadata {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::manifest_record::ManifestRecord;
+    use crate::manifest_record::ManifestRecord;
 
     #[test]
     fn every_change_round_trips_through_its_key() {

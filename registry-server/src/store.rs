@@ -25,8 +25,8 @@ use tokio::sync::{Mutex, Notify, RwLock};
 use super::catalog::{Catalog, Change};
 use super::manifest_record::ManifestRecord;
 use super::metadata::{MetadataBackend, MetadataError, MetadataLog, Requirement};
-use crate::content_digest::{ContentDigest, ContentHasher};
-use crate::mirror::{mirrored_names, MirrorTarget};
+use registry::content_digest::{ContentDigest, ContentHasher};
+use registry::mirror::{mirrored_names, MirrorTarget};
 
 pub const REPOSITORY_ANNOTATION: &str = "io.airgap.repository";
 
@@ -619,7 +619,7 @@ impl LayoutStore {
     pub async fn import_blob(
         &self,
         digest: &ContentDigest,
-        download: &mut crate::client::BlobDownload,
+        download: &mut registry::client::BlobDownload,
     ) -> Result<ImportOutcome, StoreError> {
         use sha2::Digest as _;
         use tokio::io::AsyncWriteExt;
