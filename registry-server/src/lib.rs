@@ -37,10 +37,10 @@ pub use htpasswd::{Htpasswd, Verdict};
 pub use metadata::{EtcdMetadata, MetadataBackend, MetadataLog};
 pub use store::{ArchiveStore, GcReport, LayoutStore, Store, UploadLimits};
 
-use registry::content_digest::ContentDigest;
-use registry::name::{is_valid_repository, is_valid_tag};
 use metrics::{Gauge, Metrics};
 use rate_limit::RateLimit;
+use registry::content_digest::ContentDigest;
+use registry::name::{is_valid_repository, is_valid_tag};
 use store::{Append, CommitOutcome, Deleted, PutManifest, StartUpload};
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;

@@ -14,12 +14,12 @@ use registry::mirror::{
     containerd_hosts, registries_conf, HostAccess, MirrorTarget, RewriteMap, HOST_CA_FILE,
 };
 use registry::seed::{ReleaseSource, SeedObserver, SeedPlan, Seeder};
+use registry::{ClientConfig, RegistryClient};
 use registry_server::replication::Replication;
 use registry_server::{
     tls_acceptor, ArchiveStore, EtcdMetadata, Htpasswd, LayoutStore, MetadataBackend, MetadataLog,
     Registry, RegistryOptions, Store, UploadLimits,
 };
-use registry::{ClientConfig, RegistryClient};
 
 use super::progress::{bytes_bar, HumanBytes};
 

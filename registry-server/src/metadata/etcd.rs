@@ -21,8 +21,8 @@ use ::etcd::{Compare, EtcdClient, Op, WatchEvent};
 use tokio::sync::RwLock;
 
 use super::{BoxFuture, MetadataBackend, MetadataError, Requirement};
-use registry::content_digest::ContentDigest;
 use crate::catalog::{Catalog, Change};
+use registry::content_digest::ContentDigest;
 
 pub const PREFIX: &str = "/airgap/registry/repos/";
 
