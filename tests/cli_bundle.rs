@@ -579,3 +579,98 @@ fn a_closed_pipe_on_stdout_ends_the_command_without_a_panic() {
         out.status
     );
 }
+
+/// A containerd of the test's own (root, state and socket in a temporary directory), killed
+/// when dropped.
+struct Containerd {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl Containerd {
+    fn start(dir: &std::path::Path) -> Containerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n",
+                dir.join("root").display(),
+                dir.join("state").display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("containerd")
+            .arg("-c")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("containerd");
+        let c = Containerd { child, socket };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !c.ctr(&["version"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "containerd did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args(["-n", "airgap-test"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ctr_image_import_takes_every_image_of_a_bundle_and_no_pack() {
+    let setup = Setup::new(4 << 10);
+    let bundle = setup.build("bundle.tar");
+    let containerd = Containerd::start(&setup.path("containerd"));
+    let bundle_arg = bundle.display().to_string();
+    let out = containerd.ctr(&["images", "import", &bundle_arg]);
+    assert!(
+        out.status.success(),
+        "ctr image import failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&containerd.ctr(&["images", "ls", "-q"]).stdout)
+        .lines()
+        .map(str::to_string)
+        .collect::<std::collections::BTreeSet<_>>();
+    let index: serde_json::Value = serde_json::from_slice(
+        &ok(airgap().args(["bundle", "inspect", "--json"]).arg(&bundle)).into_bytes(),
+    )
+    .unwrap();
+    let images: std::collections::BTreeSet<String> = index["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reference"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, images, "ctr holds exactly the bundle's images");
+    // Unpacked, so a container could start from them.
+    for image in &images {
+        let out = containerd.ctr(&["images", "check", &format!("name=={image}")]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("complete"), "{image}: {text}");
+    }
+}

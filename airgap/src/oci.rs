@@ -14,6 +14,11 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const OCI_LAYOUT_FILE: &[u8] = b"{\"imageLayoutVersion\":\"1.0.0\"}";
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+/// What names a pack in a bundle's `index.json`, instead of [`REF_NAME_ANNOTATION`]: image
+/// tools (`ctr image import`, k3s and RKE2 importing a tarball) take every ref-named entry for
+/// a container image and fail to unpack a pack, so packs are named where only airgap looks
+/// (`bundle.json` is the record of what a bundle holds either way).
+pub const PACK_NAME_ANNOTATION: &str = "io.airgap.pack.ref";
 /// Manifests are small; anything past this is refused rather than read into memory.
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 

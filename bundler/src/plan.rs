@@ -452,7 +452,7 @@ pub fn plan(
             size,
             platform: None,
             artifact_type: Some(PACK_ARTIFACT_TYPE.into()),
-            annotations: [(REF_NAME_ANNOTATION.to_string(), pack.reference())]
+            annotations: [(oci::PACK_NAME_ANNOTATION.to_string(), pack.reference())]
                 .into_iter()
                 .collect(),
         });
