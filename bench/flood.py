@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """Floods for bench/floods.sh, from one source address, until killed.
 
-  flood.py passwords HOST PORT SOURCE THREADS    GET /v2/ with distinct wrong passwords
-  flood.py joins HOST PORT SOURCE THREADS        POST /join/v1 with distinct wrong tokens
-  flood.py connections HOST PORT SOURCE COUNT    COUNT TCP connections that never speak
+  flood.py passwords HOST PORT SOURCE THREADS OUT    GET /v2/ with distinct wrong passwords
+  flood.py joins HOST PORT SOURCE THREADS OUT        POST /join/v1 with distinct wrong tokens
+  flood.py joins-old HOST PORT SOURCE THREADS OUT    the same in the join protocol before the
+                                                     certificate key (for the 'before' side)
+  flood.py connections HOST PORT SOURCE COUNT OUT    COUNT TCP connections that never speak
 
-Every answer's status is counted; the counts are printed as JSON on SIGTERM, so the report
-shows the flood ran and how the server answered it (401/403 checked, 429 told to wait,
-0 = refused or dropped).
+Every answer's status is counted, and the counts are written to OUT as JSON twice a second
+(and at SIGTERM), so the report shows the flood ran and how the server answered it (401/403
+checked, 400 malformed, 429 told to wait, 0 = refused or dropped).
 """
 import base64
 import collections
 import json
+import os
 import signal
 import socket
 import ssl
@@ -20,6 +23,7 @@ import threading
 import time
 
 mode, host, port, source, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+out = sys.argv[6]
 counts = collections.Counter()
 lock = threading.Lock()
 ctx = ssl.create_default_context()
@@ -27,13 +31,27 @@ ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
 
 
-def done(*_):
+def report():
     with lock:
-        print(json.dumps(dict(counts)), flush=True)
-    sys.exit(0)
+        text = json.dumps(dict(counts))
+    with open(out + ".tmp", "w") as f:
+        f.write(text + "\n")
+    os.replace(out + ".tmp", out)
+
+
+def reporter():
+    while True:
+        time.sleep(0.5)
+        report()
+
+
+def done(*_):
+    report()
+    os._exit(0)
 
 
 signal.signal(signal.SIGTERM, done)
+threading.Thread(target=reporter, daemon=True).start()
 
 
 def request(body_for):
@@ -59,12 +77,14 @@ def wrong_password(i):
 
 
 def wrong_token(i):
-    body = json.dumps({
+    request = {
         "tokenId": "abcdef", "secret": f"{i:032x}", "node": None, "addresses": [],
         "release": {"name": "x", "version": "1.0.0", "indexSha256": "sha256:" + "0" * 64},
-        "certificateKeyId": "0" * 32,
         "csrs": {"etcdServer": "", "etcdPeer": "", "agent": ""},
-    }).encode()
+    }
+    if mode == "joins":
+        request["certificateKeyId"] = "0" * 32
+    body = json.dumps(request).encode()
     return (f"POST /join/v1 HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 

@@ -3,19 +3,20 @@
 # same scenarios against the release built from BEFORE (default 35271ea, the last commit
 # before it) and from the working tree.
 #
-# Registry (`registry serve bundle.tar --htpasswd`, TLS on 127.0.0.1, `ulimit -n 1024` as a
-# default service has): a legitimate client on 127.0.0.1 pulls a 1 MiB blob with a first
+# Registry (`registry serve bundle.tar --htpasswd`, TLS on 127.0.0.1, a soft open-files limit
+# of 1024 as systemd gives a service by default): a legitimate client on 127.0.0.1 pulls a 1 MiB blob with a first
 # login (a user not yet verified, so one bcrypt) REPS times, calm, then while
 #   passwords:   200 threads send distinct wrong passwords from 127.0.0.2
 #   connections: 1,100 TCP connections from 127.0.0.3 that never speak
 # Join API (an HA node installed in a network namespace): a legitimate `GET /healthz` over
 # TLS from node2's address REPS times, calm and under the same two floods from a fourth
 # address (wrong join tokens instead of passwords).
-# Prints per scenario: median and max seconds, failures, and what the flood was answered.
+# Each flood runs FLOOD_SECONDS (default 10). Prints per scenario: median and max seconds,
+# failures, and what the flood was answered.
 # Needs root (ip netns), etcd-server, curl, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BEFORE=${BEFORE:-35271ea} REPS=${REPS:-5} SETTLE=${SETTLE:-3}
+BEFORE=${BEFORE:-35271ea} REPS=${REPS:-5} SETTLE=${SETTLE:-3} FLOOD_SECONDS=${FLOOD_SECONDS:-10}
 for c in curl python3 etcd openssl; do
   command -v $c >/dev/null || { echo "need $c" >&2; exit 1; }
 done
@@ -47,6 +48,12 @@ bin[before]=${BEFORE_TARGET:-/var/tmp/airgap-before-target}/release/airgap
 target/release/airgap-testkit bench "$work/content" 1 1 $((1 << 20)) > /dev/null
 target/release/airgap keygen -o "$work/k.key" >/dev/null
 target/release/airgap bundle build -f "$work/content/bundle.yaml" -o "$work/bundle.tar" --key "$work/k.key" >/dev/null
+# make_pki writes distribution's htpasswd with apache2-utils' htpasswd; without it, the same
+# bcrypt line from Python's crypt.
+command -v htpasswd >/dev/null || htpasswd() {
+  python3 -W ignore -c 'import crypt, sys; print(sys.argv[1] + ":" + crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1024)))' "${@: -2}"
+}
+export -f htpasswd 2>/dev/null || true
 make_pki
 # Users u1..u40 (bcrypt cost 10, what the installer uses): every probe logs in as a user the
 # server has not verified yet.
@@ -56,28 +63,37 @@ for i in range(1, 41):
     print(f"u{i}:" + crypt.crypt("pw", crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1024)))
 ' > "$work/users"
 
-# flood MODE HOST PORT SOURCE N [NETNS]: starts bench/flood.py, sets $flood_pid.
+# flood MODE HOST PORT SOURCE N [NETNS]: starts bench/flood.py, sets $flood_pid; the flood
+# writes its answer counts to a file of its own.
+floods=0
 flood() {
   local ns=${6:-}
+  floods=$((floods + 1)); flood_out=$work/flood-$floods.json; flood_started=$(date +%s)
   if [[ -n $ns ]]; then
-    ip netns exec "$ns" python3 bench/flood.py "$1" "$2" "$3" "$4" "$5" > "$work/flood-out" 2>/dev/null &
+    ip netns exec "$ns" python3 bench/flood.py "$1" "$2" "$3" "$4" "$5" "$flood_out" 2>/dev/null &
   else
-    python3 bench/flood.py "$1" "$2" "$3" "$4" "$5" > "$work/flood-out" 2>/dev/null &
+    python3 bench/flood.py "$1" "$2" "$3" "$4" "$5" "$flood_out" 2>/dev/null &
   fi
   flood_pid=$!
   sleep "$SETTLE"
 }
+# stop_flood: after at least FLOOD_SECONDS of flood; prints what the flood was answered.
 stop_flood() {
+  local elapsed=$(( $(date +%s) - flood_started ))
+  (( elapsed < FLOOD_SECONDS )) && sleep $(( FLOOD_SECONDS - elapsed ))
   kill -TERM "$flood_pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$flood_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$flood_pid" 2>/dev/null || true
   wait "$flood_pid" 2>/dev/null || true
   flood_pid=
-  tr -d '{}"' < "$work/flood-out" | tr ',' ' '
+  tr -d '{}"' < "$flood_out" 2>/dev/null | tr ',' ' '
 }
 
 # summary FILE: "median max failures" of the "CODE SECONDS" lines in FILE.
 summary() {
-  awk '{ if ($1 != 200) f++; t[NR] = $2 } END {
-    n = asort(t); printf "%6.3f %6.3f %3d", t[int((n + 1) / 2)], t[n], f }' "$1"
+  local failed; failed=$(awk '$1 != 200' "$1" | wc -l)
+  awk '{print $2}' "$1" | sort -n |
+    awk -v f="$failed" '{t[NR] = $1} END {printf "%6.3f %6.3f %3d", t[int((NR + 1) / 2)], t[NR], f}'
 }
 
 declare -A result answered
@@ -95,7 +111,7 @@ probe_registry() {
 
 for side in before after; do
   p=$(port)
-  (ulimit -n 1024; exec "${bin[$side]}" registry serve "$work/bundle.tar" --pub "$work/k.pub" \
+  (ulimit -Sn 1024; exec "${bin[$side]}" registry serve "$work/bundle.tar" --pub "$work/k.pub" \
     --listen "127.0.0.1:$p" --tls-cert "$work/tls.crt" --tls-key "$work/tls.key" \
     --htpasswd "$work/users") >/dev/null 2>&1 & pids+=($!)
   wait_port "$p"
@@ -130,14 +146,14 @@ probe_join() {
   result[join-$1-$2]=$(summary "$work/lat")
 }
 for side in before after; do
-  ip netns exec "$tag-n1" "${bin[$side]}" install -c "$work/ha.yaml" --bundle "$work/bundle.tar" --pub "$work/k.pub" \
+  ip netns exec "$tag-n1" bash -c 'ulimit -Sn 1024; exec "$@"' - "${bin[$side]}" install -c "$work/ha.yaml" --bundle "$work/bundle.tar" --pub "$work/k.pub" \
     --root "$work/root-$side" --skip-phases runtime,kubernetes,platform >/dev/null 2>&1
   for _ in $(seq 100); do
     ip netns exec "$tag-n2" curl -sk --max-time 2 -o /dev/null https://10.82.0.11:9443/healthz && break
     sleep 0.2
   done
   probe_join "$side" calm
-  flood joins 10.82.0.11 9443 10.82.0.14 200 "$tag-n4"
+  flood "$([[ $side == before ]] && echo joins-old || echo joins)" 10.82.0.11 9443 10.82.0.14 200 "$tag-n4"
   probe_join "$side" tokens
   answered[join-$side-tokens]=$(stop_flood)
   flood connections 10.82.0.11 9443 10.82.0.14 1100 "$tag-n4"

@@ -16,6 +16,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     installer::files::restrict_umask();
+    installer::files::raise_open_files_limit();
     let args = cli::Cli::parse();
     if !args.command.is_service() {
         installer::files::quiet_on_broken_pipe();

@@ -29,6 +29,26 @@ pub fn restrict_umask() {
         libc::umask(0o022);
     }
 }
+/// Raises this process's soft limit on open files to its hard limit (what Go's runtime and
+/// systemd's services do by hand): a listener under a flood of connections then refuses them
+/// with an answer (see the registry's connection gate) long before the kernel refuses the
+/// accept. Services started by the agent inherit it. Best effort: the limit stays on failure.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the rlimit struct we own; they change
+    // only this process's limits.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Mode for certificates and configuration without secrets.
 pub const PUBLIC: u32 = 0o644;
 

@@ -48,11 +48,29 @@ impl Default for ConnectionPolicy {
     }
 }
 
+/// How long a connection over a cap may take to finish its TLS handshake and be told so:
+/// a flood of silent connections must not hold descriptors for the full deadline.
+pub const REFUSED_HANDSHAKE: Duration = Duration::from_secs(1);
+/// Refused connections being answered at once; past this a refused connection is closed
+/// without an answer (it costs no descriptor beyond the accept).
+pub const MAX_REFUSING: usize = 256;
+/// Descriptors kept for everything else the process opens (blobs, etcd, logs).
+pub const DESCRIPTOR_RESERVE: usize = 128;
+
 /// Counts open connections against a policy's caps.
 #[derive(Debug)]
 pub struct ConnectionGate {
     policy: ConnectionPolicy,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    refusing: std::sync::atomic::AtomicUsize,
+}
+
+/// The process's soft limit on open files, from `/proc/self/limits` (None where it cannot be
+/// read, or is unlimited).
+pub fn open_files_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Why a connection was not admitted.
@@ -86,10 +104,28 @@ impl Drop for Admitted {
 }
 
 impl ConnectionGate {
-    pub fn new(policy: ConnectionPolicy) -> Arc<Self> {
+    /// A gate for `policy`, its total lowered to what the process's descriptor limit holds
+    /// (with the refused connections and a reserve), so connections are refused with an
+    /// answer before accept() itself starts failing.
+    pub fn new(mut policy: ConnectionPolicy) -> Arc<Self> {
+        if let Some(limit) = open_files_limit() {
+            let fits = limit
+                .saturating_sub(DESCRIPTOR_RESERVE + MAX_REFUSING)
+                .max(1);
+            if policy.total > fits {
+                tracing::info!(
+                    limit,
+                    total = fits,
+                    "connection cap lowered to fit the open-files limit"
+                );
+                policy.total = fits;
+            }
+        }
+        policy.per_client = policy.per_client.min(policy.total);
         Arc::new(ConnectionGate {
             policy,
             open: Mutex::new((0, HashMap::new())),
+            refusing: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -139,11 +175,29 @@ impl ConnectionGate {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        use std::sync::atomic::Ordering;
         let _ = stream.set_nodelay(true);
         let admitted = self.admit(peer.ip());
+        // A refused connection is answered quickly or not at all: it holds a descriptor only
+        // for REFUSED_HANDSHAKE, and at most MAX_REFUSING of them at once.
+        let _refusing = match &admitted {
+            Ok(_) => None,
+            Err(_) => {
+                if self.refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
+                    self.refusing.fetch_sub(1, Ordering::AcqRel);
+                    tracing::debug!(%peer, "connection over the cap closed unanswered");
+                    return;
+                }
+                Some(Refusing(self.clone()))
+            }
+        };
+        let handshake = match admitted {
+            Ok(_) => self.policy.handshake,
+            Err(_) => self.policy.handshake.min(REFUSED_HANDSHAKE),
+        };
         match tls {
             Some(acceptor) => {
-                match tokio::time::timeout(self.policy.handshake, acceptor.accept(stream)).await {
+                match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                     Ok(Ok(io)) => self.serve_io(io, peer, admitted, handle).await,
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -193,6 +247,17 @@ impl ConnectionGate {
     }
 }
 
+/// A refused connection being answered; dropping it frees its place among them.
+struct Refusing(Arc<ConnectionGate>);
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        self.0
+            .refusing
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// The answer on a connection over a cap: the distribution spec's error body, and the
 /// connection closes after it.
 fn over_cap(refused: Refused) -> Response<Full<Bytes>> {
@@ -220,6 +285,22 @@ fn over_cap(refused: Refused) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_total_fits_the_open_files_limit_with_room_for_refusals() {
+        let limit = open_files_limit().expect("/proc/self/limits names the open-files limit");
+        let gate = ConnectionGate::new(ConnectionPolicy {
+            total: usize::MAX / 2,
+            per_client: usize::MAX / 2,
+            ..ConnectionPolicy::default()
+        });
+        assert!(
+            gate.policy().total + MAX_REFUSING + DESCRIPTOR_RESERVE
+                <= limit.max(1 + MAX_REFUSING + DESCRIPTOR_RESERVE)
+        );
+        assert!(gate.policy().per_client <= gate.policy().total);
+    }
+
     use super::*;
 
     #[test]
