@@ -32,6 +32,7 @@ cleanup() {
   lan_cleanup
   git worktree remove --force "$work/before-src" 2>/dev/null || true
   rm -rf "$work"
+  return 0
 }
 source bench/netns.sh
 source bench/lib.sh
@@ -173,3 +174,4 @@ for what in registry-calm registry-passwords registry-connections join-calm join
     printf '%-34s %-7s %8s %8s %5s   %s\n' "$what" "$side" "$med" "$max" "$fail" "${answered[$key]:-}"
   done
 done
+exit 0

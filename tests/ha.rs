@@ -632,6 +632,50 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
         line.contains("too many refused joins from 10.78.0.14"),
         "{line}"
     );
+    // Going on regardless is a flood: past FLOOD_FACTOR times its budget, node4's connections
+    // close before the TLS handshake, while another address is still answered.
+    let post = |ns: &NetNs| {
+        ns.command("curl")
+            .args([
+                "-sk",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(["-X", "POST", "-d", "{}"])
+            .arg(format!("https://{}:9443/join/v1", NODES[0].1))
+            .output()
+            .unwrap()
+    };
+    let over =
+        installer::cluster::join_api::REFUSAL_BUDGET * installer::cluster::join_api::FLOOD_FACTOR;
+    for _ in 0..over {
+        post(&node4);
+    }
+    let cut = post(&node4);
+    assert!(
+        !cut.status.success() && String::from_utf8_lossy(&cut.stdout) == "000",
+        "node4 still answered: {}",
+        String::from_utf8_lossy(&cut.stdout)
+    );
+    let healthz = c.nodes[1]
+        .command("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("https://{}:9443/healthz", NODES[0].1))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&healthz.stdout), "200");
     // `short` expires meanwhile (its refusal comes from node3's address below).
     std::thread::sleep(Duration::from_millis(2100));
     // A server presenting another CA (a fake join API on node4's loopback, with the test

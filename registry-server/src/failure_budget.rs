@@ -35,6 +35,16 @@ impl FailureBudget {
         })
     }
 
+    /// Whether `ip` has caused `times` its budget in the current window: past being told to
+    /// wait, it is flooding.
+    pub fn far_over(&self, ip: IpAddr, times: u32) -> bool {
+        self.failures.lock().is_ok_and(|f| {
+            f.get(&ip).is_some_and(|(since, n)| {
+                since.elapsed() < self.window && *n >= self.budget.saturating_mul(times)
+            })
+        })
+    }
+
     /// Counts one failure for `ip`.
     pub fn failed(&self, ip: IpAddr) {
         let Ok(mut f) = self.failures.lock() else {
@@ -75,6 +85,10 @@ mod tests {
         b.failed(a);
         b.failed(a);
         assert!(b.spent(a));
+        assert!(!b.far_over(a, 2));
+        b.failed(a);
+        b.failed(a);
+        assert!(b.far_over(a, 2));
         b.forgive(a);
         assert!(!b.spent(a));
         b.failed(a);

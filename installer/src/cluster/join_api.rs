@@ -61,6 +61,9 @@ pub struct LearnerRecord {
     pub added: u64,
 }
 
+/// Times its budget an address may be refused before its connections are closed unanswered.
+pub const FLOOD_FACTOR: u32 = 4;
+
 /// Refused joins one address may cause in [`REFUSAL_WINDOW`] before it is told to wait.
 pub const REFUSAL_BUDGET: u32 = 5;
 pub const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
@@ -135,6 +138,13 @@ impl JoinApi {
                     continue;
                 }
             };
+            // An address told to wait FLOOD_FACTOR times over is flooding: its connections
+            // close before the TLS handshake until the minute passes, so the flood costs the
+            // node next to nothing (an operator who mistyped still reads the 429's words).
+            if self.refusals.far_over(peer.ip(), FLOOD_FACTOR) {
+                drop(stream);
+                continue;
+            }
             let api = self.clone();
             tokio::spawn(
                 gate.clone()
@@ -153,15 +163,10 @@ impl JoinApi {
         if req.method() != Method::POST || req.uri().path() != JOIN_PATH {
             return refuse(StatusCode::NOT_FOUND, "no such endpoint".into());
         }
-        let body = match Limited::new(req.into_body(), MAX_REQUEST).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return refuse(StatusCode::BAD_REQUEST, "the request is too large".into()),
-        };
-        let request: JoinRequest = match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not a join request: {e}")),
-        };
+        // Checked first: a client told to wait is not read, parsed or looked up.
         if self.refusals.spent(peer.ip()) {
+            // Counted too, so a flood passes FLOOD_FACTOR and is cut before TLS.
+            self.refusals.failed(peer.ip());
             return refuse(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
@@ -170,6 +175,20 @@ impl JoinApi {
                 ),
             );
         }
+        let body = match Limited::new(req.into_body(), MAX_REQUEST).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                self.refusals.failed(peer.ip());
+                return refuse(StatusCode::BAD_REQUEST, "the request is too large".into());
+            }
+        };
+        let request: JoinRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refusals.failed(peer.ip());
+                return refuse(StatusCode::BAD_REQUEST, format!("not a join request: {e}"));
+            }
+        };
         let _one_at_a_time = self.joining.lock().await;
         match self.join(request, peer.ip()).await {
             Ok(answer) => {
