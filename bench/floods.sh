@@ -26,6 +26,7 @@ tag=agf$$
 pids=()
 flood_pid=
 cleanup() {
+  set +e  # best effort: every step runs, and a step that finds nothing is no failure
   [[ -n $flood_pid ]] && kill "$flood_pid" 2>/dev/null
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -36,7 +37,7 @@ cleanup() {
 }
 source bench/netns.sh
 source bench/lib.sh
-trap cleanup EXIT
+trap 'rc=$?; cleanup; exit "$rc"' EXIT
 
 cargo build --release --locked --bin airgap -p airgap-cli --bin airgap-testkit -p testkit >/dev/null 2>&1
 declare -A bin=([after]=$PWD/target/release/airgap)
