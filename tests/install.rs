@@ -1286,4 +1286,8 @@ fn etcd_has_authentication_on_and_the_registry_reaches_only_its_own_prefixes() {
     let status = status_json(&ns, &root);
     assert_eq!(status["services"]["registry"]["healthy"], true, "{status}");
     assert_eq!(status["services"]["etcd"]["healthy"], true, "{status}");
+    assert_eq!(
+        status["services"]["etcd"]["detail"], "healthy; authentication on",
+        "{status}"
+    );
 }

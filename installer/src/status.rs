@@ -313,7 +313,18 @@ async fn probe_etcd(layout: &NodeLayout, node: &Node) -> (bool, String, Option<S
     let endpoint = url(node.address, CLIENT_PORT);
     let result = match crate::etcd::client::for_node(layout, &endpoint) {
         Ok(c) => match tokio::time::timeout(Duration::from_secs(5), c.health()).await {
-            Ok(Ok(())) => (true, "healthy".to_string()),
+            // Whether clients must log in is part of etcd's health as an operator reads it.
+            Ok(Ok(())) => {
+                match tokio::time::timeout(Duration::from_secs(5), c.auth_enabled()).await {
+                    Ok(Ok(true)) => (true, "healthy; authentication on".to_string()),
+                    Ok(Ok(false)) => (
+                        true,
+                        "healthy; authentication off (installed before airgap turned it on)"
+                            .to_string(),
+                    ),
+                    _ => (true, "healthy".to_string()),
+                }
+            }
             Ok(Err(e)) => (false, chain(&e)),
             Err(_) => (false, "no answer within 5s".to_string()),
         },
