@@ -112,21 +112,30 @@ pub enum LayoutKind {
     Archive,
 }
 
+/// A `from:` that is not a local layout reference.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocalImageError {
+    #[error("`{0}` must start with `oci:` or `oci-archive:`")]
+    Scheme(String),
+    #[error("`{0}` names no path")]
+    NoPath(String),
+}
+
 impl LocalImage {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, LocalImageError> {
         let (kind, rest) = if let Some(rest) = text.strip_prefix("oci-archive:") {
             (LayoutKind::Archive, rest)
         } else if let Some(rest) = text.strip_prefix("oci:") {
             (LayoutKind::Directory, rest)
         } else {
-            return Err(format!("`{text}` must start with `oci:` or `oci-archive:`"));
+            return Err(LocalImageError::Scheme(text.to_string()));
         };
         let (path, name) = match rest.split_once(':') {
             Some((p, n)) => (p, Some(n.to_string()).filter(|n| !n.is_empty())),
             None => (rest, None),
         };
         if path.is_empty() {
-            return Err(format!("`{text}` names no path"));
+            return Err(LocalImageError::NoPath(text.to_string()));
         }
         Ok(LocalImage {
             kind,

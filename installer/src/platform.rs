@@ -49,9 +49,8 @@ pub enum ManifestProblem {
     NotUtf8,
     #[error(transparent)]
     Yaml(Box<SchemaError>),
-    /// The registry crate's description of an image it cannot rewrite.
-    #[error("{0}")]
-    Rewrite(String),
+    #[error(transparent)]
+    Rewrite(#[from] registry::mirror::ImageNotInBundle),
     #[error("re-serializing")]
     Serialize(#[source] serde_yaml_ng::Error),
 }

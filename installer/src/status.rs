@@ -148,7 +148,7 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
         (Some(c), Some(n)) if c.spec.mode == crate::config::Mode::Ha => {
             match cluster_view(layout, c, n).await {
                 Ok(view) => (Some(view), None),
-                Err(e) => (None, Some(e)),
+                Err(e) => (None, Some(chain(&e))),
             }
         }
         _ => (None, None),
@@ -166,7 +166,10 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
                 release_tags(layout, c, n, &release),
             )
             .await
-            .unwrap_or_else(|_| Err("the registry did not answer within 15s".into()));
+            .unwrap_or(Err(ProbeError::Timeout {
+                what: "the registry",
+                secs: 15,
+            }));
             Some(match checked {
                 Ok(drift) if drift.is_empty() => ReleaseTags {
                     healthy: true,
@@ -183,7 +186,7 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
                 },
                 Err(e) => ReleaseTags {
                     healthy: false,
-                    detail: format!("cannot read {release}'s tags: {e}"),
+                    detail: format!("cannot read {release}'s tags: {}", chain(&e)),
                     drift: Vec::new(),
                 },
             })
@@ -223,21 +226,43 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
 
 /// Reads the installed release's signed index back from the registry (checked against the
 /// sha256 the journal recorded when its signature verified) and every tag it names.
+/// Why a live check of `status` could not say what it checks.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::client::EtcdError),
+    #[error(transparent)]
+    Phase(#[from] crate::error::PhaseError),
+    #[error(transparent)]
+    Target(#[from] registry::mirror::TargetError),
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    #[error("{target} does not hold release {release}")]
+    NoRelease { target: String, release: String },
+    #[error("the index of {release} in {target} is not the one this node installed")]
+    OtherIndex { target: String, release: String },
+    #[error("the release index in the registry does not parse")]
+    Index(#[from] airgap::index::IndexError),
+    #[error("this node's etcd has no quorum view")]
+    NoQuorum(#[source] crate::cluster::ClusterError),
+    #[error("{what} did not answer within {secs}s")]
+    Timeout { what: &'static str, secs: u64 },
+}
+
+/// The release's signed tags as the registry holds them: the release artifact (its index's
+/// sha256 the journal recorded when its signature verified) and every tag it names.
 async fn release_tags(
     layout: &NodeLayout,
     config: &InstallConfig,
     node: &Node,
     release: &crate::release::ReleaseId,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, ProbeError> {
     use registry::client::{ClientConfig, RegistryClient};
     use registry::mirror::MirrorTarget;
     use registry::release_artifact;
-    let etcd = crate::etcd::client::for_node(layout, &url(node.address, CLIENT_PORT))
-        .map_err(|e| chain(&e))?;
-    let access = crate::phases::stored_registry_access(layout, &etcd)
-        .await
-        .map_err(|e| chain(&e))?;
-    let target = MirrorTarget::parse(&access.endpoint, false).map_err(|e| e.to_string())?;
+    let etcd = crate::etcd::client::for_node(layout, &url(node.address, CLIENT_PORT))?;
+    let access = crate::phases::stored_registry_access(layout, &etcd).await?;
+    let target = MirrorTarget::parse(&access.endpoint, false)?;
     let resolve = if config.external_registry().is_none() {
         vec![(
             config.spec.fqdn.to_string(),
@@ -254,22 +279,22 @@ async fn release_tags(
             resolve,
             ..ClientConfig::default()
         },
-    )
-    .map_err(|e| chain(&e))?;
+    )?;
     let repository = target.repository(release_artifact::REPOSITORY);
     let parts = release_artifact::fetch(&client, &repository, &release.version.to_string())
-        .await
-        .map_err(|e| chain(&e))?
-        .ok_or_else(|| format!("{target} does not hold release {release}"))?;
+        .await?
+        .ok_or_else(|| ProbeError::NoRelease {
+            target: target.to_string(),
+            release: release.to_string(),
+        })?;
     if airgap::Digest::of(&parts.index) != release.index_sha256 {
-        return Err(format!(
-            "the index of {release} in {target} is not the one this node installed"
-        ));
+        return Err(ProbeError::OtherIndex {
+            target: target.to_string(),
+            release: release.to_string(),
+        });
     }
-    let index = airgap::BundleIndex::parse(&parts.index).map_err(|e| e.to_string())?;
-    let drift = registry::scrub::check_tags(&client, &index, &target, 8)
-        .await
-        .map_err(|e| chain(&e))?;
+    let index = airgap::BundleIndex::parse(&parts.index)?;
+    let drift = registry::scrub::check_tags(&client, &index, &target, 8).await?;
     Ok(drift.iter().map(ToString::to_string).collect())
 }
 
@@ -277,9 +302,8 @@ async fn cluster_view(
     layout: &NodeLayout,
     config: &InstallConfig,
     node: &Node,
-) -> Result<crate::cluster::members::ClusterView, String> {
-    let etcd = crate::etcd::client::for_node(layout, &url(node.address, CLIENT_PORT))
-        .map_err(|e| chain(&e))?;
+) -> Result<crate::cluster::members::ClusterView, ProbeError> {
+    let etcd = crate::etcd::client::for_node(layout, &url(node.address, CLIENT_PORT))?;
     match tokio::time::timeout(
         Duration::from_secs(8),
         crate::cluster::members::view(layout, config, node, &etcd),
@@ -287,11 +311,11 @@ async fn cluster_view(
     .await
     {
         Ok(Ok(view)) => Ok(view),
-        Ok(Err(e)) => Err(format!(
-            "this node's etcd has no quorum view: {}",
-            chain(&e)
-        )),
-        Err(_) => Err("this node's etcd did not answer within 8s (no quorum?)".into()),
+        Ok(Err(e)) => Err(ProbeError::NoQuorum(e)),
+        Err(_) => Err(ProbeError::Timeout {
+            what: "this node's etcd (no quorum?)",
+            secs: 8,
+        }),
     }
 }
 

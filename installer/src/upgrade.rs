@@ -297,16 +297,21 @@ pub async fn upgrade(
             let restored = if rollback.exists() {
                 rollback.restore(&mut ctx).await
             } else {
-                Err(format!(
-                    "nothing to roll back to under {}",
-                    rollback.dir.display()
-                ))
+                Err(RollbackError::Nothing {
+                    dir: rollback.dir.clone(),
+                })
             };
             let note = match &restored {
                 Ok(()) => format!("{cause}; rolled back to {previous}"),
-                Err(why) => format!("{cause}; NOT rolled back: {why}"),
+                Err(why) => format!("{cause}; NOT rolled back: {}", crate::error::chain(why)),
             };
-            crate::upgrade_plan::finish(&etcd, &this, &offered, Err(note)).await?;
+            crate::upgrade_plan::finish(
+                &etcd,
+                &this,
+                &offered,
+                crate::upgrade_plan::NodeOutcome::Failed { note },
+            )
+            .await?;
             return Err(match restored {
                 Ok(()) => InstallError::RolledBack {
                     node: this,
@@ -377,6 +382,24 @@ async fn finish_interrupted(
         source: Box::new(e),
     })?;
     Ok(Some(end))
+}
+
+/// Why the configuration could not be put back as it was before an upgrade.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("nothing to roll back to under {}", dir.display())]
+    Nothing { dir: std::path::PathBuf },
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("etcd is not healthy on the previous definition after {secs}s")]
+    EtcdUnhealthy { secs: u64 },
+    #[error("reaching etcd")]
+    Etcd(#[from] Box<crate::error::PhaseError>),
 }
 
 /// What a node ran before an upgrade: its journal, its service definitions (which binary each
@@ -469,27 +492,33 @@ impl Rollback {
 
     /// Every rendered file back as it was (files the upgrade added removed), changing only
     /// what differs so the agent restarts only services whose definition moved.
-    fn restore_files(&self) -> Result<(), String> {
+    fn restore_files(&self) -> Result<(), RollbackError> {
         use std::os::unix::fs::PermissionsExt;
+        let io = |what: &'static str, path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| RollbackError::Io { what, path, source }
+        };
         for path in self.rendered() {
             for current in files_under(&path) {
                 if !self.saved(&current).exists() {
-                    std::fs::remove_file(&current).map_err(|e| e.to_string())?;
+                    std::fs::remove_file(&current).map_err(io("removing", &current))?;
                 }
             }
+            let files = self.dir.join("files");
             for saved in files_under(&self.saved(&path)) {
-                let rel = saved
-                    .strip_prefix(self.dir.join("files"))
-                    .map_err(|e| e.to_string())?;
+                // files_under(saved) lists only paths under `files`.
+                let Ok(rel) = saved.strip_prefix(&files) else {
+                    continue;
+                };
                 let target = self.layout.root().join(rel);
-                let bytes = std::fs::read(&saved).map_err(|e| e.to_string())?;
+                let bytes = std::fs::read(&saved).map_err(io("reading", &saved))?;
                 let mode = std::fs::metadata(&saved)
-                    .map_err(|e| e.to_string())?
+                    .map_err(io("reading", &saved))?
                     .permissions()
                     .mode()
                     & 0o777;
                 crate::files::write_if_changed(&target, &bytes, mode)
-                    .map_err(|e| format!("{}: {e}", target.display()))?;
+                    .map_err(io("writing", &target))?;
             }
         }
         Ok(())
@@ -497,22 +526,28 @@ impl Rollback {
 
     /// Puts the configuration and the journal back, then waits for etcd to be healthy on the
     /// previous definition.
-    async fn restore(&self, ctx: &mut InstallContext) -> Result<(), String> {
+    async fn restore(&self, ctx: &mut InstallContext) -> Result<(), RollbackError> {
         self.restore_files()?;
-        let etcd = ctx.etcd_client().map_err(|e| crate::error::chain(&e))?;
+        let etcd = ctx.etcd_client().map_err(Box::new)?;
         let deadline = Instant::now() + std::time::Duration::from_secs(60);
         while etcd.health().await.is_err() {
             if Instant::now() >= deadline {
-                return Err("etcd is not healthy on the previous definition after 60s".into());
+                return Err(RollbackError::EtcdUnhealthy { secs: 60 });
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        crate::files::write_atomic(
-            &self.layout.journal(),
-            &std::fs::read(self.dir.join("journal.json")).map_err(|e| e.to_string())?,
-            crate::files::PUBLIC,
-        )
-        .map_err(|e| e.to_string())?;
+        let saved = self.dir.join("journal.json");
+        let journal = std::fs::read(&saved).map_err(|source| RollbackError::Io {
+            what: "reading",
+            path: saved.clone(),
+            source,
+        })?;
+        crate::files::write_atomic(&self.layout.journal(), &journal, crate::files::PUBLIC)
+            .map_err(|source| RollbackError::Io {
+                what: "writing",
+                path: self.layout.journal(),
+                source,
+            })?;
         ctx.audit.record(
             "upgrade.rollback",
             &self.layout.root().display().to_string(),

@@ -50,9 +50,14 @@ impl UpgradeEnd {
     }
 
     async fn finish(&mut self) -> Result<String, PhaseError> {
-        let plan = upgrade_plan::finish(&self.etcd, &self.node, &self.to, Ok(()))
-            .await
-            .map_err(PhaseError::Plan)?;
+        let plan = upgrade_plan::finish(
+            &self.etcd,
+            &self.node,
+            &self.to,
+            upgrade_plan::NodeOutcome::Done,
+        )
+        .await
+        .map_err(PhaseError::Plan)?;
         self.failpoint.reached(Phase::Finish);
         self.next = plan
             .nodes

@@ -224,13 +224,24 @@ pub async fn step_done(etcd: &EtcdClient, node: &str, step: Phase) -> Result<(),
     .map(drop)
 }
 
-/// Marks `node` done, or failed with `error`, in the plan to `to` (idempotent: a node already
+/// How a node's upgrade ended, as the plan records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeOutcome {
+    Done,
+    /// Failed; the note (what failed, and whether the node was rolled back) is what
+    /// `upgrade status` shows every node.
+    Failed {
+        note: String,
+    },
+}
+
+/// Marks `node` done, or failed with its note, in the plan to `to` (idempotent: a node already
 /// marked so is written again unchanged).
 pub async fn finish(
     etcd: &EtcdClient,
     node: &str,
     to: &ReleaseId,
-    outcome: Result<(), String>,
+    outcome: NodeOutcome,
 ) -> Result<UpgradePlan, PlanError> {
     update(etcd, |current| {
         let mut plan = current.ok_or_else(|| PlanError::UnknownNode {
@@ -241,13 +252,13 @@ pub async fn finish(
         }
         let entry = plan.node_mut(node)?;
         match &outcome {
-            Ok(()) => {
+            NodeOutcome::Done => {
                 entry.state = NodeState::Done;
                 entry.error = None;
             }
-            Err(e) => {
+            NodeOutcome::Failed { note } => {
                 entry.state = NodeState::Failed;
-                entry.error = Some(e.clone());
+                entry.error = Some(note.clone());
             }
         }
         Ok(plan)

@@ -813,7 +813,11 @@ impl Registry {
             Ok(Streamed::Unknown) => Err(upload_unknown()),
             Err(e) => {
                 layout.cancel(name, id).await;
-                Err(error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", &e))
+                Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "BLOB_UPLOAD_INVALID",
+                    &registry::describe_error(&e),
+                ))
             }
         }
     }
@@ -1076,6 +1080,15 @@ enum Streamed {
     Unknown,
 }
 
+/// Why a request body did not make it into its upload.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("upload body ended early")]
+    Body(#[source] hyper::Error),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
 /// Streams a request body into an upload; with `at`, the body must start there.
 async fn stream_into(
     layout: &LayoutStore,
@@ -1084,7 +1097,7 @@ async fn stream_into(
     mut at: Option<u64>,
     mut body: Incoming,
     metrics: &Metrics,
-) -> Result<Streamed, String> {
+) -> Result<Streamed, StreamError> {
     let Some(mut size) = layout.upload_size(name, id).await else {
         return Ok(Streamed::Unknown);
     };
@@ -1092,7 +1105,7 @@ async fn stream_into(
         return Ok(Streamed::OutOfOrder(size));
     }
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("upload body ended early: {e}"))?;
+        let frame = frame.map_err(StreamError::Body)?;
         if let Ok(data) = frame.into_data() {
             metrics.received(data.len() as u64);
             match layout.append(name, id, at.take(), &data).await {
@@ -1104,7 +1117,7 @@ async fn stream_into(
                     // HTTP/1.1 a client still sending sees only a broken pipe when the server
                     // answers early and closes, not why (a full disk, say).
                     while let Some(Ok(_)) = body.frame().await {}
-                    return Err(e.to_string());
+                    return Err(StreamError::Store(e));
                 }
             }
         }

@@ -83,16 +83,33 @@ fn kept(annotations: BTreeMap<String, String>) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Why a manifest is not one the registry stores.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("mediaType {declared} does not match the Content-Type {content_type}")]
+    MediaType {
+        declared: String,
+        content_type: String,
+    },
+    #[error("an index needs a manifests list")]
+    IndexWithoutManifests,
+    #[error("an image manifest needs a config")]
+    ManifestWithoutConfig,
+}
+
 impl ManifestRecord {
     /// Parses a manifest pushed (or stored) as `media_type`: an index type, or else an image
     /// manifest, which must name a config.
-    pub fn parse(media_type: &str, bytes: &[u8]) -> Result<Self, String> {
-        let raw: RawManifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    pub fn parse(media_type: &str, bytes: &[u8]) -> Result<Self, ManifestError> {
+        let raw: RawManifest = serde_json::from_slice(bytes)?;
         if let Some(declared) = &raw.media_type {
             if declared != media_type {
-                return Err(format!(
-                    "mediaType {declared} does not match the Content-Type {media_type}"
-                ));
+                return Err(ManifestError::MediaType {
+                    declared: declared.clone(),
+                    content_type: media_type.to_string(),
+                });
             }
         }
         let mut record = ManifestRecord {
@@ -105,14 +122,10 @@ impl ManifestRecord {
             annotations: kept(raw.annotations),
         };
         if airgap::oci::is_index(media_type) {
-            let children = raw
-                .manifests
-                .ok_or_else(|| "an index needs a manifests list".to_string())?;
+            let children = raw.manifests.ok_or(ManifestError::IndexWithoutManifests)?;
             record.children = children.into_iter().map(|d| d.digest).collect();
         } else {
-            let config = raw
-                .config
-                .ok_or_else(|| "an image manifest needs a config".to_string())?;
+            let config = raw.config.ok_or(ManifestError::ManifestWithoutConfig)?;
             if record.artifact_type.is_none() {
                 record.artifact_type = Some(config.media_type.clone());
             }

@@ -41,8 +41,12 @@ pub enum StoreError {
     Io { path: PathBuf, cause: io::Error },
     #[error("{path} is not an OCI layout directory: {reason}")]
     NotALayout { path: PathBuf, reason: String },
-    #[error("manifest {digest} in the bundle is not valid: {reason}")]
-    BadManifest { digest: String, reason: String },
+    #[error("manifest {digest} in the bundle is not valid")]
+    BadManifest {
+        digest: String,
+        #[source]
+        reason: crate::manifest_record::ManifestError,
+    },
     #[error("{path} is in use by another registry process (its lock is held); stop it first, or run the command through it")]
     InUse { path: PathBuf },
     #[error(transparent)]
@@ -280,7 +284,7 @@ pub enum PutManifest {
         subject: Option<ContentDigest>,
     },
     Missing(Vec<ContentDigest>),
-    Invalid(String),
+    Invalid(crate::manifest_record::ManifestError),
 }
 
 /// What [`LayoutStore::import_blob`] did.

@@ -55,8 +55,40 @@ pub enum RegistryError {
     },
     #[error("{0}")]
     Content(String),
-    #[error("{0}")]
-    Setup(String),
+    #[error("reading the registry auth file")]
+    AuthFile(#[source] crate::auth::AuthFileError),
+    #[error("`{host}` is not a registry host")]
+    Host {
+        host: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("the CA file is not PEM certificates")]
+    CaPem(#[source] reqwest::Error),
+    #[error("the CA file holds no PEM certificate")]
+    NoCaCertificate,
+    #[error("cannot set up the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("bad request path {path}")]
+    RequestPath {
+        path: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("bad token realm {realm}")]
+    TokenRealm {
+        realm: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("token server {realm} answered with something that is not a token")]
+    TokenAnswer {
+        realm: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("token server {realm} returned no token")]
+    NoToken { realm: String },
 }
 
 impl RegistryError {
@@ -138,7 +170,7 @@ impl RegistryClient {
         ca: Option<&Path>,
     ) -> Result<Self, RegistryError> {
         let credentials = crate::auth::AuthFile::discover()
-            .map_err(|e| RegistryError::Setup(e.to_string()))?
+            .map_err(RegistryError::AuthFile)?
             .get(&target.host)
             .cloned();
         let mut config = ClientConfig {
@@ -229,8 +261,11 @@ impl RegistryClient {
     /// A client for `host[:port]`. Nothing is sent until the first request.
     pub fn new(host: &str, config: ClientConfig) -> Result<Self, RegistryError> {
         let scheme = if config.plain_http { "http" } else { "https" };
-        let base = Url::parse(&format!("{scheme}://{host}/"))
-            .map_err(|e| RegistryError::Setup(format!("`{host}` is not a registry host: {e}")))?;
+        let base =
+            Url::parse(&format!("{scheme}://{host}/")).map_err(|source| RegistryError::Host {
+                host: host.to_string(),
+                source,
+            })?;
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("airgap/", env!("CARGO_PKG_VERSION")))
             .min_tls_version(reqwest::tls::Version::TLS_1_2)
@@ -248,13 +283,9 @@ impl RegistryClient {
             // strips it on cross-host redirects.
             .redirect(reqwest::redirect::Policy::limited(5));
         if let Some(pem) = &config.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-                RegistryError::Setup(format!("CA file is not PEM certificates: {e}"))
-            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(RegistryError::CaPem)?;
             if certs.is_empty() {
-                return Err(RegistryError::Setup(
-                    "CA file holds no PEM certificate".into(),
-                ));
+                return Err(RegistryError::NoCaCertificate);
             }
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
@@ -263,9 +294,7 @@ impl RegistryClient {
         for (name, addr) in &config.resolve {
             builder = builder.resolve(name, *addr);
         }
-        let http = builder
-            .build()
-            .map_err(|e| RegistryError::Setup(format!("cannot set up HTTP client: {e}")))?;
+        let http = builder.build().map_err(RegistryError::HttpClient)?;
         Ok(RegistryClient {
             http,
             base,
@@ -687,7 +716,10 @@ impl RegistryClient {
         }
         self.base
             .join(path)
-            .map_err(|e| RegistryError::Setup(format!("bad request path {path}: {e}")))
+            .map_err(|source| RegistryError::RequestPath {
+                path: path.to_string(),
+                source,
+            })
     }
 
     fn session(&self, response: &Response) -> Result<UploadSession, RegistryError> {
@@ -847,8 +879,10 @@ impl RegistryClient {
         service: Option<&str>,
         repo: &str,
     ) -> Result<String, RegistryError> {
-        let mut url = Url::parse(realm)
-            .map_err(|e| RegistryError::Setup(format!("bad token realm {realm}: {e}")))?;
+        let mut url = Url::parse(realm).map_err(|source| RegistryError::TokenRealm {
+            realm: realm.to_string(),
+            source,
+        })?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(service) = service {
@@ -885,15 +919,17 @@ impl RegistryClient {
                 host: url.host_str().unwrap_or_default().to_string(),
                 cause: describe_reqwest_error(&e),
             })?;
-        let token: Token = serde_json::from_slice(&body).map_err(|e| {
-            RegistryError::Setup(format!(
-                "token server {realm} answered with something that is not a token: {e}"
-            ))
-        })?;
+        let token: Token =
+            serde_json::from_slice(&body).map_err(|source| RegistryError::TokenAnswer {
+                realm: realm.to_string(),
+                source,
+            })?;
         token
             .token
             .or(token.access_token)
-            .ok_or_else(|| RegistryError::Setup(format!("token server {realm} returned no token")))
+            .ok_or_else(|| RegistryError::NoToken {
+                realm: realm.to_string(),
+            })
     }
 }
 
@@ -926,6 +962,12 @@ fn error_detail(body: &[u8]) -> String {
 /// reqwest's Display stops at "error sending request"; the cause (refused, TLS, timeout) is
 /// what the user needs.
 pub fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    describe_error(e)
+}
+
+/// An error and its causes in one line, each said once (a cause whose text the one before
+/// already holds is skipped).
+pub fn describe_error(e: &dyn std::error::Error) -> String {
     let mut out = String::new();
     let mut source: Option<&dyn std::error::Error> = Some(e);
     let mut last = String::new();

@@ -15,7 +15,7 @@ pub mod download;
 pub mod manifest;
 
 pub use auth::{AuthFile, Credentials};
-pub use client::{ClientConfig, RegistryClient, RegistryError, RetryPolicy};
+pub use client::{describe_error, ClientConfig, RegistryClient, RegistryError, RetryPolicy};
 pub mod mirror;
 pub mod name;
 pub mod release_artifact;

@@ -210,15 +210,18 @@ impl RewriteMap {
     /// workload pulls from it by name rather than through containerd's mirror fallback.
     /// Fails on the first image the bundle does not hold: applying it would leave a pod in
     /// `ImagePullBackOff` on a node that cannot download anything.
-    pub fn rewrite_manifest(&self, document: &mut serde_yaml_ng::Value) -> Result<usize, String> {
+    pub fn rewrite_manifest(
+        &self,
+        document: &mut serde_yaml_ng::Value,
+    ) -> Result<usize, ImageNotInBundle> {
         let mut rewritten = 0;
         for_each_image(document, &mut |image| {
             let mirrored = self
                 .mirrored(image)
-                .ok_or_else(|| format!("image `{image}` is not in the bundle"))?;
+                .ok_or_else(|| ImageNotInBundle(image.clone()))?;
             *image = mirrored.to_string();
             rewritten += 1;
-            Ok::<(), String>(())
+            Ok(())
         })?;
         Ok(rewritten)
     }
@@ -229,6 +232,11 @@ impl RewriteMap {
         out
     }
 }
+
+/// A manifest names an image the bundle does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("image `{0}` is not in the bundle")]
+pub struct ImageNotInBundle(pub String);
 
 /// Calls `f` on the string value of every `image:` key anywhere in a YAML document: the
 /// images a manifest runs (containers, init and ephemeral containers, and the `image:` keys

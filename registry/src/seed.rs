@@ -120,8 +120,8 @@ pub enum SeedError {
     BlobNotInBundle { digest: Digest },
     #[error("the target lacks {} blob(s) this delta bundle expects from its base {base}; seed the base bundle first: {}", .missing.len(), digest_list(.missing))]
     DeltaBaseMissing { base: String, missing: Vec<Digest> },
-    #[error("internal task failed: {0}")]
-    Task(String),
+    #[error("an internal task failed")]
+    Task(#[source] tokio::task::JoinError),
     #[error("{at} lacks manifest {digest}, which the release's signed index names; seed the release there again")]
     ManifestMissing { at: String, digest: Digest },
     #[error(transparent)]
@@ -386,10 +386,7 @@ impl Seeder {
         let mut counts = Counts::default();
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
-            match joined
-                .map_err(|e| SeedError::Task(e.to_string()))
-                .and_then(|r| r)
-            {
+            match joined.map_err(SeedError::Task).and_then(|r| r) {
                 Ok(c) => {
                     counts.uploaded += c.uploaded;
                     counts.bytes += c.bytes;
@@ -539,7 +536,7 @@ impl Seeder {
         }
         let (mut pushed, mut present, mut refused) = (0, 0, Vec::new());
         while let Some(joined) = tasks.join_next().await {
-            let (p, q, r) = joined.map_err(|e| SeedError::Task(e.to_string()))??;
+            let (p, q, r) = joined.map_err(SeedError::Task)??;
             pushed += p;
             present += q;
             refused.extend(r);
@@ -621,7 +618,7 @@ async fn upload_blob(
         let result = client.upload_chunk(repo, s.clone(), body).await;
         // The reader's verdict comes first: a bundle that fails its digest is never
         // committed, whatever the registry said, and never retried into success.
-        let verdict = verdict.await.map_err(|e| SeedError::Task(e.to_string()))?;
+        let verdict = verdict.await.map_err(SeedError::Task)?;
         let bytes_sent = sent.load(std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = verdict {
             client.cancel_upload(repo, s).await;
