@@ -1325,7 +1325,7 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
                     .output()
                     .unwrap();
                 let err = String::from_utf8_lossy(&put.stderr);
-                if !put.status.success() && err.contains(ETCD_34_SHUTDOWN_RACE) {
+                if !put.status.success() && ETCD_34_SHUTDOWN_RACE.iter().any(|m| err.contains(m)) {
                     shutdown_races.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 } else if !put.status.success() {
                     failures.lock().unwrap().push(format!("etcd write: {err}"));
@@ -1436,8 +1436,8 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
     let races = shutdown_races.load(std::sync::atomic::Ordering::SeqCst);
     println!("etcd 3.4 TLS shutdown race answers seen by the watcher: {races} of {rounds} writes");
     assert!(
-        races <= 1,
-        "{races} writes met etcd 3.4's TLS shutdown race: more than a member restart's instant"
+        races <= RESTARTS_IN_A_ROLL,
+        "{races} writes met etcd 3.4's TLS shutdown race: more than one per member restart"
     );
     assert!(
         failures.is_empty(),
@@ -1467,8 +1467,18 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
 /// and the member leaves gracefully, but draining other hosts' clients off its port needs a
 /// packet filter these nodes lack (no tc actions, no nftables); newer etcd serves HTTP on a
 /// port of its own (`--listen-client-http-urls`). Counted and bounded apart from every other
-/// failure, which must never happen.
-const ETCD_34_SHUTDOWN_RACE: &str = "transport: missing content-type field";
+/// failure, which must never happen: at most one per member restart.
+///
+/// gRPC-go names the same event two ways, by how far the HTTP server got with the stream:
+/// no headers at all, or headers and then the stream closed with no trailers (seen on a fresh
+/// machine at node1's restart).
+const ETCD_34_SHUTDOWN_RACE: [&str; 2] = [
+    "transport: missing content-type field",
+    "server closed the stream without sending trailers",
+];
+
+/// Member restarts in a roll of three nodes: the bound on shutdown races.
+const RESTARTS_IN_A_ROLL: usize = 3;
 
 /// etcdctl in `namespace` against `endpoints` (comma-separated), with the API server's etcd
 /// client certificate from `pki` (a node's `etc/kubernetes/pki`).
