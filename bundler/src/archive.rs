@@ -37,8 +37,10 @@ pub enum ArchiveError {
     Fetch(#[from] FetchError),
     #[error("{path}: {cause}")]
     Io { path: String, cause: io::Error },
-    #[error("a build worker stopped unexpectedly: {0}")]
-    Worker(String),
+    #[error("a build worker stopped unexpectedly")]
+    Worker(#[source] tokio::task::JoinError),
+    #[error("the build's transfer pool closed")]
+    Pool(#[source] tokio::sync::AcquireError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
@@ -111,7 +113,7 @@ pub async fn write_bundle(
     });
     let result = fill(&plan, &assembly, &previous, options, observer, stats).await;
     if let Err(e) = &result {
-        if options.keep_in_cache && !matches!(e, ArchiveError::Worker(_)) {
+        if options.keep_in_cache && !matches!(e, ArchiveError::Worker(_) | ArchiveError::Pool(_)) {
             salvage(&plan, &assembly, options.cache).await;
         }
     }
@@ -163,7 +165,7 @@ async fn fill(
             .clone()
             .acquire_owned()
             .await
-            .map_err(|e| ArchiveError::Worker(e.to_string()))?;
+            .map_err(ArchiveError::Pool)?;
         while let Some(done) = workers.try_join_next() {
             settle(done, &mut workers)?;
         }
@@ -222,9 +224,7 @@ fn settle(
     done: Finished,
     workers: &mut JoinSet<Result<(), ArchiveError>>,
 ) -> Result<(), ArchiveError> {
-    let result = done
-        .map_err(|e| ArchiveError::Worker(e.to_string()))
-        .and_then(|r| r);
+    let result = done.map_err(ArchiveError::Worker).and_then(|r| r);
     if result.is_err() {
         workers.abort_all();
     }
@@ -372,7 +372,7 @@ impl Job {
             Ok(())
         })
         .await
-        .map_err(|e| ArchiveError::Worker(e.to_string()))?
+        .map_err(ArchiveError::Worker)?
     }
 }
 

@@ -58,8 +58,28 @@ pub enum ServeError {
         addr: SocketAddr,
         cause: std::io::Error,
     },
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    #[error("TLS setup: cannot read {}", path.display())]
+    TlsRead {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {what} is not PEM")]
+    TlsPem {
+        what: String,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("TLS setup: {what} holds no PEM certificate")]
+    NoCertificate { what: String },
+    #[error("TLS setup: {what}: no PEM private key")]
+    NoKey { what: String },
+    #[error("TLS setup: {what}: certificate and key do not go together")]
+    TlsConfig {
+        what: String,
+        #[source]
+        source: rustls::Error,
+    },
 }
 
 pub struct Registry {
@@ -90,7 +110,10 @@ pub struct RegistryOptions {
 /// library's safe defaults (TLS 1.2 and 1.3, no legacy suites).
 pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServeError> {
     let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", p.display())))
+        std::fs::read(p).map_err(|source| ServeError::TlsRead {
+            path: p.to_path_buf(),
+            source,
+        })
     };
     let key_pem = zeroize::Zeroizing::new(read(key)?);
     tls_acceptor_from_pem(&read(cert)?, &key_pem, &cert.display().to_string())
@@ -103,26 +126,38 @@ pub fn tls_acceptor_from_pem(
     what: &str,
 ) -> Result<TlsAcceptor, ServeError> {
     use rustls_pki_types::pem::PemObject;
+    let pem = |source| ServeError::TlsPem {
+        what: what.to_string(),
+        source,
+    };
     let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| ServeError::Tls(format!("{what}: {e}")))?;
+        .map_err(pem)?;
     if certs.is_empty() {
-        return Err(ServeError::Tls(format!("{what} holds no PEM certificate")));
+        return Err(ServeError::NoCertificate {
+            what: what.to_string(),
+        });
     }
     let key_der = match rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem) {
         Ok(key) => key,
         Err(rustls_pki_types::pem::Error::NoItemsFound) => {
-            return Err(ServeError::Tls(format!("{what}: no PEM private key")))
+            return Err(ServeError::NoKey {
+                what: what.to_string(),
+            })
         }
-        Err(e) => return Err(ServeError::Tls(format!("{what} key: {e}"))),
+        Err(e) => return Err(pem(e)),
+    };
+    let config_error = |source| ServeError::TlsConfig {
+        what: what.to_string(),
+        source,
     };
     let provider = registry::crypto::provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .map_err(config_error)?
         .with_no_client_auth()
         .with_single_cert(certs, key_der)
-        .map_err(|e| ServeError::Tls(format!("certificate and key do not go together: {e}")))?;
+        .map_err(config_error)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

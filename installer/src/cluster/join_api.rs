@@ -112,8 +112,8 @@ impl JoinApi {
         chain.push(b'\n');
         chain.extend(read(self.layout.fqdn_ca())?);
         let key = zeroize::Zeroizing::new(read(self.layout.fqdn_key())?);
-        let acceptor = registry_server::tls_acceptor_from_pem(&chain, &key, "the FQDN certificate")
-            .map_err(|e| ClusterError::Tls(e.to_string()))?;
+        let acceptor =
+            registry_server::tls_acceptor_from_pem(&chain, &key, "the FQDN certificate")?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| ClusterError::Bind {

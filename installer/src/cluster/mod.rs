@@ -39,8 +39,8 @@ pub enum ClusterError {
         #[source]
         source: std::io::Error,
     },
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] registry_server::ServeError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
