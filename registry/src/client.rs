@@ -53,8 +53,28 @@ pub enum RegistryError {
         repository: String,
         digest: Digest,
     },
-    #[error("{0}")]
-    Content(String),
+    #[error("{url}: manifest is larger than {limit} bytes")]
+    ManifestTooLarge { url: String, limit: u64 },
+    #[error("{url}: manifest content has digest {got}, not the {wanted} it was asked for")]
+    ManifestDigest {
+        url: String,
+        got: Digest,
+        wanted: Digest,
+    },
+    #[error("{url}: the {what} is not valid JSON")]
+    Json {
+        url: String,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("release artifact in {repo}: {problem}")]
+    ReleaseArtifact {
+        repo: String,
+        problem: crate::release_artifact::ArtifactProblem,
+    },
+    #[error("{host}: the source registry ignored the range of a resumed download of {digest}")]
+    RangeIgnored { host: String, digest: Digest },
     #[error("reading the registry auth file")]
     AuthFile(#[source] crate::auth::AuthFileError),
     #[error("`{host}` is not a registry host")]
@@ -412,18 +432,21 @@ impl RegistryClient {
         let mut body = response;
         while let Some(chunk) = body.chunk().await.map_err(|e| self.unreachable(&e))? {
             if (bytes.len() + chunk.len()) as u64 > MAX_MANIFEST_SIZE {
-                return Err(RegistryError::Content(format!(
-                    "{url}: manifest is larger than {MAX_MANIFEST_SIZE} bytes"
-                )));
+                return Err(RegistryError::ManifestTooLarge {
+                    url: url.to_string(),
+                    limit: MAX_MANIFEST_SIZE,
+                });
             }
             bytes.extend_from_slice(&chunk);
         }
         let digest = Digest::of(&bytes);
         if let Ok(wanted) = reference.parse::<Digest>() {
             if wanted != digest {
-                return Err(RegistryError::Content(format!(
-                    "{url}: manifest content has digest {digest}, not the {wanted} it was asked for"
-                )));
+                return Err(RegistryError::ManifestDigest {
+                    url: url.to_string(),
+                    got: digest,
+                    wanted,
+                });
             }
         }
         Ok(Some(FetchedManifest {
@@ -463,8 +486,12 @@ impl RegistryClient {
                 .and_then(|(_, rest)| rest.split_once('>'))
                 .map(|(target, _)| target.trim_start_matches('/').to_string());
             let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
-            let list: TagList = serde_json::from_slice(&bytes)
-                .map_err(|e| RegistryError::Content(format!("{url}: tag list: {e}")))?;
+            let list: TagList =
+                serde_json::from_slice(&bytes).map_err(|source| RegistryError::Json {
+                    url: url.to_string(),
+                    what: "tag list",
+                    source,
+                })?;
             tags.extend(list.tags.unwrap_or_default());
         }
         Ok(Some(tags))
@@ -706,8 +733,11 @@ impl RegistryClient {
             .expect(response, &[StatusCode::OK], Method::POST, None)
             .await?;
         let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| RegistryError::Content(format!("{url}: garbage collection report: {e}")))
+        serde_json::from_slice(&bytes).map_err(|source| RegistryError::Json {
+            url: url.to_string(),
+            what: "garbage collection report",
+            source,
+        })
     }
 
     fn url(&self, path: &str) -> Result<Url, RegistryError> {

@@ -196,30 +196,50 @@ pub async fn list(client: &RegistryClient, repo: &str) -> Result<Vec<String>, Re
     Ok(client.list_tags(repo).await?.unwrap_or_default())
 }
 
+/// What is wrong with a release artifact a registry holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArtifactProblem {
+    #[error("expected a {media} part")]
+    PartType { media: String },
+    #[error("a part has no sha256 digest")]
+    NoDigest,
+    #[error("a part is larger than a release index may be")]
+    PartTooLarge,
+    #[error("blob {digest} does not hash to its digest")]
+    PartDigest { digest: Digest },
+    #[error("{tag} is not an airgap release artifact")]
+    NotAnArtifact { tag: String },
+}
+
 async fn get_part(
     client: &RegistryClient,
     repo: &str,
     descriptor: &serde_json::Value,
     media: &str,
 ) -> Result<Vec<u8>, RegistryError> {
-    let bad = |what: &str| RegistryError::Content(format!("release artifact in {repo}: {what}"));
+    let bad = |problem| RegistryError::ReleaseArtifact {
+        repo: repo.to_string(),
+        problem,
+    };
     if descriptor["mediaType"] != media {
-        return Err(bad(&format!("expected a {media} part")));
+        return Err(bad(ArtifactProblem::PartType {
+            media: media.to_string(),
+        }));
     }
     let digest: Digest = descriptor["digest"]
         .as_str()
         .and_then(|d| d.parse().ok())
-        .ok_or_else(|| bad("a part has no sha256 digest"))?;
+        .ok_or_else(|| bad(ArtifactProblem::NoDigest))?;
     let mut download = client.get_blob(repo, &digest, 0).await?;
     let mut bytes = Vec::new();
     while let Some(chunk) = download.chunk().await? {
         if (bytes.len() + chunk.len()) as u64 > MAX_PART {
-            return Err(bad("a part is larger than a release index may be"));
+            return Err(bad(ArtifactProblem::PartTooLarge));
         }
         bytes.extend_from_slice(&chunk);
     }
     if Digest::of(&bytes) != digest {
-        return Err(bad(&format!("blob {digest} does not hash to its digest")));
+        return Err(bad(ArtifactProblem::PartDigest { digest }));
     }
     Ok(bytes)
 }
@@ -234,12 +254,19 @@ pub async fn fetch(
     let Some(fetched) = client.get_manifest(repo, tag, &[OCI_MANIFEST]).await? else {
         return Ok(None);
     };
-    let manifest: serde_json::Value = serde_json::from_slice(&fetched.bytes)
-        .map_err(|e| RegistryError::Content(format!("{repo}:{tag}: {e}")))?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fetched.bytes).map_err(|source| RegistryError::Json {
+            url: format!("{repo}:{tag}"),
+            what: "release manifest",
+            source,
+        })?;
     if manifest["artifactType"] != ARTIFACT_TYPE {
-        return Err(RegistryError::Content(format!(
-            "{repo}:{tag} is not an airgap release artifact"
-        )));
+        return Err(RegistryError::ReleaseArtifact {
+            repo: repo.to_string(),
+            problem: ArtifactProblem::NotAnArtifact {
+                tag: tag.to_string(),
+            },
+        });
     }
     let index = get_part(client, repo, &manifest["config"], INDEX_MEDIA_TYPE).await?;
     let signature = get_part(client, repo, &manifest["layers"][0], SIGNATURE_MEDIA_TYPE).await?;

@@ -718,11 +718,10 @@ fn stream_download(
             // The request ended early (the target failed it); its result says why.
             Err(DownloadError::Sink(BodyClosed::Closed)) => return Ok(()),
             Err(DownloadError::Sink(BodyClosed::CannotRestart)) => {
-                SeedError::Registry(RegistryError::Content(format!(
-                    "{}: the source registry ignored the range of a resumed download of {}",
-                    release.client.host(),
-                    blob.digest
-                )))
+                SeedError::Registry(RegistryError::RangeIgnored {
+                    host: release.client.host().to_string(),
+                    digest: blob.digest,
+                })
             }
             Err(DownloadError::Registry(e)) => SeedError::Registry(e),
             Err(DownloadError::Mismatch(mismatch)) => SeedError::Corrupt(mismatch),
