@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::node::{
-    decrypt, kill_during, output_ok, secret, skopeo_certs, EtcdProbe, NetNs, Switch, FQDN,
+    decrypt, etcdctl_in, kill_during, output_ok, secret, skopeo_certs, EtcdProbe, NetNs, Switch,
+    FQDN,
 };
 use common::{airgap, fails, ok, Setup};
 
@@ -634,36 +635,10 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
     );
     // Going on regardless is a flood: past FLOOD_FACTOR times its budget, node4's connections
     // close before the TLS handshake, while another address is still answered.
-    let post = |ns: &NetNs| {
-        ns.command("curl")
-            .args([
-                "-sk",
-                "--max-time",
-                "5",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-            ])
-            .args(["-X", "POST", "-d", "{}"])
-            .arg(format!("https://{}:9443/join/v1", NODES[0].1))
-            .output()
-            .unwrap()
-    };
-    let over =
-        installer::cluster::join_api::REFUSAL_BUDGET * installer::cluster::join_api::FLOOD_FACTOR;
-    for _ in 0..over {
-        post(&node4);
-    }
-    let cut = post(&node4);
-    assert!(
-        !cut.status.success() && String::from_utf8_lossy(&cut.stdout) == "000",
-        "node4 still answered: {}",
-        String::from_utf8_lossy(&cut.stdout)
-    );
-    let healthz = c.nodes[1]
-        .command("curl")
-        .args([
+    // curl's status for `path` on node1's join API from `ns` (000: no answer at all).
+    let join_api = |ns: &NetNs, path: &str, post: bool| {
+        let mut cmd = ns.command("curl");
+        cmd.args([
             "-sk",
             "--max-time",
             "5",
@@ -671,10 +646,26 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
             "/dev/null",
             "-w",
             "%{http_code}",
-        ])
-        .arg(format!("https://{}:9443/healthz", NODES[0].1))
-        .output()
-        .unwrap();
+        ]);
+        if post {
+            cmd.args(["-X", "POST", "-d", "{}"]);
+        }
+        cmd.arg(format!("https://{}:9443{path}", NODES[0].1))
+            .output()
+            .unwrap()
+    };
+    let over =
+        installer::cluster::join_api::REFUSAL_BUDGET * installer::cluster::join_api::FLOOD_FACTOR;
+    for _ in 0..over {
+        join_api(&node4, "/join/v1", true);
+    }
+    let cut = join_api(&node4, "/join/v1", true);
+    assert!(
+        !cut.status.success() && String::from_utf8_lossy(&cut.stdout) == "000",
+        "node4 still answered: {}",
+        String::from_utf8_lossy(&cut.stdout)
+    );
+    let healthz = join_api(&c.nodes[1], "/healthz", false);
     assert_eq!(String::from_utf8_lossy(&healthz.stdout), "200");
     // `short` expires meanwhile (its refusal comes from node3's address below).
     std::thread::sleep(Duration::from_millis(2100));
@@ -1479,22 +1470,3 @@ const ETCD_34_SHUTDOWN_RACE: [&str; 2] = [
 
 /// Member restarts in a roll of three nodes: the bound on shutdown races.
 const RESTARTS_IN_A_ROLL: usize = 3;
-
-/// etcdctl in `namespace` against `endpoints` (comma-separated), with the API server's etcd
-/// client certificate from `pki` (a node's `etc/kubernetes/pki`).
-fn etcdctl_in(namespace: &str, endpoints: &str, pki: &Path) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", namespace, "etcdctl"])
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
-        .arg(format!(
-            "--cert={}",
-            pki.join("apiserver-etcd-client.crt").display()
-        ))
-        .arg(format!(
-            "--key={}",
-            pki.join("apiserver-etcd-client.key").display()
-        ));
-    cmd
-}

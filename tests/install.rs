@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::node::{
-    install, install_with, install_yaml, kill_during, output_ok, secret, skopeo_certs, status_json,
-    EtcdProbe, NetNs, ADDRESS, FQDN,
+    etcdctl_in, install, install_standalone, install_with, install_yaml, kill_during, output_ok,
+    secret, skopeo_certs, status_json, EtcdProbe, NetNs, ADDRESS, FQDN,
 };
 use common::{airgap, fails, ok, snapshot, Setup};
 
@@ -1026,16 +1026,7 @@ fn regular_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn tenant_keys_are_stored_only_wrapped_and_a_root_rotation_rewraps_them_all_or_none() {
     let setup = Setup::new(4 << 10);
-    let bundle = setup.build("bundle.tar");
-    let ns = NetNs::create("tenant");
-    let root = setup.path("root");
-    let config = install_yaml(setup.dir.path(), "");
-    output_ok(
-        &install(&ns, &config, &bundle, &setup.public(), &root)
-            .output()
-            .unwrap(),
-        "install",
-    );
+    let (ns, root, _) = install_standalone(&setup, "tenant");
     let tenant_key = |args: &[&str]| {
         let mut cmd = ns.airgap();
         cmd.arg("tenant-key").args(args).arg("--root").arg(&root);
@@ -1150,14 +1141,7 @@ fn tenant_keys_are_stored_only_wrapped_and_a_root_rotation_rewraps_them_all_or_n
 #[test]
 fn etcd_has_authentication_on_and_the_registry_reaches_only_its_own_prefixes() {
     let setup = Setup::new(4 << 10);
-    let bundle = setup.build("bundle.tar");
-    let ns = NetNs::create("rbac");
-    let root = setup.path("root");
-    let config = install_yaml(setup.dir.path(), "");
-    let out = install(&ns, &config, &bundle, &setup.public(), &root)
-        .output()
-        .unwrap();
-    let text = output_ok(&out, "install");
+    let (ns, root, text) = install_standalone(&setup, "rbac");
     assert!(text.contains("authentication on"), "{text}");
     let users = root.join("etc/kubernetes/pki/etcd/users");
     assert_eq!(mode(&users), 0o700);
@@ -1185,28 +1169,7 @@ fn etcd_has_authentication_on_and_the_registry_reaches_only_its_own_prefixes() {
     let token = probe
         .token("airgap-registry", registry_password.trim())
         .expect("the registry's login works");
-    let as_registry = |path: &str, body: &str| {
-        let out = ns
-            .command("curl")
-            .args(["-sS", "--max-time", "5", "--cacert"])
-            .arg(root.join("etc/kubernetes/pki/etcd/ca.crt"))
-            .arg("--cert")
-            .arg(root.join("etc/kubernetes/pki/etcd/airgap-gateway-client.crt"))
-            .arg("--key")
-            .arg(root.join("etc/kubernetes/pki/etcd/airgap-gateway-client.key"))
-            .args([
-                "-H",
-                &format!("Authorization: {token}"),
-                "-X",
-                "POST",
-                "-d",
-                body,
-            ])
-            .arg(format!("https://{}:2379{path}", ns.address))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let as_registry = |path: &str, body: &str| probe.post_with_token(path, body, &token);
     // Its own prefixes: the catalog the install seeded.
     let catalog = as_registry("/v3/kv/range", &prefix("/airgap/registry/repos/"));
     assert!(catalog.contains("\"kvs\""), "{catalog}");
@@ -1238,27 +1201,18 @@ fn etcd_has_authentication_on_and_the_registry_reaches_only_its_own_prefixes() {
     );
     assert!(!answer.contains("\"kvs\""), "{answer}");
     // kube-apiserver's way in (gRPC, named by its certificate) still reads everything.
-    let pki = root.join("etc/kubernetes/pki");
-    let out = ns
-        .command("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=https://{}:2379", ns.address))
-        .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
-        .arg(format!(
-            "--cert={}",
-            pki.join("apiserver-etcd-client.crt").display()
-        ))
-        .arg(format!(
-            "--key={}",
-            pki.join("apiserver-etcd-client.key").display()
-        ))
-        .args([
-            "get",
-            "--keys-only",
-            "/registry/secrets/airgap-system/installation-keys",
-        ])
-        .output()
-        .unwrap();
+    let out = etcdctl_in(
+        &ns.name,
+        &format!("https://{}:2379", ns.address),
+        &root.join("etc/kubernetes/pki"),
+    )
+    .args([
+        "get",
+        "--keys-only",
+        "/registry/secrets/airgap-system/installation-keys",
+    ])
+    .output()
+    .unwrap();
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("installation-keys"),
         "{}",

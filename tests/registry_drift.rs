@@ -7,7 +7,7 @@
 mod common;
 
 use common::node::{
-    install, install_yaml, output_ok, secret, skopeo_certs, status_json, EtcdProbe, NetNs, FQDN,
+    install, install_standalone, output_ok, secret, skopeo_certs, status_json, EtcdProbe, FQDN,
 };
 use common::registries::with_stdin;
 use common::Setup;
@@ -17,16 +17,7 @@ const PAUSE: &str = "registry.k8s.io/pause:3.10.1";
 #[test]
 fn an_overwritten_tag_is_reported_by_verify_and_status_and_restored_by_a_rerun() {
     let setup = Setup::new(16 << 10);
-    let bundle = setup.build("bundle.tar");
-    let ns = NetNs::create("drift");
-    let root = setup.path("root");
-    let config = install_yaml(setup.dir.path(), "");
-    output_ok(
-        &install(&ns, &config, &bundle, &setup.public(), &root)
-            .output()
-            .unwrap(),
-        "install",
-    );
+    let (ns, root, _) = install_standalone(&setup, "drift");
     let probe = EtcdProbe {
         ns: &ns,
         root: root.clone(),
@@ -135,6 +126,10 @@ fn an_overwritten_tag_is_reported_by_verify_and_status_and_restored_by_a_rerun()
 
     // A re-run of install puts the signed manifest back; the extra tag is the operator's to
     // remove, and once it is gone the registry is clean.
+    let (bundle, config) = (
+        setup.path("bundle.tar"),
+        setup.dir.path().join("install.yaml"),
+    );
     output_ok(
         &install(&ns, &config, &bundle, &setup.public(), &root)
             .output()

@@ -269,6 +269,20 @@ pub fn install_yaml(dir: &Path, extra: &str) -> PathBuf {
     path
 }
 
+/// A standalone node installed from `setup`'s fixture bundle (`bundle.tar`) into `root`, in a
+/// namespace of its own tagged `tag`: the namespace, the root and what install printed.
+pub fn install_standalone(setup: &super::Setup, tag: &str) -> (NetNs, PathBuf, String) {
+    let bundle = setup.build("bundle.tar");
+    let ns = NetNs::create(tag);
+    let root = setup.path("root");
+    let config = install_yaml(setup.dir.path(), "");
+    let out = install(&ns, &config, &bundle, &setup.public(), &root)
+        .output()
+        .unwrap();
+    let printed = output_ok(&out, "install");
+    (ns, root, printed)
+}
+
 /// `airgap install` of `bundle` into `root`, inside `ns`.
 pub fn install(ns: &NetNs, config: &Path, bundle: &Path, public: &Path, root: &Path) -> Command {
     install_with(ns.airgap(), config, bundle, public, root)
@@ -369,6 +383,9 @@ pub fn output_ok(out: &Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The certificate airgap's etcd clients present (no common name), under `etc/kubernetes/pki`.
+const GATEWAY_CERT: &str = "etcd/airgap-gateway-client";
+
 /// etcd as a client sees it: curl (not our client) against etcd's JSON gateway.
 pub struct EtcdProbe<'a> {
     pub ns: &'a NetNs,
@@ -384,8 +401,15 @@ impl EtcdProbe<'_> {
             .to_string()
     }
 
-    /// curl with or without the client certificate; returns (success, body or error).
-    pub fn curl(&self, path: &str, body: Option<&str>, with_cert: bool) -> (bool, String) {
+    /// One POST (or GET without `body`) to this node's etcd gateway with curl: the client
+    /// certificate `cert` (a stem under `etc/kubernetes/pki`) and the `token`, when given.
+    fn gateway(
+        &self,
+        path: &str,
+        body: Option<&str>,
+        cert: Option<&str>,
+        token: Option<&str>,
+    ) -> Output {
         let mut cmd = self.ns.command("curl");
         cmd.args([
             "-sS",
@@ -394,26 +418,30 @@ impl EtcdProbe<'_> {
             "--cacert",
             &self.pki("etcd/ca.crt"),
         ]);
-        if with_cert {
-            // etcd has authentication on: the gateway takes a certificate without a common
-            // name and a token for the root user (as airgap's own clients do).
-            match self.root_token() {
-                Some(token) => cmd
-                    .args(["--cert", &self.pki("etcd/airgap-gateway-client.crt")])
-                    .args(["--key", &self.pki("etcd/airgap-gateway-client.key")])
-                    .args(["-H", &format!("Authorization: {token}")]),
-                None => cmd
-                    .args(["--cert", &self.pki("apiserver-etcd-client.crt")])
-                    .args(["--key", &self.pki("apiserver-etcd-client.key")]),
-            };
+        if let Some(stem) = cert {
+            cmd.args(["--cert", &self.pki(&format!("{stem}.crt"))])
+                .args(["--key", &self.pki(&format!("{stem}.key"))]);
+        }
+        if let Some(token) = token {
+            cmd.args(["-H", &format!("Authorization: {token}")]);
         }
         if let Some(b) = body {
             cmd.args(["-X", "POST", "-d", b]);
         }
-        let out = cmd
-            .arg(format!("https://{}:2379{path}", self.ns.address))
+        cmd.arg(format!("https://{}:2379{path}", self.ns.address))
             .output()
-            .expect("curl");
+            .expect("curl")
+    }
+
+    /// curl with or without the client certificate; returns (success, body or error). With
+    /// the certificate it logs in as root when etcd has authentication on (through the
+    /// gateway certificate, which carries no common name, as airgap's own clients do).
+    pub fn curl(&self, path: &str, body: Option<&str>, with_cert: bool) -> (bool, String) {
+        let out = match (with_cert, self.root_token()) {
+            (false, _) => self.gateway(path, body, None, None),
+            (true, Some(token)) => self.gateway(path, body, Some(GATEWAY_CERT), Some(&token)),
+            (true, None) => self.gateway(path, body, Some("apiserver-etcd-client"), None),
+        };
         let text = if out.status.success() {
             String::from_utf8_lossy(&out.stdout).into_owned()
         } else {
@@ -422,25 +450,10 @@ impl EtcdProbe<'_> {
         (out.status.success(), text)
     }
 
-    /// A POST to the gateway with the node's certificate `stem` (under `etc/kubernetes/pki`)
-    /// and no token: what a client that has only a certificate gets.
+    /// A POST with the node's certificate `stem` (under `etc/kubernetes/pki`) and no token:
+    /// what a client that has only a certificate gets.
     pub fn curl_as(&self, path: &str, body: &str, stem: &str) -> (bool, String) {
-        let out = self
-            .ns
-            .command("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "5",
-                "--cacert",
-                &self.pki("etcd/ca.crt"),
-            ])
-            .args(["--cert", &self.pki(&format!("{stem}.crt"))])
-            .args(["--key", &self.pki(&format!("{stem}.key"))])
-            .args(["-X", "POST", "-d", body])
-            .arg(format!("https://{}:2379{path}", self.ns.address))
-            .output()
-            .expect("curl");
+        let out = self.gateway(path, Some(body), Some(stem), None);
         (
             out.status.success(),
             format!(
@@ -449,6 +462,12 @@ impl EtcdProbe<'_> {
                 String::from_utf8_lossy(&out.stderr)
             ),
         )
+    }
+
+    /// A POST as a logged-in client (the gateway certificate and `token`); etcd's answer.
+    pub fn post_with_token(&self, path: &str, body: &str, token: &str) -> String {
+        let out = self.gateway(path, Some(body), Some(GATEWAY_CERT), Some(token));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// A token for etcd's root user, when the node has its password.
@@ -464,25 +483,12 @@ impl EtcdProbe<'_> {
     /// A token for `user`, with the gateway certificate; `None` when etcd refuses.
     pub fn token(&self, user: &str, password: &str) -> Option<String> {
         let body = serde_json::json!({ "name": user, "password": password }).to_string();
-        let out = self
-            .ns
-            .command("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "5",
-                "--cacert",
-                &self.pki("etcd/ca.crt"),
-            ])
-            .args(["--cert", &self.pki("etcd/airgap-gateway-client.crt")])
-            .args(["--key", &self.pki("etcd/airgap-gateway-client.key")])
-            .args(["-X", "POST", "-d", &body])
-            .arg(format!(
-                "https://{}:2379/v3/auth/authenticate",
-                self.ns.address
-            ))
-            .output()
-            .expect("curl");
+        let out = self.gateway(
+            "/v3/auth/authenticate",
+            Some(&body),
+            Some(GATEWAY_CERT),
+            None,
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         v["token"].as_str().map(str::to_string)
     }
@@ -672,4 +678,23 @@ pub fn pids_running(ns: &NetNs, words: &[&str]) -> Vec<i32> {
             words.iter().all(|w| args.iter().any(|a| a == w))
         })
         .collect()
+}
+
+/// etcdctl in `namespace` against `endpoints` (comma-separated), with the API server's etcd
+/// client certificate from `pki` (a node's `etc/kubernetes/pki`).
+pub fn etcdctl_in(namespace: &str, endpoints: &str, pki: &Path) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", namespace, "etcdctl"])
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
+        .arg(format!(
+            "--cert={}",
+            pki.join("apiserver-etcd-client.crt").display()
+        ))
+        .arg(format!(
+            "--key={}",
+            pki.join("apiserver-etcd-client.key").display()
+        ));
+    cmd
 }
