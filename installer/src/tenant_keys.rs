@@ -228,7 +228,8 @@ pub async fn create(
     }
 }
 
-/// Every tenant key Secret, decrypted, with its mod revision.
+/// Every tenant key Secret, decrypted, with its mod revision. Each value and its revision come
+/// from one read, so a rotation compares against exactly the version it unwrapped.
 async fn tenant_secrets(
     etcd: &EtcdClient,
     at_rest: &SecretboxKey,
@@ -236,16 +237,15 @@ async fn tenant_secrets(
     let prefix = secret_key(NAMESPACE, SECRET_PREFIX);
     let (kvs, _) = etcd.range_prefix(&prefix).await?;
     let mut out = Vec::new();
-    for (key, value) in kvs {
+    for (key, _) in kvs {
+        // Deleted since the listing: not a tenant key any more.
+        let Some(kv) = etcd.get(&key).await? else {
+            continue;
+        };
         let name = key.trim_start_matches(&secret_key(NAMESPACE, ""));
-        let secret = open_secret(at_rest, name, &value)?;
+        let secret = open_secret(at_rest, name, &kv.value)?;
         let tenant = TenantName::parse(&String::from_utf8_lossy(field(&secret, "tenant")?))?;
-        let revision = etcd
-            .get(&key)
-            .await?
-            .map(|kv| kv.mod_revision)
-            .unwrap_or_default();
-        out.push((tenant, secret, revision));
+        out.push((tenant, secret, kv.mod_revision));
     }
     Ok(out)
 }
