@@ -61,7 +61,11 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
     let bundle = setup.build("bundle.tar");
     let ns = NetNs::create("up");
     let root = setup.path("root");
-    let config = install_yaml(setup.dir.path(), "");
+    // The time phase renders chrony's sources from install.yaml; no chronyd here.
+    let config = install_yaml(
+        setup.dir.path(),
+        "  timeServers: [10.0.0.1, ntp.example.internal]\n",
+    );
 
     // -vv: the debug output is grepped for every secret below.
     let out = install(&ns, &config, &bundle, &setup.public(), &root)
@@ -77,6 +81,7 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
     for phase in [
         "[verify]",
         "[pki]",
+        "[time]",
         "[etcd]",
         "[keys]",
         "[registry]",
@@ -215,6 +220,19 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
     assert_eq!(status["complete"], true);
     assert_eq!(status["services"]["etcd"]["healthy"], true);
     assert_eq!(status["services"]["registry"]["healthy"], true);
+    // The time phase's check, from its spec alone.
+    assert_eq!(status["checks"]["time"]["healthy"], true, "{status}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/chrony/sources.d/airgap.sources"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("server "))
+            .collect::<Vec<_>>(),
+        [
+            "server 10.0.0.1 iburst",
+            "server ntp.example.internal iburst"
+        ]
+    );
     // The node's registry keeps its catalog in etcd (one catalog for every node), not in a
     // log in its directory: the release artifact's tag is a key there.
     let (tagged, _, _) = probe
@@ -374,6 +392,7 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
         "etc/containerd/certs.d/mgmt.example.internal:5000",
         "etc/containerd/certs.d/_default",
         "etc/containers/registries.conf.d/50-airgap.conf",
+        "etc/chrony/sources.d/airgap.sources",
     ] {
         assert!(!root.join(gone).exists(), "{gone} survived reset");
     }
@@ -410,11 +429,12 @@ fn sigkill_during_each_phase_then_a_rerun_completes() {
     .unwrap();
     let bundle = setup.build("bundle.tar");
     let ns = NetNs::create("kill");
-    let config = install_yaml(setup.dir.path(), "");
+    let config = install_yaml(setup.dir.path(), "  timeServers: [10.0.0.1]\n");
     // Each run resumes from the previous kill and is killed in turn in the next phase.
     for phase in [
         "verify",
         "pki",
+        "time",
         "etcd",
         "keys",
         "registry",

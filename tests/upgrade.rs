@@ -78,7 +78,7 @@ fn installed_450(tag: &str) -> (Setup, PathBuf, NetNs, PathBuf) {
     let v450 = setup.build("bundle.tar");
     let ns = NetNs::create(tag);
     let root = setup.path("root");
-    let config = install_yaml(setup.dir.path(), "");
+    let config = install_yaml(setup.dir.path(), "  timeServers: [10.0.0.1]\n");
     output_ok(
         &install(&ns, &config, &v450, &setup.public(), &root)
             .output()
@@ -280,6 +280,7 @@ fn an_upgrade_killed_at_every_boundary_completes_and_a_stuck_plan_is_finished() 
     let steps = [
         "verify",
         "registry",
+        "time",
         "etcd",
         "runtime",
         "agent",

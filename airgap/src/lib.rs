@@ -12,6 +12,7 @@ pub mod archive;
 pub mod assembly;
 pub mod digest;
 pub mod entry_path;
+pub mod error_chain;
 pub mod index;
 pub mod name;
 pub mod oci;

@@ -293,7 +293,7 @@ fn supervise(layout: &NodeLayout, audit: &AuditLog, name: &str, s: &mut Supervis
         }
         Err(e) => {
             s.restart_at = Instant::now() + s.backoff;
-            let cause = crate::error::chain(&e);
+            let cause = airgap::error_chain::chain(&e);
             s.state.last_exit = Some(format!("could not start: {cause}"));
             audit.record_with("service.start", name, Outcome::Failed, Some(&cause));
             s.backoff = (s.backoff * 2).min(BACKOFF_MAX);

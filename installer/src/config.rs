@@ -88,6 +88,44 @@ pub struct Spec {
     pub certificates: Option<CertificatesSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySpec>,
+    /// The data centre's NTP servers, which every node's chrony follows (the `time` phase).
+    /// etcd leases, certificates and token expiry all read the clock.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub time_servers: Vec<TimeServer>,
+}
+
+/// An NTP server: an address or a DNS name, never anything that could carry another chrony
+/// directive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum TimeServer {
+    Address(IpAddr),
+    Name(Fqdn),
+}
+
+impl TryFrom<String> for TimeServer {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        match s.parse::<IpAddr>() {
+            Ok(address) => Ok(TimeServer::Address(address)),
+            Err(_) => Fqdn::try_from(s).map(TimeServer::Name),
+        }
+    }
+}
+
+impl From<TimeServer> for String {
+    fn from(t: TimeServer) -> String {
+        t.to_string()
+    }
+}
+
+impl fmt::Display for TimeServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TimeServer::Address(a) => a.fmt(f),
+            TimeServer::Name(n) => n.fmt(f),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

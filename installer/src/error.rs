@@ -32,24 +32,15 @@ impl fmt::Display for Hint {
     }
 }
 
-/// The whole cause chain of `error` on one line, `a: b: c`: what the journal and the audit
-/// log record of a failure (they outlive the typed value).
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out.replace('\n', " ")
-}
+pub use airgap::error_chain::chain;
 
 /// Why `airgap install` (or `join`, `upgrade`) refused to start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Release(#[from] crate::release::ReleaseError),
     #[error(transparent)]
     Join(#[from] crate::cluster::join::JoinError),
     #[error(transparent)]
@@ -82,18 +73,6 @@ pub enum InstallError {
         #[source]
         source: ImportError,
     },
-    #[error("{} failed verification", bundle.display())]
-    Verify {
-        bundle: PathBuf,
-        #[source]
-        source: airgap::VerifyError,
-    },
-    #[error("public key {}", path.display())]
-    PublicKey {
-        path: PathBuf,
-        #[source]
-        source: airgap::signing::KeyError,
-    },
     #[error("{} holds installation `{found}`", root.display())]
     OtherInstallation { root: PathBuf, found: String },
     /// The root runs another release: moving it is an upgrade's job, which keeps quorum,
@@ -106,11 +85,6 @@ pub enum InstallError {
     },
     #[error("{} holds no completed installation", root.display())]
     NotInstalled { root: PathBuf },
-    #[error("release {release} expired at {expires} (its signer set that expiry); refusing it")]
-    Expired {
-        release: Box<ReleaseId>,
-        expires: String,
-    },
     #[error("reading the release from {url}")]
     PublishedRelease {
         url: String,
@@ -166,14 +140,14 @@ pub enum InstallError {
         offered: Box<ReleaseId>,
     },
     #[error("--skip-phases: {0}")]
-    Skip(String),
+    Skip(#[from] Box<crate::phase::SkipError>),
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("phase {phase}")]
     Phase {
         phase: Phase,
         #[source]
-        source: PhaseError,
+        source: Box<PhaseError>,
     },
 }
 
@@ -200,7 +174,7 @@ impl InstallError {
                 "`airgap upgrade --check --from-registry {url}` lists what it holds"
             )),
             InstallError::Prefetch { source, .. } => source.hint(),
-            InstallError::Expired { .. } => h(
+            InstallError::Release(crate::release::ReleaseError::Expired { .. }) => h(
                 "get a freshly signed release: a bundle built again, or the newest one in the release repository"
                     .into(),
             ),
@@ -236,14 +210,20 @@ impl InstallError {
                 "install a release at least as new as the trusted one; downgrades are refused"
                     .into(),
             ),
-            InstallError::Verify { .. } => h(
+            InstallError::Release(crate::release::ReleaseError::Verify { .. }) => h(
                 "check that the bundle was copied completely and that --pub is the key it was signed with"
                     .into(),
             ),
-            InstallError::Skip(_) => h(format!(
-                "phases are {}; verify cannot be skipped",
-                Phase::ALL.map(|p| p.as_str()).join(",")
-            )),
+            InstallError::Skip(skip) => {
+                h(format!(
+                    "phases are {}; verify cannot be skipped",
+                    skip.known
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ))
+            }
             InstallError::Phase { source, .. } => source.hint(),
             _ => None,
         }
@@ -481,5 +461,11 @@ impl PhaseError {
             ),
             _ => None,
         }
+    }
+}
+
+impl From<crate::phase::SkipError> for InstallError {
+    fn from(e: crate::phase::SkipError) -> Self {
+        InstallError::Skip(Box::new(e))
     }
 }

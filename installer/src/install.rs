@@ -226,7 +226,7 @@ async fn join_command(
     use crate::cluster::{pin::CaPin, token};
     let etcd = ctx.etcd_client().map_err(|e| InstallError::Phase {
         phase: crate::journal::Phase::Etcd,
-        source: e,
+        source: Box::new(e),
     })?;
     let ca =
         std::fs::read_to_string(ctx.layout.fqdn_ca()).map_err(|source| InstallError::Input {

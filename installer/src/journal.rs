@@ -21,75 +21,7 @@ use crate::release::ReleaseId;
 
 pub const SCHEMA_VERSION: u32 = 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Verify,
-    Pki,
-    Etcd,
-    Keys,
-    Registry,
-    /// The container runtime: containerd, runc and the node binaries from the bundle.
-    Runtime,
-    Agent,
-    Kubernetes,
-    Platform,
-    /// The end of an upgrade on a node: marked done in the upgrade plan.
-    Finish,
-    /// The end of an upgrade on a node: the cluster's trusted release moved once every node
-    /// runs the new one.
-    Trust,
-    /// The end of an upgrade on a node: the rollback snapshot removed.
-    Cleanup,
-}
-
-impl Phase {
-    /// The phases of an installation (`init` and `join`), in order.
-    pub const ALL: [Phase; 9] = [
-        Phase::Verify,
-        Phase::Pki,
-        Phase::Etcd,
-        Phase::Keys,
-        Phase::Registry,
-        Phase::Runtime,
-        Phase::Agent,
-        Phase::Kubernetes,
-        Phase::Platform,
-    ];
-
-    /// The steps that end an upgrade, after its phases: not phases an operator can skip.
-    pub const UPGRADE_END: [Phase; 3] = [Phase::Finish, Phase::Trust, Phase::Cleanup];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Verify => "verify",
-            Phase::Pki => "pki",
-            Phase::Etcd => "etcd",
-            Phase::Keys => "keys",
-            Phase::Registry => "registry",
-            Phase::Runtime => "runtime",
-            Phase::Agent => "agent",
-            Phase::Kubernetes => "kubernetes",
-            Phase::Platform => "platform",
-            Phase::Finish => "finish",
-            Phase::Trust => "trust",
-            Phase::Cleanup => "cleanup",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Phase> {
-        Phase::ALL
-            .into_iter()
-            .chain(Phase::UPGRADE_END)
-            .find(|p| p.as_str() == s)
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::phase::Phase;
 
 /// The workflows a node runs: `init` on the first node, `join` on the others, `upgrade` to
 /// move to a newer release.

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use zeroize::Zeroizing;
 
 use crate::etcd::client::{Create, EtcdClient, EtcdError};
@@ -88,9 +87,7 @@ pub fn generate_installation_keys() -> Result<SecretData, KeysError> {
 
 /// A password for the built-in registry's admin (192 random bits, URL-safe text).
 pub fn generate_password() -> Result<SecretString, KeysError> {
-    Ok(SecretString::new(
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random::<24>()?.as_ref()),
-    ))
+    SecretString::random_password().map_err(KeysError::Random)
 }
 
 /// Writes the `airgap-system` namespace object (unencrypted, as the API server stores

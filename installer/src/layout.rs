@@ -209,37 +209,4 @@ impl NodeLayout {
             Err(_) => path.to_path_buf(),
         }
     }
-
-    /// Everything `reset` removes: what the install created, except the logs (kept for the
-    /// record, as kubeadm keeps its own).
-    pub fn installed_paths(&self) -> Vec<PathBuf> {
-        let mut paths = vec![
-            self.pki_dir(),
-            self.encryption_config(),
-            self.audit_policy(),
-            self.admission_config(),
-            self.kubelet_sysctl(),
-            self.etc(),
-            self.systemd_unit(),
-            self.kubelet_unit(),
-            self.kubelet_dropin(),
-            self.state_dir(),
-            self.containerd_root(),
-            self.containerd_state(),
-            self.registries_conf(),
-        ];
-        // containerd host directories are shared with the node's own: only ours go.
-        if let Ok(dirs) = std::fs::read_dir(self.containerd_certs_dir()) {
-            let mut ours: Vec<PathBuf> = dirs
-                .filter_map(|d| d.ok().map(|d| d.path()))
-                .filter(|d| {
-                    std::fs::read_to_string(d.join("hosts.toml"))
-                        .is_ok_and(|t| t.starts_with(registry::mirror::HOSTS_TOML_MARK))
-                })
-                .collect();
-            ours.sort();
-            paths.extend(ours);
-        }
-        paths
-    }
 }

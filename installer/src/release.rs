@@ -16,7 +16,6 @@ use registry::release_artifact::PublishedRelease;
 use registry::seed::ReleaseSource;
 use serde::{Deserialize, Serialize};
 
-use crate::error::InstallError;
 use crate::etcd::client::{Create, EtcdClient, EtcdError};
 
 /// Where the trusted release lives in etcd: cluster-scoped, beside the Kubernetes keys.
@@ -78,12 +77,12 @@ impl Release {
 
     /// Loads `public_key` and opens `bundle` with it: the signature checked, nothing else
     /// read yet.
-    pub fn open(bundle: &Path, public_key: &Path) -> Result<Self, InstallError> {
-        let key = PublicKey::load(public_key).map_err(|source| InstallError::PublicKey {
+    pub fn open(bundle: &Path, public_key: &Path) -> Result<Self, ReleaseError> {
+        let key = PublicKey::load(public_key).map_err(|source| ReleaseError::PublicKey {
             path: public_key.to_path_buf(),
             source,
         })?;
-        let archive = BundleArchive::open(bundle, &key).map_err(|source| InstallError::Verify {
+        let archive = BundleArchive::open(bundle, &key).map_err(|source| ReleaseError::Verify {
             bundle: bundle.to_path_buf(),
             source,
         })?;
@@ -113,6 +112,28 @@ impl Release {
     }
 }
 
+/// Why a release could not be opened or is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("{} failed verification", bundle.display())]
+    Verify {
+        bundle: std::path::PathBuf,
+        #[source]
+        source: airgap::VerifyError,
+    },
+    #[error("public key {}", path.display())]
+    PublicKey {
+        path: std::path::PathBuf,
+        #[source]
+        source: airgap::signing::KeyError,
+    },
+    #[error("release {release} expired at {expires} (its signer set that expiry); refusing it")]
+    Expired {
+        release: Box<ReleaseId>,
+        expires: String,
+    },
+}
+
 /// When `verified` expired, if its signed expiry is at or before `now`.
 pub fn expired(verified: &VerifiedIndex, now: std::time::SystemTime) -> Option<String> {
     let index = verified.index();
@@ -124,9 +145,9 @@ pub fn expired(verified: &VerifiedIndex, now: std::time::SystemTime) -> Option<S
 }
 
 /// Refuses a release past its signed expiry.
-pub fn check_fresh(release: &Release) -> Result<(), InstallError> {
+pub fn check_fresh(release: &Release) -> Result<(), ReleaseError> {
     match expired(release.verified(), std::time::SystemTime::now()) {
-        Some(expires) => Err(InstallError::Expired {
+        Some(expires) => Err(ReleaseError::Expired {
             release: Box::new(release.id().clone()),
             expires,
         }),

@@ -20,6 +20,16 @@ impl SecretString {
         SecretString(Zeroizing::new(s))
     }
 
+    /// A random password: 192 bits as URL-safe text (the registry's logins, etcd's users).
+    pub fn random_password() -> Result<Self, getrandom::Error> {
+        use base64::Engine;
+        let mut bytes = Zeroizing::new([0u8; 24]);
+        getrandom::getrandom(bytes.as_mut())?;
+        Ok(SecretString::new(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref()),
+        ))
+    }
+
     /// The text itself, for the one place that must send or store it.
     pub fn expose(&self) -> &str {
         &self.0

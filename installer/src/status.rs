@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use crate::agent;
 use crate::config::{local_addresses, InstallConfig, Node};
-use crate::error::chain;
 use crate::etcd::{url, CLIENT_PORT};
 use crate::journal::{Journal, JournalError, Phase, PhaseRecord, WorkflowKind};
 use crate::layout::NodeLayout;
+use airgap::error_chain::chain;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,6 +34,9 @@ pub struct NodeStatus {
     pub cluster: Option<crate::cluster::members::ClusterView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_error: Option<String>,
+    /// What each phase with a check says of its work (`time`: chrony's sources).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<Phase, crate::phases::Check>,
     /// The installed release's signed tags read back from the registry it was seeded into.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub release_tags: Option<ReleaseTags>,
@@ -79,6 +82,7 @@ impl NodeStatus {
             && self.kubernetes.healthy()
             && !self.cluster.as_ref().is_some_and(|c| c.vip_without_claim)
             && self.release_tags.as_ref().is_none_or(|t| t.healthy)
+            && self.checks.values().all(|c| c.healthy)
     }
 }
 
@@ -193,7 +197,14 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
         }
         _ => None,
     };
+    // Only once the install finished: before that, the phases' own records say where it is.
+    let complete = journal.is_complete(workflow, &install_phases);
+    let checks = match &config {
+        Some(c) if complete => crate::phases::checks(layout, c).into_iter().collect(),
+        _ => BTreeMap::new(),
+    };
     Ok(NodeStatus {
+        checks,
         release_tags,
         cluster,
         cluster_error,
@@ -214,7 +225,7 @@ pub async fn gather(layout: &NodeLayout) -> Result<NodeStatus, StatusError> {
                 (*p, record)
             })
             .collect(),
-        complete: journal.is_complete(workflow, &install_phases),
+        complete,
         agent: AgentStatus {
             running: pid.is_some(),
             pid: pid.filter(|p| *p != 0),
@@ -538,7 +549,7 @@ async fn probe_kubernetes(
 pub fn reset(layout: &NodeLayout) -> Result<Vec<String>, StatusError> {
     agent::stop(layout)?;
     let mut removed = Vec::new();
-    for path in layout.installed_paths() {
+    for path in crate::phases::installed_paths(layout) {
         let result = if path.is_dir() {
             std::fs::remove_dir_all(&path)
         } else if path.exists() {

@@ -322,7 +322,7 @@ pub async fn rotate_root(
             secret_key(NAMESPACE, INSTALLATION_KEYS),
             seal_secret(at_rest, &installation)?,
         ));
-        crate::workflow::Failpoint::reached_named("rotate-root-prepared");
+        crate::failpoint::Failpoint::reached_named("rotate-root-prepared");
         if etcd.txn(&compares, &ops).await? {
             return Ok(Rotation {
                 old_root_key_id: old.id(),

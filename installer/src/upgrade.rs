@@ -227,7 +227,7 @@ pub async fn upgrade(
     });
     let etcd = ctx.etcd_client().map_err(|source| InstallError::Phase {
         phase: Phase::Etcd,
-        source,
+        source: Box::new(source),
     })?;
     // This node's turn in the plan: nodes roll one at a time, in install.yaml's order.
     let names: Vec<String> = ctx
@@ -293,7 +293,7 @@ pub async fn upgrade(
             })
         }
         Err(e) => {
-            let cause = crate::error::chain(&e);
+            let cause = airgap::error_chain::chain(&e);
             let restored = if rollback.exists() {
                 rollback.restore(&mut ctx).await
             } else {
@@ -303,7 +303,10 @@ pub async fn upgrade(
             };
             let note = match &restored {
                 Ok(()) => format!("{cause}; rolled back to {previous}"),
-                Err(why) => format!("{cause}; NOT rolled back: {}", crate::error::chain(why)),
+                Err(why) => format!(
+                    "{cause}; NOT rolled back: {}",
+                    airgap::error_chain::chain(why)
+                ),
             };
             crate::upgrade_plan::finish(
                 &etcd,
@@ -350,7 +353,7 @@ async fn finish_interrupted(
     };
     let etcd = crate::cluster::etcd_of(layout, config, node).map_err(|e| InstallError::Phase {
         phase: Phase::Finish,
-        source: e.into(),
+        source: Box::new(e.into()),
     })?;
     let audit = crate::audit::AuditLog::new(layout);
     let failpoint = Failpoint::from_env();
@@ -438,24 +441,10 @@ impl Rollback {
         }
     }
 
-    /// What an upgrade may rewrite: service definitions and rendered configuration.
+    /// What an upgrade may rewrite: the configuration its phases render (each phase says
+    /// what it owns in its [`PhaseSpec`](crate::phases::PhaseSpec)).
     fn rendered(&self) -> Vec<PathBuf> {
-        let l = &self.layout;
-        vec![
-            l.services_dir(),
-            l.mirror_dir(),
-            l.etc().join("kubernetes"),
-            l.etc().join("containerd"),
-            l.containerd_certs_dir(),
-            l.registries_conf(),
-            l.cni_conf_dir(),
-            l.manifests_dir(),
-            l.audit_policy(),
-            l.admission_config(),
-            l.kubelet_unit(),
-            l.kubelet_dropin(),
-            l.kubelet_sysctl(),
-        ]
+        crate::phases::rendered_paths(&self.layout)
     }
 
     /// Where the snapshot keeps `path`.
@@ -655,10 +644,11 @@ async fn open_published(
     public_key: &std::path::Path,
     installed: &ReleaseId,
 ) -> Result<Release, InstallError> {
-    let key = PublicKey::load(public_key).map_err(|source| InstallError::PublicKey {
-        path: public_key.to_path_buf(),
-        source,
-    })?;
+    let key =
+        PublicKey::load(public_key).map_err(|source| crate::release::ReleaseError::PublicKey {
+            path: public_key.to_path_buf(),
+            source,
+        })?;
     let fail = |source: registry::release_artifact::ReleaseError| InstallError::PublishedRelease {
         url: url.to_string(),
         source: Box::new(source),

@@ -8,22 +8,18 @@
 //! Every phase is idempotent, so a re-run runs them all again and each converges: that is
 //! how a run resumes after a failure at any step, even a SIGKILL.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::audit::{AuditLog, Outcome};
-use crate::error::{chain, InstallError, PhaseError};
+use crate::error::{InstallError, PhaseError};
 use crate::host::Host;
 use crate::journal::{rfc3339, Journal, Phase, PhaseRecord, PhaseState, WorkflowKind};
+use airgap::error_chain::chain;
 
-/// Whether a phase acts on state the whole cluster shares or on this node only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Cluster,
-    Node,
-}
+pub use crate::failpoint::Failpoint;
+pub use crate::phase::Scope;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
@@ -34,135 +30,21 @@ pub struct Step {
     pub preflight: bool,
 }
 
-const fn step(phase: Phase, scope: Scope) -> Step {
-    Step {
-        phase,
-        scope,
-        preflight: false,
-    }
-}
-
-const VERIFY: Step = Step {
-    phase: Phase::Verify,
-    scope: Scope::Node,
-    preflight: true,
-};
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workflow {
     pub kind: WorkflowKind,
     pub steps: Vec<Step>,
 }
 
+/// The constructors (`init`, `join`, `upgrade`, `upgrade_end`) read the phase catalogue: see
+/// [`crate::phases::CATALOGUE`].
 impl Workflow {
-    /// The first node: creates the cluster.
-    pub fn init() -> Self {
-        Workflow {
-            kind: WorkflowKind::Init,
-            steps: vec![
-                VERIFY,
-                step(Phase::Pki, Scope::Cluster),
-                step(Phase::Etcd, Scope::Node),
-                step(Phase::Keys, Scope::Cluster),
-                step(Phase::Registry, Scope::Node),
-                step(Phase::Runtime, Scope::Node),
-                step(Phase::Agent, Scope::Node),
-                step(Phase::Kubernetes, Scope::Node),
-                step(Phase::Platform, Scope::Cluster),
-            ],
-        }
-    }
-
-    /// Another node of an HA cluster: the same phases; cluster-scoped ones read or receive
-    /// what `init` created, never create it.
-    pub fn join() -> Self {
-        Workflow {
-            kind: WorkflowKind::Join,
-            ..Workflow::init()
-        }
-    }
-
-    /// A newer release: verified, published and seeded, then this node's binaries,
-    /// services and configuration. PKI and installation keys are never touched.
-    pub fn upgrade() -> Self {
-        Workflow {
-            kind: WorkflowKind::Upgrade,
-            steps: vec![
-                VERIFY,
-                step(Phase::Registry, Scope::Cluster),
-                step(Phase::Etcd, Scope::Node),
-                step(Phase::Runtime, Scope::Node),
-                step(Phase::Agent, Scope::Node),
-                step(Phase::Kubernetes, Scope::Node),
-                step(Phase::Platform, Scope::Cluster),
-                step(Phase::Finish, Scope::Cluster),
-                step(Phase::Trust, Scope::Cluster),
-                step(Phase::Cleanup, Scope::Node),
-            ],
-        }
-    }
-
-    /// The steps that end an upgrade once the node runs the new release: its turn in the
-    /// plan marked done, the trusted release moved when it was the last node, the rollback
-    /// snapshot removed. Steps like the others, so a kill anywhere among them is finished by
-    /// the next run; run alone to finish an upgrade interrupted there.
-    pub fn upgrade_end() -> Self {
-        let upgrade = Workflow::upgrade();
-        Workflow {
-            kind: WorkflowKind::Upgrade,
-            steps: upgrade
-                .steps
-                .into_iter()
-                .filter(|s| Phase::UPGRADE_END.contains(&s.phase))
-                .collect(),
-        }
-    }
-
-    /// The steps before [`Workflow::upgrade_end`]: what moves the node itself.
-    pub fn upgrade_node_phases() -> Vec<Phase> {
-        Workflow::upgrade()
-            .phases()
-            .into_iter()
-            .filter(|p| !Phase::UPGRADE_END.contains(p))
-            .collect()
-    }
-
     pub fn phases(&self) -> Vec<Phase> {
         self.steps.iter().map(|s| s.phase).collect()
     }
 }
 
-/// Phases the operator asked to leave out (`--skip-phases etcd,registry`), as kubeadm has.
-/// Verification can never be skipped: nothing may act on an unverified bundle.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SkipSet(BTreeSet<Phase>);
-
-impl SkipSet {
-    pub fn parse(list: &str) -> Result<Self, InstallError> {
-        let mut set = BTreeSet::new();
-        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let phase = Phase::parse(name)
-                .ok_or_else(|| InstallError::Skip(format!("`{name}` is not a phase")))?;
-            if Phase::UPGRADE_END.contains(&phase) {
-                return Err(InstallError::Skip(format!(
-                    "{phase} cannot be skipped: it ends an upgrade"
-                )));
-            }
-            if phase == Phase::Verify {
-                return Err(InstallError::Skip(
-                    "verify cannot be skipped: nothing is installed from an unverified bundle"
-                        .into(),
-                ));
-            }
-            set.insert(phase);
-        }
-        Ok(SkipSet(set))
-    }
-
-    pub fn contains(&self, phase: Phase) -> bool {
-        self.0.contains(&phase)
-    }
-}
+pub use crate::phase::{SkipError, SkipProblem, SkipSet};
 
 /// Progress callbacks for the CLI.
 pub trait Observer: Send + Sync {
@@ -187,66 +69,6 @@ pub trait PhaseBodies {
         step: Step,
         journal: &mut Journal,
     ) -> impl Future<Output = Result<String, PhaseError>>;
-}
-
-/// A test hook: `AIRGAP_FAILPOINT=<phase>` parks the installer in the middle of that phase
-/// (after it has written part of its work), `AIRGAP_FAILPOINT=after-<phase>` right after the
-/// runner journaled the phase done and before the next one starts; either says so on stderr,
-/// so a test can SIGKILL it at a known point and prove the re-run repairs and completes.
-/// Read once per run.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Failpoint(Option<(Phase, FailpointAt)>);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FailpointAt {
-    Inside,
-    After,
-}
-
-impl Failpoint {
-    pub fn from_env() -> Self {
-        Failpoint(
-            std::env::var("AIRGAP_FAILPOINT")
-                .ok()
-                .and_then(|v| Failpoint::parse(&v)),
-        )
-    }
-
-    fn parse(spec: &str) -> Option<(Phase, FailpointAt)> {
-        match spec.strip_prefix("after-") {
-            Some(phase) => Some((Phase::parse(phase)?, FailpointAt::After)),
-            None => Some((Phase::parse(spec)?, FailpointAt::Inside)),
-        }
-    }
-
-    /// Called by a phase where it has done part of its work.
-    pub fn reached(&self, phase: Phase) {
-        if self.0 == Some((phase, FailpointAt::Inside)) {
-            Self::park(&format!("in phase {phase}"));
-        }
-    }
-
-    /// A failpoint outside the phases, named `name` in `AIRGAP_FAILPOINT` (e.g. the join's
-    /// `join-answered`: the cluster said yes and nothing is written yet).
-    pub fn reached_named(name: &str) {
-        if std::env::var("AIRGAP_FAILPOINT").is_ok_and(|v| v == name) {
-            Self::park(&format!("at {name}"));
-        }
-    }
-
-    /// Called by the runner once `phase` is journaled done.
-    fn passed(&self, phase: Phase) {
-        if self.0 == Some((phase, FailpointAt::After)) {
-            Self::park(&format!("after phase {phase}"));
-        }
-    }
-
-    fn park(at: &str) {
-        eprintln!("failpoint: paused {at}");
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
-    }
 }
 
 /// Runs a workflow's steps in order, journaling each.
@@ -328,7 +150,10 @@ impl Runner<'_> {
                             Some(&cause),
                         );
                     }
-                    return Err(InstallError::Phase { phase, source });
+                    return Err(InstallError::Phase {
+                        phase,
+                        source: Box::new(source),
+                    });
                 }
             }
         }
@@ -433,15 +258,15 @@ mod tests {
         let expect = [
             (
                 Workflow::init(),
-                "verify pki etcd keys registry runtime agent kubernetes platform",
+                "verify pki time etcd keys registry runtime agent kubernetes platform",
             ),
             (
                 Workflow::join(),
-                "verify pki etcd keys registry runtime agent kubernetes platform",
+                "verify pki time etcd keys registry runtime agent kubernetes platform",
             ),
             (
                 Workflow::upgrade(),
-                "verify registry etcd runtime agent kubernetes platform finish trust cleanup",
+                "verify registry time etcd runtime agent kubernetes platform finish trust cleanup",
             ),
         ];
         for (workflow, order) in expect {
@@ -522,12 +347,12 @@ mod tests {
     fn skipped_phases_are_not_run_and_are_journaled_as_skipped() {
         let host = RecordingHost::new(&[]);
         let mut f = Fixture::new();
-        let skip = SkipSet::parse("registry, kubernetes").unwrap();
         let workflow = Workflow::init();
+        let skip = SkipSet::parse("registry, kubernetes", &workflow.phases()).unwrap();
         f.run(&host, &workflow, &skip).unwrap();
         assert_eq!(
             ran(&host),
-            ["verify", "pki", "etcd", "keys", "runtime", "agent", "platform"]
+            ["verify", "pki", "time", "etcd", "keys", "runtime", "agent", "platform"]
                 .map(|p| format!("init:{p}"))
         );
         assert_eq!(
@@ -542,10 +367,13 @@ mod tests {
             ("verify", "verify cannot be skipped"),
             ("etcd,regsitry", "`regsitry` is not a phase"),
         ] {
-            let err = SkipSet::parse(bad).unwrap_err();
+            let err = InstallError::from(SkipSet::parse(bad, &workflow.phases()).unwrap_err());
             assert!(err.to_string().contains(says), "{err}");
-            assert!(err.hint().is_some_and(|h| h.0.contains("pki,etcd")));
+            assert!(err.hint().is_some_and(|h| h.0.contains("pki,time,etcd")));
         }
-        assert_eq!(SkipSet::parse("").unwrap(), SkipSet::default());
+        assert_eq!(
+            SkipSet::parse("", &workflow.phases()).unwrap(),
+            SkipSet::default()
+        );
     }
 }

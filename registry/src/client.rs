@@ -995,25 +995,8 @@ pub fn describe_reqwest_error(e: &reqwest::Error) -> String {
     describe_error(e)
 }
 
-/// An error and its causes in one line, each said once (a cause whose text the one before
-/// already holds is skipped).
-pub fn describe_error(e: &dyn std::error::Error) -> String {
-    let mut out = String::new();
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    let mut last = String::new();
-    while let Some(err) = source {
-        let text = err.to_string();
-        if !text.is_empty() && !last.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-        last = text;
-        source = err.source();
-    }
-    out
-}
+pub use airgap::error_chain::chain as describe_error;
+
 /// Checks a `/v2/` API path before it becomes a URL: the repository is a valid name and what
 /// follows it a tag or digest. `Url::join` would resolve `..` and `%2e%2e` into another
 /// repository (or out of `/v2/`), so an invalid name is refused, never normalized.

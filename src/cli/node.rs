@@ -8,13 +8,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 use installer::agent::Launch;
+use installer::error::InstallError;
 use installer::host::SystemHost;
 use installer::install::{install, InstallRequest};
 use installer::journal::{Phase, PhaseState};
 use installer::kubernetes::kubeadm::ClusterInit;
 use installer::layout::NodeLayout;
 use installer::status::ClusterState;
-use installer::workflow::{Observer, SkipSet};
+use installer::workflow::{Observer, SkipSet, Workflow};
 
 use super::progress::{bytes_bar, HumanBytes};
 
@@ -220,7 +221,8 @@ pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
         node: args.node,
         exe: std::env::current_exe().context("locating the airgap binary")?,
         jobs: args.jobs as usize,
-        skip: SkipSet::parse(&args.skip_phases)?,
+        skip: SkipSet::parse(&args.skip_phases, &Workflow::init().phases())
+            .map_err(InstallError::from)?,
     };
     let observer = Arc::new(PhaseLines {
         bar: Mutex::new(None),
@@ -249,7 +251,8 @@ pub fn join_cmd(args: JoinArgs) -> anyhow::Result<()> {
         node: args.node,
         exe: std::env::current_exe().context("locating the airgap binary")?,
         jobs: args.jobs as usize,
-        skip: SkipSet::parse(&args.skip_phases)?,
+        skip: SkipSet::parse(&args.skip_phases, &Workflow::join().phases())
+            .map_err(InstallError::from)?,
     };
     let observer = Arc::new(PhaseLines {
         bar: Mutex::new(None),
@@ -344,7 +347,8 @@ pub fn upgrade_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
         root: std::path::absolute(&args.root).context("resolving --root")?,
         exe: std::env::current_exe().context("locating the airgap binary")?,
         jobs: args.jobs as usize,
-        skip: SkipSet::parse(&args.skip_phases)?,
+        skip: SkipSet::parse(&args.skip_phases, &Workflow::upgrade().phases())
+            .map_err(InstallError::from)?,
     };
     let observer = Arc::new(PhaseLines {
         bar: Mutex::new(None),
@@ -586,6 +590,14 @@ pub fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
             },
             status.kubernetes.detail
         );
+        for (phase, check) in &status.checks {
+            println!(
+                "  {:<10} {} {}",
+                phase,
+                if check.healthy { "healthy" } else { "DOWN   " },
+                check.detail
+            );
+        }
     }
     if !args.json {
         if let Some(c) = &status.cluster {

@@ -139,7 +139,7 @@ pub async fn request_join(
     };
     let answer = post(&url, server, pin, &request).await?;
     drop(request);
-    crate::workflow::Failpoint::reached_named("join-answered");
+    crate::failpoint::Failpoint::reached_named("join-answered");
     let shared = SharedMaterial::open(&answer.shared, certificate_key)?;
 
     let w = |path: PathBuf, bytes: &[u8], mode: u32| {

@@ -36,16 +36,10 @@ pub struct EtcdPasswords {
 }
 
 impl EtcdPasswords {
-    pub fn generate() -> Result<Self, EtcdError> {
-        let one = || {
-            crate::keys::generate_password().map_err(|e| EtcdError::Unhealthy {
-                endpoint: "-".into(),
-                body: e.to_string(),
-            })
-        };
+    pub fn generate() -> Result<Self, getrandom::Error> {
         Ok(EtcdPasswords {
-            root: one()?,
-            registry: one()?,
+            root: SecretString::random_password()?,
+            registry: SecretString::random_password()?,
         })
     }
 

@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
+use crate::journal::{Journal, WorkflowKind};
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
+
 use super::{etcd_healthy, outcome, wait_for, InstallContext};
 use crate::agent::{self, Launch};
 use crate::error::PhaseError;
@@ -70,4 +75,30 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         "agent running ({how}); logs in {}",
         ctx.layout.log_dir().display()
     ))
+}
+
+pub(super) const SPEC: PhaseSpec = PhaseSpec {
+    phase: Phase::Agent,
+    about: "the agent that supervises the node's services",
+    install: Some(Scope::Node),
+    upgrade: InUpgrade::Then(Scope::Node),
+    preflight: false,
+    run: body,
+    owns,
+    check: None,
+};
+
+fn body<'a>(
+    ctx: &'a mut InstallContext,
+    _journal: &'a mut Journal,
+    _workflow: WorkflowKind,
+) -> PhaseFuture<'a> {
+    Box::pin(run(ctx))
+}
+
+fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
+    vec![
+        OwnedPath::config(layout.services_dir()),
+        OwnedPath::state(layout.systemd_unit()),
+    ]
 }

@@ -3,6 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use super::spec::{InUpgrade, PhaseFuture, PhaseSpec};
+use crate::journal::{Journal, WorkflowKind};
+use crate::phase::Scope;
+
 use super::{outcome, InstallContext};
 use crate::agent;
 use crate::audit::Outcome;
@@ -93,7 +97,7 @@ async fn secure(ctx: &mut InstallContext) -> Result<&'static str, PhaseError> {
             if own_member(ctx)?.member_list().await?.len() > 1 {
                 return Ok("; authentication stays off (cluster installed before it existed)");
             }
-            let p = EtcdPasswords::generate()?;
+            let p = EtcdPasswords::generate().map_err(crate::keys::KeysError::Random)?;
             p.write(&ctx.layout).map_err(PhaseError::io(
                 "writing",
                 &ctx.layout.etcd_password(auth::ROOT),
@@ -307,4 +311,23 @@ async fn healthy_unless_crashing(ctx: &mut InstallContext) -> Result<(), PhaseEr
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+pub(super) const SPEC: PhaseSpec = PhaseSpec {
+    phase: Phase::Etcd,
+    about: "etcd with TLS and authentication, started and healthy",
+    install: Some(Scope::Node),
+    upgrade: InUpgrade::Then(Scope::Node),
+    preflight: false,
+    run: body,
+    owns: super::spec::owns_nothing,
+    check: None,
+};
+
+fn body<'a>(
+    ctx: &'a mut InstallContext,
+    _journal: &'a mut Journal,
+    _workflow: WorkflowKind,
+) -> PhaseFuture<'a> {
+    Box::pin(run(ctx))
 }

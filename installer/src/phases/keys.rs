@@ -5,6 +5,11 @@
 
 use std::path::Path;
 
+use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
+use crate::journal::{Journal, WorkflowKind};
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
+
 use super::{etcd_healthy, InstallContext, RegistryAccess};
 use crate::audit::Outcome;
 use crate::error::PhaseError;
@@ -15,7 +20,6 @@ use crate::keys::{
     self, KeysError, SecretData, Stored, INSTALLATION_KEYS, PULL_USER, REGISTRY_CREDENTIALS,
     REGISTRY_PULL_CREDENTIALS,
 };
-use crate::layout::NodeLayout;
 use crate::release::{self, Trusted};
 use crate::secret::SecretString;
 use crate::secretbox::SecretboxKey;
@@ -292,4 +296,27 @@ fn pull_login(data: &SecretData) -> Result<(String, SecretString), PhaseError> {
     };
     let username = field("username")?.expose().to_string();
     Ok((username, field("password")?))
+}
+
+pub(super) const SPEC: PhaseSpec = PhaseSpec {
+    phase: Phase::Keys,
+    about: "the installation's keys and the registry's logins, as Secrets in etcd",
+    install: Some(Scope::Cluster),
+    upgrade: InUpgrade::No,
+    preflight: false,
+    run: body,
+    owns,
+    check: None,
+};
+
+fn body<'a>(
+    ctx: &'a mut InstallContext,
+    _journal: &'a mut Journal,
+    _workflow: WorkflowKind,
+) -> PhaseFuture<'a> {
+    Box::pin(run(ctx))
+}
+
+fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
+    vec![OwnedPath::state(layout.encryption_config())]
 }

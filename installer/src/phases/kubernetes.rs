@@ -3,6 +3,11 @@
 //! no cluster yet; in an upgrade, `kubeadm upgrade apply` on the first node and `kubeadm
 //! upgrade node` on the others, when a cluster runs.
 
+use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
+use crate::journal::Journal;
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
+
 use super::InstallContext;
 use crate::audit::Outcome;
 use crate::error::PhaseError;
@@ -192,4 +197,35 @@ fn render_join(ctx: &InstallContext) -> Result<usize, PhaseError> {
             },
         ],
     )
+}
+
+pub(super) const SPEC: PhaseSpec = PhaseSpec {
+    phase: Phase::Kubernetes,
+    about:
+        "hardened Kubernetes configuration; kubeadm init, join or upgrade where kubeadm is present",
+    install: Some(Scope::Node),
+    upgrade: InUpgrade::Then(Scope::Node),
+    preflight: false,
+    run: body,
+    owns,
+    check: None,
+};
+
+fn body<'a>(
+    ctx: &'a mut InstallContext,
+    _journal: &'a mut Journal,
+    workflow: WorkflowKind,
+) -> PhaseFuture<'a> {
+    Box::pin(run(ctx, workflow))
+}
+
+fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
+    vec![
+        OwnedPath::config(layout.etc().join("kubernetes")),
+        OwnedPath::config(layout.audit_policy()),
+        OwnedPath::config(layout.admission_config()),
+        OwnedPath::config(layout.kubelet_unit()),
+        OwnedPath::config(layout.kubelet_dropin()),
+        OwnedPath::config(layout.kubelet_sysctl()),
+    ]
 }

@@ -18,7 +18,11 @@ mod platform;
 mod registry;
 pub(crate) use registry::prefetch;
 mod runtime;
+mod spec;
+pub mod time;
 mod verify;
+
+pub use spec::{Check, InUpgrade, OwnedPath, Ownership, PhaseBody, PhaseFuture, PhaseSpec};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,9 +44,10 @@ use crate::journal::{Journal, Phase, WorkflowKind};
 use crate::kubernetes::kubeadm::ClusterInit;
 use crate::kubernetes::RenderedFile;
 use crate::layout::NodeLayout;
+use crate::phase::Scope;
 use crate::release::Release;
 use crate::secret::SecretString;
-use crate::workflow::{Failpoint, Observer, PhaseBodies, Step};
+use crate::workflow::{Failpoint, Observer, PhaseBodies, Step, Workflow};
 
 /// What the phases of one run share.
 pub struct InstallContext {
@@ -361,20 +366,8 @@ impl PhaseBodies for InstallContext {
     ) -> Result<String, PhaseError> {
         // Every workflow runs the same bodies; what differs (join reads cluster material
         // instead of creating it) is decided inside the cluster-scoped phases.
-        let summary = match step.phase {
-            Phase::Verify => verify::run(self, journal, workflow),
-            Phase::Pki => pki::run(self),
-            Phase::Etcd => etcd::run(self).await,
-            Phase::Keys => keys::run(self).await,
-            Phase::Registry => registry::run(self, workflow).await,
-            Phase::Runtime => runtime::run(self).await,
-            Phase::Agent => agent::run(self).await,
-            Phase::Kubernetes => kubernetes::run(self, workflow).await,
-            Phase::Platform => platform::run(self).await,
-            Phase::Finish | Phase::Trust | Phase::Cleanup => {
-                return Err(PhaseError::NotAPhaseOf(step.phase));
-            }
-        }?;
+        let spec = spec(step.phase).ok_or(PhaseError::NotAPhaseOf(step.phase))?;
+        let summary = (spec.run)(self, journal, workflow).await?;
         if workflow == WorkflowKind::Upgrade && self.recording_plan {
             let etcd = self.etcd_client()?;
             crate::upgrade_plan::step_done(&etcd, self.node.name.as_str(), step.phase)
@@ -383,6 +376,161 @@ impl PhaseBodies for InstallContext {
         }
         Ok(summary)
     }
+}
+
+/// Every phase, in install order: what the workflows, an upgrade's rollback, reset and status
+/// read. A new phase is its file (with its [`PhaseSpec`]) and one entry here.
+pub static CATALOGUE: &[&PhaseSpec] = &[
+    &verify::SPEC,
+    &pki::SPEC,
+    &time::SPEC,
+    &etcd::SPEC,
+    &keys::SPEC,
+    &registry::SPEC,
+    &runtime::SPEC,
+    &agent::SPEC,
+    &kubernetes::SPEC,
+    &platform::SPEC,
+];
+
+/// The spec of the phase named `phase`.
+pub fn spec(phase: Phase) -> Option<&'static PhaseSpec> {
+    CATALOGUE.iter().copied().find(|s| s.phase == phase)
+}
+
+/// The phase an operator named (`--skip-phases`), if it is one.
+pub fn by_name(name: &str) -> Option<Phase> {
+    CATALOGUE
+        .iter()
+        .map(|s| s.phase)
+        .chain(Phase::UPGRADE_END)
+        .find(|p| p.as_str() == name)
+}
+
+/// The workflows, read from the catalogue.
+impl Workflow {
+    /// The first node: creates the cluster.
+    pub fn init() -> Self {
+        let steps = CATALOGUE
+            .iter()
+            .filter_map(|s| {
+                s.install.map(|scope| Step {
+                    phase: s.phase,
+                    scope,
+                    preflight: s.preflight,
+                })
+            })
+            .collect();
+        Workflow {
+            kind: WorkflowKind::Init,
+            steps,
+        }
+    }
+
+    /// Another node of an HA cluster: the same phases; cluster-scoped ones read or receive
+    /// what `init` created, never create it.
+    pub fn join() -> Self {
+        Workflow {
+            kind: WorkflowKind::Join,
+            ..Workflow::init()
+        }
+    }
+
+    /// A newer release: verified, published and seeded, then this node's binaries,
+    /// services and configuration, then the steps that end an upgrade. PKI and
+    /// installation keys are never touched.
+    pub fn upgrade() -> Self {
+        let placed = |first: bool| {
+            CATALOGUE.iter().filter_map(move |s| match s.upgrade {
+                InUpgrade::First(scope) if first => Some(Step {
+                    phase: s.phase,
+                    scope,
+                    preflight: s.preflight,
+                }),
+                InUpgrade::Then(scope) if !first => Some(Step {
+                    phase: s.phase,
+                    scope,
+                    preflight: s.preflight,
+                }),
+                _ => None,
+            })
+        };
+        let end = Phase::UPGRADE_END.into_iter().map(|phase| Step {
+            phase,
+            scope: Scope::Cluster,
+            preflight: false,
+        });
+        Workflow {
+            kind: WorkflowKind::Upgrade,
+            steps: placed(true).chain(placed(false)).chain(end).collect(),
+        }
+    }
+
+    /// The steps that end an upgrade once the node runs the new release: its turn in the
+    /// plan marked done, the trusted release moved when it was the last node, the rollback
+    /// snapshot removed. Steps like the others, so a kill anywhere among them is finished by
+    /// the next run; run alone to finish an upgrade interrupted there.
+    pub fn upgrade_end() -> Self {
+        let upgrade = Workflow::upgrade();
+        Workflow {
+            kind: WorkflowKind::Upgrade,
+            steps: upgrade
+                .steps
+                .into_iter()
+                .filter(|s| Phase::UPGRADE_END.contains(&s.phase))
+                .collect(),
+        }
+    }
+
+    /// The steps before [`Workflow::upgrade_end`]: what moves the node itself.
+    pub fn upgrade_node_phases() -> Vec<Phase> {
+        Workflow::upgrade()
+            .phases()
+            .into_iter()
+            .filter(|p| !Phase::UPGRADE_END.contains(p))
+            .collect()
+    }
+}
+
+/// What `airgap reset` removes: every path a phase owns that reset takes, each once (a path
+/// under another listed one goes with it).
+pub fn installed_paths(layout: &NodeLayout) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = CATALOGUE
+        .iter()
+        .flat_map(|s| (s.owns)(layout))
+        .filter(OwnedPath::reset)
+        .map(|o| o.path)
+        .collect();
+    paths.sort();
+    paths.dedup();
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        if !kept.iter().any(|k| path.starts_with(k)) {
+            kept.push(path);
+        }
+    }
+    kept
+}
+
+/// What an upgrade's rollback snapshot keeps: the configuration every phase of the upgrade
+/// renders.
+pub fn rendered_paths(layout: &NodeLayout) -> Vec<PathBuf> {
+    let upgrade = Workflow::upgrade();
+    CATALOGUE
+        .iter()
+        .filter(|s| upgrade.steps.iter().any(|step| step.phase == s.phase))
+        .flat_map(|s| (s.owns)(layout))
+        .filter(OwnedPath::rolled_back)
+        .map(|o| o.path)
+        .collect()
+}
+
+/// What status checks of the phases' work (beyond the services' own probes).
+pub fn checks(layout: &NodeLayout, config: &InstallConfig) -> Vec<(Phase, Check)> {
+    CATALOGUE
+        .iter()
+        .filter_map(|s| s.check.map(|check| (s.phase, check(layout, config))))
+        .collect()
 }
 
 fn outcome(changed: bool) -> Outcome {

@@ -4,6 +4,11 @@
 
 use std::path::Path;
 
+use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
+use crate::journal::{Journal, WorkflowKind};
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
+
 use super::InstallContext;
 use crate::audit::Outcome;
 use crate::error::PhaseError;
@@ -141,4 +146,27 @@ fn private_dir(dir: &Path) -> Result<(), PhaseError> {
         .map_err(PhaseError::io("creating", dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(PhaseError::io("restricting", dir))
+}
+
+pub(super) const SPEC: PhaseSpec = PhaseSpec {
+    phase: Phase::Pki,
+    about: "the cluster's certificate authorities and this node's certificates",
+    install: Some(Scope::Cluster),
+    upgrade: InUpgrade::No,
+    preflight: false,
+    run: body,
+    owns,
+    check: None,
+};
+
+fn body<'a>(
+    ctx: &'a mut InstallContext,
+    _journal: &'a mut Journal,
+    _workflow: WorkflowKind,
+) -> PhaseFuture<'a> {
+    Box::pin(std::future::ready(run(ctx)))
+}
+
+fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
+    vec![OwnedPath::state(layout.pki_dir())]
 }

@@ -3,6 +3,11 @@
 
 use std::path::PathBuf;
 
+use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
+use crate::journal::{Journal, WorkflowKind};
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
+
 use super::InstallContext;
 use crate::audit::Outcome;
 use crate::error::PhaseError;
@@ -50,4 +55,27 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         files.len(),
         ctx.layout.manifests_dir().display()
     ))
+}
+
+pub(super) const SPEC: PhaseSpec = PhaseSpec {
+    phase: Phase::Platform,
+    about: "the platform's manifests, applied once the cluster runs",
+    install: Some(Scope::Cluster),
+    upgrade: InUpgrade::Then(Scope::Cluster),
+    preflight: false,
+    run: body,
+    owns,
+    check: None,
+};
+
+fn body<'a>(
+    ctx: &'a mut InstallContext,
+    _journal: &'a mut Journal,
+    _workflow: WorkflowKind,
+) -> PhaseFuture<'a> {
+    Box::pin(run(ctx))
+}
+
+fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
+    vec![OwnedPath::config(layout.manifests_dir())]
 }

@@ -10,6 +10,11 @@ use registry::mirror::{MirrorTarget, RewriteMap};
 use registry::seed::{SeedObserver, SeedPlan, Seeder};
 use registry::{ClientConfig, RegistryClient};
 
+use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
+use crate::journal::Journal;
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
+
 use super::{outcome, wait_for, InstallContext, Mirror, RegistryAccess, SeedStats};
 use crate::agent;
 use crate::audit::Outcome;
@@ -362,4 +367,27 @@ impl SeedObserver for SeedProgress {
     fn blob_skipped(&self, size: u64) {
         self.observer.bytes_done(size);
     }
+}
+
+pub(super) const SPEC: PhaseSpec = PhaseSpec {
+    phase: Phase::Registry,
+    about: "the registry started and the release seeded into it",
+    install: Some(Scope::Node),
+    upgrade: InUpgrade::First(Scope::Cluster),
+    preflight: false,
+    run: body,
+    owns,
+    check: None,
+};
+
+fn body<'a>(
+    ctx: &'a mut InstallContext,
+    _journal: &'a mut Journal,
+    workflow: WorkflowKind,
+) -> PhaseFuture<'a> {
+    Box::pin(run(ctx, workflow))
+}
+
+fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
+    vec![OwnedPath::config(layout.mirror_dir())]
 }

@@ -5,7 +5,13 @@
 //! ready when it answers over CRI with that sandbox image. A node with no containerd in the
 //! bundle or on PATH is left without one, and the phase says so.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
+use crate::journal::{Journal, WorkflowKind};
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
 
 use super::{outcome, wait_for, InstallContext};
 use crate::audit::Outcome;
@@ -154,4 +160,47 @@ async fn render_pull_config(ctx: &mut InstallContext) -> Result<Vec<RenderedFile
     );
     ctx.mirror = Some(mirror);
     Ok(files)
+}
+
+pub(super) const SPEC: PhaseSpec = PhaseSpec {
+    phase: Phase::Runtime,
+    about: "containerd, runc and the node binaries from the bundle, pulling through the registry",
+    install: Some(Scope::Node),
+    upgrade: InUpgrade::Then(Scope::Node),
+    preflight: false,
+    run: body,
+    owns,
+    check: None,
+};
+
+fn body<'a>(
+    ctx: &'a mut InstallContext,
+    _journal: &'a mut Journal,
+    _workflow: WorkflowKind,
+) -> PhaseFuture<'a> {
+    Box::pin(run(ctx))
+}
+
+fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
+    let mut paths = vec![
+        OwnedPath::config(layout.etc().join("containerd")),
+        OwnedPath::shared_config(layout.containerd_certs_dir()),
+        OwnedPath::config(layout.registries_conf()),
+        OwnedPath::shared_config(layout.cni_conf_dir()),
+        OwnedPath::state(layout.containerd_root()),
+        OwnedPath::state(layout.containerd_state()),
+    ];
+    // containerd's host directories are shared with the node's own: only ours go on reset.
+    if let Ok(dirs) = std::fs::read_dir(layout.containerd_certs_dir()) {
+        let mut ours: Vec<PathBuf> = dirs
+            .filter_map(|d| d.ok().map(|d| d.path()))
+            .filter(|d| {
+                std::fs::read_to_string(d.join("hosts.toml"))
+                    .is_ok_and(|t| t.starts_with(registry::mirror::HOSTS_TOML_MARK))
+            })
+            .collect();
+        ours.sort();
+        paths.extend(ours.into_iter().map(OwnedPath::state));
+    }
+    paths
 }

@@ -9,6 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use airgap::PublicKey;
 
+use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
+
 use super::InstallContext;
 use crate::error::PhaseError;
 use crate::files::{write_if_changed, PRIVATE};
@@ -111,4 +115,30 @@ fn verify_bundle(
         format!("{id}: signature and {} entries OK", index.entries.len())
     };
     Ok((fingerprint, summary))
+}
+
+pub(super) const SPEC: PhaseSpec = PhaseSpec {
+    phase: Phase::Verify,
+    about: "check every entry of the signed bundle; record it and install.yaml",
+    install: Some(Scope::Node),
+    upgrade: InUpgrade::First(Scope::Node),
+    preflight: true,
+    run: body,
+    owns,
+    check: None,
+};
+
+fn body<'a>(
+    ctx: &'a mut InstallContext,
+    journal: &'a mut Journal,
+    workflow: WorkflowKind,
+) -> PhaseFuture<'a> {
+    Box::pin(std::future::ready(run(ctx, journal, workflow)))
+}
+
+fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
+    vec![
+        OwnedPath::state(layout.etc()),
+        OwnedPath::state(layout.state_dir()),
+    ]
 }
