@@ -12,18 +12,13 @@ for c in docker-registry openssl htpasswd curl; do
   command -v $c >/dev/null || { echo "need $c (apt-get install docker-registry openssl apache2-utils curl)" >&2; exit 1; }
 done
 
-cargo build --release --locked --bin airgap -p airgap-cli --bin airgap-testkit -p testkit >/dev/null 2>&1
-bin=$PWD/target/release
-work=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}" airgap-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+source bench/lib.sh
+bench_start
 
 "$bin/airgap-testkit" bench "$work/content" 1 1 $((1 << 20)) > /dev/null
 "$bin/airgap" keygen -o "$work/k.key" >/dev/null
 "$bin/airgap" bundle build -f "$work/content/bundle.yaml" -o "$work/bundle.tar" --key "$work/k.key" >/dev/null
 
-source bench/lib.sh
 make_pki
 # The cost airgap's installer generates (10, ~50 ms), not htpasswd's default (5).
 htpasswd -Bbn -C 10 bench bench > "$work/htpasswd"
@@ -79,7 +74,7 @@ stop_flood() {
   flood_pids=()
 }
 flood_pids=()
-trap 'stop_flood; cleanup' EXIT
+before_cleanup() { stop_flood; }
 
 declare -A calm loaded refused window
 for target in ours theirs; do

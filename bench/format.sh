@@ -11,10 +11,8 @@ cd "$(dirname "$0")/.."
 IMAGES=${IMAGES:-20} LAYERS=${LAYERS:-2} LAYER_MIB=${LAYER_MIB:-51} RUNS=${RUNS:-3}
 command -v skopeo >/dev/null && [[ -x /usr/bin/time ]] || { echo "need skopeo and /usr/bin/time (apt-get install skopeo time)" >&2; exit 1; }
 
-cargo build --release --locked --bin airgap -p airgap-cli --bin airgap-testkit -p testkit >/dev/null 2>&1
-bin=$PWD/target/release
-work=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}" airgap-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+source bench/lib.sh
+bench_start
 
 "$bin/airgap-testkit" bench "$work/content" "$IMAGES" "$LAYERS" $((LAYER_MIB << 20)) > "$work/names"
 "$bin/airgap" keygen -o "$work/k.key" >/dev/null

@@ -18,15 +18,14 @@ IMAGES=${IMAGES:-20} LAYERS=${LAYERS:-2} LAYER_MIB=${LAYER_MIB:-51}
 command -v etcd >/dev/null || { echo "need etcd (apt-get install etcd-server)" >&2; exit 1; }
 [[ -x /usr/bin/time ]] || { echo "need /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
-cargo build --release --locked --bin airgap -p airgap-cli --bin airgap-testkit -p testkit >/dev/null 2>&1
-bin=$PWD/target/release
-work=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}" airgap-bench.XXXXXX)
+source bench/lib.sh
+bench_start
 tag=agb$$
 nodes=(10.79.0.11 10.79.0.12 10.79.0.13)
 vip=10.79.0.100
 fqdn=bench.example.internal
 source bench/netns.sh
-trap 'lan_cleanup; rm -rf "$work"' EXIT
+before_cleanup() { lan_cleanup; }
 for i in 1 2 3; do lan_node $i "${nodes[$((i-1))]}" "$vip $fqdn"; done
 
 "$bin/airgap-testkit" bench "$work/content" "$IMAGES" "$LAYERS" $((LAYER_MIB << 20)) > "$work/names"

@@ -15,15 +15,12 @@ for c in skopeo docker-registry openssl htpasswd etcd; do
 done
 [[ -x /usr/bin/time ]] || { echo "need /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
-cargo build --release --locked --bin airgap -p airgap-cli --bin airgap-testkit -p testkit >/dev/null 2>&1
-bin=$PWD/target/release
-work=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}" airgap-bench.XXXXXX)
-pids=()
-cleanup() {
-  for r in "$work"/root-*; do [[ -d $r ]] && "$bin/airgap" stop --root "$r" >/dev/null 2>&1 || true; done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"
+source bench/lib.sh
+bench_start
+# Installed roots run services: stop them before the scratch directory goes.
+before_cleanup() {
+  for r in "$work"/root-*; do [[ -d $r ]] && "$bin/airgap" stop --root "$r" >/dev/null 2>&1; done
 }
-trap cleanup EXIT
 
 "$bin/airgap-testkit" bench "$work/content" "$IMAGES" "$LAYERS" $((LAYER_MIB << 20)) --k8s > "$work/names"
 "$bin/airgap" keygen -o "$work/k.key" >/dev/null
@@ -31,7 +28,6 @@ trap cleanup EXIT
 "$bin/airgap" bundle build -f examples/bundle.yaml -o "$work/example.tar" --key "$work/k.key" --no-cache >/dev/null
 rm -rf "$work/content"
 
-source bench/lib.sh
 make_pki
 node_yaml() { # ADDRESS
   printf 'apiVersion: airgap/v1\nkind: Installation\nmetadata: {name: bench}\nspec:\n  mode: standalone\n  fqdn: bench.example.internal\n  nodes: [{name: node1, address: %s}]\n' "$1"

@@ -1,5 +1,25 @@
-# Shared by the registry benchmarks: sourced after `work` (a scratch directory) and `pids`
-# (background processes to kill on exit) are set.
+# Shared by the benchmarks: `source bench/lib.sh`, then `bench_start`.
+
+# bench_start: the preamble every benchmark shares. Builds the release binaries, sets $bin
+# (where they are), $work (a scratch directory under $BENCH_DIR, default /var/tmp) and $pids
+# (background processes), and on exit runs the script's `before_cleanup` when it defines
+# one, kills $pids and removes $work, whatever state the run stopped in.
+bench_start() {
+  cargo build --release --locked --bin airgap -p airgap-cli --bin airgap-testkit -p testkit >/dev/null 2>&1
+  bin=$PWD/target/release
+  work=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}" airgap-bench.XXXXXX)
+  pids=()
+  trap 'rc=$?; bench_cleanup; exit "$rc"' EXIT
+}
+
+bench_cleanup() {
+  set +e  # best effort: every step runs
+  declare -F before_cleanup >/dev/null && before_cleanup
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$work"
+  return 0
+}
 
 # A CA and a leaf for 127.0.0.1 under $work (ca.crt, tls.crt, tls.key, certs/ for skopeo) and
 # an htpasswd file for distribution (bench:bench, bcrypt).

@@ -13,12 +13,8 @@ for c in openssl htpasswd etcd; do
   command -v $c >/dev/null || { echo "need $c (apt-get install openssl apache2-utils etcd-server)" >&2; exit 1; }
 done
 
-cargo build --release --locked --bin airgap -p airgap-cli --bin airgap-testkit -p testkit >/dev/null 2>&1
-bin=$PWD/target/release
-work=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}" airgap-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+source bench/lib.sh
+bench_start
 source bench/lib.sh
 make_pki
 "$bin/airgap" keygen -o "$work/k.key" >/dev/null

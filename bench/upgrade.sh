@@ -11,12 +11,11 @@ LAYER_MIB=${LAYER_MIB:-51}
 command -v etcd >/dev/null || { echo "need etcd (apt-get install etcd-server)" >&2; exit 1; }
 [[ -x /usr/bin/time ]] || { echo "need /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
-cargo build --release --locked --bin airgap -p airgap-cli --bin airgap-testkit -p testkit >/dev/null 2>&1
-bin=$PWD/target/release
-work=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}" airgap-bench.XXXXXX)
+source bench/lib.sh
+bench_start
 tag=agu$$
 source bench/netns.sh
-trap 'lan_cleanup; rm -rf "$work"' EXIT
+before_cleanup() { lan_cleanup; }
 
 "$bin/airgap" keygen -o "$work/k.key" >/dev/null
 for images in 10 20; do

@@ -9,10 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"2 20"} IMAGES=${IMAGES:-20} LAYERS=${LAYERS:-2}
 [[ -x /usr/bin/time ]] || { echo "need /usr/bin/time (apt-get install time)" >&2; exit 1; }
-cargo build --release --locked --bin airgap -p airgap-cli --bin airgap-testkit -p testkit >/dev/null 2>&1
-bin=$PWD/target/release
-work=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}" airgap-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+source bench/lib.sh
+bench_start
 "$bin/airgap" keygen -o "$work/k.key" >/dev/null
 
 rows=()

@@ -16,19 +16,14 @@ for c in skopeo docker-registry openssl htpasswd; do
 done
 [[ -x /usr/bin/time ]] || { echo "need /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
-cargo build --release --locked --bin airgap -p airgap-cli --bin airgap-testkit -p testkit >/dev/null 2>&1
-bin=$PWD/target/release
-work=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}" airgap-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+source bench/lib.sh
+bench_start
 
 "$bin/airgap-testkit" bench "$work/content" "$IMAGES" "$LAYERS" $((LAYER_MIB << 20)) > "$work/names"
 "$bin/airgap" keygen -o "$work/k.key" >/dev/null
 "$bin/airgap" bundle build -f "$work/content/bundle.yaml" -o "$work/seed.tar" --key "$work/k.key" --no-cache >/dev/null
 rm -rf "$work/content"
 
-source bench/lib.sh
 make_pki
 # wan NAME UPSTREAM_PORT: a shaping proxy in front of a registry; sets $wan_port.
 wan() {

@@ -92,10 +92,10 @@ pub struct BaseRecord {
     pub index_digest: Digest,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("bundle.json is not valid: {0}")]
-    Malformed(String),
+    #[error("bundle.json is not valid")]
+    Malformed(#[source] serde_json::Error),
     #[error("bundle format version {0} is not supported (this airgap reads version {FORMAT_VERSION}); use a newer airgap")]
     UnsupportedVersion(u32),
     #[error("bundle.json lists entry {0} twice")]
@@ -136,8 +136,7 @@ impl BundleIndex {
 
     /// Parses and checks the invariants the rest of the code relies on.
     pub fn parse(bytes: &[u8]) -> Result<Self, IndexError> {
-        let index: BundleIndex =
-            serde_json::from_slice(bytes).map_err(|e| IndexError::Malformed(e.to_string()))?;
+        let index: BundleIndex = serde_json::from_slice(bytes).map_err(IndexError::Malformed)?;
         index.check()?;
         Ok(index)
     }

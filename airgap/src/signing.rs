@@ -31,7 +31,9 @@ pub enum KeyError {
     #[error("private key {path} is readable by group or others (mode {mode:04o}); run `chmod 600 {path}`")]
     LoosePermissions { path: String, mode: u32 },
     #[error("the system random number generator failed: {0}")]
-    Random(String),
+    Random(getrandom::Error),
+    #[error("encoding the private key")]
+    Encode(#[source] ed25519_dalek::pkcs8::Error),
 }
 
 /// Identifies a public key: the sha256 of its 32 raw bytes.
@@ -64,7 +66,7 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     pub fn generate() -> Result<Self, KeyError> {
         let mut seed = Zeroizing::new([0u8; 32]);
-        getrandom::getrandom(seed.as_mut()).map_err(|e| KeyError::Random(e.to_string()))?;
+        getrandom::getrandom(seed.as_mut()).map_err(KeyError::Random)?;
         Ok(SigningKey(ed25519_dalek::SigningKey::from_bytes(&seed)))
     }
 
@@ -102,7 +104,7 @@ impl SigningKey {
         let pem = self
             .0
             .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| KeyError::Random(format!("encoding the key failed: {e}")))?;
+            .map_err(KeyError::Encode)?;
         write_new_file(private, pem.as_bytes(), 0o600, overwrite)?;
         write_new_file(
             public,

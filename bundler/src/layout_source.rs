@@ -17,8 +17,24 @@ use crate::spec::LayoutKind;
 pub enum SourceError {
     #[error("{layout}: {cause}")]
     Io { layout: String, cause: io::Error },
-    #[error("{layout}: not an OCI image layout: {reason}")]
-    NotLayout { layout: String, reason: String },
+    #[error("{layout}: not an OCI image layout (not a tar archive)")]
+    NotATar {
+        layout: String,
+        #[source]
+        cause: airgap::tar::TarError,
+    },
+    #[error("{layout}: not an OCI image layout (index.json unreadable)")]
+    NoIndex {
+        layout: String,
+        #[source]
+        cause: io::Error,
+    },
+    #[error("{layout}: not an OCI image layout (index.json is not valid)")]
+    BadIndex {
+        layout: String,
+        #[source]
+        cause: serde_json::Error,
+    },
     #[error("{layout}: no image named `{name}` (it has: {available})")]
     NoSuchImage {
         layout: String,
@@ -72,9 +88,9 @@ impl LayoutSource {
                 let file = File::open(path).map_err(io)?;
                 let mut tar = TarReader::new(BufReader::new(file), Strictness::Lenient);
                 let mut entries = HashMap::new();
-                while let Some(h) = tar.next_header().map_err(|e| SourceError::NotLayout {
+                while let Some(h) = tar.next_header().map_err(|cause| SourceError::NotATar {
                     layout: shown.clone(),
-                    reason: e.to_string(),
+                    cause,
                 })? {
                     if h.kind == EntryKind::Regular {
                         let name = h.path.trim_start_matches("./").to_string();
@@ -95,15 +111,17 @@ impl LayoutSource {
                 manifests: Vec::new(),
             },
         };
-        let not_layout = |reason: String| SourceError::NotLayout {
-            layout: shown.clone(),
-            reason,
-        };
         let index_bytes = source
             .read_file("index.json", MAX_MANIFEST_SIZE)
-            .map_err(|e| not_layout(e.to_string()))?;
-        source.index = serde_json::from_slice(&index_bytes)
-            .map_err(|e| not_layout(format!("index.json: {e}")))?;
+            .map_err(|cause| SourceError::NoIndex {
+                layout: shown.clone(),
+                cause,
+            })?;
+        source.index =
+            serde_json::from_slice(&index_bytes).map_err(|cause| SourceError::BadIndex {
+                layout: shown.clone(),
+                cause,
+            })?;
         Ok(source)
     }
 

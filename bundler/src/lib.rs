@@ -62,6 +62,18 @@ pub enum BuildError {
     },
     #[error("pack {reference}: {message}")]
     PackArtifact { reference: String, message: String },
+    #[error("pack {reference}")]
+    PackReference {
+        reference: String,
+        #[source]
+        cause: airgap::reference::ReferenceError,
+    },
+    #[error("pack {reference}: manifest is malformed")]
+    PackManifest {
+        reference: String,
+        #[source]
+        cause: serde_json::Error,
+    },
 }
 
 pub struct BuildRequest<'a> {
@@ -226,10 +238,11 @@ async fn fetch_packs(
     let mut wanted = Vec::new();
     for (i, source) in spec.spec.packs.iter().enumerate() {
         if let PackSource::Oci(text) = source {
-            let reference = ImageReference::parse(text).map_err(|e| BuildError::PackArtifact {
-                reference: text.clone(),
-                message: e.to_string(),
-            })?;
+            let reference =
+                ImageReference::parse(text).map_err(|cause| BuildError::PackReference {
+                    reference: text.clone(),
+                    cause,
+                })?;
             let client = registries.client(&reference.registry)?;
             wanted.push((i, reference, client));
         }
@@ -290,7 +303,10 @@ fn pack_layer(image: &RemoteImage) -> Result<oci::Descriptor, BuildError> {
         .get(&image.top.digest)
         .ok_or_else(|| fail("manifest was not fetched".into()))?;
     let manifest: ImageManifest =
-        serde_json::from_slice(bytes).map_err(|e| fail(format!("manifest is malformed: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|cause| BuildError::PackManifest {
+            reference: image.shown.clone(),
+            cause,
+        })?;
     match manifest.layers.as_slice() {
         [layer] if layer.media_type.contains("tar") && layer.media_type.contains("gzip") => {
             Ok(layer.clone())

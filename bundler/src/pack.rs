@@ -18,8 +18,12 @@ pub const PACK_LAYER_TYPE: &str = "application/vnd.airgap.pack.layer.v1.tar+gzip
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
-    #[error("{file}: {message}")]
-    Invalid { file: String, message: String },
+    #[error("{file}")]
+    Invalid {
+        file: String,
+        #[source]
+        problem: PackProblem,
+    },
     #[error("{path}: {cause}")]
     Io { path: String, cause: io::Error },
     #[error("{path}: packs may hold only regular files and directories, this is a {kind}")]
@@ -163,14 +167,13 @@ impl Pack {
         let meta_path = dir.join("pack.json");
         let meta_bytes = fs::read(&meta_path).map_err(io_err(&meta_path))?;
         let meta: PackMeta =
-            serde_json::from_slice(&meta_bytes).map_err(|e| invalid(&meta_path, e.to_string()))?;
+            serde_json::from_slice(&meta_bytes).map_err(|e| invalid(&meta_path, e))?;
         let values_path = dir.join("values.yaml");
         let values_text = fs::read_to_string(&values_path).map_err(io_err(&values_path))?;
         let values: Values = if values_text.trim().is_empty() {
             Values::default()
         } else {
-            serde_yaml_ng::from_str(&values_text)
-                .map_err(|e| invalid(&values_path, e.to_string()))?
+            serde_yaml_ng::from_str(&values_text).map_err(|e| invalid(&values_path, e))?
         };
         let pack = values.pack.unwrap_or_default();
         let mut images = Vec::new();
@@ -180,8 +183,8 @@ impl Pack {
         for manifest in manifest_files(dir)? {
             let text = fs::read_to_string(&manifest).map_err(io_err(&manifest))?;
             for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-                let value = serde_yaml_ng::Value::deserialize(doc)
-                    .map_err(|e| invalid(&manifest, e.to_string()))?;
+                let value =
+                    serde_yaml_ng::Value::deserialize(doc).map_err(|e| invalid(&manifest, e))?;
                 let mut found = Vec::new();
                 collect_images(&value, &mut found);
                 for image in found {
@@ -294,28 +297,30 @@ pub fn unpack_layer(layer: &Path, dest: &Path) -> Result<PathBuf, PackError> {
     let file = File::open(layer).map_err(io_err(layer))?;
     let gz = flate2::read::GzDecoder::new(io::BufReader::new(file));
     let mut tar = TarReader::new(gz, Strictness::Lenient);
-    let bad = |message: String| invalid(layer, message);
+    let bad = |problem: PackProblem| invalid(layer, problem);
     let mut total = 0u64;
     fs::create_dir_all(dest).map_err(io_err(dest))?;
     while let Some(header) = tar
         .next_header()
-        .map_err(|e| bad(format!("not a tar.gz pack layer: {e}")))?
+        .map_err(|e| bad(PackProblem::NotATar(e)))?
     {
         let name = header.path.trim_end_matches('/').trim_start_matches("./");
         if name.is_empty() || name == "." {
             continue;
         }
-        let path = airgap::EntryPath::new(name)
-            .map_err(|e| bad(format!("entry `{}`: {e}", header.path)))?;
+        let path = airgap::EntryPath::new(name).map_err(|cause| {
+            bad(PackProblem::Entry {
+                entry: header.path.clone(),
+                cause,
+            })
+        })?;
         let target = dest.join(path.as_str());
         match header.kind {
             EntryKind::Directory => fs::create_dir_all(&target).map_err(io_err(&target))?,
             EntryKind::Regular => {
                 total += header.size;
                 if total > MAX_UNPACKED {
-                    return Err(bad(format!(
-                        "unpacks to more than {MAX_UNPACKED} bytes; packs hold configuration, not images"
-                    )));
+                    return Err(bad(PackProblem::TooLarge));
                 }
                 if let Some(parent) = target.parent() {
                     fs::create_dir_all(parent).map_err(io_err(parent))?;
@@ -344,21 +349,44 @@ pub fn unpack_layer(layer: &Path, dest: &Path) -> Result<PathBuf, PackError> {
         .collect();
     match dirs.as_slice() {
         [only] if only.join("pack.json").is_file() => Ok(only.clone()),
-        _ => Err(bad(
-            "holds no pack.json at its root or in a single top-level directory".into(),
-        )),
+        _ => Err(bad(PackProblem::NoPackJson)),
     }
 }
 
-fn invalid(file: &Path, message: String) -> PackError {
+/// What is wrong with one file of a pack.
+#[derive(Debug, thiserror::Error)]
+pub enum PackProblem {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Yaml(#[from] serde_yaml_ng::Error),
+    #[error(transparent)]
+    Image(#[from] airgap::reference::ReferenceError),
+    #[error("not a tar.gz pack layer")]
+    NotATar(#[source] airgap::tar::TarError),
+    #[error("entry `{entry}`")]
+    Entry {
+        entry: String,
+        #[source]
+        cause: airgap::entry_path::EntryPathError,
+    },
+    #[error("unpacks to more than {MAX_UNPACKED} bytes; packs hold configuration, not images")]
+    TooLarge,
+    #[error("holds no pack.json at its root or in a single top-level directory")]
+    NoPackJson,
+    #[error("is outside the pack directory")]
+    Outside,
+}
+
+fn invalid(file: &Path, problem: impl Into<PackProblem>) -> PackError {
     PackError::Invalid {
         file: file.display().to_string(),
-        message,
+        problem: problem.into(),
     }
 }
 
 fn parse_image(file: &Path, image: &str) -> Result<ImageReference, PackError> {
-    ImageReference::parse(image).map_err(|e| invalid(file, e.to_string()))
+    ImageReference::parse(image).map_err(|e| invalid(file, e))
 }
 
 fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
@@ -397,7 +425,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf, bool)>) -> Resu
         let kind = entry.file_type().map_err(io_err(&path))?;
         let rel = path
             .strip_prefix(root)
-            .map_err(|_| invalid(&path, "is outside the pack directory".into()))?
+            .map_err(|_| invalid(&path, PackProblem::Outside))?
             .to_string_lossy()
             .replace('\\', "/");
         if kind.is_symlink() {

@@ -26,8 +26,17 @@ pub enum PlanError {
     Pack(#[from] PackError),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("spec.images[{index}]: {message}")]
-    Image { index: usize, message: String },
+    #[error("spec.images[{index}]: {reference} is listed twice with different content")]
+    ListedTwice {
+        index: usize,
+        reference: ImageReference,
+    },
+    #[error("spec.images[{index}]")]
+    Image {
+        index: usize,
+        #[source]
+        cause: airgap::reference::ReferenceError,
+    },
     #[error("pack {0} is listed twice")]
     DuplicatePack(String),
     #[error("image {reference}: {message}")]
@@ -322,10 +331,8 @@ pub fn images_to_pull(spec: &BundleSpec, packs: &[PackInput]) -> Result<Vec<Pull
     let mut named = HashSet::new();
     let mut pulls = Vec::new();
     for (index, entry) in spec.spec.images.iter().enumerate() {
-        let reference = ImageReference::parse(entry.reference()).map_err(|e| PlanError::Image {
-            index,
-            message: e.to_string(),
-        })?;
+        let reference = ImageReference::parse(entry.reference())
+            .map_err(|e| PlanError::Image { index, cause: e })?;
         if matches!(entry, ImageEntry::Pull(_)) && !named.contains(&reference) {
             pulls.push(Pull {
                 reference: reference.clone(),
@@ -384,10 +391,8 @@ pub fn plan(
     // Images the spec names, by normalized reference.
     let mut provided: Vec<(ImageReference, String, Origin, Descriptor)> = Vec::new();
     for (index, entry) in spec.spec.images.iter().enumerate() {
-        let reference = ImageReference::parse(entry.reference()).map_err(|e| PlanError::Image {
-            index,
-            message: e.to_string(),
-        })?;
+        let reference = ImageReference::parse(entry.reference())
+            .map_err(|e| PlanError::Image { index, cause: e })?;
         let (origin, desc) = match entry {
             ImageEntry::Local { from, .. } => {
                 let from = from.resolved(base);
@@ -399,10 +404,7 @@ pub fn plan(
         };
         if let Some(previous) = provided.iter().find(|p| p.0 == reference) {
             if previous.3.digest != desc.digest {
-                return Err(PlanError::Image {
-                    index,
-                    message: format!("{reference} is listed twice with different content"),
-                });
+                return Err(PlanError::ListedTwice { index, reference });
             }
             continue;
         }

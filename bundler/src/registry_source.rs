@@ -58,11 +58,12 @@ pub enum FetchError {
     AuthFile(#[from] registry::auth::AuthFileError),
     #[error(transparent)]
     Cache(#[from] CacheError),
-    #[error("{reference}: writing blob {digest}: {cause}")]
+    #[error("{reference}: writing blob {digest}")]
     Write {
         reference: String,
         digest: Digest,
-        cause: String,
+        #[source]
+        cause: std::io::Error,
     },
 }
 
@@ -298,7 +299,7 @@ pub async fn fetch_blob(
         Err(DownloadError::Sink(cause)) => Err(FetchError::Write {
             reference: reference.to_string(),
             digest: *digest,
-            cause: cause.to_string(),
+            cause,
         }),
         Err(DownloadError::Mismatch(m)) => Err(FetchError::Corrupt {
             reference: reference.to_string(),

@@ -235,24 +235,33 @@ fn kind_bundle<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {message}")]
+#[error("{file}")]
 pub struct SpecError {
     pub file: String,
-    pub message: String,
+    #[source]
+    pub problem: SpecProblem,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecProblem {
+    #[error("cannot read")]
+    Read(#[source] std::io::Error),
+    #[error(transparent)]
+    Yaml(#[from] serde_yaml_ng::Error),
 }
 
 impl BundleSpec {
     pub fn parse(text: &str, file: &Path) -> Result<Self, SpecError> {
         serde_yaml_ng::from_str(text).map_err(|e| SpecError {
             file: file.display().to_string(),
-            message: e.to_string(),
+            problem: SpecProblem::Yaml(e),
         })
     }
 
     pub fn load(file: &Path) -> Result<Self, SpecError> {
         let text = std::fs::read_to_string(file).map_err(|e| SpecError {
             file: file.display().to_string(),
-            message: format!("cannot read: {e}"),
+            problem: SpecProblem::Read(e),
         })?;
         Self::parse(&text, file)
     }
@@ -268,7 +277,8 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<BundleSpec, String> {
-        BundleSpec::parse(text, Path::new("bundle.yaml")).map_err(|e| e.to_string())
+        BundleSpec::parse(text, Path::new("bundle.yaml"))
+            .map_err(|e| airgap::error_chain::chain(&e))
     }
 
     const HEAD: &str = "apiVersion: airgap/v1\nkind: Bundle\nmetadata: {name: n, version: 1.0.0}\n";

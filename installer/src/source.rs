@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use airgap::digest::DigestHasher;
 use airgap::{BundleArchive, Digest, VerifiedIndex, VerifyError};
+use registry::content_digest::ContentDigest;
+use registry_server::blob_store::{BlobStore, Committed, FsBlobStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -81,7 +83,7 @@ pub struct WithNodeStore<'a> {
 
 /// A blob read from the node's store, hashed as it streams.
 struct StoreBlob {
-    file: std::io::BufReader<std::fs::File>,
+    file: std::io::BufReader<registry_server::store::BlobReader>,
     hasher: DigestHasher,
     path: PathBuf,
     expected: Digest,
@@ -129,14 +131,17 @@ impl WithNodeStore<'_> {
 
     fn open_stored(&self, digest: &Digest) -> Result<StoreBlob, SourceError> {
         let path = self.store.join(digest.blob_path());
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(SourceError::Missing {
-                    digest: *digest,
-                    store: self.store.to_path_buf(),
-                })
-            }
+        let blobs = FsBlobStore::reader(self.store);
+        let missing = || SourceError::Missing {
+            digest: *digest,
+            store: self.store.to_path_buf(),
+        };
+        let data = blobs
+            .read(&ContentDigest::from(*digest))
+            .ok_or_else(missing)?;
+        let file = match data.open() {
+            Ok(opened) => opened.reader(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
             Err(source) => return Err(SourceError::Store { path, source }),
         };
         Ok(StoreBlob {
@@ -216,8 +221,7 @@ pub fn place_bundle_blobs(
         let path = path.to_path_buf();
         move |source| SourceError::Store { path, source }
     };
-    let uploads = store.join(".uploads");
-    std::fs::create_dir_all(&uploads).map_err(io(&uploads))?;
+    let store_blobs = FsBlobStore::open(store).map_err(io(store))?;
     let blobs: Vec<Digest> = archive
         .verified()
         .index()
@@ -238,7 +242,7 @@ pub fn place_bundle_blobs(
                 if failure.lock().map_or(true, |f| f.is_some()) {
                     return;
                 }
-                match place_one(archive, digest, store, &uploads, progress) {
+                match place_one(archive, digest, &store_blobs, progress) {
                     Ok(outcome) => {
                         if let Ok(mut p) = placed.lock() {
                             match outcome {
@@ -265,75 +269,69 @@ pub fn place_bundle_blobs(
     }
     let mut placed = placed.into_inner().unwrap_or_default();
     for bytes in derived {
-        let digest = Digest::of(bytes);
-        let dest = store.join(digest.blob_path());
-        if dest.exists() {
-            placed.present += 1;
-            continue;
+        let digest = ContentDigest::from(Digest::of(bytes));
+        match store_blobs.put(&digest, bytes).map_err(io(store))? {
+            Committed::Stored { new: false, .. } => placed.present += 1,
+            Committed::Stored { len, new: true } => {
+                placed.blobs += 1;
+                placed.bytes += len;
+            }
+            // The digest is of these very bytes: only storage that changes them gets here.
+            Committed::Mismatch { actual } => {
+                return Err(SourceError::Mismatch {
+                    path: store.join(digest.blob_path()),
+                    expected: Digest::of(bytes),
+                    actual: actual.as_sha256().unwrap_or_else(|| Digest::of(bytes)),
+                })
+            }
         }
-        crate::files::write_atomic(&dest, bytes, crate::files::PUBLIC).map_err(io(&dest))?;
-        placed.blobs += 1;
-        placed.bytes += bytes.len() as u64;
     }
     Ok(placed)
 }
 
-/// One blob into the store: `None` when it was there already, else its length.
+/// One blob into the store, through a writer that keeps it only once it hashed to the signed
+/// digest: `None` when it was there already, else its length.
 fn place_one(
     archive: &BundleArchive,
     digest: &Digest,
-    store: &Path,
-    uploads: &Path,
+    blobs: &FsBlobStore,
     progress: &dyn Fn(u64),
 ) -> Result<Option<u64>, SourceError> {
-    let dest = store.join(digest.blob_path());
-    if dest.exists() {
+    let content = ContentDigest::from(*digest);
+    if blobs.stat(&content).is_some() {
         return Ok(None);
     }
-    let tmp = uploads.join(format!("bundle-{}-{}", digest.hex(), std::process::id()));
-    let written = copy_checked(archive, digest, &tmp, progress).and_then(|n| {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SourceError::Store { path, source }
-        };
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
-        }
-        std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
-        Ok(n)
-    });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map(Some)
-}
-
-/// `digest` from `archive` into the file `to`, durable and checked; its length.
-fn copy_checked(
-    archive: &BundleArchive,
-    digest: &Digest,
-    to: &Path,
-    progress: &dyn Fn(u64),
-) -> Result<u64, SourceError> {
     let io = |source| SourceError::Store {
-        path: to.to_path_buf(),
+        path: digest.blob_path().into(),
         source,
     };
-    let mut blob = archive.open_blob(digest)?;
-    let mut file = std::fs::File::create(to).map_err(io)?;
-    let mut buf = vec![0u8; 256 << 10];
-    let mut total = 0u64;
-    loop {
-        let n = blob.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
+    let mut writer = blobs
+        .writer(&format!("bundle-{}", &digest.hex()[..16]))
+        .map_err(io)?;
+    let mut copy = || -> Result<(), SourceError> {
+        let mut blob = archive.open_blob(digest)?;
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = blob.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            writer.write(&buf[..n]).map_err(io)?;
+            progress(n as u64);
         }
-        std::io::Write::write_all(&mut file, &buf[..n]).map_err(io)?;
-        total += n as u64;
-        progress(n as u64);
+        // The bytes count only once they hashed to the signed digest.
+        blob.finish()
+    };
+    if let Err(e) = copy() {
+        writer.abort();
+        return Err(e);
     }
-    // The bytes count only once they hashed to the signed digest.
-    blob.finish()?;
-    file.sync_all().map_err(io)?;
-    Ok(total)
+    match writer.commit(&content).map_err(io)? {
+        Committed::Stored { len, .. } => Ok(Some(len)),
+        Committed::Mismatch { actual } => Err(SourceError::Mismatch {
+            path: digest.blob_path().into(),
+            expected: *digest,
+            actual: actual.as_sha256().unwrap_or(*digest),
+        }),
+    }
 }

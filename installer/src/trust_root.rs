@@ -40,7 +40,9 @@ pub enum TrustRootError {
     #[error("the trust root in etcd ({TRUST_ROOT_KEY}) is not valid")]
     Corrupt(#[source] serde_json::Error),
     #[error("the rotation statement is not valid: {0}")]
-    BadStatement(String),
+    BadStatement(&'static str),
+    #[error("the key rotation statement is not valid JSON")]
+    StatementJson(#[source] serde_json::Error),
     #[error("the rotation statement is not signed by the key the cluster trusts ({trusted})")]
     NotSignedByRoot { trusted: KeyId },
     #[error(
@@ -136,7 +138,7 @@ impl KeyRotation {
         &self,
         root: &TrustRoot,
     ) -> Result<(RotationStatement, PublicKey), TrustRootError> {
-        let bad = |m: &str| TrustRootError::BadStatement(m.to_string());
+        let bad = TrustRootError::BadStatement;
         let current = PublicKey::from_pem(&root.public_key)
             .ok_or_else(|| bad("the trust root's public key does not parse"))?;
         self.signature
@@ -145,7 +147,7 @@ impl KeyRotation {
                 trusted: root.key_id,
             })?;
         let statement: RotationStatement =
-            serde_json::from_str(&self.statement).map_err(|e| bad(&e.to_string()))?;
+            serde_json::from_str(&self.statement).map_err(TrustRootError::StatementJson)?;
         if statement.kind != KIND {
             return Err(bad("not a key rotation statement"));
         }

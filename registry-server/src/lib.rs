@@ -6,6 +6,7 @@
 //! request needs basic auth. A served archive is read-only whatever the auth.
 
 pub mod access;
+pub mod blob_store;
 mod catalog;
 pub mod connection;
 pub mod failure_budget;
@@ -655,7 +656,13 @@ impl Registry {
         let bytes = match read_limited(req.into_body(), MAX_MANIFEST_SIZE).await {
             Ok(Some(b)) => b,
             Ok(None) => return too_large(),
-            Err(e) => return error(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", &e),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "MANIFEST_INVALID",
+                    &format!("body ended early: {}", registry::describe_error(&e)),
+                )
+            }
         };
         let media_type = match media_type.or_else(|| airgap::oci::detect_media_type(&bytes)) {
             Some(m) => m,
@@ -1181,10 +1188,11 @@ fn content_range(req: &Request<Incoming>) -> Result<Option<(u64, u64)>, &'static
     Ok(Some((start, end)))
 }
 
-async fn read_limited(mut body: Incoming, limit: u64) -> Result<Option<Vec<u8>>, String> {
+/// A request body of at most `limit` bytes; `None` when it is longer.
+async fn read_limited(mut body: Incoming, limit: u64) -> Result<Option<Vec<u8>>, hyper::Error> {
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("body ended early: {e}"))?;
+        let frame = frame?;
         if let Ok(data) = frame.into_data() {
             if out.len() as u64 + data.len() as u64 > limit {
                 return Ok(None);
@@ -1213,7 +1221,7 @@ async fn stream_blob(data: store::BlobData, start: u64, end: u64) -> std::io::Re
             }
             (start == 0 && end == *len).then_some(*digest)
         }
-        store::BlobData::File { .. } => None,
+        store::BlobData::File { .. } | store::BlobData::Memory(_) => None,
     };
     let opened = Arc::new(
         tokio::task::spawn_blocking(move || data.open())

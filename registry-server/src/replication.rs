@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::store::{ImportOutcome, LayoutStore};
+use super::store::{ImportOutcome, LayoutStore, StoreError};
 use registry::client::{ClientConfig, RegistryClient, RetryPolicy};
 use registry::content_digest::ContentDigest;
 use registry::RegistryError;
@@ -88,13 +88,15 @@ impl Replication {
         };
         for peer in self.ordered() {
             let result = async {
-                let mut download = peer.client.get_blob(repo, &sha, 0).await?;
-                store.import_blob(digest, &mut download).await.map_err(|e| {
-                    RegistryError::Unreachable {
-                        host: peer.client.host().to_string(),
-                        cause: e.to_string(),
-                    }
-                })
+                let mut download = peer
+                    .client
+                    .get_blob(repo, &sha, 0)
+                    .await
+                    .map_err(FetchFailure::Peer)?;
+                store
+                    .import_blob(digest, &mut download)
+                    .await
+                    .map_err(FetchFailure::Store)
             }
             .await;
             match result {
@@ -105,9 +107,13 @@ impl Replication {
                 Ok(outcome) => {
                     tracing::warn!(%digest, ?outcome, peer = peer.client.host(), "peer sent a blob that does not match its digest");
                 }
-                Err(RegistryError::BlobUnknown { .. }) => {}
+                Err(FetchFailure::Peer(RegistryError::BlobUnknown { .. })) => {}
                 Err(e) => {
-                    tracing::debug!(%digest, error = %e, peer = peer.client.host(), "peer unreachable");
+                    let error = match &e {
+                        FetchFailure::Peer(e) => registry::describe_error(e),
+                        FetchFailure::Store(e) => registry::describe_error(e),
+                    };
+                    tracing::debug!(%digest, %error, peer = peer.client.host(), "peer unreachable");
                     if let Ok(mut f) = peer.failed_at.lock() {
                         *f = Some(Instant::now());
                     }
@@ -143,4 +149,10 @@ impl Replication {
             tokio::time::sleep(PASS_INTERVAL).await;
         }
     }
+}
+
+/// Why one peer could not supply a blob: the peer, or this node's store.
+enum FetchFailure {
+    Peer(RegistryError),
+    Store(StoreError),
 }

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,14 +18,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use airgap::oci::{Descriptor, MAX_MANIFEST_SIZE, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION};
-use airgap::parts::BundleFile;
 use airgap::{BundleArchive, PublicKey, VerifyError};
 use tokio::sync::{Mutex, Notify, RwLock};
 
+pub use super::blob_store::{BlobData, BlobReader, OpenBlob, PartsStamp};
+use super::blob_store::{BlobStore, BlobWriter, Committed, FsBlobStore};
 use super::catalog::{Catalog, Change};
 use super::manifest_record::ManifestRecord;
 use super::metadata::{MetadataBackend, MetadataError, MetadataLog, Requirement};
-use registry::content_digest::{ContentDigest, ContentHasher};
+use registry::content_digest::ContentDigest;
 use registry::mirror::{mirrored_names, MirrorTarget};
 
 pub const REPOSITORY_ANNOTATION: &str = "io.airgap.repository";
@@ -39,8 +40,27 @@ pub enum StoreError {
     Bundle(#[from] VerifyError),
     #[error("{path}: {cause}")]
     Io { path: PathBuf, cause: io::Error },
-    #[error("{path} is not an OCI layout directory: {reason}")]
-    NotALayout { path: PathBuf, reason: String },
+    #[error("{path} is not an OCI layout directory: index.json is not valid")]
+    BadLayoutIndex {
+        path: PathBuf,
+        #[source]
+        cause: serde_json::Error,
+    },
+    #[error("{path} is not an OCI layout directory: manifest {digest} is not valid")]
+    BadLayoutManifest {
+        path: PathBuf,
+        digest: String,
+        #[source]
+        cause: crate::manifest_record::ManifestError,
+    },
+    #[error("the system random number generator failed: {0}")]
+    Random(getrandom::Error),
+    #[error("fetching into {path}")]
+    Fetch {
+        path: PathBuf,
+        #[source]
+        cause: registry::RegistryError,
+    },
     #[error("manifest {digest} in the bundle is not valid")]
     BadManifest {
         digest: String,
@@ -57,57 +77,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |cause| StoreError::Io {
         path: path.to_path_buf(),
         cause,
-    }
-}
-
-/// Where one blob's bytes are.
-#[derive(Debug, Clone)]
-pub enum BlobData {
-    Archive {
-        file: Arc<BundleFile>,
-        offset: u64,
-        len: u64,
-        /// The signed digest: a whole read is hashed and its last bytes held back until
-        /// they match.
-        digest: airgap::Digest,
-        /// The bundle's files as they were verified: a ranged read is served only while they
-        /// still are.
-        stamp: Arc<PartsStamp>,
-    },
-    File {
-        path: PathBuf,
-        len: u64,
-    },
-}
-
-/// What a bundle's files looked like when it was verified (path, length, modification time
-/// of each part). A served bundle is trusted only while they still look so: a file changed
-/// under a running server is not served as what was verified.
-#[derive(Debug)]
-pub struct PartsStamp(Vec<(PathBuf, u64, Option<std::time::SystemTime>)>);
-
-impl PartsStamp {
-    pub fn take(bundle: &Path) -> io::Result<Self> {
-        let mut parts = Vec::new();
-        for part in airgap::parts::bundle_parts(bundle)? {
-            let meta = fs::metadata(&part)?;
-            parts.push((part, meta.len(), meta.modified().ok()));
-        }
-        Ok(PartsStamp(parts))
-    }
-
-    pub fn unchanged(&self) -> bool {
-        self.0.iter().all(|(path, len, modified)| {
-            fs::metadata(path).is_ok_and(|m| m.len() == *len && m.modified().ok() == *modified)
-        })
-    }
-}
-
-impl BlobData {
-    pub fn size(&self) -> u64 {
-        match self {
-            BlobData::Archive { len, .. } | BlobData::File { len, .. } => *len,
-        }
     }
 }
 
@@ -219,9 +188,7 @@ impl Default for UploadLimits {
 type UploadSlot = Arc<Mutex<Option<Upload>>>;
 
 struct Upload {
-    path: PathBuf,
-    file: fs::File,
-    hasher: ContentHasher,
+    writer: Box<dyn BlobWriter>,
 }
 
 struct UploadEntry {
@@ -232,7 +199,10 @@ struct UploadEntry {
 }
 
 pub struct LayoutStore {
-    root: PathBuf,
+    /// The layout directory (`oci-layout`, `index.json`, the lock); `None` for a store held
+    /// in memory.
+    root: Option<PathBuf>,
+    blobs: Arc<dyn BlobStore>,
     catalog: Arc<RwLock<Catalog>>,
     backend: Arc<dyn MetadataBackend>,
     /// Upload id -> the upload. Each upload has its own lock, so parallel uploads never wait
@@ -251,7 +221,7 @@ pub struct LayoutStore {
     /// Bytes under `blobs/`.
     stored_bytes: AtomicU64,
     /// Held for the store's lifetime: one process per directory.
-    _lock: fs::File,
+    _lock: Option<fs::File>,
 }
 
 #[derive(serde::Deserialize)]
@@ -332,10 +302,9 @@ impl LayoutStore {
         backend: Arc<dyn MetadataBackend>,
         limits: UploadLimits,
     ) -> Result<Self, StoreError> {
-        for dir in ["blobs/sha256", "blobs/sha512", ".uploads", ".airgap"] {
-            let dir = root.join(dir);
-            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        }
+        let blobs = FsBlobStore::open(root).map_err(io_err(root))?;
+        let dir = root.join(".airgap");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let lock_path = root.join(".airgap/lock");
         let lock = fs::OpenOptions::new()
             .create(true)
@@ -365,12 +334,13 @@ impl LayoutStore {
             }
         }
         // Uploads do not survive a restart; clients start them over.
-        if let Ok(entries) = fs::read_dir(root.join(".uploads")) {
-            for e in entries.flatten() {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-        let stored_bytes = blob_files(root)?.iter().map(|(_, _, len, _)| len).sum();
+        blobs.sweep(&HashSet::new(), false);
+        let stored_bytes = blobs
+            .list()
+            .map_err(io_err(root))?
+            .iter()
+            .map(|b| b.len)
+            .sum();
         let catalog = Arc::new(RwLock::new(catalog));
         backend.clone().follow(catalog.clone());
         let index_dirty = Arc::new(Notify::new());
@@ -378,7 +348,8 @@ impl LayoutStore {
         // The last process may have stopped before writing it: write it once now.
         index_dirty.notify_one();
         Ok(LayoutStore {
-            root: root.to_path_buf(),
+            root: Some(root.to_path_buf()),
+            blobs: Arc::new(blobs),
             catalog,
             backend,
             uploads: Mutex::new(HashMap::new()),
@@ -387,8 +358,37 @@ impl LayoutStore {
             ordered: Mutex::new(()),
             index_dirty,
             stored_bytes: AtomicU64::new(stored_bytes),
-            _lock: lock,
+            _lock: Some(lock),
         })
+    }
+
+    /// A store held in memory, blobs and metadata: what the server's handler tests run on.
+    pub fn in_memory(limits: UploadLimits) -> Self {
+        LayoutStore {
+            root: None,
+            blobs: Arc::new(crate::blob_store::MemoryBlobStore::new()),
+            catalog: Arc::new(RwLock::new(Catalog::default())),
+            backend: Arc::new(crate::metadata::MemoryMetadata),
+            uploads: Mutex::new(HashMap::new()),
+            limits,
+            collection: RwLock::new(()),
+            ordered: Mutex::new(()),
+            index_dirty: Arc::new(Notify::new()),
+            stored_bytes: AtomicU64::new(0),
+            _lock: None,
+        }
+    }
+
+    /// Where the store's blobs are (and how they are read).
+    pub fn blob_store(&self) -> &dyn BlobStore {
+        self.blobs.as_ref()
+    }
+
+    /// A path for errors: the layout directory, or a name for a store in memory.
+    fn shown(&self) -> PathBuf {
+        self.root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("(memory)"))
     }
 
     pub fn stored_bytes(&self) -> u64 {
@@ -399,8 +399,8 @@ impl LayoutStore {
         self.uploads.lock().await.len()
     }
 
-    fn blob_file(&self, digest: &ContentDigest) -> PathBuf {
-        self.root.join(digest.blob_path())
+    fn has_bytes(&self, digest: &ContentDigest) -> bool {
+        self.blobs.stat(digest).is_some()
     }
 
     /// Makes a batch durable, then shows it to readers. `Ok(false)`: a requirement vanished.
@@ -443,25 +443,13 @@ impl LayoutStore {
         };
         self.discard(expired).await;
         let mut id = [0u8; 16];
-        getrandom::getrandom(&mut id).map_err(|e| StoreError::Io {
-            path: self.root.clone(),
-            cause: io::Error::other(e.to_string()),
-        })?;
+        getrandom::getrandom(&mut id).map_err(StoreError::Random)?;
         let id = hex::encode(id);
-        let path = self.root.join(".uploads").join(&id);
-        // A collection removes upload files that have no session: none may run between the
-        // file's creation and its session's.
+        // A collection removes writers that have no session: none may run between the
+        // writer's creation and its session's.
         let _w = self.collection.read().await;
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        let upload = Upload {
-            path,
-            file,
-            hasher: ContentHasher::sha256(),
-        };
+        let writer = self.blobs.writer(&id).map_err(io_err(&self.shown()))?;
+        let upload = Upload { writer };
         self.uploads.lock().await.insert(
             id.clone(),
             UploadEntry {
@@ -478,7 +466,7 @@ impl LayoutStore {
         for entry in expired {
             if let Some(upload) = entry.slot.lock().await.take() {
                 tracing::info!(repository = %entry.repository, "dropping an idle upload");
-                let _ = fs::remove_file(&upload.path);
+                upload.writer.abort();
             }
         }
     }
@@ -499,18 +487,17 @@ impl LayoutStore {
         let Some(upload) = guard.as_mut() else {
             return Ok(Append::UnknownUpload);
         };
-        if at.is_some_and(|at| at != upload.hasher.len()) {
-            return Ok(Append::OutOfOrder(upload.hasher.len()));
+        if at.is_some_and(|at| at != upload.writer.len()) {
+            return Ok(Append::OutOfOrder(upload.writer.len()));
         }
-        upload.file.write_all(chunk).map_err(io_err(&upload.path))?;
-        upload.hasher.update(chunk);
-        Ok(Append::Appended(upload.hasher.len()))
+        upload.writer.write(chunk).map_err(io_err(&self.shown()))?;
+        Ok(Append::Appended(upload.writer.len()))
     }
 
     pub async fn upload_size(&self, repository: &str, id: &str) -> Option<u64> {
         let slot = self.slot(repository, id).await?;
         let guard = slot.lock().await;
-        guard.as_ref().map(|u| u.hasher.len())
+        guard.as_ref().map(|u| u.writer.len())
     }
 
     async fn slot(&self, repository: &str, id: &str) -> Option<UploadSlot> {
@@ -533,34 +520,24 @@ impl LayoutStore {
         let Some(upload) = self.take_upload(repository, id).await else {
             return Ok(CommitOutcome::UnknownUpload);
         };
-        let len = upload.hasher.len();
-        let actual = match digest {
-            ContentDigest::Sha256(_) => upload.hasher.finish(),
-            // Uploads hash as sha256 while they stream (the digest is only named at the
-            // end); a sha512 upload is read back once to check it.
-            ContentDigest::Sha512(_) => {
-                let path = upload.path.clone();
-                let want = *digest;
-                tokio::task::spawn_blocking(move || rehash(&path, &want))
-                    .await
-                    .map_err(|e| StoreError::Io {
-                        path: upload.path.clone(),
-                        cause: io::Error::other(e),
-                    })?
-                    .map_err(io_err(&upload.path))?
+        let writer = upload.writer;
+        let committed = tokio::task::spawn_blocking({
+            let digest = *digest;
+            move || writer.commit(&digest)
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            path: self.shown(),
+            cause: io::Error::other(e),
+        })?
+        .map_err(io_err(&self.shown()))?;
+        match committed {
+            Committed::Mismatch { actual } => return Ok(CommitOutcome::DigestMismatch(actual)),
+            Committed::Stored { len, new } => {
+                if new {
+                    self.stored_bytes.fetch_add(len, Ordering::Relaxed);
+                }
             }
-        };
-        if actual != *digest {
-            let _ = fs::remove_file(&upload.path);
-            return Ok(CommitOutcome::DigestMismatch(actual));
-        }
-        upload.file.sync_all().map_err(io_err(&upload.path))?;
-        drop(upload.file);
-        let dest = self.blob_file(digest);
-        let existed = dest.exists();
-        fs::rename(&upload.path, &dest).map_err(io_err(&dest))?;
-        if !existed {
-            self.stored_bytes.fetch_add(len, Ordering::Relaxed);
         }
         self.write(
             &[Change::LinkBlob {
@@ -576,7 +553,7 @@ impl LayoutStore {
     pub async fn cancel(&self, repository: &str, id: &str) -> bool {
         match self.take_upload(repository, id).await {
             Some(upload) => {
-                let _ = fs::remove_file(&upload.path);
+                upload.writer.abort();
                 true
             }
             None => false,
@@ -604,7 +581,7 @@ impl LayoutStore {
         let mut out = Vec::new();
         for (name, repo) in &catalog.repositories {
             for digest in repo.blobs.iter().chain(repo.manifests.keys()) {
-                if seen.insert(*digest) && !self.blob_file(digest).exists() {
+                if seen.insert(*digest) && !self.has_bytes(digest) {
                     out.push((name.clone(), *digest));
                 }
             }
@@ -614,7 +591,7 @@ impl LayoutStore {
 
     /// Whether the bytes of `digest` are in this directory.
     pub fn holds(&self, digest: &ContentDigest) -> bool {
-        self.blob_file(digest).exists()
+        self.has_bytes(digest)
     }
 
     /// Stores the bytes of a blob the catalog already links (a replica fetched from a peer):
@@ -625,51 +602,50 @@ impl LayoutStore {
         digest: &ContentDigest,
         download: &mut registry::client::BlobDownload,
     ) -> Result<ImportOutcome, StoreError> {
-        use sha2::Digest as _;
-        use tokio::io::AsyncWriteExt;
         let Some(want) = digest.as_sha256() else {
             return Ok(ImportOutcome::Unsupported);
         };
         let _w = self.collection.read().await;
-        let dest = self.blob_file(digest);
-        if dest.exists() {
+        if self.has_bytes(digest) {
             return Ok(ImportOutcome::Stored(0));
         }
-        let mut suffix = [0u8; 8];
-        let _ = getrandom::getrandom(&mut suffix);
-        let tmp = self.root.join(".uploads").join(format!(
-            "replica-{}-{}",
-            &want.hex()[..16],
-            hex::encode(suffix)
-        ));
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(io_err(&tmp))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut len = 0u64;
-        let result: Result<(), StoreError> = async {
-            while let Some(chunk) = download.chunk().await.map_err(|e| StoreError::Io {
-                path: tmp.clone(),
-                cause: io::Error::other(e.to_string()),
-            })? {
-                hasher.update(&chunk);
-                len += chunk.len() as u64;
-                file.write_all(&chunk).await.map_err(io_err(&tmp))?;
+        let shown = self.shown();
+        let mut writer = self
+            .blobs
+            .writer(&format!("replica-{}", &want.hex()[..16]))
+            .map_err(io_err(&shown))?;
+        loop {
+            match download.chunk().await {
+                Ok(Some(chunk)) => {
+                    if let Err(e) = writer.write(&chunk) {
+                        writer.abort();
+                        return Err(io_err(&shown)(e));
+                    }
+                }
+                Ok(None) => break,
+                Err(cause) => {
+                    writer.abort();
+                    return Err(StoreError::Fetch { path: shown, cause });
+                }
             }
-            file.sync_all().await.map_err(io_err(&tmp))
         }
-        .await;
-        drop(file);
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        let got: [u8; 32] = hasher.finalize().into();
-        if got != *want.as_bytes() {
-            let _ = fs::remove_file(&tmp);
-            return Ok(ImportOutcome::DigestMismatch);
-        }
-        fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-        self.stored_bytes.fetch_add(len, Ordering::Relaxed);
-        Ok(ImportOutcome::Stored(len))
+        let digest = *digest;
+        let committed = tokio::task::spawn_blocking(move || writer.commit(&digest))
+            .await
+            .map_err(|e| StoreError::Io {
+                path: shown.clone(),
+                cause: io::Error::other(e),
+            })?
+            .map_err(io_err(&shown))?;
+        Ok(match committed {
+            Committed::Mismatch { .. } => ImportOutcome::DigestMismatch,
+            Committed::Stored { len, new } => {
+                if new {
+                    self.stored_bytes.fetch_add(len, Ordering::Relaxed);
+                }
+                ImportOutcome::Stored(len)
+            }
+        })
     }
 
     /// Links a blob the store holds in `from` into `repository`.
@@ -681,7 +657,7 @@ impl LayoutStore {
     ) -> Result<bool, StoreError> {
         let _w = self.collection.read().await;
         let present = self.catalog.read().await.has_blob(from, digest);
-        if !present || !self.blob_file(digest).exists() {
+        if !present || !self.has_bytes(digest) {
             return Ok(false);
         }
         self.write(
@@ -722,17 +698,31 @@ impl LayoutStore {
         let gone: Vec<ContentDigest> = record
             .blobs
             .iter()
-            .filter(|d| !self.blob_file(d).exists())
+            .filter(|d| !self.has_bytes(d))
             .copied()
             .collect();
         if !gone.is_empty() {
             return Ok(PutManifest::Missing(gone));
         }
-        let path = self.blob_file(&digest);
-        if !path.exists() {
-            write_atomic(&path, bytes)?;
-            self.stored_bytes
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if !self.has_bytes(&digest) {
+            match self
+                .blobs
+                .put(&digest, bytes)
+                .map_err(io_err(&self.shown()))?
+            {
+                Committed::Stored { len, new: true } => {
+                    self.stored_bytes.fetch_add(len, Ordering::Relaxed);
+                }
+                Committed::Stored { new: false, .. } => {}
+                // The digest was computed from these very bytes: only storage that changes
+                // what it was given gets here.
+                Committed::Mismatch { .. } => {
+                    return Err(StoreError::Io {
+                        path: self.shown(),
+                        cause: io::Error::other("a stored manifest does not hash to its digest"),
+                    })
+                }
+            }
         }
         let requires: Vec<Requirement> = record
             .blobs
@@ -878,96 +868,48 @@ impl LayoutStore {
             }
             keep
         };
-        let root = self.root.clone();
-        let files = tokio::task::spawn_blocking(move || blob_files(&root))
+        let blobs = self.blobs.clone();
+        let shown = self.shown();
+        let held = tokio::task::spawn_blocking(move || blobs.list())
             .await
             .map_err(|e| StoreError::Io {
-                path: self.root.clone(),
+                path: shown.clone(),
                 cause: io::Error::other(e),
-            })??;
+            })?
+            .map_err(io_err(&shown))?;
         let mut report = GcReport {
             dry_run,
             ..GcReport::default()
         };
-        for (digest, path, len, modified) in files {
-            if keep.contains(&digest) || modified > cutoff {
+        for blob in held {
+            if keep.contains(&blob.digest) || blob.written > cutoff {
                 report.kept += 1;
                 continue;
             }
-            if !dry_run {
-                fs::remove_file(&path).map_err(io_err(&path))?;
-                self.stored_bytes.fetch_sub(len, Ordering::Relaxed);
+            if !dry_run && self.blobs.delete(&blob.digest).map_err(io_err(&shown))? {
+                self.stored_bytes.fetch_sub(blob.len, Ordering::Relaxed);
             }
-            report.removed_bytes += len;
-            report.removed.push((digest, len));
+            report.removed_bytes += blob.len;
+            report.removed.push((blob.digest, blob.len));
         }
         report.removed.sort();
-        // Upload files with no session (a crash, or sessions that expired).
+        // Writers with no upload session (a crash, or sessions that expired).
         let live: HashSet<String> = self.uploads.lock().await.keys().cloned().collect();
-        if let Ok(entries) = fs::read_dir(self.root.join(".uploads")) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if !live.contains(&name) {
-                    report.stale_uploads += 1;
-                    if !dry_run {
-                        let _ = fs::remove_file(e.path());
-                    }
-                }
-            }
-        }
+        report.stale_uploads = self.blobs.sweep(&live, dry_run);
         Ok(report)
     }
 
     /// Writes `index.json` now (it is otherwise written shortly after changes).
     pub async fn flush_index(&self) -> Result<(), StoreError> {
+        let Some(root) = &self.root else {
+            return Ok(());
+        };
         let descriptors = index_descriptors(&*self.catalog.read().await);
         write_atomic(
-            &self.root.join("index.json"),
+            &root.join("index.json"),
             &airgap::oci::layout_index(&descriptors),
         )
     }
-}
-
-fn rehash(path: &Path, want: &ContentDigest) -> io::Result<ContentDigest> {
-    let mut file = fs::File::open(path)?;
-    let mut hasher = ContentHasher::for_digest(want);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hasher.finish());
-        }
-        hasher.update(&buf[..n]);
-    }
-}
-
-/// Every blob file: digest, path, size, modification time.
-fn blob_files(root: &Path) -> Result<Vec<(ContentDigest, PathBuf, u64, SystemTime)>, StoreError> {
-    let mut out = Vec::new();
-    for algorithm in ["sha256", "sha512"] {
-        let dir = root.join("blobs").join(algorithm);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(&dir)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(io_err(&dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // Temporary files of an atomic write in progress are not blobs.
-            let Ok(digest) = format!("{algorithm}:{name}").parse::<ContentDigest>() else {
-                continue;
-            };
-            let meta = entry.metadata().map_err(io_err(&entry.path()))?;
-            out.push((
-                digest,
-                entry.path(),
-                meta.len(),
-                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            ));
-        }
-    }
-    Ok(out)
 }
 
 /// The catalog as the changes that rebuild it, read from an `index.json` written before the
@@ -980,9 +922,9 @@ fn import_index(root: &Path) -> Result<Vec<Change>, StoreError> {
         Err(e) => return Err(io_err(&index_path)(e)),
     };
     let index: LayoutIndex =
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::NotALayout {
+        serde_json::from_slice(&bytes).map_err(|cause| StoreError::BadLayoutIndex {
             path: root.to_path_buf(),
-            reason: format!("index.json: {e}"),
+            cause,
         })?;
     let mut catalog = Catalog::default();
     for d in index.manifests {
@@ -992,11 +934,13 @@ fn import_index(root: &Path) -> Result<Vec<Change>, StoreError> {
         let digest = ContentDigest::from(d.digest);
         let path = root.join(digest.blob_path());
         let bytes = fs::read(&path).map_err(io_err(&path))?;
-        let record =
-            ManifestRecord::parse(&d.media_type, &bytes).map_err(|e| StoreError::NotALayout {
+        let record = ManifestRecord::parse(&d.media_type, &bytes).map_err(|cause| {
+            StoreError::BadLayoutManifest {
                 path: root.to_path_buf(),
-                reason: format!("manifest {digest}: {e}"),
-            })?;
+                digest: digest.to_string(),
+                cause,
+            }
+        })?;
         catalog.apply(&Change::PutManifest {
             repo: repo.clone(),
             digest,
@@ -1130,11 +1074,7 @@ impl Store {
                     stamp: a.stamp.clone(),
                 })
             }
-            Store::Layout(l) => {
-                let path = l.blob_file(digest);
-                let len = fs::metadata(&path).ok()?.len();
-                Some(BlobData::File { path, len })
-            }
+            Store::Layout(l) => l.blobs.read(digest),
         }
     }
 }
@@ -1150,53 +1090,6 @@ impl std::ops::Deref for CatalogView<'_> {
         match self {
             CatalogView::Borrowed(c) => c,
             CatalogView::Locked(g) => g,
-        }
-    }
-}
-
-/// A blob opened for reading at any offset (from a blocking thread).
-pub enum OpenBlob {
-    Archive {
-        file: Arc<BundleFile>,
-        start: u64,
-        len: u64,
-    },
-    File {
-        file: fs::File,
-        len: u64,
-    },
-}
-
-impl BlobData {
-    pub fn open(&self) -> io::Result<OpenBlob> {
-        Ok(match self {
-            BlobData::Archive {
-                file, offset, len, ..
-            } => OpenBlob::Archive {
-                file: file.clone(),
-                start: *offset,
-                len: *len,
-            },
-            BlobData::File { path, len } => OpenBlob::File {
-                file: fs::File::open(path)?,
-                len: *len,
-            },
-        })
-    }
-}
-
-impl OpenBlob {
-    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        match self {
-            OpenBlob::Archive { file, start, len } => {
-                let want = buf.len().min(len.saturating_sub(offset) as usize);
-                file.read_at(&mut buf[..want], start + offset)
-            }
-            OpenBlob::File { file, len } => {
-                let want = buf.len().min(len.saturating_sub(offset) as usize);
-                file.read_at(&mut buf[..want], offset)
-            }
         }
     }
 }

@@ -41,8 +41,12 @@ pub enum AuthFileError {
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error("auth file {path} is not valid JSON: {reason}")]
-    Malformed { path: PathBuf, reason: String },
+    #[error("auth file {path} is not valid JSON")]
+    Malformed {
+        path: PathBuf,
+        #[source]
+        cause: serde_json::Error,
+    },
     #[error("auth file {path}: the `auth` entry for {host} is not base64 of `user:password`")]
     BadEntry { path: PathBuf, host: String },
 }
@@ -104,9 +108,9 @@ impl AuthFile {
 
     fn parse(path: &Path, bytes: &[u8]) -> Result<Self, AuthFileError> {
         let json: AuthFileJson =
-            serde_json::from_slice(bytes).map_err(|e| AuthFileError::Malformed {
+            serde_json::from_slice(bytes).map_err(|cause| AuthFileError::Malformed {
                 path: path.to_path_buf(),
-                reason: e.to_string(),
+                cause,
             })?;
         let mut entries = BTreeMap::new();
         for (key, entry) in json.auths {

@@ -24,8 +24,12 @@ pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 pub enum RegistryError {
     #[error("`{name}` is not a valid {what}; refused before any request (names are never normalized into another repository)")]
     InvalidName { what: &'static str, name: String },
-    #[error("cannot reach registry {host}: {cause}")]
-    Unreachable { host: String, cause: String },
+    #[error("cannot reach registry {host}")]
+    Unreachable {
+        host: String,
+        #[source]
+        cause: reqwest::Error,
+    },
     #[error("{host} refused the credentials{user}: check the username and password")]
     Unauthorized { host: String, user: String },
     #[error("{host} requires authentication and no credentials for it were found: log in (`skopeo login {host}`) so an auth file holds them, or, when seeding, pass --username with --password-stdin")]
@@ -45,8 +49,12 @@ pub enum RegistryError {
     },
     #[error("{url}: response lacks the {header} header")]
     MissingHeader { url: String, header: &'static str },
-    #[error("cannot read CA file {path}: {cause}")]
-    CaFile { path: String, cause: String },
+    #[error("cannot read CA file {path}")]
+    CaFile {
+        path: String,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error("{host}/{repository}: blob {digest} is not in the registry")]
     BlobUnknown {
         host: String,
@@ -71,7 +79,7 @@ pub enum RegistryError {
     #[error("release artifact in {repo}: {problem}")]
     ReleaseArtifact {
         repo: String,
-        problem: crate::release_artifact::ArtifactProblem,
+        problem: ArtifactProblem,
     },
     #[error("{host}: the source registry ignored the range of a resumed download of {digest}")]
     RangeIgnored { host: String, digest: Digest },
@@ -172,9 +180,9 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     pub fn with_ca_file(mut self, path: &Path) -> Result<Self, RegistryError> {
-        let pem = std::fs::read(path).map_err(|e| RegistryError::CaFile {
+        let pem = std::fs::read(path).map_err(|cause| RegistryError::CaFile {
             path: path.display().to_string(),
-            cause: e.to_string(),
+            cause,
         })?;
         self.ca_pem = Some(pem);
         Ok(self)
@@ -259,7 +267,7 @@ impl BlobDownload {
                     .host_str()
                     .unwrap_or_default()
                     .to_string(),
-                cause: describe_reqwest_error(&e),
+                cause: e,
             })
     }
 }
@@ -430,7 +438,7 @@ impl RegistryClient {
             .unwrap_or_default();
         let mut bytes = Vec::new();
         let mut body = response;
-        while let Some(chunk) = body.chunk().await.map_err(|e| self.unreachable(&e))? {
+        while let Some(chunk) = body.chunk().await.map_err(|e| self.unreachable(e))? {
             if (bytes.len() + chunk.len()) as u64 > MAX_MANIFEST_SIZE {
                 return Err(RegistryError::ManifestTooLarge {
                     url: url.to_string(),
@@ -485,7 +493,7 @@ impl RegistryClient {
                 .and_then(|v| v.split_once('<'))
                 .and_then(|(_, rest)| rest.split_once('>'))
                 .map(|(target, _)| target.trim_start_matches('/').to_string());
-            let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+            let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
             let list: TagList =
                 serde_json::from_slice(&bytes).map_err(|source| RegistryError::Json {
                     url: url.to_string(),
@@ -545,10 +553,10 @@ impl RegistryClient {
         Ok(BlobDownload { response, offset })
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> RegistryError {
+    fn unreachable(&self, cause: reqwest::Error) -> RegistryError {
         RegistryError::Unreachable {
             host: self.host.clone(),
-            cause: describe_reqwest_error(e),
+            cause,
         }
     }
 
@@ -732,7 +740,7 @@ impl RegistryClient {
         let response = self
             .expect(response, &[StatusCode::OK], Method::POST, None)
             .await?;
-        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
         serde_json::from_slice(&bytes).map_err(|source| RegistryError::Json {
             url: url.to_string(),
             what: "garbage collection report",
@@ -846,9 +854,9 @@ impl RegistryClient {
                 Err(e) => {
                     let error = RegistryError::Unreachable {
                         host: self.host.clone(),
-                        cause: describe_reqwest_error(&e),
+                        cause: e,
                     };
-                    tracing::info!(%method, host = %self.host, error = %error, "request failed");
+                    tracing::info!(%method, host = %self.host, error = %describe_error(&error), "request failed");
                     if !replayable || attempt + 1 >= self.retry.attempts {
                         return Err(error);
                     }
@@ -929,7 +937,7 @@ impl RegistryClient {
         }
         let response = req.send().await.map_err(|e| RegistryError::Unreachable {
             host: url.host_str().unwrap_or_default().to_string(),
-            cause: describe_reqwest_error(&e),
+            cause: e,
         })?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(self.unauthorized());
@@ -947,7 +955,7 @@ impl RegistryClient {
             .await
             .map_err(|e| RegistryError::Unreachable {
                 host: url.host_str().unwrap_or_default().to_string(),
-                cause: describe_reqwest_error(&e),
+                cause: e,
             })?;
         let token: Token =
             serde_json::from_slice(&body).map_err(|source| RegistryError::TokenAnswer {
@@ -987,6 +995,21 @@ fn error_detail(body: &[u8]) -> String {
     } else {
         format!(" ({})", text.chars().take(200).collect::<String>())
     }
+}
+
+/// What is wrong with a release artifact a registry holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArtifactProblem {
+    #[error("expected a {media} part")]
+    PartType { media: String },
+    #[error("a part has no sha256 digest")]
+    NoDigest,
+    #[error("a part is larger than a release index may be")]
+    PartTooLarge,
+    #[error("blob {digest} does not hash to its digest")]
+    PartDigest { digest: Digest },
+    #[error("{tag} is not an airgap release artifact")]
+    NotAnArtifact { tag: String },
 }
 
 /// reqwest's Display stops at "error sending request"; the cause (refused, TLS, timeout) is

@@ -21,6 +21,7 @@ pub mod name;
 pub mod release_artifact;
 pub mod scrub;
 pub mod seed;
+pub mod tag_check;
 
 pub use mirror::{MirrorTarget, RewriteMap};
 pub use seed::{SeedPlan, SeedReport, Seeder};

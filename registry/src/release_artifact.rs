@@ -196,20 +196,7 @@ pub async fn list(client: &RegistryClient, repo: &str) -> Result<Vec<String>, Re
     Ok(client.list_tags(repo).await?.unwrap_or_default())
 }
 
-/// What is wrong with a release artifact a registry holds.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ArtifactProblem {
-    #[error("expected a {media} part")]
-    PartType { media: String },
-    #[error("a part has no sha256 digest")]
-    NoDigest,
-    #[error("a part is larger than a release index may be")]
-    PartTooLarge,
-    #[error("blob {digest} does not hash to its digest")]
-    PartDigest { digest: Digest },
-    #[error("{tag} is not an airgap release artifact")]
-    NotAnArtifact { tag: String },
-}
+pub use crate::client::ArtifactProblem;
 
 async fn get_part(
     client: &RegistryClient,

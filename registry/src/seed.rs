@@ -90,11 +90,12 @@ impl ReleaseSource {
                 Bytes::from(fetched.bytes)
             }
         };
-        let refs = References::parse(media_type, &bytes).map_err(|e| SeedError::BadManifest {
-            digest,
-            media_type: media_type.to_string(),
-            reason: e.to_string(),
-        })?;
+        let refs =
+            References::parse(media_type, &bytes).map_err(|cause| SeedError::BadManifest {
+                digest,
+                media_type: media_type.to_string(),
+                cause,
+            })?;
         Ok((bytes, refs))
     }
 }
@@ -108,11 +109,12 @@ pub enum SeedError {
     Bundle(#[from] VerifyError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("manifest {digest} in the bundle is not valid JSON of type {media_type}: {reason}")]
+    #[error("manifest {digest} in the bundle is not valid JSON of type {media_type}")]
     BadManifest {
         digest: Digest,
         media_type: String,
-        reason: String,
+        #[source]
+        cause: serde_json::Error,
     },
     #[error(
         "blob {digest} is neither in the bundle nor among the blobs it expects the target to have"
@@ -128,7 +130,7 @@ pub enum SeedError {
     Corrupt(Box<DigestMismatch>),
     #[error("{first}{}; something else writes to these repositories: find what, then seed again", if *.more > 0 { format!(" (and {} more tags)", .more) } else { String::new() })]
     TagDrift {
-        first: Box<crate::scrub::TagDrift>,
+        first: Box<crate::tag_check::TagDrift>,
         more: usize,
     },
 }
@@ -412,14 +414,14 @@ impl Seeder {
             .manifests
             .iter()
             .filter(|m| m.reference.parse::<Digest>().is_err())
-            .map(|m| crate::scrub::SignedTag {
+            .map(|m| crate::tag_check::SignedTag {
                 repository: m.repository.clone(),
                 tag: m.reference.clone(),
                 digest: m.digest,
                 media_type: m.media_type.clone(),
             })
             .collect();
-        let drift = crate::scrub::check_signed_tags(&self.client, tags, self.jobs).await?;
+        let drift = crate::tag_check::check_signed_tags(&self.client, tags, self.jobs).await?;
         if let Some(first) = drift.first() {
             return Err(SeedError::TagDrift {
                 first: Box::new(first.clone()),
@@ -662,7 +664,8 @@ fn stream_entry(
             let n = match reader.read(&mut buf) {
                 Ok(n) => n,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    // Ends the upload; the typed error is what this task returns.
+                    let _ = tx.blocking_send(Err(std::io::Error::from(e.kind())));
                     return Err(VerifyError::Io(e).into());
                 }
             };
@@ -678,8 +681,8 @@ fn stream_entry(
             }
         }
         let result = reader.finish();
-        if let Err(e) = &result {
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        if result.is_err() {
+            let _ = tx.blocking_send(Err(std::io::Error::other("the bundle failed verification")));
         }
         Ok(result?)
     });
@@ -726,7 +729,8 @@ fn stream_download(
             Err(DownloadError::Registry(e)) => SeedError::Registry(e),
             Err(DownloadError::Mismatch(mismatch)) => SeedError::Corrupt(mismatch),
         };
-        let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
+        // Ends the upload; the typed error is what this task returns.
+        let _ = tx.send(Err(std::io::Error::other("the copy failed"))).await;
         Err(error)
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {

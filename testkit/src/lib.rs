@@ -3,6 +3,7 @@
 //! directories, and bundle specs. Deterministic for a given seed; nothing is downloaded.
 
 pub mod advisories;
+pub mod source_rules;
 pub mod wan_proxy;
 
 use std::fs::{self, File};

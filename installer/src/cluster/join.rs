@@ -37,8 +37,12 @@ pub enum JoinError {
     Server(String),
     #[error("refusing {server}: {detail}")]
     Pin { server: String, detail: String },
-    #[error("cannot reach the join API at {server}: {detail}")]
-    Unreachable { server: String, detail: String },
+    #[error("cannot reach the join API at {server}")]
+    Unreachable {
+        server: String,
+        #[source]
+        cause: reqwest::Error,
+    },
     #[error("the cluster at {server} refused the join: {why}")]
     Refused { server: String, why: String },
     #[error("the join API at {server} answered something that is not a join answer")]
@@ -231,9 +235,9 @@ async fn post(
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(60))
         .build()
-        .map_err(|e| JoinError::Unreachable {
+        .map_err(|cause| JoinError::Unreachable {
             server: server.to_string(),
-            detail: e.to_string(),
+            cause,
         })?;
     let body = serde_json::to_vec(request).map_err(|source| JoinError::Answer {
         server: server.to_string(),
@@ -254,14 +258,17 @@ async fn post(
             }
             JoinError::Unreachable {
                 server: server.to_string(),
-                detail: registry::client::describe_reqwest_error(&e),
+                cause: e,
             }
         })?;
     let status = response.status();
-    let bytes = response.bytes().await.map_err(|e| JoinError::Unreachable {
-        server: server.to_string(),
-        detail: registry::client::describe_reqwest_error(&e),
-    })?;
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|cause| JoinError::Unreachable {
+            server: server.to_string(),
+            cause,
+        })?;
     if !status.is_success() {
         let why = serde_json::from_slice::<JoinRefused>(&bytes)
             .map(|r| r.error)

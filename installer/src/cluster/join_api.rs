@@ -70,11 +70,25 @@ pub const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(6
 
 /// Why a join was refused: said to the joining node in one line.
 #[derive(Debug)]
-pub struct Refusal(pub String);
+pub enum Refusal {
+    /// A rule the request broke, in the words the joining node is told.
+    Said(String),
+    /// A failure on this node; its cause chain becomes the line only at the response.
+    Failed(Box<dyn std::error::Error + Send + Sync>),
+}
 
-impl<E: std::fmt::Display> From<E> for Refusal {
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for Refusal {
     fn from(e: E) -> Self {
-        Refusal(e.to_string())
+        Refusal::Failed(Box::new(e))
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Said(why) => f.write_str(why),
+            Refusal::Failed(e) => f.write_str(&airgap::error_chain::chain(e.as_ref())),
+        }
     }
 }
 
@@ -199,7 +213,8 @@ impl JoinApi {
                     Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                 }
             }
-            Err(Refusal(why)) => {
+            Err(refusal) => {
+                let why = refusal.to_string();
                 self.refusals.failed(peer.ip());
                 tracing::warn!(%peer, %why, "join refused");
                 refuse(StatusCode::FORBIDDEN, why)
@@ -226,9 +241,9 @@ impl JoinApi {
             .map_err(token_refusal)?;
         let trusted = crate::release::trusted(&self.etcd)
             .await?
-            .ok_or_else(|| Refusal("the cluster has no trusted release yet".into()))?;
+            .ok_or_else(|| Refusal::Said("the cluster has no trusted release yet".into()))?;
         if trusted != request.release {
-            return Err(Refusal(format!(
+            return Err(Refusal::Said(format!(
                 "the cluster runs {trusted} (bundle.json sha256 {}), the joining node's bundle is {} (sha256 {}); join with the cluster's bundle, then upgrade",
                 trusted.index_sha256, request.release, request.release.index_sha256
             )));
@@ -237,7 +252,7 @@ impl JoinApi {
         let members = self.etcd.member_list().await?;
         if let Some(m) = members.iter().find(|m| m.peer_urls.contains(&peer_url)) {
             if !m.name.is_empty() {
-                return Err(Refusal(format!(
+                return Err(Refusal::Said(format!(
                     "{} is already an etcd member of this cluster; a node that lost its state is removed first with `airgap node remove {}`",
                     node.name, node.name
                 )));
@@ -249,11 +264,11 @@ impl JoinApi {
             .await?
         {
             Ok(sealed) => sealed,
-            Err(Unavailable::Absent) => return Err(Refusal(format!(
+            Err(Unavailable::Absent) => return Err(Refusal::Said(format!(
                 "the cluster's shared keys are not uploaded for joining (they expire {} h after `airgap install` or `airgap token create --certificate-key`); run `airgap token create --certificate-key` on a cluster node and join with the key it prints",
                 certificate_key::MATERIAL_TTL.as_secs() / 3600
             ))),
-            Err(Unavailable::OtherKey) => return Err(Refusal(
+            Err(Unavailable::OtherKey) => return Err(Refusal::Said(
                 "the certificate key is not the one the cluster's shared keys were last uploaded under; use the key the latest `airgap install` or `airgap token create --certificate-key` printed".into(),
             )),
         };
@@ -266,7 +281,7 @@ impl JoinApi {
             agent: ca.issue_for_csr(&request.csrs.agent, &LeafSpec::agent(&node))?,
         };
         let install_yaml = std::fs::read_to_string(self.layout.install_yaml()).map_err(|e| {
-            Refusal(format!(
+            Refusal::Said(format!(
                 "this node cannot read {}: {e}",
                 self.layout.install_yaml().display()
             ))
@@ -349,7 +364,7 @@ impl JoinApi {
                 Err(e) => return Err(e.into()),
             };
             if std::time::Instant::now() >= deadline {
-                return Err(Refusal(why));
+                return Err(Refusal::Said(why));
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
@@ -445,14 +460,14 @@ impl JoinApi {
             .iter()
             .find(|n| canonical(n.address) == source)
             .ok_or_else(|| {
-                Refusal(format!(
+                Refusal::Said(format!(
                     "{source} is not one of this cluster's nodes ({}); a node joins from its install.yaml address",
                     names()
                 ))
             })?;
         if let Some(claimed) = &request.node {
             if claimed.as_str() != node.name.as_str() {
-                return Err(Refusal(format!(
+                return Err(Refusal::Said(format!(
                     "the request comes from {source}, {}'s address, but names node {claimed}; run `airgap join` on {claimed} itself",
                     node.name
                 )));
@@ -468,7 +483,7 @@ impl JoinApi {
     ) -> Result<(CertificateAuthority, crate::pki::Ensured), Refusal> {
         let paths = PairPaths::new(dir, "ca");
         if !paths.cert.exists() || !paths.key.exists() {
-            return Err(Refusal(format!("this node holds no {what} CA key")));
+            return Err(Refusal::Said(format!("this node holds no {what} CA key")));
         }
         Ok(CertificateAuthority::ensure(&paths, what)?)
     }
@@ -489,10 +504,10 @@ fn refuse(status: StatusCode, error: String) -> Response<Full<Bytes>> {
 /// the caller's to learn. The node's log keeps the reason.
 fn token_refusal(e: token::TokenError) -> Refusal {
     match e {
-        token::TokenError::Etcd(e) => Refusal(e.to_string()),
+        token::TokenError::Etcd(e) => Refusal::from(e),
         other => {
             tracing::info!(reason = %other, "join token refused");
-            Refusal(TOKEN_REFUSED.into())
+            Refusal::Said(TOKEN_REFUSED.into())
         }
     }
 }

@@ -57,9 +57,9 @@ fn op(change: &Change) -> Result<Op, MetadataError> {
             record,
         } => Op::Put(
             manifest_key(repo, digest),
-            serde_json::to_vec(record).map_err(|e| MetadataError::BadKey {
+            serde_json::to_vec(record).map_err(|cause| MetadataError::BadRecord {
                 key: manifest_key(repo, digest),
-                reason: e.to_string(),
+                cause,
             })?,
         ),
         Change::DeleteManifest { repo, digest } => Op::Delete(manifest_key(repo, digest)),
@@ -72,14 +72,20 @@ fn op(change: &Change) -> Result<Op, MetadataError> {
 
 /// The change a key write stands for; `None` (with `value` None) for a deletion.
 fn change(key: &str, value: Option<&[u8]>) -> Result<Change, MetadataError> {
-    let bad = |reason: &str| MetadataError::BadKey {
+    let bad = |reason: &'static str| MetadataError::BadKey {
         key: key.to_string(),
-        reason: reason.to_string(),
+        reason,
     };
     let rest = key
         .strip_prefix(PREFIX)
         .ok_or_else(|| bad("outside the prefix"))?;
-    let digest = |s: &str| s.parse::<ContentDigest>().map_err(|e| bad(&e.to_string()));
+    let digest = |s: &str| {
+        s.parse::<ContentDigest>()
+            .map_err(|cause| MetadataError::BadKeyDigest {
+                key: key.to_string(),
+                cause,
+            })
+    };
     if let Some((repo, d)) = rest.rsplit_once("/_blobs/") {
         let (repo, digest) = (repo.to_string(), digest(d)?);
         return Ok(match value {
@@ -93,7 +99,10 @@ fn change(key: &str, value: Option<&[u8]>) -> Result<Change, MetadataError> {
             Some(v) => Change::PutManifest {
                 repo,
                 digest,
-                record: serde_json::from_slice(v).map_err(|e| bad(&e.to_string()))?,
+                record: serde_json::from_slice(v).map_err(|cause| MetadataError::BadRecord {
+                    key: key.to_string(),
+                    cause,
+                })?,
             },
             None => Change::DeleteManifest { repo, digest },
         });
@@ -174,10 +183,7 @@ impl EtcdMetadata {
         }
         watch
             .await
-            .map_err(|e| MetadataError::BadKey {
-                key: PREFIX.into(),
-                reason: format!("watch task: {e}"),
-            })?
+            .map_err(MetadataError::WatchStopped)?
             .map_err(MetadataError::from)
     }
 }

@@ -72,10 +72,10 @@ impl MetadataLog {
                 break;
             }
             let batch: Vec<Change> =
-                serde_json::from_slice(&line).map_err(|e| MetadataError::Corrupt {
+                serde_json::from_slice(&line).map_err(|cause| MetadataError::Corrupt {
                     path: self.path.clone(),
                     line: line_no,
-                    reason: e.to_string(),
+                    cause,
                 })?;
             for change in &batch {
                 catalog.apply(change);
