@@ -329,27 +329,7 @@ fn holds_vip(ns: &NetNs) -> bool {
 
 /// A STAND-IN for kubeadm (the real one cannot be installed here): checks a control-plane
 /// join's configuration and the material kubeadm needs, records both, fakes `admin.conf`.
-const STAND_IN_KUBEADM_JOIN: &str = r#"#!/bin/sh
-set -eu
-printf '%s\n' "$@" > "$RECORD/kubeadm.args"
-rootfs=""; config=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rootfs) rootfs=$2; shift 2;;
-    --config) config=$2; shift 2;;
-    *) shift;;
-  esac
-done
-file="$rootfs$config"
-grep -q '^kind: JoinConfiguration$' "$file" || { echo "no JoinConfiguration in $file" >&2; exit 2; }
-kubeconfig=$(sed -n 's/^ *kubeConfigPath: //p' "$file" | tr -d '"')
-grep -q 'client-certificate-data:' "$rootfs$kubeconfig" || { echo "no credentials in $kubeconfig" >&2; exit 2; }
-for f in etc/kubernetes/pki/ca.crt etc/kubernetes/pki/ca.key etc/kubernetes/pki/etcd/ca.crt etc/kubernetes/pki/apiserver-etcd-client.key etc/kubernetes/encryption-config.yaml; do
-  [ -f "$rootfs/$f" ] || { echo "missing /$f" >&2; exit 2; }
-done
-cp "$file" "$RECORD/kubeadm-join.yaml"
-echo "apiVersion: v1" > "$rootfs/etc/kubernetes/admin.conf"
-"#;
+const STAND_IN_KUBEADM_JOIN: &str = include_str!("stand-ins/kubeadm-join.sh");
 
 /// `token` (`ID.SECRET@sha256:PIN`) with the first character of its secret changed: the
 /// same id, a secret that does not match. Built from the parts, so the id is never touched.

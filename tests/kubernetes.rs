@@ -717,53 +717,10 @@ fn without_kubeadm_the_configuration_is_rendered_hardened_and_no_cluster_is_clai
 
 /// A STAND-IN for kubeadm (not the real tool): records its arguments, checks the configuration
 /// it is given as kubeadm would need it, and writes `admin.conf` as a successful init does.
-const STAND_IN_KUBEADM: &str = r#"#!/bin/sh
-# Stand-in kubeadm for tests: records arguments, checks the config file, fakes admin.conf.
-set -eu
-printf '%s\n' "$@" > "$RECORD/kubeadm.$$.args"
-[ "${STAND_IN_FAIL:-}" = 1 ] && { echo "[preflight] stand-in refuses: STAND_IN_FAIL=1" >&2; exit 1; }
-first=$1; rootfs=""; config=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rootfs) rootfs=$2; shift 2;;
-    --config) config=$2; shift 2;;
-    *) shift;;
-  esac
-done
-if [ "$first" = upgrade ]; then
-  [ -f "$rootfs/etc/kubernetes/admin.conf" ] || { echo "no cluster to upgrade" >&2; exit 2; }
-  echo "[upgrade/successful] (stand-in)"; exit 0
-fi
-file="$rootfs$config"
-[ -f "$file" ] || { echo "no config file $file" >&2; exit 2; }
-grep -q '^kind: InitConfiguration$' "$file" || { echo "no InitConfiguration" >&2; exit 2; }
-grep -q '^kind: ClusterConfiguration$' "$file" || { echo "no ClusterConfiguration" >&2; exit 2; }
-grep -q '^kind: KubeletConfiguration$' "$file" || { echo "no KubeletConfiguration" >&2; exit 2; }
-for f in etc/kubernetes/pki/ca.crt etc/kubernetes/pki/ca.key etc/kubernetes/pki/etcd/ca.crt etc/kubernetes/pki/apiserver-etcd-client.key etc/kubernetes/encryption-config.yaml; do
-  [ -f "$rootfs/$f" ] || { echo "missing /$f" >&2; exit 2; }
-done
-cp "$file" "$RECORD/kubeadm.yaml"
-echo "apiVersion: v1" > "$rootfs/etc/kubernetes/admin.conf"
-echo "Your Kubernetes control-plane has initialized successfully! (stand-in)"
-"#;
+const STAND_IN_KUBEADM: &str = include_str!("stand-ins/kubeadm.sh");
 
 /// A STAND-IN for kubectl: records its arguments and what the manifest directory held.
-const STAND_IN_KUBECTL: &str = r#"#!/bin/sh
-# Stand-in kubectl for tests.
-set -eu
-printf '%s\n' "$@" > "$RECORD/kubectl.$$.args"
-dir=""; kubeconfig=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --filename) dir=$2; shift 2;;
-    --kubeconfig) kubeconfig=$2; shift 2;;
-    *) shift;;
-  esac
-done
-[ -f "$kubeconfig" ] || { echo "no kubeconfig $kubeconfig" >&2; exit 2; }
-[ -f "$dir/00-namespaces.yaml" ] || { echo "no namespaces in $dir" >&2; exit 2; }
-(cd "$dir" && find . -type f | sort) > "$RECORD/kubectl.files"
-"#;
+const STAND_IN_KUBECTL: &str = include_str!("stand-ins/kubectl.sh");
 
 fn invocations(record: &Path, tool: &str) -> Vec<Vec<String>> {
     let mut out: Vec<_> = std::fs::read_dir(record)

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{now_rfc3339, AuditLog, Outcome};
 use crate::files::{write_atomic, PUBLIC};
+use crate::host::Host;
 use crate::layout::NodeLayout;
 use crate::service::ServiceSpec;
 
@@ -528,14 +529,16 @@ pub fn ensure_running(
 }
 
 /// Stops the agent (and with it every service). Returns the pid stopped, if one ran.
-pub fn stop(layout: &NodeLayout) -> Result<Option<u32>, AgentError> {
+/// systemctl runs through `host`.
+pub fn stop(layout: &NodeLayout, host: &dyn Host) -> Result<Option<u32>, AgentError> {
     let Some(pid) = running_pid(layout)? else {
         return Ok(None);
     };
     if Launch::for_node(layout) == Launch::Systemd {
-        let _ = Command::new("systemctl")
-            .args(["stop", "airgap-agent.service"])
-            .status();
+        let systemctl = host
+            .find_program("systemctl")
+            .unwrap_or_else(|| PathBuf::from("systemctl"));
+        let _ = host.run(&systemctl, &["stop".into(), "airgap-agent.service".into()]);
     } else if pid != 0 {
         // SAFETY: signalling the pid the lock holder published.
         unsafe {

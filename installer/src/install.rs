@@ -83,7 +83,7 @@ pub async fn install(
     let release = Release::open(&request.bundle, &request.public_key)?;
     if journal.release().is_none() {
         // A fresh installation only: one under way finishes with the release it started.
-        crate::release::check_fresh(&release)?;
+        crate::release::check_fresh(&release, host.now())?;
     }
     if let Some(installed) = journal.release() {
         let offered = release.id().clone();
@@ -114,7 +114,7 @@ pub async fn install(
         node,
         layout: layout.clone(),
         release,
-        bundle_path: request.bundle.clone(),
+        origin: crate::release::ReleaseOrigin::Bundle(request.bundle.clone()),
         config_path: request.config.clone(),
         exe: request.exe.clone(),
         jobs: request.jobs,
@@ -202,7 +202,7 @@ pub async fn join(
         node,
         layout,
         release,
-        bundle_path: request.bundle.clone(),
+        origin: crate::release::ReleaseOrigin::Bundle(request.bundle.clone()),
         config_path,
         exe: request.exe.clone(),
         jobs: request.jobs,
@@ -254,7 +254,7 @@ async fn join_command(
         "airgap join --token {} --certificate-key {} --server {vip} --bundle {} --pub {}",
         token.with_pin(&pin).expose(),
         key.to_hex().expose(),
-        ctx.bundle_path.display(),
+        ctx.origin,
         public_key.display()
     )))
 }

@@ -76,7 +76,12 @@ pub struct VerifiedBundle {
     pub version: String,
     /// sha256 of the signed `bundle.json`.
     pub index_sha256: String,
-    pub path: PathBuf,
+    /// The bundle file verified; absent for a release read from a registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// The registry a release was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
     pub size: u64,
     pub modified_unix_nanos: u128,
 }

@@ -112,6 +112,24 @@ impl Release {
     }
 }
 
+/// Where a release was read from: what the journal records and what a join command names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseOrigin {
+    /// A bundle file on this node.
+    Bundle(std::path::PathBuf),
+    /// A release artifact in a registry (`upgrade --from-registry`), by the URL given.
+    Registry(String),
+}
+
+impl std::fmt::Display for ReleaseOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReleaseOrigin::Bundle(path) => path.display().fmt(f),
+            ReleaseOrigin::Registry(url) => f.write_str(url),
+        }
+    }
+}
+
 /// Why a release could not be opened or is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
@@ -144,9 +162,9 @@ pub fn expired(verified: &VerifiedIndex, now: std::time::SystemTime) -> Option<S
     }
 }
 
-/// Refuses a release past its signed expiry.
-pub fn check_fresh(release: &Release) -> Result<(), ReleaseError> {
-    match expired(release.verified(), std::time::SystemTime::now()) {
+/// Refuses a release past its signed expiry at `now` (the [`Host`](crate::host::Host)'s clock).
+pub fn check_fresh(release: &Release, now: std::time::SystemTime) -> Result<(), ReleaseError> {
+    match expired(release.verified(), now) {
         Some(expires) => Err(ReleaseError::Expired {
             release: Box::new(release.id().clone()),
             expires,

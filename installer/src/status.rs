@@ -546,8 +546,11 @@ async fn probe_kubernetes(
 }
 
 /// Removes what an install created under the root (services stopped first). Logs stay.
-pub fn reset(layout: &NodeLayout) -> Result<Vec<String>, StatusError> {
-    agent::stop(layout)?;
+pub fn reset(
+    layout: &NodeLayout,
+    host: &dyn crate::host::Host,
+) -> Result<Vec<String>, StatusError> {
+    agent::stop(layout, host)?;
     let mut removed = Vec::new();
     for path in crate::phases::installed_paths(layout) {
         let result = if path.is_dir() {

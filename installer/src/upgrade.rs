@@ -27,7 +27,7 @@ use crate::host::Host;
 use crate::journal::{Journal, Phase, WorkflowKind};
 use crate::layout::NodeLayout;
 use crate::phases::{ContextInputs, InstallContext};
-use crate::release::{decide, Advanced, Decision, Release, ReleaseId};
+use crate::release::{decide, Advanced, Decision, Release, ReleaseId, ReleaseOrigin};
 use crate::upgrade_end::UpgradeEnd;
 use crate::workflow::{Failpoint, Observer, Runner, SkipSet, Workflow};
 
@@ -105,10 +105,11 @@ pub async fn upgrade(
         host.as_ref(),
     )
     .await?;
-    let (release, bundle_path) = match &request.source {
-        UpgradeSource::Bundle(bundle) => {
-            (Release::open(bundle, &request.public_key)?, bundle.clone())
-        }
+    let (release, origin) = match &request.source {
+        UpgradeSource::Bundle(bundle) => (
+            Release::open(bundle, &request.public_key)?,
+            ReleaseOrigin::Bundle(bundle.clone()),
+        ),
         UpgradeSource::Registry { url, version, ca } => {
             if let Some(external) = config.external_registry() {
                 return Err(InstallError::FromRegistryNeedsBuiltin {
@@ -131,7 +132,7 @@ pub async fn upgrade(
                 &baseline,
             )
             .await?;
-            (release, PathBuf::from(url))
+            (release, ReleaseOrigin::Registry(url.clone()))
         }
     };
     let offered = release.id().clone();
@@ -182,7 +183,7 @@ pub async fn upgrade(
         Decision::Newer => {}
     }
     if !resuming {
-        crate::release::check_fresh(&release)?;
+        crate::release::check_fresh(&release, host.now())?;
     }
     // The release this node runs until the upgrade completes: the journal names the offered
     // one once the verify phase passed, so a resumed run compares with what the cluster trusted
@@ -217,7 +218,7 @@ pub async fn upgrade(
         node,
         layout: layout.clone(),
         release,
-        bundle_path,
+        origin,
         config_path,
         exe: request.exe.clone(),
         jobs: request.jobs,

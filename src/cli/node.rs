@@ -653,7 +653,9 @@ pub fn status_cmd(args: StatusArgs) -> anyhow::Result<()> {
 
 pub fn stop_cmd(args: RootArgs) -> anyhow::Result<()> {
     let root = std::path::absolute(&args.root).context("resolving --root")?;
-    match installer::agent::stop(&NodeLayout::new(&root)).context("stopping the agent")? {
+    match installer::agent::stop(&NodeLayout::new(&root), &SystemHost)
+        .context("stopping the agent")?
+    {
         Some(pid) => println!(
             "stopped the agent (pid {pid}) and its services under {}",
             root.display()
@@ -684,7 +686,7 @@ pub fn reset_cmd(args: ResetArgs) -> anyhow::Result<()> {
             bail!("reset cancelled; nothing was changed");
         }
     }
-    let removed = installer::status::reset(&layout).context("reset")?;
+    let removed = installer::status::reset(&layout, &SystemHost).context("reset")?;
     installer::audit::AuditLog::new(&layout).record(
         "reset",
         &root.display().to_string(),

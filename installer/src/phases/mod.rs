@@ -56,8 +56,8 @@ pub struct InstallContext {
     pub node: Node,
     pub layout: NodeLayout,
     pub release: Release,
-    /// The bundle file the release was opened from, and the `install.yaml` given.
-    pub bundle_path: PathBuf,
+    /// Where the release was read from, and the `install.yaml` given.
+    pub origin: crate::release::ReleaseOrigin,
     pub config_path: PathBuf,
     /// The binary that runs this command; services run [`InstallContext::airgap_program`].
     pub exe: PathBuf,
@@ -150,7 +150,7 @@ pub struct ContextInputs {
     pub node: Node,
     pub layout: NodeLayout,
     pub release: Release,
-    pub bundle_path: PathBuf,
+    pub origin: crate::release::ReleaseOrigin,
     pub config_path: PathBuf,
     pub exe: PathBuf,
     pub jobs: usize,
@@ -168,7 +168,7 @@ impl InstallContext {
             node: inputs.node,
             layout: inputs.layout,
             release: inputs.release,
-            bundle_path: inputs.bundle_path,
+            origin: inputs.origin,
             config_path: inputs.config_path,
             exe: inputs.exe,
             installed_exe: None,

@@ -17,32 +17,33 @@ use super::InstallContext;
 use crate::error::PhaseError;
 use crate::files::{write_if_changed, PRIVATE};
 use crate::journal::{Journal, Phase, PhaseState, VerifiedBundle, WorkflowKind};
+use crate::release::ReleaseOrigin;
 
 pub(super) fn run(
     ctx: &mut InstallContext,
     journal: &mut Journal,
     workflow: WorkflowKind,
 ) -> Result<String, PhaseError> {
-    let bundle = ctx.bundle_path.clone();
-    let id = ctx.release.id().clone();
-    let (fingerprint, summary) = if ctx.release.archive().is_none() {
-        // A release read from a registry (`bundle` is its URL): its signature verified when it
-        // was fetched, and every blob was checked as it was copied into the cluster's registry.
-        let fingerprint = VerifiedBundle {
-            name: id.name.clone(),
-            version: id.version.to_string(),
-            index_sha256: id.index_sha256.to_string(),
-            path: bundle.clone(),
-            size: 0,
-            modified_unix_nanos: 0,
-        };
-        let summary = format!(
-            "{id}: signature OK (the release artifact in {}); every blob digest-checked as it was copied",
-            bundle.display()
-        );
-        (fingerprint, summary)
-    } else {
-        verify_bundle(ctx, journal, workflow)?
+    let (fingerprint, summary) = match ctx.origin.clone() {
+        ReleaseOrigin::Registry(url) => {
+            // Its signature verified when it was fetched, and every blob was checked as it was
+            // copied into the cluster's registry.
+            let id = ctx.release.id().clone();
+            let summary = format!(
+                "{id}: signature OK (the release artifact in {url}); every blob digest-checked as it was copied"
+            );
+            let fingerprint = VerifiedBundle {
+                name: id.name.clone(),
+                version: id.version.to_string(),
+                index_sha256: id.index_sha256.to_string(),
+                path: None,
+                registry: Some(url),
+                size: 0,
+                modified_unix_nanos: 0,
+            };
+            (fingerprint, summary)
+        }
+        ReleaseOrigin::Bundle(bundle) => verify_bundle(ctx, journal, workflow, &bundle)?,
     };
     journal.installation = Some(ctx.config.metadata.name.to_string());
     journal.node = Some(ctx.node.name.to_string());
@@ -60,8 +61,9 @@ fn verify_bundle(
     ctx: &mut InstallContext,
     journal: &Journal,
     workflow: WorkflowKind,
+    bundle: &std::path::Path,
 ) -> Result<(VerifiedBundle, String), PhaseError> {
-    let bundle = ctx.bundle_path.clone();
+    let bundle = bundle.to_path_buf();
     let fail = |source: airgap::VerifyError| PhaseError::Verify {
         bundle: bundle.clone(),
         source,
@@ -73,7 +75,8 @@ fn verify_bundle(
         name: id.name.clone(),
         version: id.version.to_string(),
         index_sha256: id.index_sha256.to_string(),
-        path: std::path::absolute(&bundle).unwrap_or_else(|_| bundle.clone()),
+        path: Some(std::path::absolute(&bundle).unwrap_or_else(|_| bundle.clone())),
+        registry: None,
         size: meta.len(),
         modified_unix_nanos: meta
             .modified()
