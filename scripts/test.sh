@@ -19,6 +19,8 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok in
   missing+=(busybox-static)
 # Debian's python3 with its cryptography unwraps tenant keys apart from airgap's code.
 /usr/bin/python3 -c 'import cryptography' 2>/dev/null || missing+=(python3 python3-cryptography)
+# ... and its jsonschema checks every --json output against its schema in docs/json.
+/usr/bin/python3 -c 'import jsonschema' 2>/dev/null || missing+=(python3-jsonschema)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "error: the tests need: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2

@@ -33,7 +33,7 @@ fn skopeo_raw(dir: &std::path::Path) -> Vec<u8> {
 
 fn index_of(bundle: &std::path::Path) -> serde_json::Value {
     let out = ok(airgap().args(["bundle", "inspect", "--json"]).arg(bundle));
-    serde_json::from_str(&out).unwrap()
+    common::json_checked("bundle-inspect", out.as_bytes())
 }
 
 #[test]
@@ -673,4 +673,69 @@ fn ctr_image_import_takes_every_image_of_a_bundle_and_no_pack() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("complete"), "{image}: {text}");
     }
+}
+
+/// `--json` on build and verify: one document on standard output that validates against its
+/// schema in docs/json (a delta build's base included), and nothing there when the command fails.
+#[test]
+fn build_and_verify_json_follow_their_schemas_and_a_failure_prints_none() {
+    let s = Setup::new(4096);
+    let out = s.path("json.tar");
+    let built = common::json_checked(
+        "bundle-build",
+        ok(s.build_command(&s.fixture.spec, &out).arg("--json")).as_bytes(),
+    );
+    assert_eq!(
+        built["files"],
+        serde_json::json!([out.display().to_string()])
+    );
+    let claims = index_of(&out);
+    assert_eq!(built["entries"], claims["entries"]);
+    assert_eq!(built["base"], serde_json::Value::Null);
+
+    let verified =
+        common::json_checked("bundle-verify", ok(s.verify(&out).arg("--json")).as_bytes());
+    assert_eq!(verified["signer"], claims["signers"][0]);
+    assert_eq!(verified["entries"], claims["entries"]);
+    let piped = s
+        .verify(std::path::Path::new("-"))
+        .arg("--json")
+        .stdin(std::fs::File::open(&out).unwrap())
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    let piped = common::json_checked("bundle-verify", &piped.stdout);
+    assert_eq!(piped["bundle"], "-");
+    assert_eq!(piped["bytes"], verified["bytes"]);
+
+    // A delta against the bundle just built names its base.
+    let delta = s.path("delta.tar");
+    let built = common::json_checked(
+        "bundle-build",
+        ok(s.build_command(&s.fixture.spec, &delta)
+            .arg("--since")
+            .arg(&out)
+            .arg("--json"))
+        .as_bytes(),
+    );
+    assert_eq!(built["base"]["version"], "4.5.0", "{built}");
+    assert!(
+        built["base"]["expectedBlobs"].as_u64().unwrap() > 0,
+        "{built}"
+    );
+
+    // Tampered: verification fails, non-zero, and standard output stays empty.
+    let mut bytes = std::fs::read(&out).unwrap();
+    let last = bytes.len() - 2048;
+    bytes[last] ^= 0x01;
+    let tampered = s.path("tampered.tar");
+    std::fs::write(&tampered, bytes).unwrap();
+    let failed = s.verify(&tampered).arg("--json").output().unwrap();
+    assert!(!failed.status.success());
+    assert!(
+        failed.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&failed.stdout)
+    );
+    assert!(String::from_utf8_lossy(&failed.stderr).starts_with("error: "));
 }

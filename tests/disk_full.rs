@@ -193,8 +193,7 @@ fn an_install_onto_a_full_disk_stops_cleanly_and_the_rerun_completes() {
         .arg(&root)
         .output()
         .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&after_failure.stdout)
-        .unwrap_or_else(|e| panic!("status --json after the failure: {e}"));
+    let status = common::json_checked("status", &after_failure.stdout);
     assert_eq!(status["complete"], false, "{status}");
     let phases = status["phases"].as_array().unwrap();
     let state = |name: &str| {

@@ -208,8 +208,12 @@ impl Cluster {
             .arg(self.root(i))
             .output()
             .unwrap();
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| panic!("status: {}", String::from_utf8_lossy(&out.stderr)))
+        assert!(
+            !out.stdout.is_empty(),
+            "status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        common::json_checked("status", &out.stdout)
     }
 
     /// Waits until node `i`'s view reports every live node's registry complete.
@@ -683,6 +687,7 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
 
     // The unused token still has its use: a refusal spends nothing.
     let listed = token_cmd(&["list", "--json"]);
+    common::json_checked("token-list", listed.as_bytes());
     let fresh_id = fresh.split('.').next().unwrap();
     assert!(
         listed.contains(&format!("\"id\": \"{fresh_id}\"")) && listed.contains("\"usesLeft\": 1"),
@@ -1353,7 +1358,10 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
         .arg(c.root(0))
         .output()
         .unwrap();
-    let plan: serde_json::Value = serde_json::from_str(&output_ok(&out, "upgrade status")).unwrap();
+    let plan = common::json_checked(
+        "upgrade-status",
+        output_ok(&out, "upgrade status").as_bytes(),
+    );
     assert_eq!(plan["to"]["version"], "4.5.1", "{plan}");
     assert_eq!(plan["nodes"][0]["state"], "failed", "{plan}");
     assert!(
@@ -1393,8 +1401,10 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
             .arg(c.root(i))
             .output()
             .unwrap();
-        let plan: serde_json::Value =
-            serde_json::from_str(&output_ok(&out, "upgrade status")).unwrap();
+        let plan = common::json_checked(
+            "upgrade-status",
+            output_ok(&out, "upgrade status").as_bytes(),
+        );
         for (j, node) in plan["nodes"].as_array().unwrap().iter().enumerate() {
             let want = if j <= i { "done" } else { "pending" };
             assert_eq!(node["state"], want, "{plan}");

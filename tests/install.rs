@@ -1119,7 +1119,7 @@ fn tenant_keys_are_stored_only_wrapped_and_a_root_rotation_rewraps_them_all_or_n
     assert!(unwrap_with_python(&old_root, &acme).is_err());
 
     let listed = output_ok(&tenant_key(&["list", "--json"]).output().unwrap(), "list");
-    let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let rows = common::json_checked("tenant-key-list", listed.as_bytes());
     assert_eq!(rows.as_array().unwrap().len(), 2, "{listed}");
     for key in keys.values() {
         assert!(!listed.contains(key.as_str()));

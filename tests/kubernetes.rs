@@ -866,7 +866,7 @@ fn a_stand_in_kubeadm_from_the_bundle_is_run_with_the_rendered_configuration_the
         .output()
         .unwrap();
     assert_eq!(status.status.code(), Some(3));
-    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let json = common::json_checked("status", &status.stdout);
     assert_eq!(json["kubernetes"]["state"], "initialized");
     assert_eq!(json["kubernetes"]["running"], false);
     assert!(

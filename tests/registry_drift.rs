@@ -105,7 +105,7 @@ fn an_overwritten_tag_is_reported_by_verify_and_status_and_restored_by_a_rerun()
     let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(error_lines.len(), 1, "{stderr}");
     assert!(error_lines[0].contains("drifted"), "{stderr}");
-    let json: serde_json::Value = serde_json::from_slice(&verify(true).stdout).unwrap();
+    let json = common::json_checked("registry-verify", &verify(true).stdout);
     assert_eq!(json["clean"], false);
     let drifted = &json["releases"][0]["driftedTags"][0];
     assert_eq!(drifted["repository"], "registry.k8s.io/pause");
@@ -170,13 +170,12 @@ fn an_overwritten_tag_is_reported_by_verify_and_status_and_restored_by_a_rerun()
     std::fs::write(altered, bytes).unwrap();
     let out = verify(true);
     assert_eq!(out.status.code(), Some(1));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    assert!(
+        !out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = common::json_checked("registry-verify", &out.stdout);
     let problems = json["releases"][0]["blobProblems"]
         .as_array()
         .unwrap_or_else(|| panic!("{json}"));

@@ -110,19 +110,28 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
         ),
     )
     .unwrap();
-    let out = common::ok(
-        airgap()
-            .env("REGISTRY_AUTH_FILE", &auth)
-            .args(["registry", "seed"])
-            .arg(&bundle)
-            .arg("--pub")
-            .arg(setup.public())
-            .args(["--to", &to, "--ca", &ca, "--config-dir", &config_arg])
-            .arg("--with-credentials"),
-    );
+    let reseed = |flag: &str| {
+        common::ok(
+            airgap()
+                .env("REGISTRY_AUTH_FILE", &auth)
+                .args(["registry", "seed"])
+                .arg(&bundle)
+                .arg("--pub")
+                .arg(setup.public())
+                .args(["--to", &to, "--ca", &ca, "--config-dir", &config_arg, flag]),
+        )
+    };
+    let out = reseed("--with-credentials");
     assert!(out.contains("Authorization header (files 0600)"), "{out}");
     assert!(out.contains("blobs: 0 uploaded"), "{out}");
     assert!(out.contains("manifests: 0 pushed"), "{out}");
+    // The same as one JSON document (docs/json/registry-seed.schema.json), prose left out.
+    let json = common::json_checked("registry-seed", reseed("--json").as_bytes());
+    assert_eq!(json["blobs"]["uploaded"], 0, "{json}");
+    assert!(json["blobs"]["present"].as_u64().unwrap() > 0, "{json}");
+    assert_eq!(json["manifests"]["pushed"], 0, "{json}");
+    assert_eq!(json["releaseIndex"]["published"], false, "{json}");
+    assert_eq!(json["mirrorConfig"]["withCredentials"], false, "{json}");
 
     // The registry says which releases it holds: the signed index is published as an
     // artifact, verified by whoever reads it with the key; another key rejects it.

@@ -422,7 +422,10 @@ fn upgrade_status(ns: &NetNs, root: &Path) -> serde_json::Value {
         .arg(root)
         .output()
         .unwrap();
-    serde_json::from_str(&output_ok(&out, "upgrade status --json")).unwrap()
+    common::json_checked(
+        "upgrade-status",
+        output_ok(&out, "upgrade status --json").as_bytes(),
+    )
 }
 
 /// Both sides of a DMZ in the node's namespace: the public repository the releases are seeded
@@ -820,7 +823,7 @@ fn another_signing_key_is_refused_until_a_rotation_the_trusted_key_signed() {
             .arg(root)
             .output()
             .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&output_ok(&out, "trust show")).unwrap();
+        let v = common::json_checked("trust-show", output_ok(&out, "trust show").as_bytes());
         v["keyId"].as_str().unwrap().to_string()
     };
     let original = show(&root);

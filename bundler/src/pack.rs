@@ -518,14 +518,14 @@ mod tests {
         ];
         for (json, expected) in cases {
             let dir = pack_dir(json, Some(""));
-            let e = Pack::load(dir.path()).unwrap_err().to_string();
+            let e = airgap::error_chain::chain(&Pack::load(dir.path()).unwrap_err());
             assert!(
                 e.contains("pack.json: ") && e.contains(expected) && e.contains("line 1 column"),
                 "{e}"
             );
         }
         let dir = pack_dir(GOOD, None);
-        let e = Pack::load(dir.path()).unwrap_err().to_string();
+        let e = airgap::error_chain::chain(&Pack::load(dir.path()).unwrap_err());
         assert!(
             e.contains("values.yaml") && e.contains("No such file"),
             "{e}"
@@ -534,7 +534,7 @@ mod tests {
             GOOD,
             Some("pack:\n  content:\n    images:\n      - image: Bad Ref\n"),
         );
-        let e = Pack::load(dir.path()).unwrap_err().to_string();
+        let e = airgap::error_chain::chain(&Pack::load(dir.path()).unwrap_err());
         assert!(
             e.contains("values.yaml") && e.contains("not a valid image reference"),
             "{e}"

@@ -63,6 +63,9 @@ pub struct BuildArgs {
     /// it, so a repository frozen by an attacker cannot keep serving it.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub expires_in: Option<std::time::Duration>,
+    /// Print the summary as JSON (docs/json/bundle-build.schema.json).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +76,9 @@ pub struct VerifyArgs {
     /// The public key the bundle must be signed with.
     #[arg(long = "pub", value_name = "FILE")]
     pub public_key: PathBuf,
+    /// Print the result as JSON (docs/json/bundle-verify.schema.json).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -165,6 +171,25 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     let index = &report.index;
     let size = index.content_size();
     let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        return super::output::print_json(&serde_json::json!({
+            "name": index.name,
+            "version": index.version.to_string(),
+            "files": report.files,
+            "packs": index.packs.len(),
+            "images": index.images.len(),
+            "entries": index.entries.len(),
+            "contentSize": size,
+            "seconds": secs,
+            "downloaded": {"blobs": report.downloaded_blobs, "bytes": report.downloaded_bytes},
+            "cached": {"blobs": report.cached_blobs, "bytes": report.cached_bytes},
+            "base": index.base.as_ref().map(|b| serde_json::json!({
+                "name": b.name,
+                "version": b.version.to_string(),
+                "expectedBlobs": index.expected_blobs.len(),
+            })),
+        }));
+    }
     let delta = match &index.base {
         Some(base) => format!(
             ", delta against {} {} ({} blobs expected on the target)",
@@ -271,7 +296,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let key = PublicKey::load(&args.public_key).context("loading the public key")?;
     let fail = || format!("{} failed verification", args.bundle.display());
     if args.bundle.as_os_str() == "-" {
-        return verify_stdin(&key, started);
+        return verify_stdin(&key, started, args.json);
     }
     let (reader, total) = open(&args.bundle)?;
     let bar = bytes_bar(total, "verifying");
@@ -281,6 +306,14 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         .with_context(fail)?;
     bar.finish_and_clear();
     let index = verified.index();
+    if args.json {
+        return verified_json(
+            &args.bundle.display().to_string(),
+            &verified,
+            total,
+            started,
+        );
+    }
     println!(
         "{}: OK, {} {} signed by {}, {} entries, {} verified in {:.1}s",
         args.bundle.display(),
@@ -294,8 +327,29 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `bundle verify --json`: what was verified (the command fails, with nothing on standard
+/// output, when verification does).
+fn verified_json(
+    bundle: &str,
+    verified: &airgap::VerifiedIndex,
+    bytes: u64,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let index = verified.index();
+    super::output::print_json(&serde_json::json!({
+        "bundle": bundle,
+        "verified": true,
+        "name": index.name,
+        "version": index.version.to_string(),
+        "signer": verified.signer().to_string(),
+        "entries": index.entries.len(),
+        "bytes": bytes,
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
+}
+
 /// One pass over standard input: nothing can be read twice, so entries are hashed in order.
-fn verify_stdin(key: &PublicKey, started: Instant) -> anyhow::Result<()> {
+fn verify_stdin(key: &PublicKey, started: Instant, json: bool) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     let bar = indicatif::ProgressBar::new_spinner();
     let reader = bar.wrap_read(BufReader::with_capacity(256 << 10, stdin.lock()));
@@ -303,6 +357,9 @@ fn verify_stdin(key: &PublicKey, started: Instant) -> anyhow::Result<()> {
         airgap::verify(reader, key).context("the bundle on standard input failed verification")?;
     let read = bar.position();
     bar.finish_and_clear();
+    if json {
+        return verified_json("-", &verified, read, started);
+    }
     let index = verified.index();
     println!(
         "-: OK, {} {} signed by {}, {} entries, {} verified in {:.1}s",

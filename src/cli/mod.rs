@@ -5,6 +5,7 @@ mod cluster;
 mod docs;
 mod keygen;
 mod node;
+mod output;
 mod progress;
 mod registry;
 mod release;

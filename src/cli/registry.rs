@@ -151,6 +151,9 @@ pub struct SeedArgs {
     /// Without it containerd pulls anonymously and the files say nothing secret.
     #[arg(long)]
     pub with_credentials: bool,
+    /// Print the summary as JSON (docs/json/registry-seed.schema.json).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -306,6 +309,32 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("seeding {target}"))?;
     let index = source.verified().index();
+    let seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        let login = login.filter(|_| args.with_credentials);
+        let mirror = write_mirror_config(&args, index, &target, login.as_ref())?;
+        return super::output::print_json(&serde_json::json!({
+            "name": index.name,
+            "version": index.version.to_string(),
+            "registry": target.to_string(),
+            "images": index.images.len(),
+            "packs": index.packs.len(),
+            "blobs": {
+                "uploaded": report.blobs_uploaded,
+                "bytesUploaded": report.bytes_uploaded,
+                "mounted": report.blobs_mounted,
+                "present": report.blobs_present,
+            },
+            "manifests": {"pushed": report.manifests_pushed, "present": report.manifests_present},
+            "sparseRefused": report.sparse_refused,
+            "releaseIndex": {
+                "published": report.release_published,
+                "reference": format!("{}/{}:{}", target.host, plan.releases_repository, index.version),
+            },
+            "mirrorConfig": mirror,
+            "seconds": seconds,
+        }));
+    }
     println!(
         "seeded {} {} into {target}: {} images, {} packs; blobs: {} uploaded ({}), {} mounted, {} already there; manifests: {} pushed, {} already there; {:.1}s",
         index.name,
@@ -318,7 +347,7 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         report.blobs_present,
         report.manifests_pushed,
         report.manifests_present,
-        started.elapsed().as_secs_f64(),
+        seconds,
     );
     if !report.sparse_refused.is_empty() {
         println!(
@@ -339,7 +368,20 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         index.version
     );
     let login = login.filter(|_| args.with_credentials);
-    write_mirror_config(&args, index, &target, login.as_ref())
+    let mirror = write_mirror_config(&args, index, &target, login.as_ref())?;
+    println!(
+        "wrote {}, {} (CRI-O, podman) and {} containerd host directories under {} (every one names only {target}; `_default` catches registries the bundle has no image from){}",
+        mirror["rewriteMap"].as_str().unwrap_or_default(),
+        mirror["registriesConf"].as_str().unwrap_or_default(),
+        mirror["containerdHosts"],
+        mirror["certsDir"].as_str().unwrap_or_default(),
+        if login.is_some() {
+            " with the login as an Authorization header (files 0600)"
+        } else {
+            "; credentials are not included (--with-credentials adds them): containerd pulls anonymously"
+        }
+    );
+    Ok(())
 }
 
 /// Runs `plan` from `source` into `client`'s registry behind a progress bar.
@@ -553,7 +595,7 @@ fn write_mirror_config(
     index: &airgap::BundleIndex,
     target: &MirrorTarget,
     login: Option<&Credentials>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<serde_json::Value> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = &args.config_dir;
     let write = |path: &Path, bytes: &[u8], mode: u32| -> anyhow::Result<()> {
@@ -601,19 +643,13 @@ fn write_mirror_config(
         registries_conf(index, target).as_bytes(),
         0o644,
     )?;
-    println!(
-        "wrote {}, {} (CRI-O, podman) and {} containerd host directories under {} (every one names only {target}; `_default` catches registries the bundle has no image from){}",
-        dir.join("rewrite-map.json").display(),
-        dir.join("registries.conf").display(),
-        hosts.len(),
-        dir.join("certs.d").display(),
-        if login.is_some() {
-            " with the login as an Authorization header (files 0600)"
-        } else {
-            "; credentials are not included (--with-credentials adds them): containerd pulls anonymously"
-        }
-    );
-    Ok(())
+    Ok(serde_json::json!({
+        "rewriteMap": dir.join("rewrite-map.json"),
+        "registriesConf": dir.join("registries.conf"),
+        "certsDir": dir.join("certs.d"),
+        "containerdHosts": hosts.len(),
+        "withCredentials": login.is_some(),
+    }))
 }
 
 pub(crate) fn client_for(

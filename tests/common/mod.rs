@@ -118,3 +118,29 @@ impl Setup {
         cmd
     }
 }
+
+/// The `--json` output of an airgap command, parsed, once it validated against its schema
+/// `docs/json/<schema>.schema.json` with Debian's python3-jsonschema (a validator that owes
+/// nothing to airgap's code).
+pub fn json_checked(schema: &str, stdout: &[u8]) -> serde_json::Value {
+    use std::io::Write;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema_file = repo.join("docs/json").join(format!("{schema}.schema.json"));
+    assert!(schema_file.exists(), "no schema {}", schema_file.display());
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(repo.join("scripts/validate-json.py"))
+        .arg(&schema_file)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 (apt-get install python3-jsonschema)");
+    child.stdin.take().unwrap().write_all(stdout).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{schema}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(stdout)
+    );
+    serde_json::from_slice(stdout).unwrap()
+}

@@ -357,7 +357,7 @@ pub fn status_json(ns: &NetNs, root: &Path) -> serde_json::Value {
         .arg(root)
         .output()
         .unwrap();
-    serde_json::from_str(&output_ok(&out, "status --json")).unwrap()
+    super::json_checked("status", output_ok(&out, "status --json").as_bytes())
 }
 
 /// `airgap status --json` whatever its exit code (3: not healthy): the code and the report
@@ -369,7 +369,11 @@ pub fn status_any(ns: &NetNs, root: &Path) -> (Option<i32>, serde_json::Value) {
         .arg(root)
         .output()
         .unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    let report = if out.stdout.is_empty() {
+        serde_json::Value::Null
+    } else {
+        super::json_checked("status", &out.stdout)
+    };
     (out.status.code(), report)
 }
 
