@@ -12,6 +12,7 @@ command -v curl >/dev/null || missing+=(curl)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v etcdctl >/dev/null || missing+=(etcd-client)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v man >/dev/null || missing+=(man-db)
 [[ -x /usr/bin/containerd && -x /usr/bin/containerd-shim-runc-v2 ]] || missing+=(containerd)
 [[ -x /usr/sbin/runc ]] || missing+=(runc)
 # The runnable test images wrap a static busybox (Debian's `busybox` is dynamically linked).
@@ -21,6 +22,7 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok in
 /usr/bin/python3 -c 'import cryptography' 2>/dev/null || missing+=(python3 python3-cryptography)
 # ... and its jsonschema checks every --json output against its schema in docs/json.
 /usr/bin/python3 -c 'import jsonschema' 2>/dev/null || missing+=(python3-jsonschema)
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "error: the tests need: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
@@ -29,6 +31,14 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The SBOM formats' own validators (CycloneDX's schema validator, the SPDX project's tools),
+# pinned, in a virtual environment of their own that is made once.
+venv=${AIRGAP_SBOM_VENV:-/var/tmp/airgap-sbom-venv}
+if ! "$venv/bin/python" -c 'import cyclonedx.validation.json, spdx_tools' 2>/dev/null; then
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'cyclonedx-python-lib[json-validation]==11.12.0' 'spdx-tools==0.8.5'
+fi
+export AIRGAP_SBOM_PYTHON=$venv/bin/python
 # No doc-tests: the crates document with prose, not runnable examples. --no-fail-fast: one
 # failing test binary must not hide the results of the others. The last line totals every
 # binary's results and names each failed test; the exit status is cargo's.

@@ -739,3 +739,88 @@ fn build_and_verify_json_follow_their_schemas_and_a_failure_prints_none() {
     );
     assert!(String::from_utf8_lossy(&failed.stderr).starts_with("error: "));
 }
+
+/// `bundle sbom`: CycloneDX 1.5 and SPDX 2.3 documents of a verified bundle, valid for the
+/// formats' own validators, listing every digest bundle.json names and every node binary a
+/// pack carries; a bundle that does not verify gets none.
+#[test]
+fn the_sbom_lists_every_digest_and_binary_and_validates_in_both_formats() {
+    let s = Setup::new(4096);
+    // A node binary in the k8s pack: the SBOM names it with its sha256.
+    let bin = s.path("packs/kubernetes/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let kubelet = b"#!/bin/sh\n# a stand-in kubelet for the SBOM test\nexit 0\n";
+    std::fs::write(bin.join("kubelet"), kubelet).unwrap();
+    let bundle = s.build("sbom.tar");
+    let index = index_of(&bundle);
+    let python = std::env::var("AIRGAP_SBOM_PYTHON")
+        .unwrap_or_else(|_| "/var/tmp/airgap-sbom-venv/bin/python".into());
+    let validator =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate-sbom.py");
+    let mut digests: Vec<String> = Vec::new();
+    for image in index["images"].as_array().unwrap() {
+        digests.push(image["digest"].as_str().unwrap().into());
+    }
+    for pack in index["packs"].as_array().unwrap() {
+        digests.push(pack["digest"].as_str().unwrap().into());
+    }
+    let archive =
+        airgap::BundleArchive::open(&bundle, &airgap::PublicKey::load(&s.public()).unwrap())
+            .unwrap();
+    for entry in &archive.verified().index().entries {
+        digests.push(entry.sha256.to_string());
+    }
+    let kubelet_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(kubelet));
+    for format in ["cyclonedx", "spdx"] {
+        let out = s.path(&format!("sbom.{format}.json"));
+        ok(airgap()
+            .args(["bundle", "sbom"])
+            .arg(&bundle)
+            .arg("--pub")
+            .arg(s.public())
+            .args(["--format", format, "-o"])
+            .arg(&out));
+        let checked = Command::new(&python)
+            .arg(&validator)
+            .arg(format)
+            .arg(&out)
+            .output()
+            .unwrap_or_else(|e| panic!("{python} (scripts/test.sh makes it): {e}"));
+        assert!(
+            checked.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        let text = std::fs::read_to_string(&out).unwrap();
+        for digest in &digests {
+            let hex = digest.split_once(':').unwrap().1;
+            assert!(text.contains(hex), "{format} does not list {digest}");
+        }
+        assert!(
+            text.contains(&kubelet_sha),
+            "{format} does not list bin/kubelet"
+        );
+        let signer = index["signers"][0].as_str().unwrap();
+        assert!(text.contains(signer), "{format} does not name the signer");
+    }
+
+    // bundle.json altered (its signature no longer matches): no SBOM, one line, nothing
+    // written.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = 512 + 64;
+    bytes[at] ^= 0x01;
+    let tampered = s.path("tampered.tar");
+    std::fs::write(&tampered, bytes).unwrap();
+    let out = s.path("tampered.json");
+    let err = fails(
+        airgap()
+            .args(["bundle", "sbom"])
+            .arg(&tampered)
+            .arg("--pub")
+            .arg(s.public())
+            .arg("-o")
+            .arg(&out),
+    );
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!out.exists());
+}

@@ -63,6 +63,27 @@ fn man_pages_cover_every_command_and_render() {
     );
     let install = std::fs::read_to_string(dir.path().join("airgap-install.1")).unwrap();
     assert!(install.contains("skip\\-phases"), "{install}");
+
+    // A real `man` finds and renders a page by name, with the command's whole reference.
+    let manpath = tempfile::tempdir().unwrap();
+    let man1 = manpath.path().join("man1");
+    ok(airgap().arg("man").arg("--dir").arg(&man1));
+    let out = Command::new("man")
+        .args(["-P", "cat", "airgap-bundle-build"])
+        .env("MANPATH", manpath.path())
+        .env("MANWIDTH", "100")
+        .output()
+        .expect("man (apt-get install man-db)");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        page.contains("DESCRIPTION") && page.contains("delta"),
+        "{page}"
+    );
 }
 
 #[test]

@@ -753,9 +753,16 @@ fn three_nodes_join_one_etcd_and_share_the_installation() {
 
     let out = c
         .join(&c.nodes[2], &replacement, &fresh, NODES[0].1)
+        .arg("--json")
         .output()
         .unwrap();
-    output_ok(&out, "a replacement node3 joins");
+    // Its summary as JSON (docs/json/join.schema.json).
+    let joined = common::json_checked(
+        "join",
+        output_ok(&out, "a replacement node3 joins").as_bytes(),
+    );
+    assert_eq!(joined["node"], "node3", "{joined}");
+    assert_eq!(joined["joinCommand"], serde_json::Value::Null, "{joined}");
     c.assert_three_voters(0);
     let status = c.status(0);
     for m in status["cluster"]["members"].as_array().unwrap() {

@@ -267,6 +267,17 @@ fn standalone_install_comes_up_and_a_rerun_changes_nothing() {
         .unwrap();
     assert_eq!((mod_keys, mod_creds), (keys_rev, creds_rev));
     assert_eq!(revision_after, revision_before, "the re-run wrote to etcd");
+    // The same re-run as one JSON document (docs/json/install.schema.json); the phase lines
+    // go to standard error.
+    let out = install(&ns, &config, &bundle, &setup.public(), &root)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let summary = common::json_checked("install", output_ok(&out, "re-run --json").as_bytes());
+    assert_eq!(summary["release"], "mgmt-plane 4.5.0", "{summary}");
+    assert_eq!(summary["seed"]["blobsUploaded"], 0, "{summary}");
+    assert_eq!(summary["joinCommand"], serde_json::Value::Null, "{summary}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[verify]"));
 
     // Another release over this root is an upgrade's job: refused with the hint, nothing
     // changed. An older one is refused naming both versions (never a downgrade).

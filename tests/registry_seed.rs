@@ -135,9 +135,10 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
 
     // The registry says which releases it holds: the signed index is published as an
     // artifact, verified by whoever reads it with the key; another key rejects it.
-    let check = |key: &Path| {
+    let check = |key: &Path, json: bool| {
         airgap()
             .env("REGISTRY_AUTH_FILE", &auth)
+            .args(json.then_some("--json"))
             .args([
                 "upgrade",
                 "--check",
@@ -153,7 +154,7 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
             .output()
             .unwrap()
     };
-    let listed = check(&setup.public());
+    let listed = check(&setup.public(), false);
     let stdout = String::from_utf8_lossy(&listed.stdout);
     assert!(
         listed.status.success(),
@@ -168,7 +169,14 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
             .arg("-o")
             .arg(setup.path("other.key")),
     );
-    let rejected = check(&setup.path("other.pub"));
+    // As JSON (docs/json/upgrade.schema.json): the release, verified, newer than no node.
+    let listed = check(&setup.public(), true);
+    assert!(listed.status.success());
+    let json = common::json_checked("upgrade", &listed.stdout);
+    assert_eq!(json["running"], serde_json::Value::Null, "{json}");
+    assert_eq!(json["releases"][0]["version"], "4.5.0", "{json}");
+    assert_eq!(json["releases"][0]["verified"], true, "{json}");
+    let rejected = check(&setup.path("other.pub"), false);
     let stdout = String::from_utf8_lossy(&rejected.stdout);
     let stderr = String::from_utf8_lossy(&rejected.stderr);
     assert!(!rejected.status.success(), "{stdout}");
@@ -179,6 +187,18 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
     assert!(
         stderr.contains("failed verification and are not offered"),
         "{stderr}"
+    );
+    // As JSON: the listing still printed, the release marked unverified, and exit 1.
+    let rejected = check(&setup.path("other.pub"), true);
+    assert_eq!(rejected.status.code(), Some(1));
+    let json = common::json_checked("upgrade", &rejected.stdout);
+    assert_eq!(json["releases"][0]["verified"], false, "{json}");
+    assert!(
+        json["releases"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("signature does not verify"),
+        "{json}"
     );
 
     // The rewrite map sends every original reference to the mirror.

@@ -593,3 +593,42 @@ fn a_bundle_changed_on_disk_after_verification_is_not_served_as_verified() {
         assert_eq!(status, 500, "{range:?}");
     }
 }
+
+/// `--json`: the startup line is one JSON document (docs/json/registry-serve.schema.json),
+/// printed once the server listens, naming the port `:0` chose.
+#[test]
+fn the_json_startup_line_says_where_the_server_listens() {
+    use std::io::BufRead;
+    let setup = Setup::new(4096);
+    let bundle = setup.build("b.tar");
+    let pki = Pki::new(&setup.path("pki"));
+    let child = airgap()
+        .args(["registry", "serve"])
+        .arg(&bundle)
+        .arg("--pub")
+        .arg(setup.public())
+        .args(["--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&pki.cert)
+        .arg("--tls-key")
+        .arg(&pki.key)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed and reaped on every way out of the test.
+    let mut server = common::registries::Process { child, port: 0 };
+    let mut line = String::new();
+    std::io::BufReader::new(server.child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let started = common::json_checked("registry-serve", line.as_bytes());
+    assert_eq!(started["tls"], true, "{started}");
+    assert_eq!(started["writable"], false, "{started}");
+    let url = started["url"].as_str().unwrap();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(port, 0, "{started}");
+    let (status, _) = curl(&pki, &[&format!("https://127.0.0.1:{port}/v2/")]);
+    assert_eq!(status, 200);
+    server.kill();
+}

@@ -150,12 +150,29 @@ fn prune_keeps_the_newest_releases_and_what_they_share() {
     assert_eq!(blob_files(&store), blobs_before);
 
     // The real thing: 1.0.0 goes, with the image only it held; shared images stay.
-    let stdout = succeeded(prune(&setup, &url, &setup.public(), &["--keep", "2"]));
-    assert!(
-        stdout.contains("keep   mgmt-plane 1.2.0") && stdout.contains("keep   mgmt-plane 1.1.0"),
-        "{stdout}"
+    // (As JSON: docs/json/release-prune.schema.json.)
+    let stdout = succeeded(prune(
+        &setup,
+        &url,
+        &setup.public(),
+        &["--keep", "2", "--json"],
+    ));
+    let pruned = common::json_checked("release-prune", stdout.as_bytes());
+    assert_eq!(
+        pruned["kept"],
+        serde_json::json!(["mgmt-plane 1.2.0", "mgmt-plane 1.1.0"]),
+        "{pruned}"
     );
-    assert!(stdout.contains("prune  mgmt-plane 1.0.0"), "{stdout}");
+    assert_eq!(
+        pruned["pruned"],
+        serde_json::json!(["mgmt-plane 1.0.0"]),
+        "{pruned}"
+    );
+    assert!(pruned["deleted"].as_u64().unwrap() > 0, "{pruned}");
+    assert!(
+        pruned["collected"]["blobs"].as_u64().unwrap() > 0,
+        "{pruned}"
+    );
     assert_eq!(manifest_status(&host, multi.0, multi.1), "404");
     assert_eq!(manifest_status(&host, api.0, api.1), "200");
     assert_eq!(

@@ -235,13 +235,19 @@ fn a_standalone_node_upgrades_to_a_newer_bundle_keeping_keys_and_refuses_the_res
         "{extra}    - ref: example.internal/platform/worker:1.2\n      from: oci:layout:example.internal/platform/worker:1.0\n"
     );
     let delta = bundle_of(&setup, "mgmt-plane", "4.8.0", &extra2, Some(&v460));
-    let out = output_ok(
-        &upgrade(&ns, &delta, &setup.public(), &root)
-            .output()
-            .unwrap(),
-        "upgrade to the 4.8.0 delta",
+    // As JSON (docs/json/upgrade.schema.json), the phase lines on standard error.
+    let out = upgrade(&ns, &delta, &setup.public(), &root)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let summary = common::json_checked(
+        "upgrade",
+        output_ok(&out, "upgrade to the 4.8.0 delta").as_bytes(),
     );
-    assert!(out.contains("to mgmt-plane 4.8.0"), "{out}");
+    assert_eq!(summary["to"]["version"], "4.8.0", "{summary}");
+    assert_eq!(summary["from"]["version"], "4.6.0", "{summary}");
+    assert_eq!(summary["clusterTrusts"], true, "{summary}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[registry]"));
 
     // A root with no installation is told to install first.
     let err = fails(&mut upgrade(
@@ -513,7 +519,7 @@ fn a_synced_registry_upgrades_a_node_with_no_bundle_and_tampering_is_refused_fir
     }
 
     // Replicated into the private one: everything once, then nothing.
-    let sync = || {
+    let sync_with = |extra: &[&str]| {
         let mut cmd = in_ns(&[
             "registry",
             "sync",
@@ -523,9 +529,11 @@ fn a_synced_registry_upgrades_a_node_with_no_bundle_and_tampering_is_refused_fir
             &private_url,
         ]);
         cmd.args(["--all", "--from-ca", &ca, "--to-ca", &ca, "--pub"])
-            .arg(setup.public());
+            .arg(setup.public())
+            .args(extra);
         output_ok(&cmd.output().unwrap(), "registry sync")
     };
+    let sync = || sync_with(&[]);
     let first = sync();
     let copied = |out: &str, version: &str| -> u64 {
         let line = out
@@ -552,6 +560,14 @@ fn a_synced_registry_upgrades_a_node_with_no_bundle_and_tampering_is_refused_fir
     assert_eq!(copied(&second, "4.6.0"), 0, "{second}");
     assert!(second.contains("manifests: 0 pushed"), "{second}");
     assert!(!second.contains("release index published"), "{second}");
+    // As JSON (docs/json/registry-sync.schema.json): both releases, nothing copied.
+    let third = common::json_checked("registry-sync", sync_with(&["--json"]).as_bytes());
+    let releases = third["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 2, "{third}");
+    for release in releases {
+        assert_eq!(release["blobs"]["copied"], 0, "{third}");
+        assert_eq!(release["releaseIndexPublished"], false, "{third}");
+    }
 
     // The private repository lists 4.6.0 as newer than what the node runs.
     let mut check = in_ns(&["upgrade", "--check", "--from-registry", &private_url]);

@@ -40,6 +40,7 @@ pub mod platform;
 pub mod pull_config;
 pub mod release;
 pub mod release_prune;
+pub mod sbom;
 pub mod secret;
 pub mod secretbox;
 pub mod service;

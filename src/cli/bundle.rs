@@ -21,11 +21,37 @@ use super::progress::{blob_bar, bytes_bar, HumanBytes};
 #[derive(Debug, clap::Subcommand)]
 pub enum BundleCommand {
     /// Build a signed bundle from a bundle spec.
+    #[command(long_about = include_str!("reference/bundle-build.txt"))]
     Build(BuildArgs),
     /// Check a bundle's signature and every entry's size and digest.
+    #[command(long_about = include_str!("reference/bundle-verify.txt"))]
     Verify(VerifyArgs),
     /// Show what a bundle holds (reads only its index; does not verify).
+    #[command(long_about = include_str!("reference/bundle-inspect.txt"))]
     Inspect(InspectArgs),
+    /// Write a software bill of materials of a verified bundle (CycloneDX 1.5 or SPDX 2.3 JSON).
+    #[command(long_about = include_str!("reference/bundle-sbom.txt"))]
+    Sbom(SbomArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SbomFormat {
+    Cyclonedx,
+    Spdx,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SbomArgs {
+    /// The bundle (or the first part of a split bundle).
+    pub bundle: PathBuf,
+    /// The public key the bundle must be signed with: nothing unverified is listed.
+    #[arg(long = "pub", value_name = "FILE")]
+    pub public_key: PathBuf,
+    #[arg(long, value_enum, default_value = "cyclonedx")]
+    pub format: SbomFormat,
+    /// Where to write it [default: standard output].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +120,7 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<()> {
         BundleCommand::Build(args) => build(args),
         BundleCommand::Verify(args) => verify(args),
         BundleCommand::Inspect(args) => inspect(args),
+        BundleCommand::Sbom(args) => sbom(args),
     }
 }
 
@@ -447,5 +474,40 @@ fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         HumanBytes(index.content_size()),
         HumanBytes(total)
     );
+    Ok(())
+}
+
+/// Every image (manifests, configs, layers, platforms), pack (and its node binaries) and entry
+/// of a bundle whose signature verified, each read digest-checked.
+fn sbom(args: SbomArgs) -> anyhow::Result<()> {
+    let key = PublicKey::load(&args.public_key).context("loading the public key")?;
+    let archive = airgap::BundleArchive::open(&args.bundle, &key)
+        .with_context(|| format!("{} failed verification", args.bundle.display()))?;
+    let inventory = installer::sbom::Inventory::read(&archive)
+        .with_context(|| format!("reading {}", args.bundle.display()))?;
+    let document = match args.format {
+        SbomFormat::Cyclonedx => inventory.cyclonedx(),
+        SbomFormat::Spdx => inventory.spdx(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&document)?;
+    bytes.push(b'\n');
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "wrote {} ({} images, {} packs, {} entries of {} {})",
+                path.display(),
+                inventory.images.len(),
+                inventory.packs.len(),
+                inventory.entries.len(),
+                inventory.name,
+                inventory.version
+            );
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes)?;
+        }
+    }
     Ok(())
 }

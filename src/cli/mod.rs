@@ -31,6 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate an ed25519 signing key pair.
+    #[command(long_about = include_str!("reference/keygen.txt"))]
     Keygen(keygen::KeygenArgs),
     /// Build, verify and inspect bundles.
     #[command(subcommand)]
@@ -42,33 +43,44 @@ pub enum Command {
     #[command(subcommand)]
     Release(release::ReleaseCommand),
     /// Install a management node (standalone, or the first of an HA cluster) from a bundle, fully offline.
+    #[command(long_about = include_str!("reference/install.txt"))]
     Install(node::InstallArgs),
     /// Move an installed node to a newer release from a bundle (keys and certificates kept).
+    #[command(long_about = include_str!("reference/upgrade.txt"))]
     Upgrade(node::UpgradeArgs),
     /// Join this machine to an HA cluster as one of its three nodes.
+    #[command(long_about = include_str!("reference/join.txt"))]
     Join(node::JoinArgs),
     /// Manage the HA cluster's join tokens.
     #[command(subcommand)]
+    #[command(long_about = include_str!("reference/token.txt"))]
     Token(cluster::TokenCommand),
     /// Manage the HA cluster's nodes.
     #[command(subcommand)]
+    #[command(long_about = include_str!("reference/node.txt"))]
     Node(cluster::NodeCommand),
     /// The join API and VIP election of an HA node (run by the agent).
     #[command(hide = true)]
     ClusterService(node::RootArgs),
     /// The key the cluster trusts releases from, and rotating it.
     #[command(subcommand)]
+    #[command(long_about = include_str!("reference/trust.txt"))]
     Trust(trust::TrustCommand),
     /// Tenant keys, wrapped under the installation's root key, and rotating the root key.
     #[command(subcommand)]
+    #[command(long_about = include_str!("reference/tenant-key.txt"))]
     TenantKey(tenant_key::TenantKeyCommand),
     /// Report the node's install phases and services (exit 3 when not healthy).
+    #[command(long_about = include_str!("reference/status.txt"))]
     Status(node::StatusArgs),
     /// Supervise the node's services (what the systemd unit runs).
+    #[command(long_about = include_str!("reference/agent.txt"))]
     Agent(node::RootArgs),
     /// Stop the node's agent and services.
+    #[command(long_about = include_str!("reference/stop-reset.txt"))]
     Stop(node::RootArgs),
     /// Remove the installation under the root (asks first unless --yes).
+    #[command(long_about = include_str!("reference/stop-reset.txt"))]
     Reset(node::ResetArgs),
     /// Print a shell completion script.
     Completion(docs::CompletionArgs),

@@ -44,6 +44,9 @@ pub struct InstallArgs {
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
+    /// Print the summary as JSON (docs/json/install.schema.json); phase lines go to stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +91,9 @@ pub struct JoinArgs {
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
+    /// Print the summary as JSON (docs/json/join.schema.json); phase lines go to stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -142,6 +148,9 @@ pub struct UpgradeArgs {
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
+    /// Print the summary, or with --check the releases listed, as JSON (docs/json/upgrade.schema.json); phase lines go to stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,6 +188,25 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Phase lines on stdout; a byte bar on a terminal while verifying and seeding.
 struct PhaseLines {
     bar: Mutex<Option<ProgressBar>>,
+    /// `--json`: standard output carries only the summary document.
+    to_stderr: bool,
+}
+
+impl PhaseLines {
+    fn new(json: bool) -> Arc<Self> {
+        Arc::new(PhaseLines {
+            bar: Mutex::new(None),
+            to_stderr: json,
+        })
+    }
+
+    fn line(&self, text: &str) {
+        if self.to_stderr {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
 }
 
 impl Observer for PhaseLines {
@@ -186,10 +214,13 @@ impl Observer for PhaseLines {
         tracing::info!("phase {phase} started");
     }
     fn phase_finished(&self, phase: Phase, summary: &str, elapsed: Duration) {
-        println!("[{phase}] {summary} ({:.1}s)", elapsed.as_secs_f64());
+        self.line(&format!(
+            "[{phase}] {summary} ({:.1}s)",
+            elapsed.as_secs_f64()
+        ));
     }
     fn phase_skipped(&self, phase: Phase) {
-        println!("[{phase}] skipped (--skip-phases)");
+        self.line(&format!("[{phase}] skipped (--skip-phases)"));
     }
     fn bytes_total(&self, what: &'static str, total: u64) {
         if let Ok(mut bar) = self.bar.lock() {
@@ -224,12 +255,13 @@ pub fn install_cmd(args: InstallArgs) -> anyhow::Result<()> {
         skip: SkipSet::parse(&args.skip_phases, &Workflow::init().phases())
             .map_err(InstallError::from)?,
     };
-    let observer = Arc::new(PhaseLines {
-        bar: Mutex::new(None),
-    });
+    let observer = PhaseLines::new(args.json);
     let report = runtime()?
         .block_on(install(&request, observer, Arc::new(SystemHost)))
         .context("install failed")?;
+    if args.json {
+        return super::output::print_json(&installed_json(&report));
+    }
     print_installed(&report, "installed");
     if let Some(join) = &report.join_command {
         println!();
@@ -254,9 +286,7 @@ pub fn join_cmd(args: JoinArgs) -> anyhow::Result<()> {
         skip: SkipSet::parse(&args.skip_phases, &Workflow::join().phases())
             .map_err(InstallError::from)?,
     };
-    let observer = Arc::new(PhaseLines {
-        bar: Mutex::new(None),
-    });
+    let observer = PhaseLines::new(args.json);
     let report = runtime()?
         .block_on(installer::install::join(
             &request,
@@ -264,8 +294,56 @@ pub fn join_cmd(args: JoinArgs) -> anyhow::Result<()> {
             Arc::new(SystemHost),
         ))
         .context("join failed")?;
+    if args.json {
+        return super::output::print_json(&installed_json(&report));
+    }
     print_installed(&report, &format!("joined {} as", report.node));
     Ok(())
+}
+
+/// `install --json` and `join --json`: what the node is now and where its pieces are.
+fn installed_json(report: &installer::install::InstallReport) -> serde_json::Value {
+    let layout = NodeLayout::new(&report.root);
+    serde_json::json!({
+        "root": report.root,
+        "fqdn": report.fqdn,
+        "node": report.node,
+        "release": report.release,
+        "healthySeconds": report.healthy_after.as_secs_f64(),
+        "etcd": report.etcd_endpoint,
+        "registry": report.registry_endpoint.as_ref().map(|endpoint| serde_json::json!({
+            "endpoint": endpoint,
+            "username": report.registry_username,
+        })),
+        "seed": report.seed.as_ref().map(|s| serde_json::json!({
+            "blobsUploaded": s.blobs_uploaded,
+            "bytesUploaded": s.bytes_uploaded,
+            "blobsPresent": s.blobs_present,
+            "seconds": s.elapsed.as_secs_f64(),
+        })),
+        "kubernetes": match report.cluster {
+            None => "skipped",
+            Some(ClusterInit::KubeadmMissing) => "kubeadmMissing",
+            Some(_) => "initialized",
+        },
+        "agent": match report.launch {
+            Some(Launch::Systemd) => "systemd",
+            Some(Launch::Detached) => "detached",
+            None => "skipped",
+        },
+        // The one place a first HA node's join command is given: for the operator to run.
+        "joinCommand": report.join_command.as_ref().map(|c| c.expose().to_string()),
+        "paths": {
+            "ca": layout.fqdn_ca(),
+            "pki": layout.pki_dir(),
+            "encryption": layout.encryption_config(),
+            "mirrors": layout.mirror_dir(),
+            "kubeadm": layout.kubeadm_config(),
+            "manifests": layout.manifests_dir(),
+            "state": layout.state_dir(),
+            "logs": layout.log_dir(),
+        },
+    })
 }
 
 fn print_installed(report: &installer::install::InstallReport, what: &str) {
@@ -350,9 +428,7 @@ pub fn upgrade_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
         skip: SkipSet::parse(&args.skip_phases, &Workflow::upgrade().phases())
             .map_err(InstallError::from)?,
     };
-    let observer = Arc::new(PhaseLines {
-        bar: Mutex::new(None),
-    });
+    let observer = PhaseLines::new(args.json);
     let report = runtime()?
         .block_on(installer::upgrade::upgrade(
             &request,
@@ -360,6 +436,23 @@ pub fn upgrade_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
             Arc::new(SystemHost),
         ))
         .context("upgrade failed")?;
+    if args.json {
+        let release = |id: &installer::release::ReleaseId| serde_json::json!({"name": id.name, "version": id.version.to_string(), "indexSha256": id.index_sha256.to_string()});
+        return super::output::print_json(&serde_json::json!({
+            "node": report.node,
+            "from": release(&report.from),
+            "to": release(&report.to),
+            "resumed": report.resumed,
+            "clusterTrusts": report.advanced.is_some(),
+            "next": report.next,
+            "copied": report.prefetched.as_ref().map(|c| serde_json::json!({
+                "from": args.from_registry,
+                "blobsUploaded": c.blobs_uploaded,
+                "bytesUploaded": c.bytes_uploaded,
+                "blobsPresent": c.blobs_present,
+            })),
+        }));
+    }
     println!();
     if let (Some(copied), Some(url)) = (&report.prefetched, &args.from_registry) {
         println!(
@@ -460,16 +553,24 @@ fn check_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
             installed.as_ref(),
         ))
         .with_context(|| format!("listing releases in {url}"))?;
+    let say = |line: String| {
+        if !args.json {
+            println!("{line}");
+        }
+    };
     match &installed {
-        Some(id) => println!("this node runs {id}"),
-        None => println!("no installation under {}", root.display()),
+        Some(id) => say(format!("this node runs {id}")),
+        None => say(format!("no installation under {}", root.display())),
     }
     if listed.is_empty() {
-        println!("{url} holds no airgap releases (airgap registry seed publishes them)");
+        say(format!(
+            "{url} holds no airgap releases (airgap registry seed publishes them)"
+        ));
     }
     let now = std::time::SystemTime::now();
     let mut rejected = 0;
     let mut newest_built = None;
+    let mut rows = Vec::new();
     for release in &listed {
         match release {
             ListedRelease::Verified {
@@ -481,6 +582,22 @@ fn check_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
                 use installer::release::Decision;
                 newest_built = Some((id, verified.index().created_at().ok()));
                 let expired = installer::release::expired(verified, now);
+                rows.push(serde_json::json!({
+                    "tag": release_tag(release),
+                    "verified": true,
+                    "version": id.version.to_string(),
+                    "indexSha256": id.index_sha256.to_string(),
+                    "relation": match decision {
+                        Some(Decision::Newer) => "newer",
+                        Some(Decision::Same) => "running",
+                        Some(Decision::Older) => "older",
+                        Some(Decision::Conflicting) => "conflicting",
+                        None => "unknown",
+                    },
+                    "expires": verified.index().expires,
+                    "expired": expired.is_some(),
+                    "offered": expired.is_none() && *decision == Some(Decision::Newer),
+                }));
                 let note = match (&expired, decision) {
                     (Some(at), _) => format!("expired {at}: never offered"),
                     (None, Some(Decision::Newer)) => {
@@ -497,18 +614,28 @@ fn check_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
                     (None, Some(at)) => format!(" (expires {at})"),
                     _ => String::new(),
                 };
-                println!("  {id}  {note}{expires}");
+                say(format!("  {id}  {note}{expires}"));
             }
             ListedRelease::Rejected { tag, reason } => {
                 rejected += 1;
-                println!("  {tag}  REJECTED: {}", installer::error::chain(reason));
+                rows.push(serde_json::json!({
+                    "tag": tag,
+                    "verified": false,
+                    "reason": installer::error::chain(reason),
+                }));
+                say(format!(
+                    "  {tag}  REJECTED: {}",
+                    installer::error::chain(reason)
+                ));
             }
         }
     }
     // Freshness: a repository whose newest signed release is old may be frozen.
+    let mut stale = None;
     if let Some((id, Some(built))) = newest_built {
         let age = now.duration_since(built).unwrap_or_default();
         if age > args.max_age {
+            stale = Some(age.as_secs());
             eprintln!(
                 "warning: the newest signed release in {url}, {id}, was built {} ago (more than --max-age {}): the repository may be frozen (a stale mirror, or someone replaying old releases); check with your release channel",
                 humantime::format_duration(shown_age(age)),
@@ -516,10 +643,30 @@ fn check_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if args.json {
+        super::output::print_json(&serde_json::json!({
+            "registry": url,
+            "running": installed.as_ref().map(|id| serde_json::json!({
+                "name": id.name,
+                "version": id.version.to_string(),
+                "indexSha256": id.index_sha256.to_string(),
+            })),
+            "releases": rows,
+            "staleAgeSeconds": stale,
+        }))?;
+    }
     if rejected > 0 {
         anyhow::bail!("{rejected} release(s) in {url} failed verification and are not offered");
     }
     Ok(())
+}
+
+/// The tag a listed release was read from.
+fn release_tag(release: &installer::upgrade::ListedRelease) -> &str {
+    match release {
+        installer::upgrade::ListedRelease::Verified { tag, .. }
+        | installer::upgrade::ListedRelease::Rejected { tag, .. } => tag,
+    }
 }
 
 pub fn agent_cmd(args: RootArgs) -> anyhow::Result<()> {

@@ -26,17 +26,22 @@ use super::progress::{bytes_bar, HumanBytes};
 #[derive(Debug, clap::Subcommand)]
 pub enum RegistryCommand {
     /// Push a bundle's images and packs into a registry.
+    #[command(long_about = include_str!("reference/registry-seed.txt"))]
     Seed(SeedArgs),
     /// Run the built-in registry over a bundle or an OCI layout directory.
+    #[command(long_about = include_str!("reference/registry-serve.txt"))]
     Serve(Box<ServeArgs>),
     /// Remove blobs no manifest references from a store directory (or a running registry).
+    #[command(long_about = include_str!("reference/registry-gc.txt"))]
     Gc(GcArgs),
     /// Copy releases (their signed index, images and packs) from one registry to another,
     /// e.g. from the public repository into the private one behind the firewall.
+    #[command(long_about = include_str!("reference/registry-sync.txt"))]
     Sync(SyncArgs),
     /// Check a registry against the signed releases seeded into it (a scrub): tags that point
     /// elsewhere, blobs missing or corrupt (every one re-read and re-hashed), tags no signed
     /// release put there. Exits 1 on drift.
+    #[command(long_about = include_str!("reference/registry-verify.txt"))]
     Verify(VerifyArgs),
 }
 
@@ -89,6 +94,9 @@ pub struct SyncArgs {
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
+    /// Print what was copied as JSON (docs/json/registry-sync.schema.json).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How to reach and log in to a registry.
@@ -239,6 +247,10 @@ pub struct ServeArgs {
     /// etcd key where each replication pass reports how many blobs are still missing.
     #[arg(long, value_name = "KEY", requires = "peers")]
     pub replica_report: Option<String>,
+    /// Print the startup line as one line of JSON (docs/json/registry-serve.schema.json):
+    /// where it listens, once it does.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
@@ -554,6 +566,7 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     if releases.is_empty() && refused.is_empty() {
         bail!("{from} holds no airgap releases (`airgap registry seed` publishes them)");
     }
+    let mut synced = Vec::new();
     for release in releases {
         let release = Arc::new(release);
         let index = release.verified().index();
@@ -566,6 +579,21 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
         let report = run_seeder(&source, to_client.clone(), &plan, args.jobs, &label)
             .await
             .with_context(|| format!("copying {name} {version} from {from} to {to}"))?;
+        synced.push(serde_json::json!({
+            "name": name,
+            "version": version.to_string(),
+            "blobs": {
+                "copied": report.blobs_uploaded,
+                "bytesCopied": report.bytes_uploaded,
+                "mounted": report.blobs_mounted,
+                "present": report.blobs_present,
+            },
+            "manifests": {"pushed": report.manifests_pushed, "present": report.manifests_present},
+            "releaseIndexPublished": report.release_published,
+        }));
+        if args.json {
+            continue;
+        }
         println!(
             "synced {name} {version} to {to}: blobs: {} copied ({}), {} mounted, {} already there; manifests: {} pushed, {} already there; release index {}",
             report.blobs_uploaded,
@@ -577,7 +605,17 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
             if report.release_published { "published" } else { "already there" },
         );
     }
-    println!("done in {:.1}s", started.elapsed().as_secs_f64());
+    if args.json {
+        super::output::print_json(&serde_json::json!({
+            "from": from.to_string(),
+            "to": to.to_string(),
+            "releases": synced,
+            "refused": refused,
+            "seconds": started.elapsed().as_secs_f64(),
+        }))?;
+    } else {
+        println!("done in {:.1}s", started.elapsed().as_secs_f64());
+    }
     if !refused.is_empty() {
         bail!(
             "{} release(s) in {from} failed verification and were not copied: {}",
@@ -769,17 +807,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if tls.is_none() {
         eprintln!("warning: no --tls-cert/--tls-key: serving plain HTTP");
     }
-    println!(
-        "serving {} ({repositories} repositories) at {scheme}://{addr}{}",
-        args.source.display(),
-        match (&args.htpasswd, store.is_writable()) {
-            (None, _) => ", anonymous pulls, no pushes",
-            (Some(_), true) => ", authenticated pulls and pushes",
-            (Some(_), false) => ", authenticated pulls, read-only",
-        }
-    );
     if args.enable_delete && !store.is_writable() {
         bail!("--enable-delete: a served bundle is read-only; serve a store directory to delete from it");
+    }
+    if args.json {
+        // One line: a supervisor reads it as soon as it is written, the server runs on.
+        println!(
+            "{}",
+            serde_json::json!({
+                "source": args.source,
+                "url": format!("{scheme}://{addr}"),
+                "repositories": repositories,
+                "tls": tls.is_some(),
+                "authentication": args.htpasswd.is_some(),
+                "writable": store.is_writable(),
+                "deletes": args.enable_delete,
+            })
+        );
+    } else {
+        println!(
+            "serving {} ({repositories} repositories) at {scheme}://{addr}{}",
+            args.source.display(),
+            match (&args.htpasswd, store.is_writable()) {
+                (None, _) => ", anonymous pulls, no pushes",
+                (Some(_), true) => ", authenticated pulls and pushes",
+                (Some(_), false) => ", authenticated pulls, read-only",
+            }
+        );
     }
     let options = RegistryOptions {
         deletes: args.enable_delete,

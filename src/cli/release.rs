@@ -14,6 +14,7 @@ use super::registry::{client_for, credentials, LoginArgs};
 pub enum ReleaseCommand {
     /// Delete old releases (their release artifacts, and the images and packs no kept release
     /// names) from a registry, then collect the blobs nothing references any more.
+    #[command(long_about = include_str!("reference/release-prune.txt"))]
     Prune(PruneArgs),
 }
 
@@ -39,6 +40,9 @@ pub struct PruneArgs {
     /// Passed to the registry's garbage collection: blobs younger than this are kept.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
     pub grace: Duration,
+    /// Print what was kept, pruned and deleted as JSON (docs/json/release-prune.schema.json).
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
@@ -67,42 +71,74 @@ async fn prune(args: PruneArgs) -> anyhow::Result<()> {
         }
     }
     let plan = PrunePlan::new(&listed, args.keep, running.as_ref(), &target)?;
+    let say = |line: String| {
+        if !args.json {
+            println!("{line}");
+        }
+    };
+    // What --json prints at the end, whatever the path taken.
+    let summary = |deleted: Option<usize>, collected: Option<(usize, u64)>| {
+        serde_json::json!({
+            "registry": args.registry,
+            "dryRun": args.dry_run,
+            "kept": plan.kept.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "pruned": plan.pruned.iter().map(|(_, id)| id.to_string()).collect::<Vec<_>>(),
+            "manifests": plan.manifests.len(),
+            "deleted": deleted,
+            "collected": collected.map(|(blobs, bytes)| serde_json::json!({"blobs": blobs, "bytes": bytes})),
+        })
+    };
     for id in &plan.kept {
-        println!("  keep   {id}");
+        say(format!("  keep   {id}"));
     }
     for (_, id) in &plan.pruned {
-        println!("  prune  {id}");
+        say(format!("  prune  {id}"));
     }
     if plan.pruned.is_empty() {
-        println!(
+        say(format!(
             "nothing to prune: {} release(s), --keep {}",
             plan.kept.len(),
             args.keep
-        );
-        return Ok(());
+        ));
+        return finish(args.json, summary(None, None));
     }
     if args.dry_run {
-        println!(
+        say(format!(
             "would delete {} image/pack manifest(s) and {} release artifact(s) (dry run)",
             plan.manifests.len(),
             plan.pruned.len()
-        );
-        return Ok(());
+        ));
+        return finish(args.json, summary(None, None));
     }
     let deleted = plan
         .apply(&client, &repo)
         .await
         .with_context(|| format!("pruning {}", args.registry))?;
-    println!("deleted {deleted} manifest(s)");
-    match client.collect_garbage(false, args.grace).await {
-        Ok(report) => println!(
-            "collected {} unreferenced blob(s) ({} bytes)",
-            report["removed"].as_array().map_or(0, Vec::len),
-            report["removedBytes"].as_u64().unwrap_or(0)
-        ),
-        Err(e) => eprintln!(
-            "warning: the registry did not collect garbage ({e}); run its own garbage collection (distribution: `registry garbage-collect`)"
-        ),
+    say(format!("deleted {deleted} manifest(s)"));
+    let collected = match client.collect_garbage(false, args.grace).await {
+        Ok(report) => {
+            let blobs = report["removed"].as_array().map_or(0, Vec::len);
+            let bytes = report["removedBytes"].as_u64().unwrap_or(0);
+            say(format!(
+                "collected {blobs} unreferenced blob(s) ({bytes} bytes)"
+            ));
+            Some((blobs, bytes))
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: the registry did not collect garbage ({}); run its own garbage collection (distribution: `registry garbage-collect`)",
+                registry::describe_error(&e)
+            );
+            None
+        }
+    };
+    finish(args.json, summary(Some(deleted), collected))
+}
+
+/// Prints the --json document when asked for.
+fn finish(json: bool, summary: serde_json::Value) -> anyhow::Result<()> {
+    if json {
+        super::output::print_json(&summary)?;
     }
     Ok(())
 }
