@@ -110,7 +110,7 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
         ),
     )
     .unwrap();
-    let reseed = |flag: &str| {
+    let reseed = |flags: &[&str]| {
         common::ok(
             airgap()
                 .env("REGISTRY_AUTH_FILE", &auth)
@@ -118,27 +118,30 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
                 .arg(&bundle)
                 .arg("--pub")
                 .arg(setup.public())
-                .args(["--to", &to, "--ca", &ca, "--config-dir", &config_arg, flag]),
+                .args(["--to", &to, "--ca", &ca, "--config-dir", &config_arg])
+                .args(flags),
         )
     };
-    let out = reseed("--with-credentials");
+    let out = reseed(&["--with-credentials"]);
     assert!(out.contains("Authorization header (files 0600)"), "{out}");
     assert!(out.contains("blobs: 0 uploaded"), "{out}");
     assert!(out.contains("manifests: 0 pushed"), "{out}");
     // The same as one JSON document (docs/json/registry-seed.schema.json), prose left out.
-    let json = common::json_checked("registry-seed", reseed("--json").as_bytes());
+    let json = common::json_checked(
+        "registry-seed",
+        reseed(&["--with-credentials", "--json"]).as_bytes(),
+    );
     assert_eq!(json["blobs"]["uploaded"], 0, "{json}");
     assert!(json["blobs"]["present"].as_u64().unwrap() > 0, "{json}");
     assert_eq!(json["manifests"]["pushed"], 0, "{json}");
     assert_eq!(json["releaseIndex"]["published"], false, "{json}");
-    assert_eq!(json["mirrorConfig"]["withCredentials"], false, "{json}");
+    assert_eq!(json["mirrorConfig"]["withCredentials"], true, "{json}");
 
     // The registry says which releases it holds: the signed index is published as an
     // artifact, verified by whoever reads it with the key; another key rejects it.
     let check = |key: &Path, json: bool| {
         airgap()
             .env("REGISTRY_AUTH_FILE", &auth)
-            .args(json.then_some("--json"))
             .args([
                 "upgrade",
                 "--check",
@@ -151,6 +154,7 @@ fn seeds_distribution_with_original_digests_and_reseeds_nothing() {
             .arg(key)
             .arg("--root")
             .arg(setup.path("no-node"))
+            .args(json.then_some("--json"))
             .output()
             .unwrap()
     };
