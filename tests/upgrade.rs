@@ -103,6 +103,19 @@ fn upgrade(ns: &NetNs, bundle: &Path, public: &Path, root: &Path) -> Command {
 #[test]
 fn a_standalone_node_upgrades_to_a_newer_bundle_keeping_keys_and_refuses_the_rest() {
     let (setup, v450, ns, root) = installed_450("upg");
+    // As if installed by an airgap from before the `time` phase: its journal names no such
+    // phase. The node is still installed (status complete), and upgrades.
+    let journal_path = root.join("var/lib/airgap/journal.json");
+    let mut journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&journal_path).unwrap()).unwrap();
+    let removed = journal["workflows"]["init"]["phases"]
+        .as_object_mut()
+        .unwrap()
+        .remove("time");
+    assert!(removed.is_some(), "{journal}");
+    std::fs::write(&journal_path, serde_json::to_vec_pretty(&journal).unwrap()).unwrap();
+    let (_, status) = common::node::status_any(&ns, &root);
+    assert_eq!(status["complete"], true, "{status}");
     let probe = EtcdProbe {
         ns: &ns,
         root: root.clone(),

@@ -276,14 +276,24 @@ impl Journal {
             .insert(phase, record);
     }
 
-    /// Whether every phase of `phases` is done (or skipped on request) in workflow `kind`.
+    /// Whether workflow `kind` ran to its end: its last phase of `phases` is done (or skipped
+    /// on request) and no phase of it is left running or failed.
+    ///
+    /// A phase the record does not name at all, while the last one is done, did not exist when
+    /// the workflow ran: the runner journals every phase in order, so a run that reached the
+    /// end recorded each phase it had. A node installed by an earlier airgap (before the `time`
+    /// phase, say) is still installed, and an upgrade it finished is still finished.
     pub fn is_complete(&self, kind: WorkflowKind, phases: &[Phase]) -> bool {
-        phases.iter().all(|p| {
+        let finished = |p: &Phase| {
             matches!(
                 self.state(kind, *p),
                 Some(PhaseState::Done | PhaseState::Skipped)
             )
-        })
+        };
+        phases.last().is_some_and(finished)
+            && phases
+                .iter()
+                .all(|p| self.state(kind, *p).is_none() || finished(p))
     }
 
     /// The release this node was installed from, as the journal recorded it.
@@ -364,5 +374,44 @@ mod tests {
         ));
         let missing = Journal::load(&dir.path().join("none.json")).unwrap();
         assert_eq!(missing.journal, Journal::default());
+    }
+
+    #[test]
+    fn a_workflow_recorded_before_a_phase_existed_is_still_complete() {
+        let done = |j: &mut Journal, p: Phase| {
+            j.record(
+                WorkflowKind::Init,
+                p,
+                PhaseRecord {
+                    state: PhaseState::Done,
+                    at: "t".into(),
+                    detail: None,
+                },
+            )
+        };
+        let new = Phase::from_name("added-later");
+        let phases = [Phase::Verify, new, Phase::Etcd, Phase::Platform];
+        let mut j = Journal::default();
+        // Written by an airgap that had no `added-later`: every phase it knew is done.
+        for p in [Phase::Verify, Phase::Etcd, Phase::Platform] {
+            done(&mut j, p);
+        }
+        assert!(j.is_complete(WorkflowKind::Init, &phases));
+        // A run that stopped before the end is not complete, whatever it skipped past.
+        let mut stopped = Journal::default();
+        done(&mut stopped, Phase::Verify);
+        assert!(!stopped.is_complete(WorkflowKind::Init, &phases));
+        // Nor is a re-run left in the middle of a phase.
+        j.record(
+            WorkflowKind::Init,
+            Phase::Etcd,
+            PhaseRecord {
+                state: PhaseState::Running,
+                at: "t".into(),
+                detail: None,
+            },
+        );
+        assert!(!j.is_complete(WorkflowKind::Init, &phases));
+        assert!(!Journal::default().is_complete(WorkflowKind::Init, &[]));
     }
 }
