@@ -68,7 +68,8 @@ impl Phase {
 
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+        // `pad`, so a width in a format (status output columns) applies.
+        f.pad(self.0)
     }
 }
 
