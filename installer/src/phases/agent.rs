@@ -2,16 +2,14 @@
 
 use std::time::Duration;
 
-use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
-use crate::journal::{Journal, WorkflowKind};
-use crate::layout::NodeLayout;
-use crate::phase::Scope;
-
+use super::spec::{InUpgrade, OwnedPath, PhaseSpec};
 use super::{etcd_healthy, outcome, wait_for, InstallContext};
 use crate::agent::{self, Launch};
 use crate::error::PhaseError;
 use crate::files::{write_if_changed, PUBLIC};
 use crate::journal::Phase;
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
 
 pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
     let airgap = ctx.airgap_program()?;
@@ -83,18 +81,10 @@ pub(super) const SPEC: PhaseSpec = PhaseSpec {
     install: Some(Scope::Node),
     upgrade: InUpgrade::Then(Scope::Node),
     preflight: false,
-    run: body,
+    run: |ctx, _journal, _workflow| Box::pin(run(ctx)),
     owns,
     check: None,
 };
-
-fn body<'a>(
-    ctx: &'a mut InstallContext,
-    _journal: &'a mut Journal,
-    _workflow: WorkflowKind,
-) -> PhaseFuture<'a> {
-    Box::pin(run(ctx))
-}
 
 fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
     vec![

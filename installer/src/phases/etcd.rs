@@ -3,10 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::spec::{InUpgrade, PhaseFuture, PhaseSpec};
-use crate::journal::{Journal, WorkflowKind};
-use crate::phase::Scope;
-
+use super::spec::{InUpgrade, PhaseSpec};
 use super::{outcome, InstallContext};
 use crate::agent;
 use crate::audit::Outcome;
@@ -15,6 +12,7 @@ use crate::error::PhaseError;
 use crate::etcd::client::EtcdClient;
 use crate::journal::Phase;
 use crate::node_binaries::NodeBinaries;
+use crate::phase::Scope;
 use crate::service::ServiceSpec;
 
 pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
@@ -319,15 +317,7 @@ pub(super) const SPEC: PhaseSpec = PhaseSpec {
     install: Some(Scope::Node),
     upgrade: InUpgrade::Then(Scope::Node),
     preflight: false,
-    run: body,
+    run: |ctx, _journal, _workflow| Box::pin(run(ctx)),
     owns: super::spec::owns_nothing,
     check: None,
 };
-
-fn body<'a>(
-    ctx: &'a mut InstallContext,
-    _journal: &'a mut Journal,
-    _workflow: WorkflowKind,
-) -> PhaseFuture<'a> {
-    Box::pin(run(ctx))
-}

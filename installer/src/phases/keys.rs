@@ -5,11 +5,7 @@
 
 use std::path::Path;
 
-use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
-use crate::journal::{Journal, WorkflowKind};
-use crate::layout::NodeLayout;
-use crate::phase::Scope;
-
+use super::spec::{InUpgrade, OwnedPath, PhaseSpec};
 use super::{etcd_healthy, InstallContext, RegistryAccess};
 use crate::audit::Outcome;
 use crate::error::PhaseError;
@@ -20,6 +16,8 @@ use crate::keys::{
     self, KeysError, SecretData, Stored, INSTALLATION_KEYS, PULL_USER, REGISTRY_CREDENTIALS,
     REGISTRY_PULL_CREDENTIALS,
 };
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
 use crate::release::{self, Trusted};
 use crate::secret::SecretString;
 use crate::secretbox::SecretboxKey;
@@ -304,18 +302,10 @@ pub(super) const SPEC: PhaseSpec = PhaseSpec {
     install: Some(Scope::Cluster),
     upgrade: InUpgrade::No,
     preflight: false,
-    run: body,
+    run: |ctx, _journal, _workflow| Box::pin(run(ctx)),
     owns,
     check: None,
 };
-
-fn body<'a>(
-    ctx: &'a mut InstallContext,
-    _journal: &'a mut Journal,
-    _workflow: WorkflowKind,
-) -> PhaseFuture<'a> {
-    Box::pin(run(ctx))
-}
 
 fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
     vec![OwnedPath::state(layout.encryption_config())]

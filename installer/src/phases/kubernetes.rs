@@ -3,16 +3,14 @@
 //! no cluster yet; in an upgrade, `kubeadm upgrade apply` on the first node and `kubeadm
 //! upgrade node` on the others, when a cluster runs.
 
-use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
-use crate::journal::Journal;
-use crate::layout::NodeLayout;
-use crate::phase::Scope;
-
+use super::spec::{InUpgrade, OwnedPath, PhaseSpec};
 use super::InstallContext;
 use crate::audit::Outcome;
 use crate::error::PhaseError;
 use crate::journal::{Phase, WorkflowKind};
 use crate::kubernetes::kubeadm::{self, ClusterInit, ClusterUpgrade, UpgradeRole};
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
 
 pub(super) async fn run(
     ctx: &mut InstallContext,
@@ -206,18 +204,10 @@ pub(super) const SPEC: PhaseSpec = PhaseSpec {
     install: Some(Scope::Node),
     upgrade: InUpgrade::Then(Scope::Node),
     preflight: false,
-    run: body,
+    run: |ctx, _journal, workflow| Box::pin(run(ctx, workflow)),
     owns,
     check: None,
 };
-
-fn body<'a>(
-    ctx: &'a mut InstallContext,
-    _journal: &'a mut Journal,
-    workflow: WorkflowKind,
-) -> PhaseFuture<'a> {
-    Box::pin(run(ctx, workflow))
-}
 
 fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
     vec![

@@ -22,7 +22,7 @@ mod spec;
 pub mod time;
 mod verify;
 
-pub use spec::{Check, InUpgrade, OwnedPath, Ownership, PhaseBody, PhaseFuture, PhaseSpec};
+pub use spec::{Check, InUpgrade, OwnedPath, Ownership, PhaseFuture, PhaseSpec};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -398,28 +398,13 @@ pub fn spec(phase: Phase) -> Option<&'static PhaseSpec> {
     CATALOGUE.iter().copied().find(|s| s.phase == phase)
 }
 
-/// The phase an operator named (`--skip-phases`), if it is one.
-pub fn by_name(name: &str) -> Option<Phase> {
-    CATALOGUE
-        .iter()
-        .map(|s| s.phase)
-        .chain(Phase::UPGRADE_END)
-        .find(|p| p.as_str() == name)
-}
-
 /// The workflows, read from the catalogue.
 impl Workflow {
     /// The first node: creates the cluster.
     pub fn init() -> Self {
         let steps = CATALOGUE
             .iter()
-            .filter_map(|s| {
-                s.install.map(|scope| Step {
-                    phase: s.phase,
-                    scope,
-                    preflight: s.preflight,
-                })
-            })
+            .filter_map(|s| s.install.map(|scope| s.step(scope)))
             .collect();
         Workflow {
             kind: WorkflowKind::Init,
@@ -442,16 +427,8 @@ impl Workflow {
     pub fn upgrade() -> Self {
         let placed = |first: bool| {
             CATALOGUE.iter().filter_map(move |s| match s.upgrade {
-                InUpgrade::First(scope) if first => Some(Step {
-                    phase: s.phase,
-                    scope,
-                    preflight: s.preflight,
-                }),
-                InUpgrade::Then(scope) if !first => Some(Step {
-                    phase: s.phase,
-                    scope,
-                    preflight: s.preflight,
-                }),
+                InUpgrade::First(scope) if first => Some(s.step(scope)),
+                InUpgrade::Then(scope) if !first => Some(s.step(scope)),
                 _ => None,
             })
         };
@@ -515,10 +492,9 @@ pub fn installed_paths(layout: &NodeLayout) -> Vec<PathBuf> {
 /// What an upgrade's rollback snapshot keeps: the configuration every phase of the upgrade
 /// renders.
 pub fn rendered_paths(layout: &NodeLayout) -> Vec<PathBuf> {
-    let upgrade = Workflow::upgrade();
     CATALOGUE
         .iter()
-        .filter(|s| upgrade.steps.iter().any(|step| step.phase == s.phase))
+        .filter(|s| s.upgrade != InUpgrade::No)
         .flat_map(|s| (s.owns)(layout))
         .filter(OwnedPath::rolled_back)
         .map(|o| o.path)

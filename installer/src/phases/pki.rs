@@ -4,16 +4,14 @@
 
 use std::path::Path;
 
-use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
-use crate::journal::{Journal, WorkflowKind};
-use crate::layout::NodeLayout;
-use crate::phase::Scope;
-
+use super::spec::{InUpgrade, OwnedPath, PhaseSpec};
 use super::InstallContext;
 use crate::audit::Outcome;
 use crate::error::PhaseError;
 use crate::files::{write_if_changed, PRIVATE, PUBLIC};
 use crate::journal::Phase;
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
 use crate::pki::{CertificateAuthority, Ensured, LeafSpec, PairPaths, Usage};
 
 pub(super) fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
@@ -154,18 +152,10 @@ pub(super) const SPEC: PhaseSpec = PhaseSpec {
     install: Some(Scope::Cluster),
     upgrade: InUpgrade::No,
     preflight: false,
-    run: body,
+    run: |ctx, _journal, _workflow| Box::pin(std::future::ready(run(ctx))),
     owns,
     check: None,
 };
-
-fn body<'a>(
-    ctx: &'a mut InstallContext,
-    _journal: &'a mut Journal,
-    _workflow: WorkflowKind,
-) -> PhaseFuture<'a> {
-    Box::pin(std::future::ready(run(ctx)))
-}
 
 fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
     vec![OwnedPath::state(layout.pki_dir())]

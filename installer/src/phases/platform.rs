@@ -3,16 +3,14 @@
 
 use std::path::PathBuf;
 
-use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
-use crate::journal::{Journal, WorkflowKind};
-use crate::layout::NodeLayout;
-use crate::phase::Scope;
-
+use super::spec::{InUpgrade, OwnedPath, PhaseSpec};
 use super::InstallContext;
 use crate::audit::Outcome;
 use crate::error::PhaseError;
 use crate::journal::Phase;
 use crate::kubernetes::kubeadm::{self, ClusterInit};
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
 
 pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> {
     let mirror = ctx.take_mirror().await?;
@@ -63,18 +61,10 @@ pub(super) const SPEC: PhaseSpec = PhaseSpec {
     install: Some(Scope::Cluster),
     upgrade: InUpgrade::Then(Scope::Cluster),
     preflight: false,
-    run: body,
+    run: |ctx, _journal, _workflow| Box::pin(run(ctx)),
     owns,
     check: None,
 };
-
-fn body<'a>(
-    ctx: &'a mut InstallContext,
-    _journal: &'a mut Journal,
-    _workflow: WorkflowKind,
-) -> PhaseFuture<'a> {
-    Box::pin(run(ctx))
-}
 
 fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
     vec![OwnedPath::config(layout.manifests_dir())]

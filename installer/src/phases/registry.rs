@@ -10,17 +10,15 @@ use registry::mirror::{MirrorTarget, RewriteMap};
 use registry::seed::{SeedObserver, SeedPlan, Seeder};
 use registry::{ClientConfig, RegistryClient};
 
-use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
-use crate::journal::Journal;
-use crate::layout::NodeLayout;
-use crate::phase::Scope;
-
+use super::spec::{InUpgrade, OwnedPath, PhaseSpec};
 use super::{outcome, wait_for, InstallContext, Mirror, RegistryAccess, SeedStats};
 use crate::agent;
 use crate::audit::Outcome;
 use crate::error::PhaseError;
 use crate::files::{write_atomic, write_if_changed, PRIVATE, PUBLIC};
 use crate::journal::{Phase, WorkflowKind};
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
 use crate::service::ServiceSpec;
 use crate::workflow::{Failpoint, Observer};
 
@@ -375,18 +373,10 @@ pub(super) const SPEC: PhaseSpec = PhaseSpec {
     install: Some(Scope::Node),
     upgrade: InUpgrade::First(Scope::Cluster),
     preflight: false,
-    run: body,
+    run: |ctx, _journal, workflow| Box::pin(run(ctx, workflow)),
     owns,
     check: None,
 };
-
-fn body<'a>(
-    ctx: &'a mut InstallContext,
-    _journal: &'a mut Journal,
-    workflow: WorkflowKind,
-) -> PhaseFuture<'a> {
-    Box::pin(run(ctx, workflow))
-}
 
 fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
     vec![OwnedPath::config(layout.mirror_dir())]

@@ -8,11 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
-use crate::journal::{Journal, WorkflowKind};
-use crate::layout::NodeLayout;
-use crate::phase::Scope;
-
+use super::spec::{InUpgrade, OwnedPath, PhaseSpec};
 use super::{outcome, wait_for, InstallContext};
 use crate::audit::Outcome;
 use crate::containerd::{self, HostLimits, RuntimePrograms};
@@ -21,7 +17,9 @@ use crate::error::PhaseError;
 use crate::files::{write_if_changed, PUBLIC};
 use crate::journal::Phase;
 use crate::kubernetes::RenderedFile;
+use crate::layout::NodeLayout;
 use crate::node_binaries::{self, NodeBinaries, Origin, CNI};
+use crate::phase::Scope;
 use crate::pull_config::{self, PullAccess};
 use crate::service::ServiceSpec;
 
@@ -168,18 +166,10 @@ pub(super) const SPEC: PhaseSpec = PhaseSpec {
     install: Some(Scope::Node),
     upgrade: InUpgrade::Then(Scope::Node),
     preflight: false,
-    run: body,
+    run: |ctx, _journal, _workflow| Box::pin(run(ctx)),
     owns,
     check: None,
 };
-
-fn body<'a>(
-    ctx: &'a mut InstallContext,
-    _journal: &'a mut Journal,
-    _workflow: WorkflowKind,
-) -> PhaseFuture<'a> {
-    Box::pin(run(ctx))
-}
 
 fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
     let mut paths = vec![

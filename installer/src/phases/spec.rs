@@ -43,6 +43,17 @@ pub struct PhaseSpec {
     pub check: Option<fn(&NodeLayout, &InstallConfig) -> Check>,
 }
 
+impl PhaseSpec {
+    /// The phase as a workflow step in `scope`.
+    pub fn step(&self, scope: Scope) -> crate::workflow::Step {
+        crate::workflow::Step {
+            phase: self.phase,
+            scope,
+            preflight: self.preflight,
+        }
+    }
+}
+
 /// Where a phase runs in an upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InUpgrade {

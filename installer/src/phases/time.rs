@@ -9,13 +9,11 @@
 
 use std::path::PathBuf;
 
-use super::spec::{Check, InUpgrade, OwnedPath, PhaseEnv, PhaseFuture, PhaseSpec};
-use super::InstallContext;
+use super::spec::{Check, InUpgrade, OwnedPath, PhaseEnv, PhaseSpec};
 use crate::audit::Outcome;
 use crate::config::InstallConfig;
 use crate::error::PhaseError;
 use crate::files::{write_if_changed, PUBLIC};
-use crate::journal::{Journal, WorkflowKind};
 use crate::layout::NodeLayout;
 use crate::phase::{Phase, Scope};
 
@@ -27,18 +25,10 @@ pub(super) const SPEC: PhaseSpec = PhaseSpec {
     install: Some(Scope::Node),
     upgrade: InUpgrade::Then(Scope::Node),
     preflight: false,
-    run: body,
+    run: |ctx, _journal, _workflow| Box::pin(std::future::ready(run(ctx))),
     owns,
     check: Some(check),
 };
-
-fn body<'a>(
-    ctx: &'a mut InstallContext,
-    _journal: &'a mut Journal,
-    _workflow: WorkflowKind,
-) -> PhaseFuture<'a> {
-    Box::pin(std::future::ready(run(ctx)))
-}
 
 /// The chrony sources file this phase owns.
 pub fn sources_file(layout: &NodeLayout) -> PathBuf {
@@ -274,6 +264,6 @@ mod tests {
         assert!(crate::phases::installed_paths(&env.layout).contains(&file));
         let checks = crate::phases::checks(&env.layout, &env.config);
         assert!(checks.iter().any(|(p, c)| *p == PHASE && !c.healthy));
-        assert_eq!(crate::phases::by_name("time"), Some(PHASE));
+        assert_eq!(crate::phases::spec(PHASE).map(|s| s.phase), Some(PHASE));
     }
 }

@@ -9,14 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use airgap::PublicKey;
 
-use super::spec::{InUpgrade, OwnedPath, PhaseFuture, PhaseSpec};
-use crate::layout::NodeLayout;
-use crate::phase::Scope;
-
+use super::spec::{InUpgrade, OwnedPath, PhaseSpec};
 use super::InstallContext;
 use crate::error::PhaseError;
 use crate::files::{write_if_changed, PRIVATE};
 use crate::journal::{Journal, Phase, PhaseState, VerifiedBundle, WorkflowKind};
+use crate::layout::NodeLayout;
+use crate::phase::Scope;
 use crate::release::ReleaseOrigin;
 
 pub(super) fn run(
@@ -126,18 +125,10 @@ pub(super) const SPEC: PhaseSpec = PhaseSpec {
     install: Some(Scope::Node),
     upgrade: InUpgrade::First(Scope::Node),
     preflight: true,
-    run: body,
+    run: |ctx, journal, workflow| Box::pin(std::future::ready(run(ctx, journal, workflow))),
     owns,
     check: None,
 };
-
-fn body<'a>(
-    ctx: &'a mut InstallContext,
-    journal: &'a mut Journal,
-    workflow: WorkflowKind,
-) -> PhaseFuture<'a> {
-    Box::pin(std::future::ready(run(ctx, journal, workflow)))
-}
 
 fn owns(layout: &NodeLayout) -> Vec<OwnedPath> {
     vec![
