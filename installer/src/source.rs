@@ -242,7 +242,7 @@ pub fn place_bundle_blobs(
                 if failure.lock().map_or(true, |f| f.is_some()) {
                     return;
                 }
-                match place_one(archive, digest, &store_blobs, progress) {
+                match place_one(archive, digest, &store_blobs, store, progress) {
                     Ok(outcome) => {
                         if let Ok(mut p) = placed.lock() {
                             match outcome {
@@ -295,14 +295,16 @@ fn place_one(
     archive: &BundleArchive,
     digest: &Digest,
     blobs: &FsBlobStore,
+    store: &Path,
     progress: &dyn Fn(u64),
 ) -> Result<Option<u64>, SourceError> {
     let content = ContentDigest::from(*digest);
     if blobs.stat(&content).is_some() {
         return Ok(None);
     }
+    let dest = store.join(digest.blob_path());
     let io = |source| SourceError::Store {
-        path: digest.blob_path().into(),
+        path: dest.clone(),
         source,
     };
     let mut writer = blobs
@@ -323,13 +325,13 @@ fn place_one(
         blob.finish()
     };
     if let Err(e) = copy() {
-        writer.abort();
+        drop(writer);
         return Err(e);
     }
     match writer.commit(&content).map_err(io)? {
         Committed::Stored { len, .. } => Ok(Some(len)),
         Committed::Mismatch { actual } => Err(SourceError::Mismatch {
-            path: digest.blob_path().into(),
+            path: dest.clone(),
             expected: *digest,
             actual: actual.as_sha256().unwrap_or(*digest),
         }),

@@ -169,7 +169,8 @@ pub enum Committed {
     Mismatch { actual: ContentDigest },
 }
 
-/// Bytes on their way to becoming a blob.
+/// Bytes on their way to becoming a blob. Dropped without a [`commit`](BlobWriter::commit),
+/// it discards them.
 pub trait BlobWriter: Send {
     fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
     /// Bytes written so far.
@@ -179,8 +180,6 @@ pub trait BlobWriter: Send {
     }
     /// Makes the bytes the blob `digest` when they hash to it, durably; drops them otherwise.
     fn commit(self: Box<Self>, digest: &ContentDigest) -> io::Result<Committed>;
-    /// Drops the bytes.
-    fn abort(self: Box<Self>);
 }
 
 pub trait BlobStore: Send + Sync {
@@ -286,10 +285,6 @@ impl BlobWriter for FsWriter {
         fs::rename(&tmp, &dest)?;
         self.tmp = None;
         Ok(Committed::Stored { len, new })
-    }
-
-    fn abort(self: Box<Self>) {
-        // Dropping the writer removes the file.
     }
 }
 
@@ -412,8 +407,6 @@ impl BlobStore for FsBlobStore {
 #[derive(Debug, Default, Clone)]
 pub struct MemoryBlobStore {
     blobs: Arc<Mutex<HashMap<ContentDigest, (Bytes, SystemTime)>>>,
-    writers: Arc<Mutex<HashMap<u64, String>>>,
-    next_writer: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MemoryBlobStore {
@@ -424,22 +417,11 @@ impl MemoryBlobStore {
     fn blobs(&self) -> std::sync::MutexGuard<'_, HashMap<ContentDigest, (Bytes, SystemTime)>> {
         self.blobs.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    fn writers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, String>> {
-        self.writers.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 struct MemoryWriter {
-    key: u64,
     bytes: Vec<u8>,
     store: MemoryBlobStore,
-}
-
-impl Drop for MemoryWriter {
-    fn drop(&mut self) {
-        self.store.writers().remove(&self.key);
-    }
 }
 
 impl BlobWriter for MemoryWriter {
@@ -452,23 +434,19 @@ impl BlobWriter for MemoryWriter {
         self.bytes.len() as u64
     }
 
-    fn commit(mut self: Box<Self>, digest: &ContentDigest) -> io::Result<Committed> {
+    fn commit(self: Box<Self>, digest: &ContentDigest) -> io::Result<Committed> {
         let actual = digest.same_algorithm_of(&self.bytes);
         if actual != *digest {
             return Ok(Committed::Mismatch { actual });
         }
-        let bytes = std::mem::take(&mut self.bytes);
+        let MemoryWriter { bytes, store } = *self;
         let len = bytes.len() as u64;
-        let mut blobs = self.store.blobs();
+        let mut blobs = store.blobs();
         let new = !blobs.contains_key(digest);
         if new {
             blobs.insert(*digest, (Bytes::from(bytes), SystemTime::now()));
         }
         Ok(Committed::Stored { len, new })
-    }
-
-    fn abort(self: Box<Self>) {
-        // Dropping the writer forgets it.
     }
 }
 
@@ -483,13 +461,8 @@ impl BlobStore for MemoryBlobStore {
             .map(|(b, _)| BlobData::Memory(b.clone()))
     }
 
-    fn writer(&self, id: &str) -> io::Result<Box<dyn BlobWriter>> {
-        let key = self
-            .next_writer
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.writers().insert(key, id.to_string());
+    fn writer(&self, _id: &str) -> io::Result<Box<dyn BlobWriter>> {
         Ok(Box::new(MemoryWriter {
-            key,
             bytes: Vec::new(),
             store: self.clone(),
         }))
@@ -572,7 +545,7 @@ mod tests {
         // its id is live.
         let mut w = store.writer("dead").unwrap();
         w.write(b"x").unwrap();
-        w.abort();
+        drop(w);
         let open = store.writer("cafe").unwrap();
         let live: HashSet<String> = ["cafe".to_string()].into();
         assert_eq!(store.sweep(&live, false), 0);
@@ -614,7 +587,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
         let w = store.writer("../../etc/passwd").unwrap();
-        w.abort();
+        drop(w);
         assert_eq!(file_name("../../x"), "______x");
         assert!(!dir.path().join("etc").exists());
     }

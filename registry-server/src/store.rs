@@ -399,6 +399,40 @@ impl LayoutStore {
         self.uploads.lock().await.len()
     }
 
+    /// Blob-store work that blocks (fsync, rename, hashing a sha512 upload, listing), run off
+    /// the async threads; its errors name the store.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shown = self.shown();
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| StoreError::Io {
+                path: shown.clone(),
+                cause: io::Error::other(e),
+            })?
+            .map_err(io_err(&shown))
+    }
+
+    /// A writer's bytes committed as `digest`, counted in [`LayoutStore::stored_bytes`].
+    async fn commit_writer(
+        &self,
+        writer: Box<dyn BlobWriter>,
+        digest: ContentDigest,
+    ) -> Result<Committed, StoreError> {
+        let committed = self.blocking(move || writer.commit(&digest)).await?;
+        Ok(self.counted(committed))
+    }
+
+    /// Counts a commit that added a blob.
+    fn counted(&self, committed: Committed) -> Committed {
+        if let Committed::Stored { len, new: true } = committed {
+            self.stored_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        committed
+    }
+
     fn has_bytes(&self, digest: &ContentDigest) -> bool {
         self.blobs.stat(digest).is_some()
     }
@@ -466,7 +500,7 @@ impl LayoutStore {
         for entry in expired {
             if let Some(upload) = entry.slot.lock().await.take() {
                 tracing::info!(repository = %entry.repository, "dropping an idle upload");
-                upload.writer.abort();
+                drop(upload.writer);
             }
         }
     }
@@ -520,24 +554,8 @@ impl LayoutStore {
         let Some(upload) = self.take_upload(repository, id).await else {
             return Ok(CommitOutcome::UnknownUpload);
         };
-        let writer = upload.writer;
-        let committed = tokio::task::spawn_blocking({
-            let digest = *digest;
-            move || writer.commit(&digest)
-        })
-        .await
-        .map_err(|e| StoreError::Io {
-            path: self.shown(),
-            cause: io::Error::other(e),
-        })?
-        .map_err(io_err(&self.shown()))?;
-        match committed {
-            Committed::Mismatch { actual } => return Ok(CommitOutcome::DigestMismatch(actual)),
-            Committed::Stored { len, new } => {
-                if new {
-                    self.stored_bytes.fetch_add(len, Ordering::Relaxed);
-                }
-            }
+        if let Committed::Mismatch { actual } = self.commit_writer(upload.writer, *digest).await? {
+            return Ok(CommitOutcome::DigestMismatch(actual));
         }
         self.write(
             &[Change::LinkBlob {
@@ -553,7 +571,7 @@ impl LayoutStore {
     pub async fn cancel(&self, repository: &str, id: &str) -> bool {
         match self.take_upload(repository, id).await {
             Some(upload) => {
-                upload.writer.abort();
+                drop(upload.writer);
                 true
             }
             None => false,
@@ -618,33 +636,20 @@ impl LayoutStore {
             match download.chunk().await {
                 Ok(Some(chunk)) => {
                     if let Err(e) = writer.write(&chunk) {
-                        writer.abort();
+                        drop(writer);
                         return Err(io_err(&shown)(e));
                     }
                 }
                 Ok(None) => break,
                 Err(cause) => {
-                    writer.abort();
+                    drop(writer);
                     return Err(StoreError::Fetch { path: shown, cause });
                 }
             }
         }
-        let digest = *digest;
-        let committed = tokio::task::spawn_blocking(move || writer.commit(&digest))
-            .await
-            .map_err(|e| StoreError::Io {
-                path: shown.clone(),
-                cause: io::Error::other(e),
-            })?
-            .map_err(io_err(&shown))?;
-        Ok(match committed {
+        Ok(match self.commit_writer(writer, *digest).await? {
             Committed::Mismatch { .. } => ImportOutcome::DigestMismatch,
-            Committed::Stored { len, new } => {
-                if new {
-                    self.stored_bytes.fetch_add(len, Ordering::Relaxed);
-                }
-                ImportOutcome::Stored(len)
-            }
+            Committed::Stored { len, .. } => ImportOutcome::Stored(len),
         })
     }
 
@@ -705,23 +710,17 @@ impl LayoutStore {
             return Ok(PutManifest::Missing(gone));
         }
         if !self.has_bytes(&digest) {
-            match self
+            let put = self
                 .blobs
                 .put(&digest, bytes)
-                .map_err(io_err(&self.shown()))?
-            {
-                Committed::Stored { len, new: true } => {
-                    self.stored_bytes.fetch_add(len, Ordering::Relaxed);
-                }
-                Committed::Stored { new: false, .. } => {}
-                // The digest was computed from these very bytes: only storage that changes
-                // what it was given gets here.
-                Committed::Mismatch { .. } => {
-                    return Err(StoreError::Io {
-                        path: self.shown(),
-                        cause: io::Error::other("a stored manifest does not hash to its digest"),
-                    })
-                }
+                .map_err(io_err(&self.shown()))?;
+            // The digest was computed from these very bytes: only storage that changes what it
+            // was given gets a mismatch.
+            if let Committed::Mismatch { .. } = self.counted(put) {
+                return Err(StoreError::Io {
+                    path: self.shown(),
+                    cause: io::Error::other("a stored manifest does not hash to its digest"),
+                });
             }
         }
         let requires: Vec<Requirement> = record
@@ -869,14 +868,8 @@ impl LayoutStore {
             keep
         };
         let blobs = self.blobs.clone();
+        let held = self.blocking(move || blobs.list()).await?;
         let shown = self.shown();
-        let held = tokio::task::spawn_blocking(move || blobs.list())
-            .await
-            .map_err(|e| StoreError::Io {
-                path: shown.clone(),
-                cause: io::Error::other(e),
-            })?
-            .map_err(io_err(&shown))?;
         let mut report = GcReport {
             dry_run,
             ..GcReport::default()
