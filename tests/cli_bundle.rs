@@ -812,15 +812,39 @@ fn the_sbom_lists_every_digest_and_binary_and_validates_in_both_formats() {
     let tampered = s.path("tampered.tar");
     std::fs::write(&tampered, bytes).unwrap();
     let out = s.path("tampered.json");
-    let err = fails(
-        airgap()
-            .args(["bundle", "sbom"])
-            .arg(&tampered)
-            .arg("--pub")
-            .arg(s.public())
-            .arg("-o")
-            .arg(&out),
-    );
+    // `airgap bundle sbom` of the tampered copy, which must fail with one line.
+    let refused = || {
+        fails(
+            airgap()
+                .args(["bundle", "sbom"])
+                .arg(&tampered)
+                .arg("--pub")
+                .arg(s.public())
+                .arg("-o")
+                .arg(&out),
+        )
+    };
+    let err = refused();
     assert!(err.starts_with("error: "), "{err}");
+    assert!(!out.exists());
+
+    // An image config altered in place (bundle.json still verifies): the SBOM reads it for the
+    // platform, so it refuses instead of listing what it could not check.
+    let first = &archive.verified().index().images[0];
+    let manifest = archive.locate(&first.digest.blob_path()).unwrap();
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let start = manifest.data_offset as usize;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&bytes[start..start + manifest.record.size as usize]).unwrap();
+    let config: airgap::Digest = manifest["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let config = archive.locate(&config.blob_path()).unwrap();
+    bytes[config.data_offset as usize] ^= 0x01;
+    std::fs::write(&tampered, bytes).unwrap();
+    let err = refused();
+    assert!(err.contains("sha256") || err.contains("digest"), "{err}");
     assert!(!out.exists());
 }

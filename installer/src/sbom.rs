@@ -91,16 +91,23 @@ fn read_manifest<T: serde::de::DeserializeOwned>(
     Ok((parsed, bytes))
 }
 
-/// `os/architecture[/variant]` from an image config, if it says.
-fn config_platform(source: &dyn ContentSource, config: &Descriptor) -> Option<String> {
-    let bytes = source.read_blob(&config.digest, 1 << 20).ok()?;
-    let value: Value = serde_json::from_slice(&bytes).ok()?;
-    let os = value["os"].as_str()?;
-    let arch = value["architecture"].as_str()?;
-    Some(match value["variant"].as_str() {
+/// `os/architecture[/variant]` from an image config, if it says (an artifact's config need
+/// not). A config that cannot be read, or is not what the signed index says, is an error.
+fn config_platform(
+    source: &dyn ContentSource,
+    config: &Descriptor,
+) -> Result<Option<String>, SbomError> {
+    let bytes = source.read_blob(&config.digest, 1 << 20)?;
+    let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Ok(None);
+    };
+    let (Some(os), Some(arch)) = (value["os"].as_str(), value["architecture"].as_str()) else {
+        return Ok(None);
+    };
+    Ok(Some(match value["variant"].as_str() {
         Some(variant) => format!("{os}/{arch}/{variant}"),
         None => format!("{os}/{arch}"),
-    })
+    }))
 }
 
 fn platform_manifest(
@@ -109,7 +116,10 @@ fn platform_manifest(
     platform: Option<String>,
 ) -> Result<PlatformManifest, SbomError> {
     let (manifest, _) = read_manifest::<oci::ImageManifest>(source, digest)?;
-    let platform = platform.or_else(|| config_platform(source, &manifest.config));
+    let platform = match platform {
+        Some(p) => Some(p),
+        None => config_platform(source, &manifest.config)?,
+    };
     let mut blobs = vec![manifest.config];
     blobs.extend(manifest.layers);
     Ok(PlatformManifest {
