@@ -553,11 +553,7 @@ fn check_cmd(args: UpgradeArgs) -> anyhow::Result<()> {
             installed.as_ref(),
         ))
         .with_context(|| format!("listing releases in {url}"))?;
-    let say = |line: String| {
-        if !args.json {
-            println!("{line}");
-        }
-    };
+    let say = super::output::prose(args.json);
     match &installed {
         Some(id) => say(format!("this node runs {id}")),
         None => say(format!("no installation under {}", root.display())),

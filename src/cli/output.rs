@@ -8,6 +8,15 @@ pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a line for a person, unless `--json` (`json`) asked for the document instead.
+pub fn prose(json: bool) -> impl Fn(String) {
+    move |line| {
+        if !json {
+            println!("{line}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;

@@ -71,11 +71,7 @@ async fn prune(args: PruneArgs) -> anyhow::Result<()> {
         }
     }
     let plan = PrunePlan::new(&listed, args.keep, running.as_ref(), &target)?;
-    let say = |line: String| {
-        if !args.json {
-            println!("{line}");
-        }
-    };
+    let say = super::output::prose(args.json);
     // What --json prints at the end, whatever the path taken.
     let summary = |deleted: Option<usize>, collected: Option<(usize, u64)>| {
         serde_json::json!({
