@@ -39,6 +39,10 @@ if ! "$venv/bin/python" -c 'import cyclonedx.validation.json, spdx_tools' 2>/dev
   "$venv/bin/pip" install -q 'cyclonedx-python-lib[json-validation]==11.12.0' 'spdx-tools==0.8.5'
 fi
 export AIRGAP_SBOM_PYTHON=$venv/bin/python
+# A skopeo with sigstore (Debian 12's has it disabled) for the upstream-signature tests:
+# Debian 13's package on its own libc, unpacked once, nothing installed into the system.
+AIRGAP_SIGSTORE_SKOPEO=$(scripts/sigstore-skopeo.sh)
+export AIRGAP_SIGSTORE_SKOPEO
 # No doc-tests: the crates document with prose, not runnable examples. --no-fail-fast: one
 # failing test binary must not hide the results of the others. The last line totals every
 # binary's results and names each failed test; the exit status is cargo's.

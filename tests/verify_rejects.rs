@@ -225,6 +225,7 @@ fn index(entries: Vec<EntryRecord>) -> BundleIndex {
         entries,
         base: None,
         expected_blobs: vec![],
+        signature_keys: vec![],
     }
 }
 
@@ -539,6 +540,7 @@ fn names_that_are_not_repository_names_are_rejected_even_when_signed() {
         upstream_digest: Digest::of(b"m"),
         media_type: airgap::oci::OCI_MANIFEST.into(),
         size: 1,
+        signature: None,
     };
     let long = "a".repeat(300);
     let key = SigningKey::generate().unwrap();

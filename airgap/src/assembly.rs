@@ -246,6 +246,7 @@ mod tests {
                 .collect(),
             base: None,
             expected_blobs: vec![],
+            signature_keys: vec![],
         }
     }
 

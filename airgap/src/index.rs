@@ -39,6 +39,33 @@ pub struct BundleIndex {
     /// Blobs a delta bundle leaves out because the target already has them from its base.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expected_blobs: Vec<Digest>,
+    /// Public keys upstream signatures were verified with at build, so the air-gapped side
+    /// can verify them again (`registry verify`) with nothing but this signed index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signature_keys: Vec<SignatureKeyRecord>,
+}
+
+/// A public key (PEM, SubjectPublicKeyInfo) a signature policy named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SignatureKeyRecord {
+    /// sha256 of the key's DER SubjectPublicKeyInfo.
+    pub id: Digest,
+    pub pem: String,
+}
+
+/// The upstream signature an image carries: the signature manifest travels in the bundle
+/// as an image of its own (`reference`, cosign's `sha256-<digest>.sig` tag), checked at
+/// build against one of `keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SignatureRecord {
+    /// The signature image's normalized reference; an image of this index.
+    pub reference: String,
+    /// Digest of the signature manifest.
+    pub digest: Digest,
+    /// The policy: any of these keys (ids in `signatureKeys`) may sign.
+    pub keys: Vec<Digest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +100,9 @@ pub struct ImageRecord {
     pub media_type: String,
     /// Bytes of every blob this image uses, its manifests included.
     pub size: u64,
+    /// Set when a signature policy covered the image at build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +148,8 @@ pub enum IndexError {
     },
     #[error("bundle.json: it expires ({expires}) before it was created ({created})")]
     ExpiresBeforeCreated { created: String, expires: String },
+    #[error("bundle.json: image {image}'s signature {problem}")]
+    Signature { image: String, problem: String },
 }
 
 fn rfc3339(field: &'static str, value: &str) -> Result<std::time::SystemTime, IndexError> {
@@ -174,6 +206,7 @@ impl BundleIndex {
             });
         }
         self.check_names()?;
+        self.check_signatures()?;
         let mut seen = HashSet::new();
         for entry in &self.entries {
             if entry.path.as_str() == INDEX_PATH || entry.path.as_str() == SIGNATURE_PATH {
@@ -240,6 +273,39 @@ impl BundleIndex {
                         "must be `{expected}` (the reference's host and path), a valid repository name"
                     ),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every signature names an image of the index and keys the index carries.
+    fn check_signatures(&self) -> Result<(), IndexError> {
+        let keys: HashSet<Digest> = self.signature_keys.iter().map(|k| k.id).collect();
+        for image in &self.images {
+            let Some(signature) = &image.signature else {
+                continue;
+            };
+            let bad = |problem: String| IndexError::Signature {
+                image: image.reference.clone(),
+                problem,
+            };
+            let carried = self
+                .images
+                .iter()
+                .any(|i| i.reference == signature.reference && i.digest == signature.digest);
+            if !carried {
+                return Err(bad(format!(
+                    "{}@{} is not an image of the bundle",
+                    signature.reference, signature.digest
+                )));
+            }
+            if signature.keys.is_empty() {
+                return Err(bad("names no key".into()));
+            }
+            if let Some(missing) = signature.keys.iter().find(|k| !keys.contains(k)) {
+                return Err(bad(format!(
+                    "names key {missing}, which signatureKeys lacks"
+                )));
             }
         }
         Ok(())

@@ -15,6 +15,7 @@ pub mod pack;
 pub mod plan;
 pub mod previous_bundles;
 pub mod registry_source;
+pub mod signatures;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -68,6 +69,8 @@ pub enum BuildError {
         #[source]
         cause: airgap::reference::ReferenceError,
     },
+    #[error(transparent)]
+    Signature(#[from] signatures::PolicyError),
     #[error("pack {reference}: manifest is malformed")]
     PackManifest {
         reference: String,
@@ -148,6 +151,8 @@ pub async fn build(
     )?;
     let mut registries = Registries::new(&spec.spec.registries, &base_dir)?;
     let jobs = request.jobs.max(1);
+    // Policy keys are read before anything is fetched: a missing key fails fast.
+    let keys = signatures::PolicyKeys::load(spec.policies(), &base_dir)?;
 
     let fetched_packs = fetch_packs(&spec, &mut registries, &cache, workdir.path(), jobs).await?;
     let packs = plan::load_packs(&spec, &base_dir, fetched_packs)?;
@@ -157,25 +162,44 @@ pub async fn build(
         let client = registries.client(&pull.reference.registry)?;
         pulls.push((pull, client));
     }
-    let pulled: Vec<(ImageReference, RemoteImage)> = futures_util::stream::iter(pulls)
+    type Pulled = (ImageReference, RemoteImage, Option<signatures::SignedImage>);
+    let fetched: Vec<Pulled> = futures_util::stream::iter(pulls)
         .map(|(pull, client)| {
-            let platforms = platforms.as_deref();
+            let (platforms, keys) = (platforms.as_deref(), &keys);
             async move {
-                match RemoteImage::fetch(client, &pull.reference, platforms).await {
-                    Ok(image) => Ok((pull.reference, image)),
-                    Err(cause) => Err(match pull.needed_by {
-                        Some(pack) => BuildError::PackImage {
-                            pack,
-                            cause: Box::new(cause),
-                        },
-                        None => cause.into(),
-                    }),
-                }
+                let image = match RemoteImage::fetch(client, &pull.reference, platforms).await {
+                    Ok(image) => image,
+                    Err(cause) => {
+                        return Err(match pull.needed_by {
+                            Some(pack) => BuildError::PackImage {
+                                pack,
+                                cause: Box::new(cause),
+                            },
+                            None => cause.into(),
+                        })
+                    }
+                };
+                let signed = match &pull.policy {
+                    Some(policy) => {
+                        Some(signatures::verify(&pull.reference, &image, policy, keys).await?)
+                    }
+                    None => None,
+                };
+                Ok((pull.reference, image, signed))
             }
         })
         .buffer_unordered(jobs)
         .try_collect()
         .await?;
+    let mut pulled = Vec::new();
+    let mut signed = plan::Signatures {
+        images: Vec::new(),
+        keys: keys.records(),
+    };
+    for (reference, image, signature) in fetched {
+        pulled.push((reference, image));
+        signed.images.extend(signature);
+    }
 
     let mut plan = plan::plan(
         &spec,
@@ -184,6 +208,7 @@ pub async fn build(
         workdir.path(),
         packs,
         pulled,
+        signed,
     )?;
     if let Some(expires) = request.expires {
         plan.index.expires = Some(

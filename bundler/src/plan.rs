@@ -16,7 +16,8 @@ use airgap::{Digest, EntryPath, ImageReference, VerifiedIndex};
 use crate::layout_source::{LayoutSource, SourceError};
 use crate::pack::{Pack, PackError, PACK_ARTIFACT_TYPE};
 use crate::registry_source::RemoteImage;
-use crate::spec::{BundleSpec, ImageEntry, LayoutKind, PackSource, SpecError};
+use crate::signatures::SignedImage;
+use crate::spec::{BundleSpec, ImageEntry, LayoutKind, PackSource, SignaturePolicy, SpecError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -319,10 +320,12 @@ pub fn load_packs(
     Ok(packs)
 }
 
-/// An image a registry must provide, and the pack that needs it when no spec entry names it.
+/// An image a registry must provide, the pack that needs it when no spec entry names it, and
+/// the signature policy it is held to.
 pub struct Pull {
     pub reference: ImageReference,
     pub needed_by: Option<String>,
+    pub policy: Option<SignaturePolicy>,
 }
 
 /// The images a registry must provide: every `spec.images` entry without `from:`, and every
@@ -333,10 +336,11 @@ pub fn images_to_pull(spec: &BundleSpec, packs: &[PackInput]) -> Result<Vec<Pull
     for (index, entry) in spec.spec.images.iter().enumerate() {
         let reference = ImageReference::parse(entry.reference())
             .map_err(|e| PlanError::Image { index, cause: e })?;
-        if matches!(entry, ImageEntry::Pull(_)) && !named.contains(&reference) {
+        if matches!(entry, ImageEntry::Pull { .. }) && !named.contains(&reference) {
             pulls.push(Pull {
                 reference: reference.clone(),
                 needed_by: None,
+                policy: spec.policy_for(Some(entry)).cloned(),
             });
         }
         named.insert(reference);
@@ -347,6 +351,7 @@ pub fn images_to_pull(spec: &BundleSpec, packs: &[PackInput]) -> Result<Vec<Pull
                 pulls.push(Pull {
                     reference: image.clone(),
                     needed_by: Some(pack.pack().reference()),
+                    policy: spec.policy_for(None).cloned(),
                 });
             }
         }
@@ -354,16 +359,31 @@ pub fn images_to_pull(spec: &BundleSpec, packs: &[PackInput]) -> Result<Vec<Pull
     Ok(pulls)
 }
 
+/// Upstream signatures that verified, and the keys that policies named.
+#[derive(Default)]
+pub struct Signatures {
+    pub images: Vec<SignedImage>,
+    pub keys: Vec<airgap::index::SignatureKeyRecord>,
+}
+
 /// Plans a bundle. Pack layers of local packs are written into `workdir`; `pulled` holds
-/// every image [`images_to_pull`] named, fetched.
+/// every image [`images_to_pull`] named, fetched; `signatures` the signature images to carry.
 pub fn plan(
     spec: &BundleSpec,
     base: &Path,
     created: u64,
     workdir: &Path,
     packs: Vec<PackInput>,
-    pulled: Vec<(ImageReference, RemoteImage)>,
+    mut pulled: Vec<(ImageReference, RemoteImage)>,
+    signatures: Signatures,
 ) -> Result<BuildPlan, PlanError> {
+    let mut signature_records = HashMap::new();
+    let mut signature_images = Vec::new();
+    for signed in signatures.images {
+        signature_images.push(signed.signature.0.clone());
+        pulled.push(signed.signature);
+        signature_records.insert(signed.image, signed.record);
+    }
     let mut planner = Planner {
         platforms: (!spec.keeps_all_platforms()).then(|| spec.spec.platforms.clone()),
         sources: Vec::new(),
@@ -400,7 +420,7 @@ pub fn plan(
                 let desc = planner.sources[source].resolve(from.name.as_deref())?;
                 (Origin::Layout(source), desc)
             }
-            ImageEntry::Pull(_) => remote(&planner, &reference)?,
+            ImageEntry::Pull { .. } => remote(&planner, &reference)?,
         };
         if let Some(previous) = provided.iter().find(|p| p.0 == reference) {
             if previous.3.digest != desc.digest {
@@ -417,6 +437,13 @@ pub fn plan(
                 let (origin, desc) = remote(&planner, image)?;
                 provided.push((image.clone(), image.to_string(), origin, desc));
             }
+        }
+    }
+    // Then the signatures of those images, each under its own tag.
+    for image in signature_images {
+        if !provided.iter().any(|p| p.0 == image) {
+            let (origin, desc) = remote(&planner, &image)?;
+            provided.push((image.clone(), image.to_string(), origin, desc));
         }
     }
 
@@ -472,6 +499,16 @@ pub fn plan(
     for (reference, source_text, origin, desc) in &provided {
         let normalized = reference.to_string();
         let stored = planner.add_image(*origin, desc, &normalized)?;
+        let signature = signature_records.remove(reference);
+        if signature.is_some() && stored.descriptor.digest != stored.upstream {
+            return Err(PlanError::Content {
+                reference: normalized,
+                message: format!(
+                    "its signature covers the whole index {}, which spec.platforms filters to {}; a client checking the signature would refuse the filtered index: keep every platform (`platforms: [all]`) or take this image with `verify: none`",
+                    stored.upstream, stored.descriptor.digest
+                ),
+            });
+        }
         layout_manifests.push(Descriptor {
             annotations: [(REF_NAME_ANNOTATION.to_string(), normalized.clone())]
                 .into_iter()
@@ -487,9 +524,21 @@ pub fn plan(
             upstream_digest: stored.upstream,
             media_type: stored.descriptor.media_type.clone(),
             size: stored.size,
+            signature,
         });
     }
 
+    // Only the keys a carried signature names.
+    let signature_keys = signatures
+        .keys
+        .into_iter()
+        .filter(|k| {
+            image_records
+                .iter()
+                .filter_map(|i: &ImageRecord| i.signature.as_ref())
+                .any(|s| s.keys.contains(&k.id))
+        })
+        .collect();
     let mut entries = vec![
         layout_entry("oci-layout", oci::OCI_LAYOUT_FILE.to_vec()),
         layout_entry("index.json", oci::layout_index(&layout_manifests)),
@@ -512,6 +561,7 @@ pub fn plan(
         entries: entries.iter().map(|e| e.record.clone()).collect(),
         base: None,
         expected_blobs: Vec::new(),
+        signature_keys,
     };
     Ok(BuildPlan {
         index,

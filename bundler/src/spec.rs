@@ -39,6 +39,64 @@ pub struct SpecBody {
     pub images: Vec<ImageEntry>,
     #[serde(default)]
     pub registries: Vec<RegistrySettings>,
+    /// The signature policy of every image pulled from a registry that does not set its own.
+    #[serde(default)]
+    pub verify: Option<SignaturePolicy>,
+}
+
+/// Upstream signatures an image must carry: a cosign / containers/image `sigstoreSigned`
+/// signature by one of `keys` (PEM public keys, relative to the spec file).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturePolicy {
+    #[serde(deserialize_with = "some_keys")]
+    pub keys: Vec<PathBuf>,
+}
+
+fn some_keys<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    let keys = Vec::<PathBuf>::deserialize(d)?;
+    if keys.is_empty() {
+        return Err(de::Error::custom(
+            "`keys` lists no key; name at least one public key file, or write `verify: none`",
+        ));
+    }
+    Ok(keys)
+}
+
+/// An image entry's `verify:`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Verify {
+    /// Not set: `spec.verify` applies.
+    #[default]
+    Default,
+    Policy(SignaturePolicy),
+    /// `verify: none`: taken without a signature even when `spec.verify` is set.
+    Unsigned,
+}
+
+impl<'de> Deserialize<'de> for Verify {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct VerifyVisitor;
+        impl<'de> Visitor<'de> for VerifyVisitor {
+            type Value = Verify;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`none`, or a map with `keys`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Verify, E> {
+                match v {
+                    "none" => Ok(Verify::Unsigned),
+                    other => Err(E::custom(format!(
+                        "`verify: {other}`: expected `none` or `{{keys: [FILE, ...]}}`"
+                    ))),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Verify, A::Error> {
+                SignaturePolicy::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(Verify::Policy)
+            }
+        }
+        d.deserialize_any(VerifyVisitor)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,14 +143,14 @@ impl<'de> Deserialize<'de> for PackSource {
 /// An image to include: pulled by reference, or taken from a local layout under a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageEntry {
-    Pull(String),
+    Pull { reference: String, verify: Verify },
     Local { reference: String, from: LocalImage },
 }
 
 impl ImageEntry {
     pub fn reference(&self) -> &str {
         match self {
-            ImageEntry::Pull(r) => r,
+            ImageEntry::Pull { reference, .. } => reference,
             ImageEntry::Local { reference, .. } => reference,
         }
     }
@@ -176,7 +234,10 @@ impl<'de> Deserialize<'de> for ImageEntry {
                 f.write_str("an image reference, or a map with `ref` and `from`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ImageEntry, E> {
-                Ok(ImageEntry::Pull(v.to_string()))
+                Ok(ImageEntry::Pull {
+                    reference: v.to_string(),
+                    verify: Verify::Default,
+                })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ImageEntry, A::Error> {
                 #[derive(Deserialize)]
@@ -185,10 +246,19 @@ impl<'de> Deserialize<'de> for ImageEntry {
                     #[serde(rename = "ref")]
                     reference: String,
                     from: Option<String>,
+                    #[serde(default)]
+                    verify: Verify,
                 }
                 let raw = Raw::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 match raw.from {
-                    None => Ok(ImageEntry::Pull(raw.reference)),
+                    None => Ok(ImageEntry::Pull {
+                        reference: raw.reference,
+                        verify: raw.verify,
+                    }),
+                    Some(_) if raw.verify != Verify::Default => Err(de::Error::custom(format!(
+                        "{}: `verify` applies to images pulled from a registry, not to a `from:` layout",
+                        raw.reference
+                    ))),
                     Some(from) => Ok(ImageEntry::Local {
                         reference: raw.reference,
                         from: LocalImage::parse(&from).map_err(de::Error::custom)?,
@@ -266,6 +336,37 @@ impl BundleSpec {
         Self::parse(&text, file)
     }
 
+    /// The policy an image pulled from a registry is held to: its entry's own, else
+    /// `spec.verify`. `entry` is `None` for an image only a pack names.
+    pub fn policy_for<'a>(&'a self, entry: Option<&'a ImageEntry>) -> Option<&'a SignaturePolicy> {
+        match entry {
+            Some(ImageEntry::Pull {
+                verify: Verify::Policy(p),
+                ..
+            }) => Some(p),
+            Some(ImageEntry::Pull {
+                verify: Verify::Unsigned,
+                ..
+            })
+            | Some(ImageEntry::Local { .. }) => None,
+            _ => self.spec.verify.as_ref(),
+        }
+    }
+
+    /// Every policy the spec writes: `spec.verify` and each image's own.
+    pub fn policies(&self) -> impl Iterator<Item = &SignaturePolicy> {
+        self.spec
+            .verify
+            .iter()
+            .chain(self.spec.images.iter().filter_map(|e| match e {
+                ImageEntry::Pull {
+                    verify: Verify::Policy(p),
+                    ..
+                } => Some(p),
+                _ => None,
+            }))
+    }
+
     /// True when every platform is kept.
     pub fn keeps_all_platforms(&self) -> bool {
         self.spec.platforms.is_empty() || self.spec.platforms.iter().any(|p| p == "all")
@@ -290,7 +391,13 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(s.spec.packs[0], PackSource::Path("packs/a".into()));
-        assert_eq!(s.spec.images[0], ImageEntry::Pull("r.io/x:1".into()));
+        assert_eq!(
+            s.spec.images[0],
+            ImageEntry::Pull {
+                reference: "r.io/x:1".into(),
+                verify: Verify::Default
+            }
+        );
         match &s.spec.images[2] {
             ImageEntry::Local { from, .. } => {
                 assert_eq!(from.kind, LayoutKind::Archive);
@@ -298,6 +405,43 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn each_image_gets_its_own_policy_or_the_default() {
+        let s = parse(&format!(
+            "{HEAD}spec:\n  verify: {{keys: [default.pub]}}\n  images:\n    - r.io/x:1\n    - ref: r.io/y:2\n      verify: {{keys: [y.pub, y2.pub]}}\n    - ref: r.io/z:3\n      verify: none\n"
+        ))
+        .unwrap();
+        let keys = |i: Option<usize>| {
+            s.policy_for(i.map(|i| &s.spec.images[i]))
+                .map(|p| p.keys.clone())
+        };
+        assert_eq!(keys(Some(0)), Some(vec!["default.pub".into()]));
+        assert_eq!(keys(Some(1)), Some(vec!["y.pub".into(), "y2.pub".into()]));
+        assert_eq!(keys(Some(2)), None);
+        assert_eq!(keys(None), Some(vec!["default.pub".into()]));
+
+        let e = parse(&format!(
+            "{HEAD}spec:\n  images:\n    - ref: r.io/y:2\n      verify: {{keys: []}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("lists no key"), "{e}");
+        let e = parse(&format!(
+            "{HEAD}spec:\n  images:\n    - ref: r.io/y:2\n      verify: always\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("expected `none`"), "{e}");
+        let e = parse(&format!(
+            "{HEAD}spec:\n  images:\n    - ref: r.io/y:2\n      from: oci:l\n      verify: none\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("not to a `from:` layout"), "{e}");
+        let e = parse(&format!(
+            "{HEAD}spec:\n  verify: {{keys: [a.pub], keyless: true}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("unknown field `keyless`"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,14 @@ pub enum RegistryError {
         repository: String,
         digest: Digest,
     },
+    #[error("{repository}: blob {digest} is larger than the {limit} bytes it may be")]
+    BlobTooLarge {
+        repository: String,
+        digest: Digest,
+        limit: u64,
+    },
+    #[error(transparent)]
+    BlobDigest(Box<crate::download::DigestMismatch>),
     #[error("{url}: manifest is larger than {limit} bytes")]
     ManifestTooLarge { url: String, limit: u64 },
     #[error("{url}: manifest content has digest {got}, not the {wanted} it was asked for")]
@@ -551,6 +559,41 @@ impl RegistryClient {
             0
         };
         Ok(BlobDownload { response, offset })
+    }
+
+    /// Reads a small blob whole (a signature payload, a release index): refused past `limit`
+    /// bytes or when it does not hash to `digest`.
+    pub async fn get_small_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let mut download = self.get_blob(repo, digest, 0).await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = download.chunk().await? {
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                return Err(RegistryError::BlobTooLarge {
+                    repository: repo.to_string(),
+                    digest: *digest,
+                    limit,
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(RegistryError::BlobDigest(Box::new(
+                crate::download::DigestMismatch {
+                    host: self.host.clone(),
+                    repository: repo.to_string(),
+                    digest: *digest,
+                    actual,
+                    len: bytes.len() as u64,
+                },
+            )));
+        }
+        Ok(bytes)
     }
 
     fn unreachable(&self, cause: reqwest::Error) -> RegistryError {

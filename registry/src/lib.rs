@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod client;
 pub mod content_digest;
+pub mod cosign;
 pub mod crypto;
 pub mod download;
 pub mod manifest;

@@ -217,18 +217,11 @@ async fn get_part(
         .as_str()
         .and_then(|d| d.parse().ok())
         .ok_or_else(|| bad(ArtifactProblem::NoDigest))?;
-    let mut download = client.get_blob(repo, &digest, 0).await?;
-    let mut bytes = Vec::new();
-    while let Some(chunk) = download.chunk().await? {
-        if (bytes.len() + chunk.len()) as u64 > MAX_PART {
-            return Err(bad(ArtifactProblem::PartTooLarge));
-        }
-        bytes.extend_from_slice(&chunk);
+    match client.get_small_blob(repo, &digest, MAX_PART).await {
+        Err(RegistryError::BlobTooLarge { .. }) => Err(bad(ArtifactProblem::PartTooLarge)),
+        Err(RegistryError::BlobDigest(_)) => Err(bad(ArtifactProblem::PartDigest { digest })),
+        other => other,
     }
-    if Digest::of(&bytes) != digest {
-        return Err(bad(ArtifactProblem::PartDigest { digest }));
-    }
-    Ok(bytes)
 }
 
 /// Reads release `tag`: its manifest, index and signature, each checked against its digest

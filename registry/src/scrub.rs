@@ -70,6 +70,24 @@ impl fmt::Display for ExtraTag {
     }
 }
 
+/// An image whose carried upstream signature no longer verifies in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureProblem {
+    pub image: String,
+    pub detail: String,
+}
+
+impl fmt::Display for SignatureProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "image {}: its upstream signature does not verify: {}",
+            self.image, self.detail
+        )
+    }
+}
+
 /// What a scrub of one release found.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -81,11 +99,17 @@ pub struct ScrubReport {
     pub drifted_tags: Vec<TagDrift>,
     pub blob_problems: Vec<BlobProblem>,
     pub extra_tags: Vec<ExtraTag>,
+    /// Images whose upstream signature was verified again, with the keys the index carries.
+    pub signatures_checked: usize,
+    pub unverified_signatures: Vec<SignatureProblem>,
 }
 
 impl ScrubReport {
     pub fn clean(&self) -> bool {
-        self.drifted_tags.is_empty() && self.blob_problems.is_empty() && self.extra_tags.is_empty()
+        self.drifted_tags.is_empty()
+            && self.blob_problems.is_empty()
+            && self.extra_tags.is_empty()
+            && self.unverified_signatures.is_empty()
     }
 
     /// One line per finding.
@@ -93,7 +117,8 @@ impl ScrubReport {
         let tags = self.drifted_tags.iter().map(ToString::to_string);
         let blobs = self.blob_problems.iter().map(ToString::to_string);
         let extra = self.extra_tags.iter().map(ToString::to_string);
-        tags.chain(blobs).chain(extra).collect()
+        let signatures = self.unverified_signatures.iter().map(ToString::to_string);
+        tags.chain(blobs).chain(extra).chain(signatures).collect()
     }
 }
 
@@ -163,6 +188,7 @@ pub async fn scrub(
             }
         }
     }
+    let (signatures_checked, unverified_signatures) = check_signatures(&client, &index, &at).await;
     Ok(ScrubReport {
         release: format!("{} {}", index.name, index.version),
         tags_checked: names.iter().filter(|n| n.tag.is_some()).count(),
@@ -171,7 +197,87 @@ pub async fn scrub(
         drifted_tags,
         blob_problems,
         extra_tags,
+        signatures_checked,
+        unverified_signatures,
     })
+}
+
+/// Verifies every carried upstream signature again where clients will read it: the
+/// signature tag in the image's mirrored repository, against the image's upstream digest and
+/// original name, with the keys the signed index carries (nothing from outside).
+async fn check_signatures(
+    client: &RegistryClient,
+    index: &BundleIndex,
+    at: &crate::mirror::MirrorTarget,
+) -> (usize, Vec<SignatureProblem>) {
+    use crate::cosign::{self, VerificationKey};
+    let keys: BTreeMap<Digest, Result<VerificationKey, String>> = index
+        .signature_keys
+        .iter()
+        .map(|k| {
+            let parsed = VerificationKey::from_pem(&k.pem)
+                .map_err(|e| e.to_string())
+                .and_then(|key| {
+                    if key.id() == k.id {
+                        Ok(key)
+                    } else {
+                        Err(format!("key {} is recorded under another id", k.id))
+                    }
+                });
+            (k.id, parsed)
+        })
+        .collect();
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for image in &index.images {
+        let Some(signature) = &image.signature else {
+            continue;
+        };
+        checked += 1;
+        let problem = |detail: String| SignatureProblem {
+            image: image.reference.clone(),
+            detail,
+        };
+        let policy: Result<Vec<VerificationKey>, String> = signature
+            .keys
+            .iter()
+            .map(|id| {
+                keys.get(id)
+                    .cloned()
+                    .unwrap_or_else(|| Err(format!("key {id} is not in the index")))
+            })
+            .collect();
+        let identity = match airgap::ImageReference::parse(&image.reference) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(problem(e.to_string()));
+                continue;
+            }
+        };
+        let outcome = match policy {
+            Ok(policy) => cosign::verify(
+                client,
+                &at.repository(&image.mirror_repository),
+                &identity,
+                &image.upstream_digest,
+                &policy,
+            )
+            .await
+            .map_err(|e| airgap::error_chain::chain(&e)),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(verified) if verified.manifest.digest != signature.digest => {
+                problems.push(problem(format!(
+                    "the registry's signature manifest is {}, the bundle carried {}",
+                    verified.manifest.digest, signature.digest
+                )))
+            }
+            Ok(_) => {}
+            Err(detail) => problems.push(problem(detail)),
+        }
+    }
+    (checked, problems)
 }
 
 /// Streams one blob through the one checked download loop (retries included) into nothing;

@@ -425,6 +425,7 @@ fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             "verified": false,
             "packs": index.packs,
             "images": index.images,
+            "signatureKeys": index.signature_keys,
             "entries": index.entries.len(),
             "contentSize": index.content_size(),
             "archiveSize": total,
@@ -462,10 +463,15 @@ fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     println!("Images ({}):", index.images.len());
     for i in &index.images {
         println!(
-            "  {:<60} {} {:>10}",
+            "  {:<60} {} {:>10}{}",
             i.reference,
             i.digest,
-            HumanBytes(i.size).to_string()
+            HumanBytes(i.size).to_string(),
+            if i.signature.is_some() {
+                "  signed upstream"
+            } else {
+                ""
+            }
         );
     }
     println!(

@@ -214,6 +214,38 @@ impl LayoutWriter {
         })
     }
 
+    /// A cosign / containers/image signature manifest: `payload` (a simple signing payload)
+    /// as its one layer, `signature` (base64) in the layer's annotation, as `cosign sign` and
+    /// `skopeo copy --sign-by-sigstore-private-key` store it under `sha256-<digest>.sig`.
+    pub fn cosign_signature(&mut self, payload: &[u8], signature: &str) -> io::Result<Descriptor> {
+        let (payload_digest, payload_size) = self.blob(payload)?;
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "", "os": "", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [payload_digest]},
+        }))?;
+        let (config, config_size) = self.blob(&config)?;
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+            "layers": [{
+                "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                "digest": payload_digest,
+                "size": payload_size,
+                "annotations": {"dev.cosignproject.cosign/signature": signature},
+            }],
+        }))?;
+        let (digest, size) = self.blob(&manifest)?;
+        Ok(Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest,
+            size,
+            platform: None,
+            artifact_type: None,
+            annotations: Default::default(),
+        })
+    }
+
     /// A multi-platform index over `children`.
     pub fn index(&mut self, children: &[Descriptor]) -> io::Result<Descriptor> {
         let index = serde_json::to_vec(&serde_json::json!({

@@ -363,6 +363,7 @@ pub(crate) mod tests {
                 upstream_digest: Digest::of(r.as_bytes()),
                 media_type: airgap::oci::OCI_MANIFEST.into(),
                 size: 1,
+                signature: None,
             }
         };
         BundleIndex {
@@ -384,6 +385,7 @@ pub(crate) mod tests {
             entries: vec![],
             base: None,
             expected_blobs: vec![],
+            signature_keys: vec![],
         }
     }
 

@@ -1,0 +1,156 @@
+//! Upstream signatures a `bundle.yaml` policy requires: each image pulled under a policy must
+//! carry a cosign signature (the `sha256-<digest>.sig` tag) by one of the policy's keys. The
+//! signature manifest is verified before planning and then travels as one more image of the
+//! bundle, so seeding, syncing and upgrading publish it beside the image unchanged, and the
+//! keys go into the signed index for `registry verify` on the air-gapped side.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use airgap::index::{SignatureKeyRecord, SignatureRecord};
+use airgap::{Digest, ImageReference};
+use registry::cosign::{self, KeyError, SignatureError, VerificationKey};
+
+use crate::registry_source::RemoteImage;
+use crate::spec::SignaturePolicy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("signature key {path}")]
+    Key {
+        path: String,
+        #[source]
+        cause: KeyFileError,
+    },
+    #[error("image {image} (signature policy: {policy})")]
+    Unverified {
+        image: String,
+        policy: String,
+        #[source]
+        cause: Box<SignatureError>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read it")]
+    Read(#[source] std::io::Error),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// The keys every policy of a spec names, each file read once.
+#[derive(Default)]
+pub struct PolicyKeys {
+    by_path: BTreeMap<PathBuf, VerificationKey>,
+}
+
+impl PolicyKeys {
+    /// Reads the keys of `policies`, relative to the spec's directory `base`.
+    pub fn load<'a>(
+        policies: impl IntoIterator<Item = &'a SignaturePolicy>,
+        base: &Path,
+    ) -> Result<Self, PolicyError> {
+        let mut keys = PolicyKeys::default();
+        for path in policies.into_iter().flat_map(|p| &p.keys) {
+            if keys.by_path.contains_key(path) {
+                continue;
+            }
+            let fail = |cause| PolicyError::Key {
+                path: path.display().to_string(),
+                cause,
+            };
+            let text = std::fs::read_to_string(base.join(path))
+                .map_err(|e| fail(KeyFileError::Read(e)))?;
+            let key = VerificationKey::from_pem(&text).map_err(|e| fail(e.into()))?;
+            keys.by_path.insert(path.clone(), key);
+        }
+        Ok(keys)
+    }
+
+    fn of(&self, policy: &SignaturePolicy) -> Vec<VerificationKey> {
+        policy
+            .keys
+            .iter()
+            .filter_map(|p| self.by_path.get(p).cloned())
+            .collect()
+    }
+
+    /// What the index records: every key, once, by id.
+    pub fn records(&self) -> Vec<SignatureKeyRecord> {
+        let by_id: BTreeMap<Digest, &VerificationKey> =
+            self.by_path.values().map(|k| (k.id(), k)).collect();
+        by_id
+            .into_values()
+            .map(|k| SignatureKeyRecord {
+                id: k.id(),
+                pem: k.pem().to_string(),
+            })
+            .collect()
+    }
+}
+
+/// An image whose signature verified: the signature image to add to the bundle, and what the
+/// image's record says of it.
+pub struct SignedImage {
+    pub image: ImageReference,
+    pub signature: (ImageReference, RemoteImage),
+    pub record: SignatureRecord,
+}
+
+/// Verifies `pulled`'s signature against `policy` and returns it as an image of its own.
+pub async fn verify(
+    reference: &ImageReference,
+    pulled: &RemoteImage,
+    policy: &SignaturePolicy,
+    keys: &PolicyKeys,
+) -> Result<SignedImage, PolicyError> {
+    let policy_keys = keys.of(policy);
+    let verified = cosign::verify(
+        &pulled.client,
+        &pulled.repository,
+        reference,
+        &pulled.top.digest,
+        &policy_keys,
+    )
+    .await
+    .map_err(|cause| PolicyError::Unverified {
+        image: reference.to_string(),
+        policy: describe(policy),
+        cause: Box::new(cause),
+    })?;
+    let signature_reference = ImageReference {
+        tag: Some(cosign::signature_tag(&pulled.top.digest)),
+        digest: None,
+        ..reference.clone()
+    };
+    let record = SignatureRecord {
+        reference: signature_reference.to_string(),
+        digest: verified.manifest.digest,
+        keys: policy_keys.iter().map(VerificationKey::id).collect(),
+    };
+    let image = RemoteImage {
+        client: pulled.client.clone(),
+        repository: pulled.repository.clone(),
+        shown: signature_reference.to_string(),
+        top: verified.manifest.clone(),
+        manifests: [(verified.manifest.digest, verified.bytes)]
+            .into_iter()
+            .collect(),
+    };
+    Ok(SignedImage {
+        image: reference.clone(),
+        signature: (signature_reference, image),
+        record,
+    })
+}
+
+/// `keys a.pub, b.pub`: the policy as the spec wrote it.
+fn describe(policy: &SignaturePolicy) -> String {
+    let files: Vec<String> = policy
+        .keys
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    format!("keys {}", files.join(", "))
+}

@@ -1,0 +1,477 @@
+//! Upstream signatures carried and verified again offline: an image signed in the format cosign
+//! and containers/image (`sigstoreSigned`) share, on the CNCF distribution registry (TLS,
+//! htpasswd), builds into a bundle under a `bundle.yaml` policy; seeded into a mirror with the
+//! upstream gone, skopeo verifies the carried signature with a `sigstoreSigned` policy, and
+//! `airgap registry verify` does too. An unsigned image, or one signed by another key, fails the
+//! build naming the image.
+//!
+//! The signing and verifying client is Debian 13's skopeo (`scripts/sigstore-skopeo.sh`, which
+//! `scripts/test.sh` runs): Debian 12's skopeo 1.9.3 is built with sigstore disabled for both
+//! ("Debian-local change: sigstore disabled"). A forged signature (an attacker's key, made with
+//! openssl in cosign's format) stands in for tampering with the mirror.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use airgap::{BundleArchive, BundleIndex, Digest, PublicKey};
+use common::registries::{creds, seed, skopeo_raw, Distribution, Pki, PASSWORD, USER};
+use common::{airgap, fails, json_checked, ok, Setup};
+
+struct Signing {
+    s: Setup,
+    pki: Pki,
+    upstream: Distribution,
+    auth_file: PathBuf,
+}
+
+const WORKER: &str = "example.internal/platform/worker:1.0";
+const API: &str = "example.internal/platform/api:1.0";
+
+impl Signing {
+    fn start() -> Signing {
+        let s = Setup::new(16 * 1024);
+        let pki = Pki::new(&s.path("pki"));
+        let upstream = Distribution::start(&s.path("upstream"), &pki);
+        let (done, _, err) = seed(
+            &s.build("fixture.tar"),
+            &s.public(),
+            &format!("https://{}/up", upstream.host()),
+            &["--ca", pki.ca.to_str().unwrap()],
+            PASSWORD,
+        );
+        assert!(done, "{err}");
+        let auth_file = s.path("auth.json");
+        let basic = registry::auth::Credentials {
+            username: USER.into(),
+            password: PASSWORD.into(),
+        }
+        .basic_header();
+        fs::write(
+            &auth_file,
+            serde_json::json!({"auths": {upstream.host(): {"auth": basic.trim_start_matches("Basic ")}}})
+                .to_string(),
+        )
+        .unwrap();
+        fs::write(s.path("passphrase"), "correct horse").unwrap();
+        for name in ["cosign", "other"] {
+            run(sigstore_skopeo()
+                .args(["generate-sigstore-key", "--output-prefix"])
+                .arg(s.path(name))
+                .arg("--passphrase-file")
+                .arg(s.path("passphrase")));
+        }
+        run(Command::new("openssl")
+            .args([
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+            ])
+            .arg(s.path("attacker.key")));
+        Signing {
+            s,
+            pki,
+            upstream,
+            auth_file,
+        }
+    }
+
+    /// `host/up/<name>`: a fixture image on the upstream.
+    fn upstream_image(&self, name: &str) -> String {
+        format!("{}/up/{name}", self.upstream.host())
+    }
+
+    fn digest(&self, image: &str) -> Digest {
+        Digest::of(&skopeo_raw(&self.pki, image, true).unwrap())
+    }
+
+    /// Signs `image` as `signer` the way a publisher does: `skopeo copy
+    /// --sign-by-sigstore-private-key` onto itself, the signature going to sigstore
+    /// attachments (`sha256-<digest>.sig`).
+    fn sign(&self, image: &str, signer: &str) {
+        let dir = self.registries_d();
+        run(sigstore_skopeo()
+            .arg("--policy")
+            .arg(dir.join("accept-anything.json"))
+            .arg("--registries.d")
+            .arg(&dir)
+            .args(["copy", "--quiet", "--preserve-digests"])
+            .args(["--src-creds", &creds(), "--dest-creds", &creds()])
+            .arg("--src-cert-dir")
+            .arg(self.pki.skopeo_cert_dir())
+            .arg("--dest-cert-dir")
+            .arg(self.pki.skopeo_cert_dir())
+            .arg("--sign-by-sigstore-private-key")
+            .arg(self.s.path(&format!("{signer}.private")))
+            .arg("--sign-passphrase-file")
+            .arg(self.s.path("passphrase"))
+            .arg(format!("docker://{image}"))
+            .arg(format!("docker://{image}")));
+    }
+
+    /// registries.d telling containers/image to read and write sigstore attachments, and a
+    /// policy that accepts anything (for the publisher's copy).
+    fn registries_d(&self) -> PathBuf {
+        let dir = self.s.path("registries.d");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("sigstore.yaml"),
+            "default-docker:\n  use-sigstore-attachments: true\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("accept-anything.json"),
+            r#"{"default": [{"type": "insecureAcceptAnything"}]}"#,
+        )
+        .unwrap();
+        dir
+    }
+
+    /// An attacker's signature of `digest` as `identity`, in cosign's format but by a key no
+    /// policy names, pushed (plain skopeo, digests preserved) over the signature tag of `to`
+    /// (`host/repo`).
+    fn forge(&self, identity: &str, digest: &Digest, to: &str) {
+        let dir = self.s.path(&format!("forged-{}", &digest.hex()[..12]));
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "critical": {
+                "identity": {"docker-reference": identity},
+                "image": {"docker-manifest-digest": digest.to_string()},
+                "type": "cosign container image signature",
+            },
+            "optional": null,
+        }))
+        .unwrap();
+        fs::create_dir_all(&dir).unwrap();
+        let payload_file = dir.join("payload.json");
+        fs::write(&payload_file, &payload).unwrap();
+        let der = run(Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(self.s.path("attacker.key"))
+            .arg(&payload_file));
+        use base64::Engine;
+        let signature = base64::engine::general_purpose::STANDARD.encode(der);
+        let mut layout = testkit::LayoutWriter::create(&dir.join("layout")).unwrap();
+        let manifest = layout.cosign_signature(&payload, &signature).unwrap();
+        layout.tag(&manifest, "sig");
+        let layout = layout.finish().unwrap();
+        run(Command::new("skopeo")
+            .args([
+                "copy",
+                "--quiet",
+                "--preserve-digests",
+                "--dest-creds",
+                &creds(),
+            ])
+            .arg("--dest-cert-dir")
+            .arg(self.pki.skopeo_cert_dir())
+            .arg(format!("oci:{}:sig", layout.display()))
+            .arg(format!("docker://{to}:sha256-{}.sig", digest.hex())));
+    }
+
+    /// skopeo's own check: `skopeo copy` of `image` under a policy that requires a
+    /// `sigstoreSigned` signature by `signer` (with `remap`, the identity `(prefix,
+    /// signedPrefix)`: the mirror's path stands for the original name), signatures read from
+    /// sigstore attachments. Returns skopeo's error, if any.
+    fn skopeo_verifies(
+        &self,
+        image: &str,
+        signer: &str,
+        remap: Option<(&str, &str)>,
+    ) -> Result<(), String> {
+        let dir = self.s.path("skopeo-policy");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut requirement = serde_json::json!({
+            "type": "sigstoreSigned",
+            "keyPath": self.s.path(&format!("{signer}.pub")),
+        });
+        if let Some((prefix, signed_prefix)) = remap {
+            requirement["signedIdentity"] = serde_json::json!({
+                "type": "remapIdentity", "prefix": prefix, "signedPrefix": signed_prefix,
+            });
+        }
+        let policy = serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {"docker": {"": [requirement]}},
+        });
+        fs::write(dir.join("policy.json"), policy.to_string()).unwrap();
+        let out = sigstore_skopeo()
+            .arg("--policy")
+            .arg(dir.join("policy.json"))
+            .arg("--registries.d")
+            .arg(self.registries_d())
+            .args(["copy", "--quiet", "--src-creds", &creds()])
+            .arg("--src-cert-dir")
+            .arg(self.pki.skopeo_cert_dir())
+            .arg(format!("docker://{image}"))
+            .arg(format!("dir:{}", dir.join("copy").display()))
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn spec(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.s.path(name);
+        fs::write(
+            &path,
+            format!(
+                "apiVersion: airgap/v1\nkind: Bundle\nmetadata: {{name: signed, version: 1.0.0}}\nspec:\n{body}  registries:\n    - {{host: \"{}\", ca: {}}}\n",
+                self.upstream.host(),
+                self.pki.ca.display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn build(&self, spec: &Path, out: &Path) -> Command {
+        let mut cmd = airgap();
+        cmd.args(["bundle", "build", "--no-cache", "-f"])
+            .arg(spec)
+            .arg("-o")
+            .arg(out)
+            .arg("--key")
+            .arg(self.s.key())
+            .env("REGISTRY_AUTH_FILE", &self.auth_file);
+        cmd
+    }
+
+    fn index(&self, bundle: &Path) -> BundleIndex {
+        BundleArchive::open(bundle, &PublicKey::load(&self.s.public()).unwrap())
+            .unwrap()
+            .verified()
+            .index()
+            .clone()
+    }
+}
+
+/// Debian 13's skopeo, which has sigstore (see the module comment).
+fn sigstore_skopeo() -> Command {
+    let path = std::env::var_os("AIRGAP_SIGSTORE_SKOPEO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/airgap-skopeo-sigstore/bin/skopeo".into());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/sigstore-skopeo.sh (scripts/test.sh does)",
+        path.display()
+    );
+    Command::new(path)
+}
+
+/// Runs `cmd`, failing the test with its stderr; returns its stdout.
+fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn one_error_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0]
+}
+
+#[test]
+fn a_signed_image_carries_its_signature_to_a_mirror_where_skopeo_verifies_it_offline() {
+    let mut t = Signing::start();
+    let worker = t.upstream_image(WORKER);
+    let api = t.upstream_image(API);
+    let worker_repo = worker.rsplit_once(':').unwrap().0.to_string();
+    let worker_digest = t.digest(&worker);
+    t.sign(&worker, "cosign");
+
+    // skopeo, the real verifier, agrees with what was made: signed by cosign, not by other;
+    // the unsigned image is refused.
+    t.skopeo_verifies(&worker, "cosign", None).unwrap();
+    let e = t.skopeo_verifies(&worker, "other", None).unwrap_err();
+    assert!(e.contains("signature"), "{e}");
+    let e = t.skopeo_verifies(&api, "cosign", None).unwrap_err();
+    assert!(e.contains("signature"), "{e}");
+
+    // The build under a policy naming the cosign key: the signature travels as an image.
+    let spec = t.spec(
+        "signed.yaml",
+        &format!(
+            "  images:\n    - ref: {worker}\n      verify: {{keys: [cosign.pub]}}\n    - {api}\n"
+        ),
+    );
+    let bundle = t.s.path("signed.tar");
+    ok(&mut t.build(&spec, &bundle));
+    let index = t.index(&bundle);
+    let record = index.images.iter().find(|i| i.reference == worker).unwrap();
+    let signature = record
+        .signature
+        .as_ref()
+        .expect("the worker's signature is recorded");
+    let sig_reference = format!("{worker_repo}:sha256-{}.sig", worker_digest.hex());
+    assert_eq!(signature.reference, sig_reference);
+    let carried = index
+        .images
+        .iter()
+        .find(|i| i.reference == sig_reference)
+        .unwrap();
+    assert_eq!(carried.digest, signature.digest);
+    assert_eq!(
+        carried.digest,
+        t.digest(&sig_reference),
+        "stored byte for byte as upstream served it"
+    );
+    let cosign_key = registry::cosign::VerificationKey::from_pem(
+        &fs::read_to_string(t.s.path("cosign.pub")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(signature.keys, vec![cosign_key.id()]);
+    assert_eq!(index.signature_keys.len(), 1);
+    assert_eq!(index.signature_keys[0].id, cosign_key.id());
+    let api_record = index.images.iter().find(|i| i.reference == api).unwrap();
+    assert!(
+        api_record.signature.is_none(),
+        "no policy covered the api image"
+    );
+    let inspect = ok(airgap().args(["bundle", "inspect", "--json"]).arg(&bundle));
+    let inspect = json_checked("bundle-inspect", inspect.as_bytes());
+    assert_eq!(
+        inspect["signatureKeys"][0]["id"],
+        cosign_key.id().to_string()
+    );
+
+    // Seeded into a mirror, the upstream gone: skopeo verifies the carried signature against
+    // the original name (its identity remapped from the mirror's path), and refuses the
+    // other key.
+    let mirror = Distribution::start(&t.s.path("mirror"), &t.pki);
+    let target = format!("https://{}/airgap", mirror.host());
+    let (done, _, err) = seed(
+        &bundle,
+        &t.s.public(),
+        &target,
+        &["--ca", t.pki.ca.to_str().unwrap()],
+        PASSWORD,
+    );
+    assert!(done, "{err}");
+    let upstream_host = t.upstream.host();
+    t.upstream.process.kill();
+    let mirrored_root = format!(
+        "{}/airgap/{}",
+        mirror.host(),
+        upstream_host.replace(':', "_")
+    );
+    let mirrored = format!("{mirrored_root}/up/{WORKER}");
+    let remap = Some((mirrored_root.as_str(), upstream_host.as_str()));
+    t.skopeo_verifies(&mirrored, "cosign", remap)
+        .unwrap_or_else(|e| panic!("skopeo refused the carried signature offline: {e}"));
+    let e = t.skopeo_verifies(&mirrored, "other", remap).unwrap_err();
+    assert!(e.contains("signature"), "{e}");
+    let e = t
+        .skopeo_verifies(&format!("{mirrored_root}/up/{API}"), "cosign", remap)
+        .unwrap_err();
+    assert!(e.contains("signature"), "{e}");
+
+    // registry verify checks the signature again, with the keys the signed index carries.
+    let verify = |json: bool| {
+        let mut cmd = airgap();
+        cmd.args(["registry", "verify", "--pub"])
+            .arg(t.s.public())
+            .args(["--to", &target, "--ca", t.pki.ca.to_str().unwrap()])
+            .args(["--username", USER, "--password-stdin"]);
+        if json {
+            cmd.arg("--json");
+        }
+        common::registries::with_stdin(&mut cmd, PASSWORD)
+    };
+    let out = verify(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json_checked("registry-verify", &out.stdout);
+    assert_eq!(report["releases"][0]["signaturesChecked"], 1);
+
+    // An attacker's signature put over the carried one is a finding; skopeo refuses too.
+    let other_mirror_repo = format!("{mirrored_root}/up/example.internal/platform/worker");
+    t.forge(&worker, &worker_digest, &other_mirror_repo);
+    let out = verify(false);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "image {worker}: its upstream signature does not verify"
+        )) && stdout.contains("signed by a key the policy does not name"),
+        "{stdout}"
+    );
+    let e = t.skopeo_verifies(&mirrored, "cosign", remap).unwrap_err();
+    assert!(e.contains("signature"), "{e}");
+}
+
+#[test]
+fn an_unsigned_image_or_one_signed_by_another_key_fails_the_build_naming_it() {
+    let t = Signing::start();
+    let worker = t.upstream_image(WORKER);
+    let api = t.upstream_image(API);
+    t.sign(&worker, "other");
+
+    // Unsigned, under the default policy.
+    let spec = t.spec(
+        "unsigned.yaml",
+        &format!("  verify: {{keys: [cosign.pub]}}\n  images:\n    - {api}\n"),
+    );
+    let out = t.s.path("unsigned.tar");
+    let e = fails(&mut t.build(&spec, &out));
+    let line = one_error_line(&e);
+    assert!(
+        line.contains(&format!(
+            "image {api} (signature policy: keys cosign.pub): no signature"
+        )),
+        "{line}"
+    );
+    assert!(!out.exists());
+
+    // Signed, but by a key the policy does not name.
+    let spec = t.spec(
+        "other.yaml",
+        &format!("  verify: {{keys: [cosign.pub]}}\n  images:\n    - {worker}\n"),
+    );
+    let out = t.s.path("other.tar");
+    let e = fails(&mut t.build(&spec, &out));
+    let line = one_error_line(&e);
+    assert!(
+        line.contains(&format!(
+            "image {worker} (signature policy: keys cosign.pub)"
+        )) && line.contains("signed by a key the policy does not name"),
+        "{line}"
+    );
+    assert!(!out.exists());
+
+    // `verify: none` takes it as it is; a key file that is not a key fails before any fetch.
+    let spec = t.spec(
+        "none.yaml",
+        &format!(
+            "  verify: {{keys: [cosign.pub]}}\n  images:\n    - ref: {api}\n      verify: none\n"
+        ),
+    );
+    ok(&mut t.build(&spec, &t.s.path("none.tar")));
+    fs::write(t.s.path("broken.pub"), "not a key").unwrap();
+    let spec = t.spec(
+        "broken.yaml",
+        &format!("  verify: {{keys: [broken.pub]}}\n  images:\n    - {worker}\n"),
+    );
+    let e = fails(&mut t.build(&spec, &t.s.path("broken.tar")));
+    assert!(
+        one_error_line(&e).contains("signature key broken.pub: not a PEM public key"),
+        "{e}"
+    );
+}
