@@ -349,6 +349,39 @@ fn a_signed_image_carries_its_signature_to_a_mirror_where_skopeo_verifies_it_off
         cosign_key.id().to_string()
     );
 
+    // The same signature rides as an OCI 1.1 referrer of the image, for clients that look
+    // signatures up through the referrers API: `registry serve` of the bundle lists it.
+    let referrer = index
+        .images
+        .iter()
+        .find(|i| i.reference.starts_with(&format!("{worker_repo}@sha256:")))
+        .expect("the referrer is carried by digest");
+    let served = common::registries::airgap_serve(
+        &bundle,
+        &t.pki,
+        &["--pub", t.s.public().to_str().unwrap()],
+    );
+    let (status, body) = common::registries::curl(
+        &t.pki,
+        &[&format!(
+            "https://127.0.0.1:{}/v2/{}/referrers/{worker_digest}",
+            served.port, record.mirror_repository
+        )],
+    );
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        listed["manifests"][0]["digest"],
+        referrer.digest.to_string(),
+        "{body}"
+    );
+    assert_eq!(
+        listed["manifests"][0]["artifactType"],
+        registry::cosign::SIGNATURE_ARTIFACT_TYPE,
+        "{body}"
+    );
+    drop(served);
+
     // Seeded into a mirror, the upstream gone: skopeo verifies the carried signature against
     // the original name (its identity remapped from the mirror's path), and refuses the
     // other key.

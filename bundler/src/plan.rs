@@ -381,7 +381,9 @@ pub fn plan(
     let mut signature_images = Vec::new();
     for signed in signatures.images {
         signature_images.push(signed.signature.0.clone());
+        signature_images.push(signed.referrer.0.clone());
         pulled.push(signed.signature);
+        pulled.push(signed.referrer);
         signature_records.insert(signed.image, signed.record);
     }
     let mut planner = Planner {
@@ -439,7 +441,7 @@ pub fn plan(
             }
         }
     }
-    // Then the signatures of those images, each under its own tag.
+    // Then the signatures of those images: each under its tag, and as a referrer by digest.
     for image in signature_images {
         if !provided.iter().any(|p| p.0 == image) {
             let (origin, desc) = remote(&planner, &image)?;

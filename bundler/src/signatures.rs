@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use airgap::index::{SignatureKeyRecord, SignatureRecord};
+use airgap::oci::Descriptor;
 use airgap::{Digest, ImageReference};
 use registry::cosign::{self, KeyError, SignatureError, VerificationKey};
 
@@ -90,11 +91,13 @@ impl PolicyKeys {
     }
 }
 
-/// An image whose signature verified: the signature image to add to the bundle, and what the
-/// image's record says of it.
+/// An image whose signature verified: the images to add to the bundle (the signature under
+/// its tag, and the same signature as an OCI 1.1 referrer of the image, by digest), and what
+/// the image's record says of it.
 pub struct SignedImage {
     pub image: ImageReference,
     pub signature: (ImageReference, RemoteImage),
+    pub referrer: (ImageReference, RemoteImage),
     pub record: SignatureRecord,
 }
 
@@ -129,18 +132,48 @@ pub async fn verify(
         digest: verified.manifest.digest,
         keys: policy_keys.iter().map(VerificationKey::id).collect(),
     };
-    let image = RemoteImage {
+    let referrer_bytes =
+        cosign::as_referrer(&verified.bytes, &pulled.top).map_err(|e| PolicyError::Unverified {
+            image: reference.to_string(),
+            policy: describe(policy),
+            cause: Box::new(SignatureError::Manifest {
+                digest: verified.manifest.digest,
+                reason: e.to_string(),
+            }),
+        })?;
+    let referrer_digest = Digest::of(&referrer_bytes);
+    let referrer_reference = ImageReference {
+        tag: None,
+        digest: Some(referrer_digest),
+        ..reference.clone()
+    };
+    // Both are served from the upstream's repository: they share its config and payloads.
+    let carried = |shown: &ImageReference, top: Descriptor, bytes: Vec<u8>| RemoteImage {
         client: pulled.client.clone(),
         repository: pulled.repository.clone(),
-        shown: signature_reference.to_string(),
-        top: verified.manifest.clone(),
-        manifests: [(verified.manifest.digest, verified.bytes)]
-            .into_iter()
-            .collect(),
+        shown: shown.to_string(),
+        manifests: [(top.digest, bytes)].into_iter().collect(),
+        top,
     };
+    let referrer = carried(
+        &referrer_reference,
+        Descriptor {
+            digest: referrer_digest,
+            size: referrer_bytes.len() as u64,
+            artifact_type: Some(cosign::SIGNATURE_ARTIFACT_TYPE.into()),
+            ..verified.manifest.clone()
+        },
+        referrer_bytes,
+    );
+    let signature = carried(
+        &signature_reference,
+        verified.manifest.clone(),
+        verified.bytes,
+    );
     Ok(SignedImage {
         image: reference.clone(),
-        signature: (signature_reference, image),
+        signature: (signature_reference, signature),
+        referrer: (referrer_reference, referrer),
         record,
     })
 }

@@ -25,6 +25,9 @@ use crate::client::{RegistryClient, RegistryError};
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 /// The annotation holding a layer's signature, base64.
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// `artifactType` of a signature published as an OCI 1.1 referrer (cosign's
+/// `--registry-referrers-mode oci-1-1`).
+pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 /// `critical.type` of a container image signature payload.
 pub const PAYLOAD_TYPE: &str = "cosign container image signature";
 /// A payload is a few hundred bytes; anything near this is not one.
@@ -333,6 +336,25 @@ pub async fn verify(
     })
 }
 
+/// The signature manifest `signature` as an OCI 1.1 referrer of `image`: the same config and
+/// layers (the signatures cover the payloads, not the manifest), with `artifactType` and
+/// `subject`, so clients that look signatures up through the referrers API find it too.
+pub fn as_referrer(signature: &[u8], image: &Descriptor) -> Result<Vec<u8>, serde_json::Error> {
+    let mut manifest: serde_json::Value = serde_json::from_slice(signature)?;
+    if let Some(fields) = manifest.as_object_mut() {
+        fields.insert("artifactType".into(), SIGNATURE_ARTIFACT_TYPE.into());
+        fields.insert(
+            "subject".into(),
+            serde_json::json!({
+                "mediaType": image.media_type,
+                "digest": image.digest,
+                "size": image.size,
+            }),
+        );
+    }
+    serde_json::to_vec(&manifest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,6 +451,27 @@ mod tests {
         let p384 = VerificationKey::from_pem(P384).unwrap_err().to_string();
         assert!(p384.contains("ECDSA on curve 1.3.132.0.34"), "{p384}");
         assert!(VerificationKey::from_pem("hello").is_err());
+    }
+
+    #[test]
+    fn a_referrer_keeps_the_signed_layers_and_names_its_subject() {
+        let signature = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":2},"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":3,"annotations":{"dev.cosignproject.cosign/signature":"c2ln"}}]}"#;
+        let image = Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest: image(),
+            size: 42,
+            platform: None,
+            artifact_type: None,
+            annotations: Default::default(),
+        };
+        let referrer: serde_json::Value =
+            serde_json::from_slice(&as_referrer(signature, &image).unwrap()).unwrap();
+        let original: serde_json::Value = serde_json::from_slice(signature).unwrap();
+        assert_eq!(referrer["layers"], original["layers"]);
+        assert_eq!(referrer["config"], original["config"]);
+        assert_eq!(referrer["artifactType"], SIGNATURE_ARTIFACT_TYPE);
+        assert_eq!(referrer["subject"]["digest"], image().to_string());
+        assert_eq!(referrer["subject"]["size"], 42);
     }
 
     #[test]
