@@ -456,7 +456,7 @@ mod tests {
     #[test]
     fn a_referrer_keeps_the_signed_layers_and_names_its_subject() {
         let signature = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":2},"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":3,"annotations":{"dev.cosignproject.cosign/signature":"c2ln"}}]}"#;
-        let image = Descriptor {
+        let subject = Descriptor {
             media_type: OCI_MANIFEST.into(),
             digest: image(),
             size: 42,
@@ -465,7 +465,7 @@ mod tests {
             annotations: Default::default(),
         };
         let referrer: serde_json::Value =
-            serde_json::from_slice(&as_referrer(signature, &image).unwrap()).unwrap();
+            serde_json::from_slice(&as_referrer(signature, &subject).unwrap()).unwrap();
         let original: serde_json::Value = serde_json::from_slice(signature).unwrap();
         assert_eq!(referrer["layers"], original["layers"]);
         assert_eq!(referrer["config"], original["config"]);
