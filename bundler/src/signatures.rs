@@ -138,7 +138,7 @@ pub async fn verify(
             policy: describe(policy),
             cause: Box::new(SignatureError::Manifest {
                 digest: verified.manifest.digest,
-                reason: e.to_string(),
+                source: e,
             }),
         })?;
     let referrer_digest = Digest::of(&referrer_bytes);

@@ -68,7 +68,7 @@ pub enum RegistryError {
         limit: u64,
     },
     #[error(transparent)]
-    BlobDigest(Box<crate::download::DigestMismatch>),
+    BlobDigest(Box<DigestMismatch>),
     #[error("{url}: manifest is larger than {limit} bytes")]
     ManifestTooLarge { url: String, limit: u64 },
     #[error("{url}: manifest content has digest {got}, not the {wanted} it was asked for")]
@@ -583,15 +583,13 @@ impl RegistryClient {
         }
         let actual = Digest::of(&bytes);
         if actual != *digest {
-            return Err(RegistryError::BlobDigest(Box::new(
-                crate::download::DigestMismatch {
-                    host: self.host.clone(),
-                    repository: repo.to_string(),
-                    digest: *digest,
-                    actual,
-                    len: bytes.len() as u64,
-                },
-            )));
+            return Err(RegistryError::BlobDigest(Box::new(DigestMismatch {
+                host: self.host.clone(),
+                repository: repo.to_string(),
+                digest: *digest,
+                actual,
+                len: bytes.len() as u64,
+            })));
         }
         Ok(bytes)
     }
@@ -1038,6 +1036,17 @@ fn error_detail(body: &[u8]) -> String {
     } else {
         format!(" ({})", text.chars().take(200).collect::<String>())
     }
+}
+
+/// Bytes a registry served for a blob that do not hash to its digest.
+#[derive(Debug, thiserror::Error)]
+#[error("blob {digest} from {host}/{repository} does not match its digest (the content hashes to {actual}, {len} bytes): the registry's copy was altered or damaged; refusing it")]
+pub struct DigestMismatch {
+    pub host: String,
+    pub repository: String,
+    pub digest: Digest,
+    pub actual: Digest,
+    pub len: u64,
 }
 
 /// What is wrong with a release artifact a registry holds.

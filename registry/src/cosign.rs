@@ -152,8 +152,14 @@ pub enum SignatureError {
     },
     #[error("reading its signatures")]
     Registry(#[source] RegistryError),
-    #[error("the signature manifest {digest} is not an OCI image manifest: {reason}")]
-    Manifest { digest: Digest, reason: String },
+    #[error("the signature manifest {digest} is not an OCI image manifest")]
+    Manifest {
+        digest: Digest,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the signature manifest {digest} has {layers} layers, more than {MAX_LAYERS}")]
+    TooManyLayers { digest: Digest, layers: usize },
     #[error("no signature verifies with the policy's keys ({checked} checked: {reasons})")]
     NoneVerifies { checked: usize, reasons: String },
 }
@@ -167,8 +173,8 @@ enum PayloadProblem {
     NoSignature,
     #[error("the signature is not base64")]
     Base64,
-    #[error("the payload is not a simple signing payload: {0}")]
-    Json(String),
+    #[error("the payload is not a simple signing payload")]
+    Json(#[source] serde_json::Error),
     #[error("the payload's type is `{0}`")]
     Type(String),
     #[error("it signs {signed}, not {wanted}")]
@@ -232,8 +238,7 @@ fn check_payload(
         .find(|k| k.verifies(payload, &signature))
         .ok_or(PayloadProblem::Key)?;
     // Only what verified is read.
-    let parsed: Payload =
-        serde_json::from_slice(payload).map_err(|e| PayloadProblem::Json(e.to_string()))?;
+    let parsed: Payload = serde_json::from_slice(payload).map_err(PayloadProblem::Json)?;
     if parsed.critical.kind != PAYLOAD_TYPE {
         return Err(PayloadProblem::Type(parsed.critical.kind));
     }
@@ -275,17 +280,16 @@ pub async fn verify(
             repository: repository.to_string(),
             tag: tag.clone(),
         })?;
-    let bad_manifest = |reason: String| SignatureError::Manifest {
-        digest: fetched.digest,
-        reason,
-    };
     let manifest: ImageManifest =
-        serde_json::from_slice(&fetched.bytes).map_err(|e| bad_manifest(e.to_string()))?;
+        serde_json::from_slice(&fetched.bytes).map_err(|source| SignatureError::Manifest {
+            digest: fetched.digest,
+            source,
+        })?;
     if manifest.layers.len() > MAX_LAYERS {
-        return Err(bad_manifest(format!(
-            "it has {} layers, more than {MAX_LAYERS}",
-            manifest.layers.len()
-        )));
+        return Err(SignatureError::TooManyLayers {
+            digest: fetched.digest,
+            layers: manifest.layers.len(),
+        });
     }
     let mut reasons = Vec::new();
     for layer in manifest
@@ -324,7 +328,7 @@ pub async fn verify(
                     key,
                 })
             }
-            Err(problem) => reasons.push(problem.to_string()),
+            Err(problem) => reasons.push(airgap::error_chain::chain(&problem)),
         }
     }
     if reasons.is_empty() {

@@ -12,6 +12,7 @@ use airgap::digest::DigestHasher;
 use airgap::Digest;
 pub use bytes::Bytes;
 
+pub use crate::client::DigestMismatch;
 use crate::client::{RegistryClient, RegistryError};
 
 /// Where the bytes go.
@@ -21,17 +22,6 @@ pub trait Sink: Send {
     /// byte: forget what came before.
     fn restart(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
     fn write(&mut self, chunk: &Bytes) -> impl Future<Output = Result<(), Self::Error>> + Send;
-}
-
-/// Bytes a registry served for a blob that do not hash to its digest.
-#[derive(Debug, thiserror::Error)]
-#[error("blob {digest} from {host}/{repository} does not match its digest (the content hashes to {actual}, {len} bytes): the registry's copy was altered or damaged; refusing it")]
-pub struct DigestMismatch {
-    pub host: String,
-    pub repository: String,
-    pub digest: Digest,
-    pub actual: Digest,
-    pub len: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

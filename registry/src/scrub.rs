@@ -202,6 +202,27 @@ pub async fn scrub(
     })
 }
 
+/// Why a carried signature did not verify again.
+#[derive(Debug, thiserror::Error)]
+enum RecheckError {
+    #[error("key {id} in the index")]
+    Key {
+        id: Digest,
+        #[source]
+        cause: crate::cosign::KeyError,
+    },
+    #[error("key {recorded} in the index is another key (its id is {actual})")]
+    KeyId { recorded: Digest, actual: Digest },
+    #[error("key {0} is not in the index")]
+    MissingKey(Digest),
+    #[error(transparent)]
+    Reference(#[from] airgap::reference::ReferenceError),
+    #[error(transparent)]
+    Signature(#[from] crate::cosign::SignatureError),
+    #[error("the registry's signature manifest is {found}, the bundle carried {carried}")]
+    Replaced { found: Digest, carried: Digest },
+}
+
 /// Verifies every carried upstream signature again where clients will read it: the
 /// signature tag in the image's mirrored repository, against the image's upstream digest and
 /// original name, with the keys the signed index carries (nothing from outside).
@@ -211,22 +232,22 @@ async fn check_signatures(
     at: &crate::mirror::MirrorTarget,
 ) -> (usize, Vec<SignatureProblem>) {
     use crate::cosign::{self, VerificationKey};
-    let keys: BTreeMap<Digest, Result<VerificationKey, String>> = index
-        .signature_keys
-        .iter()
-        .map(|k| {
-            let parsed = VerificationKey::from_pem(&k.pem)
-                .map_err(|e| e.to_string())
-                .and_then(|key| {
-                    if key.id() == k.id {
-                        Ok(key)
-                    } else {
-                        Err(format!("key {} is recorded under another id", k.id))
-                    }
-                });
-            (k.id, parsed)
-        })
-        .collect();
+    let key = |id: &Digest| -> Result<VerificationKey, RecheckError> {
+        let record = index
+            .signature_keys
+            .iter()
+            .find(|k| k.id == *id)
+            .ok_or(RecheckError::MissingKey(*id))?;
+        let key = VerificationKey::from_pem(&record.pem)
+            .map_err(|cause| RecheckError::Key { id: *id, cause })?;
+        if key.id() != *id {
+            return Err(RecheckError::KeyId {
+                recorded: *id,
+                actual: key.id(),
+            });
+        }
+        Ok(key)
+    };
     let mut checked = 0;
     let mut problems = Vec::new();
     for image in &index.images {
@@ -234,47 +255,35 @@ async fn check_signatures(
             continue;
         };
         checked += 1;
-        let problem = |detail: String| SignatureProblem {
-            image: image.reference.clone(),
-            detail,
-        };
-        let policy: Result<Vec<VerificationKey>, String> = signature
-            .keys
-            .iter()
-            .map(|id| {
-                keys.get(id)
-                    .cloned()
-                    .unwrap_or_else(|| Err(format!("key {id} is not in the index")))
-            })
-            .collect();
-        let identity = match airgap::ImageReference::parse(&image.reference) {
-            Ok(r) => r,
-            Err(e) => {
-                problems.push(problem(e.to_string()));
-                continue;
-            }
-        };
-        let outcome = match policy {
-            Ok(policy) => cosign::verify(
+        let outcome: Result<(), RecheckError> = async {
+            let policy = signature
+                .keys
+                .iter()
+                .map(key)
+                .collect::<Result<Vec<_>, _>>()?;
+            let identity = airgap::ImageReference::parse(&image.reference)?;
+            let verified = cosign::verify(
                 client,
                 &at.repository(&image.mirror_repository),
                 &identity,
                 &image.upstream_digest,
                 &policy,
             )
-            .await
-            .map_err(|e| airgap::error_chain::chain(&e)),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(verified) if verified.manifest.digest != signature.digest => {
-                problems.push(problem(format!(
-                    "the registry's signature manifest is {}, the bundle carried {}",
-                    verified.manifest.digest, signature.digest
-                )))
+            .await?;
+            if verified.manifest.digest != signature.digest {
+                return Err(RecheckError::Replaced {
+                    found: verified.manifest.digest,
+                    carried: signature.digest,
+                });
             }
-            Ok(_) => {}
-            Err(detail) => problems.push(problem(detail)),
+            Ok(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            problems.push(SignatureProblem {
+                image: image.reference.clone(),
+                detail: airgap::error_chain::chain(&e),
+            });
         }
     }
     (checked, problems)
