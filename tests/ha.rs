@@ -265,11 +265,7 @@ impl Cluster {
             .args([src, dest])
             .output()
             .unwrap();
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        common::succeeded(&out)
     }
 
     /// Every image of the bundle pulled from `ns` through the FQDN (the VIP), by digest.

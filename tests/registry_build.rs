@@ -70,7 +70,7 @@ impl Upstream {
         );
 
         let auth_file = s.path("auth.json");
-        write_auth(&auth_file, &host, PASSWORD);
+        common::registries::write_auth(&auth_file, &host, PASSWORD);
         let up = Upstream {
             s,
             pki,
@@ -178,30 +178,12 @@ impl Upstream {
     }
 
     fn index(&self, bundle: &Path) -> BundleIndex {
-        BundleArchive::open(bundle, &PublicKey::load(&self.s.public()).unwrap())
-            .unwrap()
-            .verified()
-            .index()
-            .clone()
+        self.s.index(bundle)
     }
 
     fn skopeo_raw(&self, image: &str) -> Vec<u8> {
         skopeo_raw(&self.pki, image, true).unwrap_or_else(|e| panic!("{image}: {e}"))
     }
-}
-
-fn write_auth(path: &Path, host: &str, password: &str) {
-    let basic = registry::auth::Credentials {
-        username: USER.into(),
-        password: password.into(),
-    }
-    .basic_header();
-    let auth = basic.trim_start_matches("Basic ");
-    fs::write(
-        path,
-        serde_json::json!({"auths": {host: {"auth": auth}}}).to_string(),
-    )
-    .unwrap();
 }
 
 fn blob_digests(index: &BundleIndex) -> Vec<Digest> {
@@ -507,7 +489,7 @@ fn registry_failures_fail_clearly_and_leave_no_partial_bundle() {
 
     // Wrong password in the auth file.
     let wrong = up.s.path("wrong-auth.json");
-    write_auth(&wrong, &host, "not the password");
+    common::registries::write_auth(&wrong, &host, "not the password");
     let err = run(up.build(&spec, &out).env("REGISTRY_AUTH_FILE", &wrong));
     assert!(
         err.contains(&format!("{host} refused the credentials for user {USER}")),
@@ -566,7 +548,7 @@ fn registry_failures_fail_clearly_and_leave_no_partial_bundle() {
     let proxy = FaultProxy::start(&host, &up.pki);
     proxy.faults.fail_first.store(3, Ordering::SeqCst);
     let proxy_auth = up.s.path("proxy-auth.json");
-    write_auth(&proxy_auth, &proxy.host(), PASSWORD);
+    common::registries::write_auth(&proxy_auth, &proxy.host(), PASSWORD);
     let through = up.spec_for(
         "through.yaml",
         &format!(

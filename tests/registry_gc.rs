@@ -21,11 +21,7 @@ fn skopeo_copy(from: &str, to: &str) -> Result<(), String> {
         .args([from, to])
         .output()
         .unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    common::succeeded(&out)
 }
 
 fn curl(args: &[&str]) -> (u16, String) {

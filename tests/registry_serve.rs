@@ -20,11 +20,7 @@ fn skopeo(pki: &Pki, args: &[&str]) -> Result<(), String> {
         .arg(pki.skopeo_cert_dir())
         .output()
         .unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    common::succeeded(&out)
 }
 
 fn archive(bundle: &Path, public: &Path) -> BundleArchive {

@@ -16,7 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use airgap::{BundleArchive, BundleIndex, Digest, PublicKey};
+use airgap::{BundleIndex, Digest};
 use common::registries::{creds, seed, skopeo_raw, Distribution, Pki, PASSWORD, USER};
 use common::{airgap, fails, json_checked, ok, Setup};
 
@@ -44,17 +44,7 @@ impl Signing {
         );
         assert!(done, "{err}");
         let auth_file = s.path("auth.json");
-        let basic = registry::auth::Credentials {
-            username: USER.into(),
-            password: PASSWORD.into(),
-        }
-        .basic_header();
-        fs::write(
-            &auth_file,
-            serde_json::json!({"auths": {upstream.host(): {"auth": basic.trim_start_matches("Basic ")}}})
-                .to_string(),
-        )
-        .unwrap();
+        common::registries::write_auth(&auth_file, &upstream.host(), PASSWORD);
         fs::write(s.path("passphrase"), "correct horse").unwrap();
         for name in ["cosign", "other"] {
             run(sigstore_skopeo()
@@ -212,11 +202,7 @@ impl Signing {
             .arg(format!("dir:{}", dir.join("copy").display()))
             .output()
             .unwrap();
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        common::succeeded(&out)
     }
 
     fn spec(&self, name: &str, body: &str) -> PathBuf {
@@ -246,11 +232,7 @@ impl Signing {
     }
 
     fn index(&self, bundle: &Path) -> BundleIndex {
-        BundleArchive::open(bundle, &PublicKey::load(&self.s.public()).unwrap())
-            .unwrap()
-            .verified()
-            .index()
-            .clone()
+        self.s.index(bundle)
     }
 }
 
@@ -276,13 +258,6 @@ fn run(cmd: &mut Command) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
-}
-
-fn one_error_line(stderr: &str) -> &str {
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one error line: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    lines[0]
 }
 
 #[test]
@@ -463,8 +438,7 @@ fn an_unsigned_image_or_one_signed_by_another_key_fails_the_build_naming_it() {
         &format!("  verify: {{keys: [cosign.pub]}}\n  images:\n    - {api}\n"),
     );
     let out = t.s.path("unsigned.tar");
-    let e = fails(&mut t.build(&spec, &out));
-    let line = one_error_line(&e);
+    let line = fails(&mut t.build(&spec, &out));
     assert!(
         line.contains(&format!(
             "image {api} (signature policy: keys cosign.pub): no signature"
@@ -479,8 +453,7 @@ fn an_unsigned_image_or_one_signed_by_another_key_fails_the_build_naming_it() {
         &format!("  verify: {{keys: [cosign.pub]}}\n  images:\n    - {worker}\n"),
     );
     let out = t.s.path("other.tar");
-    let e = fails(&mut t.build(&spec, &out));
-    let line = one_error_line(&e);
+    let line = fails(&mut t.build(&spec, &out));
     assert!(
         line.contains(&format!(
             "image {worker} (signature policy: keys cosign.pub)"
@@ -504,7 +477,7 @@ fn an_unsigned_image_or_one_signed_by_another_key_fails_the_build_naming_it() {
     );
     let e = fails(&mut t.build(&spec, &t.s.path("broken.tar")));
     assert!(
-        one_error_line(&e).contains("signature key broken.pub: not a PEM public key"),
+        e.contains("signature key broken.pub: not a PEM public key"),
         "{e}"
     );
 }

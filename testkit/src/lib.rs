@@ -203,13 +203,18 @@ impl LayoutWriter {
             "layers": [{"mediaType": "application/octet-stream", "digest": payload, "size": payload_size}],
             "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
         }))?;
-        let (digest, size) = self.blob(&manifest)?;
+        self.manifest(&manifest, Some(artifact_type))
+    }
+
+    /// Stores an OCI image manifest and returns its descriptor.
+    fn manifest(&mut self, bytes: &[u8], artifact_type: Option<&str>) -> io::Result<Descriptor> {
+        let (digest, size) = self.blob(bytes)?;
         Ok(Descriptor {
             media_type: OCI_MANIFEST.into(),
             digest,
             size,
             platform: None,
-            artifact_type: Some(artifact_type.into()),
+            artifact_type: artifact_type.map(Into::into),
             annotations: Default::default(),
         })
     }
@@ -235,15 +240,7 @@ impl LayoutWriter {
                 "annotations": {"dev.cosignproject.cosign/signature": signature},
             }],
         }))?;
-        let (digest, size) = self.blob(&manifest)?;
-        Ok(Descriptor {
-            media_type: OCI_MANIFEST.into(),
-            digest,
-            size,
-            platform: None,
-            artifact_type: None,
-            annotations: Default::default(),
-        })
+        self.manifest(&manifest, None)
     }
 
     /// A multi-platform index over `children`.

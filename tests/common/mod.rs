@@ -18,6 +18,15 @@ pub fn airgap() -> Command {
     cmd
 }
 
+/// Whether a command succeeded, with its stderr when it did not.
+pub fn succeeded(out: &Output) -> Result<(), String> {
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// Runs and expects success, returning stdout.
 pub fn ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run airgap");
@@ -88,6 +97,15 @@ impl Setup {
     }
     pub fn public(&self) -> PathBuf {
         self.path("k.pub")
+    }
+
+    /// The signed index of `bundle`, verified with this setup's key.
+    pub fn index(&self, bundle: &Path) -> airgap::BundleIndex {
+        airgap::BundleArchive::open(bundle, &airgap::PublicKey::load(&self.public()).unwrap())
+            .unwrap()
+            .verified()
+            .index()
+            .clone()
     }
     /// Builds `name` from the fixture spec (or `spec`), returning its path.
     pub fn build(&self, name: &str) -> PathBuf {

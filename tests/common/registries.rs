@@ -353,6 +353,21 @@ pub fn with_stdin(cmd: &mut Command, input: impl AsRef<[u8]>) -> std::process::O
     child.wait_with_output().unwrap()
 }
 
+/// An auth file (`$REGISTRY_AUTH_FILE`) holding the test user's login for `host`.
+pub fn write_auth(path: &Path, host: &str, password: &str) {
+    let basic = registry::auth::Credentials {
+        username: USER.into(),
+        password: password.into(),
+    }
+    .basic_header();
+    let auth = basic.trim_start_matches("Basic ");
+    std::fs::write(
+        path,
+        serde_json::json!({"auths": {host: {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+}
+
 pub fn creds() -> String {
     format!("{USER}:{PASSWORD}")
 }
