@@ -71,11 +71,11 @@ fn fifty_clients_pull_without_errors_while_eight_send_wrong_passwords() {
         .build()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(seconds);
+    registry::crypto::install_default();
     let (good, bad) = runtime.block_on(async move {
         let client = |ca: reqwest::Certificate| {
             reqwest::Client::builder()
-                .use_rustls_tls()
-                .add_root_certificate(ca)
+                .tls_certs_only([ca])
                 .build()
                 .unwrap()
         };
@@ -114,7 +114,7 @@ fn fifty_clients_pull_without_errors_while_eight_send_wrong_passwords() {
         let mut bad = Vec::new();
         for i in 0..BAD {
             let http = reqwest::Client::builder()
-                .add_root_certificate(ca.clone())
+                .tls_certs_only([ca.clone()])
                 .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
                 .build()
                 .unwrap();
@@ -191,9 +191,10 @@ fn a_wrong_password_flood_does_not_delay_a_first_login_from_elsewhere() {
     );
     let base = format!("https://localhost:{}", server.port);
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
+    registry::crypto::install_default();
     let client = |from: &str| {
         reqwest::Client::builder()
-            .add_root_certificate(ca.clone())
+            .tls_certs_only([ca.clone()])
             .local_address(from.parse::<std::net::IpAddr>().unwrap())
             .build()
             .unwrap()

@@ -13,6 +13,13 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
 
+/// ring as the process's rustls provider, which reqwest 0.13 without aws-lc takes (it panics
+/// when there is none); the same one `registry::crypto` installs.
+fn install_crypto_provider() {
+    #[allow(deprecated)] // ring on purpose: see registry::crypto
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     #[error("etcd client TLS material")]
@@ -128,13 +135,13 @@ impl EtcdClient {
         identity.extend_from_slice(b"\n");
         identity.extend_from_slice(key_pem);
         let identity = reqwest::Identity::from_pem(&identity).map_err(EtcdError::Tls)?;
+        install_crypto_provider();
         let builder = || {
             reqwest::Client::builder()
-                .use_rustls_tls()
-                .tls_built_in_root_certs(false)
-                .add_root_certificate(ca.clone())
+                .tls_backend_rustls()
+                .tls_certs_only([ca.clone()])
                 .identity(identity.clone())
-                .min_tls_version(reqwest::tls::Version::TLS_1_2)
+                .tls_version_min(reqwest::tls::Version::TLS_1_2)
                 .no_proxy()
                 .connect_timeout(std::time::Duration::from_secs(3))
         };

@@ -443,10 +443,11 @@ async fn probe_registry(
 /// `url` (on host `name`) answers at `addr` over TLS verified against `ca`, with 200 or 401:
 /// the server holds a certificate the CA issued for the name, so it is the one installed.
 async fn probe_tls(ca: &[u8], name: &str, addr: SocketAddr, url: &str) -> (bool, String) {
+    registry::crypto::install_default();
     let client = reqwest::Certificate::from_pem(ca).and_then(|ca| {
         reqwest::Client::builder()
-            .use_rustls_tls()
-            .add_root_certificate(ca)
+            .tls_backend_rustls()
+            .tls_certs_only([ca])
             .resolve(name, addr)
             .no_proxy()
             .timeout(Duration::from_secs(3))

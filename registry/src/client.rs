@@ -302,9 +302,10 @@ impl RegistryClient {
                 host: host.to_string(),
                 source,
             })?;
+        crate::crypto::install_default();
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("airgap/", env!("CARGO_PKG_VERSION")))
-            .min_tls_version(reqwest::tls::Version::TLS_1_2)
+            .tls_version_min(reqwest::tls::Version::TLS_1_2)
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(120))
             .pool_max_idle_per_host(64)
@@ -323,9 +324,8 @@ impl RegistryClient {
             if certs.is_empty() {
                 return Err(RegistryError::NoCaCertificate);
             }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+            // Beside the system's roots: a registry may use either.
+            builder = builder.tls_certs_merge(certs);
         }
         for (name, addr) in &config.resolve {
             builder = builder.resolve(name, *addr);

@@ -15,3 +15,13 @@ pub fn provider() -> Arc<CryptoProvider> {
     #[allow(deprecated)] // see the module comment
     Arc::new(rustls::crypto::ring::default_provider())
 }
+
+/// Makes ring the process's default rustls provider, once. reqwest 0.13 takes its provider from
+/// the process default when it is built without aws-lc (`rustls-no-provider`), and panics in
+/// `Client::build` when there is none; every airgap client is built after this ran.
+pub fn install_default() {
+    #[allow(deprecated)] // see the module comment
+    let provider = rustls::crypto::ring::default_provider();
+    // Err: a provider is installed already (this one, by an earlier call).
+    let _ = provider.install_default();
+}

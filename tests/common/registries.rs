@@ -441,8 +441,9 @@ impl FaultProxy {
             ..Faults::default()
         });
         let ca = std::fs::read(&pki.ca).unwrap();
+        registry::crypto::install_default();
         let client = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
