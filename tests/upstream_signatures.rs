@@ -481,3 +481,129 @@ fn an_unsigned_image_or_one_signed_by_another_key_fails_the_build_naming_it() {
         "{e}"
     );
 }
+
+#[test]
+fn a_signature_published_only_as_a_referrer_is_found_and_carried_both_ways() {
+    let t = Signing::start();
+    // An upstream with the referrers API: the built-in registry, writable, TLS and htpasswd.
+    let htpasswd = t.s.path("referrers-htpasswd");
+    common::registries::write_htpasswd(&htpasswd);
+    let store = t.s.path("referrers-store");
+    let upstream = common::registries::airgap_serve(
+        &store,
+        &t.pki,
+        &["--htpasswd", htpasswd.to_str().unwrap(), "--enable-delete"],
+    );
+    let host = format!("127.0.0.1:{}", upstream.port);
+    let repo = format!("{host}/vendor/worker");
+    let image = format!("{repo}:1.0");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--preserve-digests"])
+        .args(["--src-creds", &creds(), "--dest-creds", &creds()])
+        .arg("--src-cert-dir")
+        .arg(t.pki.skopeo_cert_dir())
+        .arg("--dest-cert-dir")
+        .arg(t.pki.skopeo_cert_dir())
+        .arg(format!("docker://{}", t.upstream_image(WORKER)))
+        .arg(format!("docker://{image}")));
+    let image_bytes = skopeo_raw(&t.pki, &image, true).unwrap();
+    let image_digest = Digest::of(&image_bytes);
+
+    // The publisher signs (tag scheme), then moves the signature to a referrer, as cosign's
+    // OCI 1.1 mode stores it: the tag is deleted, the referrer pushed by digest.
+    t.sign(&image, "cosign");
+    let tag = format!("{repo}:sha256-{}.sig", image_digest.hex());
+    let tagged = skopeo_raw(&t.pki, &tag, true).unwrap();
+    let media_type = serde_json::from_slice::<serde_json::Value>(&image_bytes).unwrap()
+        ["mediaType"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subject = airgap::oci::Descriptor {
+        media_type,
+        digest: image_digest,
+        size: image_bytes.len() as u64,
+        platform: None,
+        artifact_type: None,
+        annotations: Default::default(),
+    };
+    let referrer = registry::cosign::as_referrer(&tagged, &subject).unwrap();
+    let referrer_file = t.s.path("referrer.json");
+    fs::write(&referrer_file, &referrer).unwrap();
+    let registry_url = |what: &str| format!("https://{host}/v2/vendor/worker/manifests/{what}");
+    let (status, body) = common::registries::curl(
+        &t.pki,
+        &[
+            "-u",
+            &creds(),
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+            &format!("@{}", referrer_file.display()),
+            &registry_url(&Digest::of(&referrer).to_string()),
+        ],
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = common::registries::curl(
+        &t.pki,
+        &[
+            "-u",
+            &creds(),
+            "-X",
+            "DELETE",
+            &registry_url(&Digest::of(&tagged).to_string()),
+        ],
+    );
+    assert_eq!(status, 202, "{body}");
+    assert!(skopeo_raw(&t.pki, &tag, true).is_err(), "the tag is gone");
+
+    // The build finds it through the referrers API and carries it both ways: the referrer
+    // byte for byte, and the tag-scheme manifest it stands for.
+    let spec = t.s.path("referrer.yaml");
+    fs::write(
+        &spec,
+        format!(
+            "apiVersion: airgap/v1\nkind: Bundle\nmetadata: {{name: signed, version: 1.0.0}}\nspec:\n  verify: {{keys: [cosign.pub]}}\n  images:\n    - {image}\n  registries:\n    - {{host: \"{host}\", ca: {}}}\n",
+            t.pki.ca.display()
+        ),
+    )
+    .unwrap();
+    let auth = t.s.path("referrer-auth.json");
+    common::registries::write_auth(&auth, &host, PASSWORD);
+    let bundle = t.s.path("referrer.tar");
+    ok(t.build(&spec, &bundle).env("REGISTRY_AUTH_FILE", &auth));
+    let index = t.index(&bundle);
+    let record = index.images.iter().find(|i| i.reference == image).unwrap();
+    let signature = record.signature.as_ref().unwrap();
+    // The tag-scheme manifest it stands for: the publisher's, re-serialized (same content).
+    let derived = registry::cosign::as_tagged(&referrer).unwrap();
+    assert_eq!(signature.digest, Digest::of(&derived));
+    let value = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).unwrap();
+    assert_eq!(value(&derived), value(&tagged));
+    assert!(index
+        .images
+        .iter()
+        .any(|i| i.digest == Digest::of(&referrer)
+            && i.reference == format!("{repo}@{}", Digest::of(&referrer))));
+
+    // Seeded into a mirror without the upstream, skopeo (tag scheme) verifies it.
+    drop(upstream);
+    let mirror = Distribution::start(&t.s.path("referrer-mirror"), &t.pki);
+    let (done, _, err) = seed(
+        &bundle,
+        &t.s.public(),
+        &format!("https://{}/airgap", mirror.host()),
+        &["--ca", t.pki.ca.to_str().unwrap()],
+        PASSWORD,
+    );
+    assert!(done, "{err}");
+    let mirrored_root = format!("{}/airgap/{}", mirror.host(), host.replace(':', "_"));
+    t.skopeo_verifies(
+        &format!("{mirrored_root}/vendor/worker:1.0"),
+        "cosign",
+        Some((mirrored_root.as_str(), host.as_str())),
+    )
+    .unwrap_or_else(|e| panic!("skopeo refused the carried signature: {e}"));
+}

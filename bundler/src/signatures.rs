@@ -122,54 +122,64 @@ pub async fn verify(
         policy: describe(policy),
         cause: Box::new(cause),
     })?;
+    // The signature travels both ways, whichever way the publisher put it: under its tag
+    // (as served, or a referrer's manifest without `subject`) and as a referrer of the image.
+    let derive = |derived: Result<Vec<u8>, serde_json::Error>| {
+        derived.map_err(|source| PolicyError::Unverified {
+            image: reference.to_string(),
+            policy: describe(policy),
+            cause: Box::new(SignatureError::Manifest {
+                digest: verified.manifest.digest,
+                source,
+            }),
+        })
+    };
+    let (tagged_bytes, referrer_bytes) = match verified.published {
+        cosign::Published::Tag => {
+            let referrer = derive(cosign::as_referrer(&verified.bytes, &pulled.top))?;
+            (verified.bytes, referrer)
+        }
+        cosign::Published::Referrer => {
+            (derive(cosign::as_tagged(&verified.bytes))?, verified.bytes)
+        }
+    };
     let signature_reference = ImageReference {
         tag: Some(cosign::signature_tag(&pulled.top.digest)),
         digest: None,
         ..reference.clone()
     };
-    let record = SignatureRecord {
-        reference: signature_reference.to_string(),
-        digest: verified.manifest.digest,
-        keys: policy_keys.iter().map(VerificationKey::id).collect(),
-    };
-    let referrer_bytes =
-        cosign::as_referrer(&verified.bytes, &pulled.top).map_err(|e| PolicyError::Unverified {
-            image: reference.to_string(),
-            policy: describe(policy),
-            cause: Box::new(SignatureError::Manifest {
-                digest: verified.manifest.digest,
-                source: e,
-            }),
-        })?;
-    let referrer_digest = Digest::of(&referrer_bytes);
     let referrer_reference = ImageReference {
         tag: None,
-        digest: Some(referrer_digest),
+        digest: Some(Digest::of(&referrer_bytes)),
         ..reference.clone()
     };
+    let record = SignatureRecord {
+        reference: signature_reference.to_string(),
+        digest: Digest::of(&tagged_bytes),
+        keys: policy_keys.iter().map(VerificationKey::id).collect(),
+    };
     // Both are served from the upstream's repository: they share its config and payloads.
-    let carried = |shown: &ImageReference, top: Descriptor, bytes: Vec<u8>| RemoteImage {
-        client: pulled.client.clone(),
-        repository: pulled.repository.clone(),
-        shown: shown.to_string(),
-        manifests: [(top.digest, bytes)].into_iter().collect(),
-        top,
+    let carried = |shown: &ImageReference, bytes: Vec<u8>, artifact_type: Option<&str>| {
+        let top = Descriptor {
+            digest: Digest::of(&bytes),
+            size: bytes.len() as u64,
+            artifact_type: artifact_type.map(Into::into),
+            ..verified.manifest.clone()
+        };
+        RemoteImage {
+            client: pulled.client.clone(),
+            repository: pulled.repository.clone(),
+            shown: shown.to_string(),
+            manifests: [(top.digest, bytes)].into_iter().collect(),
+            top,
+        }
     };
     let referrer = carried(
         &referrer_reference,
-        Descriptor {
-            digest: referrer_digest,
-            size: referrer_bytes.len() as u64,
-            artifact_type: Some(cosign::SIGNATURE_ARTIFACT_TYPE.into()),
-            ..verified.manifest.clone()
-        },
         referrer_bytes,
+        Some(cosign::SIGNATURE_ARTIFACT_TYPE),
     );
-    let signature = carried(
-        &signature_reference,
-        verified.manifest.clone(),
-        verified.bytes,
-    );
+    let signature = carried(&signature_reference, tagged_bytes, None);
     Ok(SignedImage {
         image: reference.clone(),
         signature: (signature_reference, signature),

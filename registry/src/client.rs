@@ -444,17 +444,7 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or_default().trim().to_string())
             .unwrap_or_default();
-        let mut bytes = Vec::new();
-        let mut body = response;
-        while let Some(chunk) = body.chunk().await.map_err(|e| self.unreachable(e))? {
-            if (bytes.len() + chunk.len()) as u64 > MAX_MANIFEST_SIZE {
-                return Err(RegistryError::ManifestTooLarge {
-                    url: url.to_string(),
-                    limit: MAX_MANIFEST_SIZE,
-                });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = self.read_manifest_body(response, &url).await?;
         let digest = Digest::of(&bytes);
         if let Ok(wanted) = reference.parse::<Digest>() {
             if wanted != digest {
@@ -470,6 +460,65 @@ impl RegistryClient {
             media_type,
             digest,
         }))
+    }
+
+    /// A manifest-sized body, refused past [`MAX_MANIFEST_SIZE`].
+    async fn read_manifest_body(
+        &self,
+        mut body: Response,
+        url: &Url,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.chunk().await.map_err(|e| self.unreachable(e))? {
+            if (bytes.len() + chunk.len()) as u64 > MAX_MANIFEST_SIZE {
+                return Err(RegistryError::ManifestTooLarge {
+                    url: url.to_string(),
+                    limit: MAX_MANIFEST_SIZE,
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
+    /// The manifests the registry lists as referrers of `digest` with `artifact_type` (the
+    /// OCI 1.1 referrers API, first page). A registry without the API answers 404: none.
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        artifact_type: &str,
+    ) -> Result<Vec<airgap::oci::Descriptor>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Listing {
+            #[serde(default)]
+            manifests: Vec<airgap::oci::Descriptor>,
+        }
+        let mut url = self.url(&format!("v2/{repo}/referrers/{digest}"))?;
+        url.query_pairs_mut()
+            .append_pair("artifactType", artifact_type);
+        let response = self
+            .execute(Some(repo), Method::GET, || self.http.get(url.clone()), true)
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        let response = self
+            .expect(response, &[StatusCode::OK], Method::GET, Some(repo))
+            .await?;
+        let bytes = self.read_manifest_body(response, &url).await?;
+        let listing: Listing =
+            serde_json::from_slice(&bytes).map_err(|source| RegistryError::Json {
+                url: url.to_string(),
+                what: "referrers list",
+                source,
+            })?;
+        // The filter is a registry's option (OCI-Filters-Applied); applied here either way.
+        Ok(listing
+            .manifests
+            .into_iter()
+            .filter(|m| m.artifact_type.as_deref() == Some(artifact_type))
+            .collect())
     }
 
     /// The repository's tags (`None` when the repository does not exist). Follows the

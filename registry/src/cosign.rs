@@ -19,7 +19,7 @@ use airgap::{Digest, ImageReference};
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::client::{RegistryClient, RegistryError};
+use crate::client::{FetchedManifest, RegistryClient, RegistryError};
 
 /// Media type of a signature layer.
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -144,7 +144,7 @@ impl std::fmt::Debug for VerificationKey {
 /// Why an image's signatures were not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum SignatureError {
-    #[error("no signature: {host} has no {repository}:{tag}")]
+    #[error("no signature: {host} has no {repository}:{tag} and no signature referrer")]
     Missing {
         host: String,
         repository: String,
@@ -213,12 +213,11 @@ struct SignedImage {
 /// An image's signature manifest, with the key that verified it.
 #[derive(Debug, Clone)]
 pub struct VerifiedSignature {
-    /// Where it was read: `repository:sha256-<hex>.sig` as the reader named the repository.
-    pub tag: String,
     pub manifest: Descriptor,
     /// The manifest's bytes, as verified.
     pub bytes: Vec<u8>,
     pub key: Digest,
+    pub published: Published,
 }
 
 /// Checks `payload` (a signature layer's bytes) against the image and the keys.
@@ -260,9 +259,22 @@ fn check_payload(
     Ok(key.id())
 }
 
-/// Reads `repository:sha256-<image hex>.sig` from `client` and accepts it when one of its
-/// layers is a payload for `image` in `identity`'s repository signed by one of `keys`.
-/// `repository` is where the signature is read (a mirror's path differs from `identity`).
+/// Where the publisher put the signature that verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// `sha256-<digest>.sig`, the tag cosign and containers/image use.
+    Tag,
+    /// An OCI 1.1 referrer of the image (cosign's `--registry-referrers-mode oci-1-1`).
+    Referrer,
+}
+
+/// Referrer manifests read for one image, at most.
+const MAX_REFERRERS: usize = 16;
+
+/// Finds `image`'s signature in `repository` of `client` and accepts it when one of its
+/// layers is a payload for `image` in `identity`'s repository signed by one of `keys`: the
+/// `sha256-<image hex>.sig` tag first, then the image's signature referrers. `repository` is
+/// where the signature is read (a mirror's path differs from `identity`'s).
 pub async fn verify(
     client: &RegistryClient,
     repository: &str,
@@ -270,66 +282,46 @@ pub async fn verify(
     image: &Digest,
     keys: &[VerificationKey],
 ) -> Result<VerifiedSignature, SignatureError> {
+    let check = Check {
+        client,
+        repository,
+        identity,
+        image,
+        keys,
+    };
+    let mut reasons = Vec::new();
     let tag = signature_tag(image);
-    let fetched = client
+    let tagged = client
         .get_manifest(repository, &tag, &[OCI_MANIFEST])
         .await
-        .map_err(SignatureError::Registry)?
-        .ok_or_else(|| SignatureError::Missing {
+        .map_err(SignatureError::Registry)?;
+    let found_tag = tagged.is_some();
+    if let Some(fetched) = tagged {
+        if let Some(key) = check.manifest(&fetched, &mut reasons).await? {
+            return Ok(VerifiedSignature::new(fetched, key, Published::Tag));
+        }
+    }
+    let referrers = client
+        .referrers(repository, image, SIGNATURE_ARTIFACT_TYPE)
+        .await
+        .map_err(SignatureError::Registry)?;
+    for referrer in referrers.iter().take(MAX_REFERRERS) {
+        let fetched = client
+            .get_manifest(repository, &referrer.digest.to_string(), &[OCI_MANIFEST])
+            .await
+            .map_err(SignatureError::Registry)?;
+        if let Some(fetched) = fetched {
+            if let Some(key) = check.manifest(&fetched, &mut reasons).await? {
+                return Ok(VerifiedSignature::new(fetched, key, Published::Referrer));
+            }
+        }
+    }
+    if !found_tag && referrers.is_empty() {
+        return Err(SignatureError::Missing {
             host: client.host().to_string(),
             repository: repository.to_string(),
-            tag: tag.clone(),
-        })?;
-    let manifest: ImageManifest =
-        serde_json::from_slice(&fetched.bytes).map_err(|source| SignatureError::Manifest {
-            digest: fetched.digest,
-            source,
-        })?;
-    if manifest.layers.len() > MAX_LAYERS {
-        return Err(SignatureError::TooManyLayers {
-            digest: fetched.digest,
-            layers: manifest.layers.len(),
+            tag,
         });
-    }
-    let mut reasons = Vec::new();
-    for layer in manifest
-        .layers
-        .iter()
-        .filter(|l| l.media_type == SIMPLE_SIGNING)
-    {
-        let outcome = if layer.size > MAX_PAYLOAD {
-            Err(PayloadProblem::TooLarge(layer.size))
-        } else {
-            let payload = client
-                .get_small_blob(repository, &layer.digest, MAX_PAYLOAD)
-                .await
-                .map_err(SignatureError::Registry)?;
-            check_payload(
-                &payload,
-                layer.annotations.get(SIGNATURE_ANNOTATION),
-                identity,
-                image,
-                keys,
-            )
-        };
-        match outcome {
-            Ok(key) => {
-                return Ok(VerifiedSignature {
-                    tag: format!("{repository}:{tag}"),
-                    manifest: Descriptor {
-                        media_type: OCI_MANIFEST.into(),
-                        digest: fetched.digest,
-                        size: fetched.bytes.len() as u64,
-                        platform: None,
-                        artifact_type: None,
-                        annotations: Default::default(),
-                    },
-                    bytes: fetched.bytes,
-                    key,
-                })
-            }
-            Err(problem) => reasons.push(airgap::error_chain::chain(&problem)),
-        }
     }
     if reasons.is_empty() {
         reasons.push(format!("no {SIMPLE_SIGNING} layer"));
@@ -338,6 +330,83 @@ pub async fn verify(
         checked: reasons.len(),
         reasons: reasons.join("; "),
     })
+}
+
+/// One image's signature check, over any number of signature manifests.
+struct Check<'a> {
+    client: &'a RegistryClient,
+    repository: &'a str,
+    identity: &'a ImageReference,
+    image: &'a Digest,
+    keys: &'a [VerificationKey],
+}
+
+impl Check<'_> {
+    /// The key that signed one of `fetched`'s payloads; why each other one failed goes to
+    /// `reasons`.
+    async fn manifest(
+        &self,
+        fetched: &FetchedManifest,
+        reasons: &mut Vec<String>,
+    ) -> Result<Option<Digest>, SignatureError> {
+        let manifest: ImageManifest =
+            serde_json::from_slice(&fetched.bytes).map_err(|source| SignatureError::Manifest {
+                digest: fetched.digest,
+                source,
+            })?;
+        if manifest.layers.len() > MAX_LAYERS {
+            return Err(SignatureError::TooManyLayers {
+                digest: fetched.digest,
+                layers: manifest.layers.len(),
+            });
+        }
+        for layer in manifest
+            .layers
+            .iter()
+            .filter(|l| l.media_type == SIMPLE_SIGNING)
+        {
+            let outcome = if layer.size > MAX_PAYLOAD {
+                Err(PayloadProblem::TooLarge(layer.size))
+            } else {
+                let payload = self
+                    .client
+                    .get_small_blob(self.repository, &layer.digest, MAX_PAYLOAD)
+                    .await
+                    .map_err(SignatureError::Registry)?;
+                check_payload(
+                    &payload,
+                    layer.annotations.get(SIGNATURE_ANNOTATION),
+                    self.identity,
+                    self.image,
+                    self.keys,
+                )
+            };
+            match outcome {
+                Ok(key) => return Ok(Some(key)),
+                Err(problem) => reasons.push(airgap::error_chain::chain(&problem)),
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl VerifiedSignature {
+    fn new(fetched: FetchedManifest, key: Digest, published: Published) -> Self {
+        VerifiedSignature {
+            manifest: Descriptor {
+                media_type: OCI_MANIFEST.into(),
+                digest: fetched.digest,
+                size: fetched.bytes.len() as u64,
+                platform: None,
+                artifact_type: (published == Published::Referrer)
+                    .then(|| SIGNATURE_ARTIFACT_TYPE.to_string()),
+                annotations: Default::default(),
+            },
+            bytes: fetched.bytes,
+            key,
+            published,
+        }
+    }
 }
 
 /// The signature manifest `signature` as an OCI 1.1 referrer of `image`: the same config and
@@ -355,6 +424,17 @@ pub fn as_referrer(signature: &[u8], image: &Descriptor) -> Result<Vec<u8>, serd
                 "size": image.size,
             }),
         );
+    }
+    serde_json::to_vec(&manifest)
+}
+
+/// A referrer-published signature as the tag scheme stores it: the same manifest without
+/// `artifactType` and `subject`, for clients that read `sha256-<digest>.sig`.
+pub fn as_tagged(referrer: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let mut manifest: serde_json::Value = serde_json::from_slice(referrer)?;
+    if let Some(fields) = manifest.as_object_mut() {
+        fields.remove("artifactType");
+        fields.remove("subject");
     }
     serde_json::to_vec(&manifest)
 }
@@ -476,6 +556,11 @@ mod tests {
         assert_eq!(referrer["artifactType"], SIGNATURE_ARTIFACT_TYPE);
         assert_eq!(referrer["subject"]["digest"], image().to_string());
         assert_eq!(referrer["subject"]["size"], 42);
+        let back = as_tagged(&serde_json::to_vec(&referrer).unwrap()).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&back).unwrap(),
+            original
+        );
     }
 
     #[test]
