@@ -53,16 +53,25 @@ impl Signing {
                 .arg("--passphrase-file")
                 .arg(s.path("passphrase")));
         }
-        run(Command::new("openssl")
-            .args([
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-            ])
-            .arg(s.path("attacker.key")));
+        // Keys openssl makes: an attacker's, and an attester's for SBOM attestations.
+        for name in ["attacker", "attester"] {
+            let key = s.path(&format!("{name}.key"));
+            run(Command::new("openssl")
+                .args([
+                    "ecparam",
+                    "-name",
+                    "prime256v1",
+                    "-genkey",
+                    "-noout",
+                    "-out",
+                ])
+                .arg(&key));
+            run(Command::new("openssl")
+                .args(["ec", "-pubout", "-in"])
+                .arg(&key)
+                .arg("-out")
+                .arg(s.path(&format!("{name}.pub"))));
+        }
         Signing {
             s,
             pki,
@@ -147,7 +156,68 @@ impl Signing {
         let signature = base64::engine::general_purpose::STANDARD.encode(der);
         let mut layout = testkit::LayoutWriter::create(&dir.join("layout")).unwrap();
         let manifest = layout.cosign_signature(&payload, &signature).unwrap();
-        layout.tag(&manifest, "sig");
+        self.push(
+            layout,
+            &manifest,
+            &format!("{to}:sha256-{}.sig", digest.hex()),
+        );
+    }
+
+    /// A CycloneDX SBOM attestation of `digest` by `signer` (an openssl key), as `cosign
+    /// attest` stores it: a DSSE envelope of an in-toto statement, under `to`'s
+    /// `sha256-<digest>.att`.
+    fn attest(&self, digest: &Digest, signer: &str, to: &str) {
+        let dir = self
+            .s
+            .path(&format!("attested-{signer}-{}", &digest.hex()[..12]));
+        fs::create_dir_all(&dir).unwrap();
+        let statement = serde_json::to_vec(&serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v0.1",
+            "predicateType": "https://cyclonedx.org/bom",
+            "subject": [{"name": to, "digest": {"sha256": digest.hex()}}],
+            "predicate": {"bomFormat": "CycloneDX", "specVersion": "1.5", "components": []},
+        }))
+        .unwrap();
+        let payload_type = "application/vnd.in-toto+json";
+        let mut pae = format!(
+            "DSSEv1 {} {payload_type} {} ",
+            payload_type.len(),
+            statement.len()
+        )
+        .into_bytes();
+        pae.extend_from_slice(&statement);
+        fs::write(dir.join("pae"), &pae).unwrap();
+        let der = run(Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(self.s.path(&format!("{signer}.key")))
+            .arg(dir.join("pae")));
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let envelope = serde_json::to_vec(&serde_json::json!({
+            "payloadType": payload_type,
+            "payload": b64.encode(&statement),
+            "signatures": [{"keyid": "", "sig": b64.encode(der)}],
+        }))
+        .unwrap();
+        let mut layout = testkit::LayoutWriter::create(&dir.join("layout")).unwrap();
+        let manifest = layout
+            .cosign_attestation(&envelope, "https://cyclonedx.org/bom")
+            .unwrap();
+        self.push(
+            layout,
+            &manifest,
+            &format!("{to}:sha256-{}.att", digest.hex()),
+        );
+    }
+
+    /// Pushes `manifest` of `layout` to `destination` with plain skopeo, digests preserved.
+    fn push(
+        &self,
+        mut layout: testkit::LayoutWriter,
+        manifest: &airgap::oci::Descriptor,
+        destination: &str,
+    ) {
+        layout.tag(manifest, "pushed");
         let layout = layout.finish().unwrap();
         run(Command::new("skopeo")
             .args([
@@ -159,8 +229,8 @@ impl Signing {
             ])
             .arg("--dest-cert-dir")
             .arg(self.pki.skopeo_cert_dir())
-            .arg(format!("oci:{}:sig", layout.display()))
-            .arg(format!("docker://{to}:sha256-{}.sig", digest.hex())));
+            .arg(format!("oci:{}:pushed", layout.display()))
+            .arg(format!("docker://{destination}")));
     }
 
     /// skopeo's own check: `skopeo copy` of `image` under a policy that requires a
@@ -268,6 +338,8 @@ fn a_signed_image_carries_its_signature_to_a_mirror_where_skopeo_verifies_it_off
     let worker_repo = worker.rsplit_once(':').unwrap().0.to_string();
     let worker_digest = t.digest(&worker);
     t.sign(&worker, "cosign");
+    // Its SBOM attestation, by another key the policy also names.
+    t.attest(&worker_digest, "attester", &worker_repo);
 
     // skopeo, the real verifier, agrees with what was made: signed by cosign, not by other;
     // the unsigned image is refused.
@@ -281,7 +353,7 @@ fn a_signed_image_carries_its_signature_to_a_mirror_where_skopeo_verifies_it_off
     let spec = t.spec(
         "signed.yaml",
         &format!(
-            "  images:\n    - ref: {worker}\n      verify: {{keys: [cosign.pub]}}\n    - {api}\n"
+            "  images:\n    - ref: {worker}\n      verify: {{keys: [cosign.pub, attester.pub]}}\n    - {api}\n"
         ),
     );
     let bundle = t.s.path("signed.tar");
@@ -305,24 +377,67 @@ fn a_signed_image_carries_its_signature_to_a_mirror_where_skopeo_verifies_it_off
         t.digest(&sig_reference),
         "stored byte for byte as upstream served it"
     );
-    let cosign_key = registry::cosign::VerificationKey::from_pem(
-        &fs::read_to_string(t.s.path("cosign.pub")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(signature.keys, vec![cosign_key.id()]);
-    assert_eq!(index.signature_keys.len(), 1);
-    assert_eq!(index.signature_keys[0].id, cosign_key.id());
+    let key_id = |name: &str| {
+        registry::cosign::VerificationKey::from_pem(
+            &fs::read_to_string(t.s.path(&format!("{name}.pub"))).unwrap(),
+        )
+        .unwrap()
+        .id()
+    };
+    let (cosign_key, attester_key) = (key_id("cosign"), key_id("attester"));
+    assert_eq!(signature.keys, vec![cosign_key, attester_key]);
+    let mut carried_keys: Vec<Digest> = index.signature_keys.iter().map(|k| k.id).collect();
+    carried_keys.sort();
+    let mut wanted = vec![cosign_key, attester_key];
+    wanted.sort();
+    assert_eq!(carried_keys, wanted);
     let api_record = index.images.iter().find(|i| i.reference == api).unwrap();
     assert!(
-        api_record.signature.is_none(),
+        api_record.signature.is_none() && api_record.attestations.is_none(),
         "no policy covered the api image"
     );
+    // The SBOM attestation travels as the image its tag names, and is listed.
+    let attestations = record
+        .attestations
+        .as_ref()
+        .expect("the attestation is carried");
+    let att_reference = format!("{worker_repo}:sha256-{}.att", worker_digest.hex());
+    assert_eq!(attestations.reference, att_reference);
+    assert_eq!(
+        attestations.predicate_types,
+        vec!["https://cyclonedx.org/bom"]
+    );
+    assert!(index
+        .images
+        .iter()
+        .any(|i| i.reference == att_reference && i.digest == attestations.digest));
     let inspect = ok(airgap().args(["bundle", "inspect", "--json"]).arg(&bundle));
     let inspect = json_checked("bundle-inspect", inspect.as_bytes());
-    assert_eq!(
-        inspect["signatureKeys"][0]["id"],
-        cosign_key.id().to_string()
-    );
+    assert_eq!(inspect["signatureKeys"].as_array().unwrap().len(), 2);
+    let python = std::env::var("AIRGAP_SBOM_PYTHON")
+        .unwrap_or_else(|_| "/var/tmp/airgap-sbom-venv/bin/python".into());
+    for format in ["cyclonedx", "spdx"] {
+        let out = t.s.path(&format!("sbom.{format}.json"));
+        ok(airgap()
+            .args(["bundle", "sbom"])
+            .arg(&bundle)
+            .arg("--pub")
+            .arg(t.s.public())
+            .args(["--format", format, "-o"])
+            .arg(&out));
+        run(Command::new(&python)
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate-sbom.py"))
+            .arg(format)
+            .arg(&out));
+        let text = fs::read_to_string(&out).unwrap();
+        for listed in [
+            att_reference.as_str(),
+            sig_reference.as_str(),
+            "https://cyclonedx.org/bom",
+        ] {
+            assert!(text.contains(listed), "{format} does not list {listed}");
+        }
+    }
 
     // The same signature rides as an OCI 1.1 referrer of the image, for clients that look
     // signatures up through the referrers API: `registry serve` of the bundle lists it.
@@ -461,6 +576,33 @@ fn an_unsigned_image_or_one_signed_by_another_key_fails_the_build_naming_it() {
         "{line}"
     );
     assert!(!out.exists());
+
+    // Signed by a key the policy names, with an SBOM attestation by a key it does not: the
+    // image comes in, the attestation stays behind (it would travel unverified), and the
+    // build says so.
+    let worker_repo = worker.rsplit_once(':').unwrap().0.to_string();
+    t.attest(&t.digest(&worker), "attacker", &worker_repo);
+    let spec = t.spec(
+        "attested.yaml",
+        &format!("  verify: {{keys: [other.pub]}}\n  images:\n    - {worker}\n"),
+    );
+    let out = t.s.path("attested.tar");
+    let built = t.build(&spec, &out).output().unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&built.stderr);
+    assert!(
+        stderr.contains("attestations left out")
+            && stderr.contains("signed by no key the policy names"),
+        "{stderr}"
+    );
+    let index = t.index(&out);
+    let record = index.images.iter().find(|i| i.reference == worker).unwrap();
+    assert!(record.signature.is_some() && record.attestations.is_none());
+    assert!(!index.images.iter().any(|i| i.reference.ends_with(".att")));
 
     // `verify: none` takes it as it is; a key file that is not a key fails before any fetch.
     let spec = t.spec(

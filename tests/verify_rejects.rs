@@ -541,6 +541,7 @@ fn names_that_are_not_repository_names_are_rejected_even_when_signed() {
         media_type: airgap::oci::OCI_MANIFEST.into(),
         size: 1,
         signature: None,
+        attestations: None,
     };
     let long = "a".repeat(300);
     let key = SigningKey::generate().unwrap();

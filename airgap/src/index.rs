@@ -103,6 +103,19 @@ pub struct ImageRecord {
     /// Set when a signature policy covered the image at build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<SignatureRecord>,
+    /// The upstream attestations (SBOMs, provenance) of an image a policy covered, each signed
+    /// by a policy key; they travel as the image named by `reference` (`sha256-<digest>.att`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestations: Option<AttestationRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AttestationRecord {
+    pub reference: String,
+    pub digest: Digest,
+    /// Each attestation's in-toto `predicateType`.
+    pub predicate_types: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,6 +295,21 @@ impl BundleIndex {
     fn check_signatures(&self) -> Result<(), IndexError> {
         let keys: HashSet<Digest> = self.signature_keys.iter().map(|k| k.id).collect();
         for image in &self.images {
+            if let Some(att) = &image.attestations {
+                let carried = self
+                    .images
+                    .iter()
+                    .any(|i| i.reference == att.reference && i.digest == att.digest);
+                if !carried {
+                    return Err(IndexError::Signature {
+                        image: image.reference.clone(),
+                        problem: format!(
+                            "attestations {}@{} are not an image of the bundle",
+                            att.reference, att.digest
+                        ),
+                    });
+                }
+            }
             let Some(signature) = &image.signature else {
                 continue;
             };

@@ -379,11 +379,17 @@ pub fn plan(
 ) -> Result<BuildPlan, PlanError> {
     let mut signature_records = HashMap::new();
     let mut signature_images = Vec::new();
+    let mut attestation_records = HashMap::new();
     for signed in signatures.images {
         signature_images.push(signed.signature.0.clone());
         signature_images.push(signed.referrer.0.clone());
         pulled.push(signed.signature);
         pulled.push(signed.referrer);
+        if let Some((reference, image, record)) = signed.attestations {
+            signature_images.push(reference.clone());
+            pulled.push((reference, image));
+            attestation_records.insert(signed.image.clone(), record);
+        }
         signature_records.insert(signed.image, signed.record);
     }
     let mut planner = Planner {
@@ -441,7 +447,8 @@ pub fn plan(
             }
         }
     }
-    // Then the signatures of those images: each under its tag, and as a referrer by digest.
+    // Then the signatures of those images (each under its tag, and as a referrer by digest)
+    // and their attestations.
     for image in signature_images {
         if !provided.iter().any(|p| p.0 == image) {
             let (origin, desc) = remote(&planner, &image)?;
@@ -527,6 +534,7 @@ pub fn plan(
             media_type: stored.descriptor.media_type.clone(),
             size: stored.size,
             signature,
+            attestations: attestation_records.remove(reference),
         });
     }
 

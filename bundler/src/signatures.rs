@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use airgap::index::{SignatureKeyRecord, SignatureRecord};
+use airgap::index::{AttestationRecord, SignatureKeyRecord, SignatureRecord};
 use airgap::oci::Descriptor;
 use airgap::{Digest, ImageReference};
 use registry::cosign::{self, KeyError, SignatureError, VerificationKey};
@@ -99,6 +99,9 @@ pub struct SignedImage {
     pub signature: (ImageReference, RemoteImage),
     pub referrer: (ImageReference, RemoteImage),
     pub record: SignatureRecord,
+    /// Its attestations (`sha256-<digest>.att`), when it has them and each is signed by a
+    /// policy key.
+    pub attestations: Option<(ImageReference, RemoteImage, AttestationRecord)>,
 }
 
 /// Verifies `pulled`'s signature against `policy` and returns it as an image of its own.
@@ -180,11 +183,46 @@ pub async fn verify(
         Some(cosign::SIGNATURE_ARTIFACT_TYPE),
     );
     let signature = carried(&signature_reference, tagged_bytes, None);
+    let attestations = match cosign::verify_attestations(
+        &pulled.client,
+        &pulled.repository,
+        &pulled.top.digest,
+        &policy_keys,
+    )
+    .await
+    {
+        Ok(Some(found)) => {
+            let at = ImageReference {
+                tag: Some(cosign::attestation_tag(&pulled.top.digest)),
+                digest: None,
+                ..reference.clone()
+            };
+            let record = AttestationRecord {
+                reference: at.to_string(),
+                digest: found.manifest.digest,
+                predicate_types: found.predicate_types,
+            };
+            let image = carried(&at, found.bytes, None);
+            Some((at, image, record))
+        }
+        Ok(None) => None,
+        // Signed by someone the policy does not name, or not about this image: it would
+        // travel unverified, so it stays behind; the image itself verified.
+        Err(problem) => {
+            tracing::warn!(
+                image = %reference,
+                "attestations left out: {}",
+                airgap::error_chain::chain(&problem)
+            );
+            None
+        }
+    };
     Ok(SignedImage {
         image: reference.clone(),
         signature: (signature_reference, signature),
         referrer: (referrer_reference, referrer),
         record,
+        attestations,
     })
 }
 

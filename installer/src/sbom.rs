@@ -51,6 +51,10 @@ pub struct ImageItem {
     pub media_type: String,
     /// One per platform manifest (one for a single-platform image).
     pub manifests: Vec<PlatformManifest>,
+    /// The carried upstream signature's reference, when a policy required one.
+    pub signature: Option<String>,
+    /// The carried upstream attestations: (predicate type, the reference they travel as).
+    pub attestations: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +166,16 @@ impl Inventory {
                 upstream_digest: image.upstream_digest.to_string(),
                 media_type: image.media_type.clone(),
                 manifests,
+                signature: image.signature.as_ref().map(|s| s.reference.clone()),
+                attestations: image
+                    .attestations
+                    .iter()
+                    .flat_map(|a| {
+                        a.predicate_types
+                            .iter()
+                            .map(|t| (t.clone(), a.reference.clone()))
+                    })
+                    .collect(),
             });
         }
         let mut packs = Vec::new();
@@ -265,16 +279,23 @@ impl Inventory {
                     })
                 })
                 .collect();
+            let mut properties = vec![
+                json!({"name": "airgap:upstreamDigest", "value": image.upstream_digest}),
+                json!({"name": "airgap:mediaType", "value": image.media_type}),
+            ];
+            if let Some(signature) = &image.signature {
+                properties.push(json!({"name": "airgap:upstreamSignature", "value": signature}));
+            }
+            for (predicate, reference) in &image.attestations {
+                properties.push(json!({"name": "airgap:attestation", "value": format!("{predicate} {reference}")}));
+            }
             json!({
                 "type": "container",
                 "bom-ref": image.reference,
                 "name": image.reference,
                 "hashes": hash(&image.digest),
                 "purl": Self::purl(image),
-                "properties": [
-                    {"name": "airgap:upstreamDigest", "value": image.upstream_digest},
-                    {"name": "airgap:mediaType", "value": image.media_type},
-                ],
+                "properties": properties,
                 "components": manifests,
             })
         });
@@ -363,6 +384,15 @@ impl Inventory {
         };
         for (i, image) in self.images.iter().enumerate() {
             let id = format!("SPDXRef-Image-{i}");
+            let mut refs = vec![
+                json!({"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": Self::purl(image)}),
+            ];
+            if let Some(signature) = &image.signature {
+                refs.push(json!({"referenceCategory": "OTHER", "referenceType": "airgap-upstream-signature", "referenceLocator": signature}));
+            }
+            for (predicate, reference) in &image.attestations {
+                refs.push(json!({"referenceCategory": "OTHER", "referenceType": "airgap-attestation", "referenceLocator": reference, "comment": predicate}));
+            }
             packages.push(json!({
                 "SPDXID": id,
                 "name": image.reference,
@@ -370,7 +400,7 @@ impl Inventory {
                 "filesAnalyzed": false,
                 "checksums": [{"algorithm": "SHA256", "checksumValue": image.digest.hex()}],
                 "primaryPackagePurpose": "CONTAINER",
-                "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": Self::purl(image)}],
+                "externalRefs": refs,
                 "comment": format!("upstream digest {}", image.upstream_digest),
             }));
             contains("SPDXRef-Release", &id, &mut relationships);

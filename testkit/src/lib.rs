@@ -223,10 +223,37 @@ impl LayoutWriter {
     /// as its one layer, `signature` (base64) in the layer's annotation, as `cosign sign` and
     /// `skopeo copy --sign-by-sigstore-private-key` store it under `sha256-<digest>.sig`.
     pub fn cosign_signature(&mut self, payload: &[u8], signature: &str) -> io::Result<Descriptor> {
-        let (payload_digest, payload_size) = self.blob(payload)?;
+        self.cosign_manifest(
+            "application/vnd.dev.cosign.simplesigning.v1+json",
+            payload,
+            serde_json::json!({"dev.cosignproject.cosign/signature": signature}),
+        )
+    }
+
+    /// A cosign attestation manifest: `envelope` (a DSSE envelope of an in-toto statement) as
+    /// its one layer, as `cosign attest` stores it under `sha256-<digest>.att`.
+    pub fn cosign_attestation(
+        &mut self,
+        envelope: &[u8],
+        predicate_type: &str,
+    ) -> io::Result<Descriptor> {
+        self.cosign_manifest(
+            "application/vnd.dsse.envelope.v1+json",
+            envelope,
+            serde_json::json!({"predicateType": predicate_type}),
+        )
+    }
+
+    fn cosign_manifest(
+        &mut self,
+        layer_type: &str,
+        layer: &[u8],
+        annotations: serde_json::Value,
+    ) -> io::Result<Descriptor> {
+        let (layer_digest, layer_size) = self.blob(layer)?;
         let config = serde_json::to_vec(&serde_json::json!({
             "architecture": "", "os": "", "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [payload_digest]},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
         }))?;
         let (config, config_size) = self.blob(&config)?;
         let manifest = serde_json::to_vec(&serde_json::json!({
@@ -234,10 +261,10 @@ impl LayoutWriter {
             "mediaType": OCI_MANIFEST,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
             "layers": [{
-                "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-                "digest": payload_digest,
-                "size": payload_size,
-                "annotations": {"dev.cosignproject.cosign/signature": signature},
+                "mediaType": layer_type,
+                "digest": layer_digest,
+                "size": layer_size,
+                "annotations": annotations,
             }],
         }))?;
         self.manifest(&manifest, None)

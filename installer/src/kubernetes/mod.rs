@@ -364,6 +364,7 @@ pub(crate) mod tests {
                 media_type: airgap::oci::OCI_MANIFEST.into(),
                 size: 1,
                 signature: None,
+                attestations: None,
             }
         };
         BundleIndex {
