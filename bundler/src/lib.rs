@@ -2,7 +2,8 @@
 //!
 //! [`spec`] parses the spec; [`pack`] validates packs and makes them OCI artifacts;
 //! [`layout_source`] reads images from local OCI layouts and [`registry_source`] from OCI
-//! registries, through the shared blob [`cache`]; [`plan`] decides every entry and its order
+//! registries, through the shared blob [`cache`]; [`signatures`] holds registry images to the
+//! spec's upstream-signature policies; [`plan`] decides every entry and its order
 //! (and, for `--since`, what a delta leaves out); [`archive`] fills the archive with up to `-j`
 //! transfers at once and moves it into place only when complete. The format itself lives in
 //! the `airgap` core crate, the registry protocol in the `registry` crate; this crate only

@@ -1,8 +1,10 @@
 //! Upstream signatures a `bundle.yaml` policy requires: each image pulled under a policy must
-//! carry a cosign signature (the `sha256-<digest>.sig` tag) by one of the policy's keys. The
-//! signature manifest is verified before planning and then travels as one more image of the
-//! bundle, so seeding, syncing and upgrading publish it beside the image unchanged, and the
-//! keys go into the signed index for `registry verify` on the air-gapped side.
+//! carry a cosign signature (the `sha256-<digest>.sig` tag, or a referrer) by one of the
+//! policy's keys. The signature manifest is verified before planning and then travels as more
+//! images of the bundle (under its tag, and as a referrer of the image), so seeding, syncing
+//! and upgrading publish it beside the image unchanged; the keys go into the signed index for
+//! `registry verify` on the air-gapped side. The image's attestations (`sha256-<digest>.att`)
+//! come along the same way when each is signed by a policy key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

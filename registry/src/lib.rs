@@ -1,6 +1,6 @@
 //! The registry side of airgap: a client for the OCI distribution API, the seeder that pushes
-//! a verified bundle into a registry, what runtimes are told about the mirror, and the drift
-//! scrub. The built-in server is the `registry-server` crate, so the connected side's bundler
+//! a verified bundle into a registry, what runtimes are told about the mirror, the drift
+//! scrub, and upstream cosign signatures and attestations ([`cosign`]). The built-in server is the `registry-server` crate, so the connected side's bundler
 //! links no server code.
 //!
 //! It sits on top of the `airgap` core (format, verification) and is used by the CLI's
