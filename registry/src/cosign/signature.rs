@@ -1,24 +1,14 @@
-//! Upstream image signatures as cosign and containers/image (`sigstoreSigned`) store them:
-//! an OCI manifest tagged `sha256-<image digest hex>.sig` in the image's repository, each layer
-//! a "simple signing" payload that names the image's manifest digest and reference, with the
-//! base64 signature of the payload's exact bytes in an annotation.
-//!
-//! The build fetches and verifies these against a `bundle.yaml` policy before anything goes
-//! into the bundle; `registry verify` does the same against the mirror, offline, with the keys
-//! the signed index carries. The checks are those a containers/image client with a
-//! `sigstoreSigned` policy makes (digest, repository identity, signature by one of the keys),
-//! so what passes here passes there.
-//!
-//! Verification is ring's (ECDSA P-256 with SHA-256, Ed25519, RSA PKCS#1 v1.5 with SHA-256,
-//! the algorithms cosign keys use), keys are parsed by RustCrypto's `spki`; both were already
-//! in the dependency tree. The `sigstore` crate would bring an OCI client, an HTTP stack and
-//! TUF of its own for a format this small.
+//! Image signatures: a "simple signing" payload naming the image's digest and repository, its
+//! signature in the layer's annotation; found under `sha256-<digest>.sig` or as an OCI 1.1
+//! referrer of the image.
 
 use airgap::oci::{Descriptor, ImageManifest, OCI_MANIFEST};
 use airgap::{Digest, ImageReference};
 use base64::Engine;
 use serde::Deserialize;
 
+use super::key::VerificationKey;
+use super::MAX_LAYERS;
 use crate::client::{FetchedManifest, RegistryClient, RegistryError};
 
 /// Media type of a signature layer.
@@ -32,113 +22,10 @@ pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.s
 pub const PAYLOAD_TYPE: &str = "cosign container image signature";
 /// A payload is a few hundred bytes; anything near this is not one.
 const MAX_PAYLOAD: u64 = 64 << 10;
-/// Layers read from one signature manifest.
-const MAX_LAYERS: usize = 64;
 
 /// The tag cosign and containers/image keep `image`'s signatures under.
 pub fn signature_tag(image: &Digest) -> String {
     format!("sha256-{}.sig", image.hex())
-}
-
-/// A public key a policy trusts, parsed from PEM (SubjectPublicKeyInfo).
-#[derive(Clone)]
-pub struct VerificationKey {
-    id: Digest,
-    algorithm: KeyAlgorithm,
-    /// The key as ring takes it: the SubjectPublicKeyInfo's bit string.
-    key: Vec<u8>,
-    pem: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KeyAlgorithm {
-    EcdsaP256,
-    Ed25519,
-    Rsa,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("not a PEM public key (-----BEGIN PUBLIC KEY-----)")]
-    Pem(#[source] spki::Error),
-    #[error("the key is {0}; signatures are checked with ECDSA P-256, Ed25519 or RSA keys")]
-    Unsupported(String),
-    #[error("the key's bit string is not byte aligned")]
-    BitString,
-}
-
-impl VerificationKey {
-    pub fn from_pem(text: &str) -> Result<Self, KeyError> {
-        use spki::der::{DecodePem, Encode};
-        let info = spki::SubjectPublicKeyInfoOwned::from_pem(text.trim())
-            .map_err(|e| KeyError::Pem(e.into()))?;
-        let der = info.to_der().map_err(|e| KeyError::Pem(e.into()))?;
-        const EC: &str = "1.2.840.10045.2.1";
-        const P256: &str = "1.2.840.10045.3.1.7";
-        const ED25519: &str = "1.3.101.112";
-        const RSA: &str = "1.2.840.113549.1.1.1";
-        let oid = info.algorithm.oid.to_string();
-        let curve = info
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.decode_as::<spki::ObjectIdentifier>().ok())
-            .map(|o| o.to_string());
-        let algorithm = match (oid.as_str(), curve.as_deref()) {
-            (EC, Some(P256)) => KeyAlgorithm::EcdsaP256,
-            (EC, Some(other)) => {
-                return Err(KeyError::Unsupported(format!("ECDSA on curve {other}")))
-            }
-            (ED25519, _) => KeyAlgorithm::Ed25519,
-            (RSA, _) => KeyAlgorithm::Rsa,
-            (other, _) => return Err(KeyError::Unsupported(format!("of algorithm {other}"))),
-        };
-        let key = info
-            .subject_public_key
-            .as_bytes()
-            .ok_or(KeyError::BitString)?
-            .to_vec();
-        use spki::der::pem::LineEnding;
-        let pem = spki::der::EncodePem::to_pem(&info, LineEnding::LF)
-            .map_err(|e| KeyError::Pem(e.into()))?;
-        Ok(VerificationKey {
-            id: Digest::of(&der),
-            algorithm,
-            key,
-            pem,
-        })
-    }
-
-    /// sha256 of the DER SubjectPublicKeyInfo: the same key has the same id however its PEM
-    /// was wrapped.
-    pub fn id(&self) -> Digest {
-        self.id
-    }
-
-    /// The key in canonical PEM.
-    pub fn pem(&self) -> &str {
-        &self.pem
-    }
-
-    fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
-        use ring::signature::{
-            UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ED25519, RSA_PKCS1_2048_8192_SHA256,
-        };
-        let algorithm: &dyn ring::signature::VerificationAlgorithm = match self.algorithm {
-            KeyAlgorithm::EcdsaP256 => &ECDSA_P256_SHA256_ASN1,
-            KeyAlgorithm::Ed25519 => &ED25519,
-            KeyAlgorithm::Rsa => &RSA_PKCS1_2048_8192_SHA256,
-        };
-        UnparsedPublicKey::new(algorithm, &self.key)
-            .verify(message, signature)
-            .is_ok()
-    }
-}
-
-impl std::fmt::Debug for VerificationKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "VerificationKey({:?}, {})", self.algorithm, self.id)
-    }
 }
 
 /// Why an image's signatures were not accepted.
@@ -266,177 +153,6 @@ pub enum Published {
     Tag,
     /// An OCI 1.1 referrer of the image (cosign's `--registry-referrers-mode oci-1-1`).
     Referrer,
-}
-
-/// Media type of an attestation layer: a DSSE envelope holding an in-toto statement.
-pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
-/// The DSSE payload type of an in-toto statement.
-pub const IN_TOTO: &str = "application/vnd.in-toto+json";
-/// An attestation's predicate (an SBOM, provenance) may be large, but it is read whole.
-const MAX_ATTESTATION: u64 = 16 << 20;
-
-/// The tag cosign keeps `image`'s attestations under.
-pub fn attestation_tag(image: &Digest) -> String {
-    format!("sha256-{}.att", image.hex())
-}
-
-/// An image's attestations (`sha256-<digest>.att`), every one signed by a policy key.
-#[derive(Debug, Clone)]
-pub struct VerifiedAttestations {
-    pub manifest: Descriptor,
-    pub bytes: Vec<u8>,
-    /// Each attestation's `predicateType` (`https://cyclonedx.org/bom`, SLSA provenance, ...).
-    pub predicate_types: Vec<String>,
-}
-
-/// Why an attestation was not accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum AttestationProblem {
-    #[error("reading it")]
-    Registry(#[source] RegistryError),
-    #[error("{0} is not an OCI image manifest")]
-    Manifest(Digest, #[source] serde_json::Error),
-    #[error("layer {0} is not a DSSE envelope of an in-toto statement")]
-    Envelope(Digest, #[source] serde_json::Error),
-    #[error("layer {digest} is {problem}")]
-    Layer {
-        digest: Digest,
-        problem: &'static str,
-    },
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "payloadType")]
-    payload_type: String,
-    payload: String,
-    signatures: Vec<EnvelopeSignature>,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeSignature {
-    sig: String,
-}
-
-#[derive(Deserialize)]
-struct Statement {
-    #[serde(rename = "predicateType")]
-    predicate_type: String,
-    subject: Vec<StatementSubject>,
-}
-
-#[derive(Deserialize)]
-struct StatementSubject {
-    #[serde(default)]
-    digest: std::collections::BTreeMap<String, String>,
-}
-
-/// DSSE's pre-authentication encoding: what an envelope's signatures sign.
-fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "DSSEv1 {} {payload_type} {} ",
-        payload_type.len(),
-        payload.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(payload);
-    out
-}
-
-/// Checks one attestation layer: a DSSE envelope of an in-toto statement about `image`,
-/// signed by one of `keys`. Returns its predicate type.
-fn check_attestation(
-    digest: Digest,
-    envelope: &[u8],
-    image: &Digest,
-    keys: &[VerificationKey],
-) -> Result<String, AttestationProblem> {
-    let layer = |problem| AttestationProblem::Layer { digest, problem };
-    let envelope: Envelope =
-        serde_json::from_slice(envelope).map_err(|e| AttestationProblem::Envelope(digest, e))?;
-    if envelope.payload_type != IN_TOTO {
-        return Err(layer("not an in-toto statement"));
-    }
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let payload = b64
-        .decode(envelope.payload.trim())
-        .map_err(|_| layer("a payload that is not base64"))?;
-    let signed = pae(&envelope.payload_type, &payload);
-    let verified = envelope.signatures.iter().any(|s| {
-        b64.decode(s.sig.trim())
-            .is_ok_and(|sig| keys.iter().any(|k| k.verifies(&signed, &sig)))
-    });
-    if !verified {
-        return Err(layer("signed by no key the policy names"));
-    }
-    let statement: Statement =
-        serde_json::from_slice(&payload).map_err(|e| AttestationProblem::Envelope(digest, e))?;
-    let about_image = statement
-        .subject
-        .iter()
-        .any(|s| s.digest.get("sha256").is_some_and(|h| *h == image.hex()));
-    if !about_image {
-        return Err(layer("a statement about another image"));
-    }
-    Ok(statement.predicate_type)
-}
-
-/// Reads `repository:sha256-<image hex>.att` and accepts it when every attestation in it is
-/// about `image` and signed by one of `keys` (an attestation from anyone else would travel
-/// unverified). `None` when the image has no attestations.
-pub async fn verify_attestations(
-    client: &RegistryClient,
-    repository: &str,
-    image: &Digest,
-    keys: &[VerificationKey],
-) -> Result<Option<VerifiedAttestations>, AttestationProblem> {
-    let Some(fetched) = client
-        .get_manifest(repository, &attestation_tag(image), &[OCI_MANIFEST])
-        .await
-        .map_err(AttestationProblem::Registry)?
-    else {
-        return Ok(None);
-    };
-    let manifest: ImageManifest = serde_json::from_slice(&fetched.bytes)
-        .map_err(|e| AttestationProblem::Manifest(fetched.digest, e))?;
-    if manifest.layers.len() > MAX_LAYERS {
-        return Err(AttestationProblem::Layer {
-            digest: fetched.digest,
-            problem: "a manifest with too many layers",
-        });
-    }
-    let mut predicate_types = Vec::new();
-    for layer in &manifest.layers {
-        if layer.media_type != DSSE_ENVELOPE {
-            return Err(AttestationProblem::Layer {
-                digest: layer.digest,
-                problem: "not a DSSE envelope",
-            });
-        }
-        if layer.size > MAX_ATTESTATION {
-            return Err(AttestationProblem::Layer {
-                digest: layer.digest,
-                problem: "larger than an attestation may be",
-            });
-        }
-        let envelope = client
-            .get_small_blob(repository, &layer.digest, MAX_ATTESTATION)
-            .await
-            .map_err(AttestationProblem::Registry)?;
-        predicate_types.push(check_attestation(layer.digest, &envelope, image, keys)?);
-    }
-    Ok(Some(VerifiedAttestations {
-        manifest: Descriptor {
-            media_type: OCI_MANIFEST.into(),
-            digest: fetched.digest,
-            size: fetched.bytes.len() as u64,
-            platform: None,
-            artifact_type: None,
-            annotations: Default::default(),
-        },
-        bytes: fetched.bytes,
-        predicate_types,
-    }))
 }
 
 /// Referrer manifests read for one image, at most.
@@ -612,32 +328,8 @@ pub fn as_tagged(referrer: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::vectors::*;
     use super::*;
-
-    // Keys made with openssl, signatures made by `openssl dgst -sha256 -sign` (ECDSA, RSA)
-    // and `openssl pkeyutl -sign -rawin` (Ed25519) over PAYLOAD: vectors from another
-    // implementation than the one under test.
-    const PAYLOAD: &[u8] = include_bytes!("../testdata/cosign/payload.json");
-    const EC: &str = include_str!("../testdata/cosign/ec.pub");
-    const ED: &str = include_str!("../testdata/cosign/ed.pub");
-    const RSA: &str = include_str!("../testdata/cosign/rsa.pub");
-    const P384: &str = include_str!("../testdata/cosign/p384.pub");
-    const EC_SIG: &str = include_str!("../testdata/cosign/ec.sig");
-    const ED_SIG: &str = include_str!("../testdata/cosign/ed.sig");
-    const RSA_SIG: &str = include_str!("../testdata/cosign/rsa.sig");
-
-    fn key(pem: &str) -> VerificationKey {
-        VerificationKey::from_pem(pem).unwrap()
-    }
-
-    fn identity() -> ImageReference {
-        ImageReference::parse("registry.example/team/app:2.0").unwrap()
-    }
-
-    /// The digest PAYLOAD signs.
-    fn image() -> Digest {
-        Digest::of(b"x")
-    }
 
     fn check(payload: &[u8], sig: &str, keys: &[VerificationKey]) -> Result<Digest, String> {
         check_payload(payload, Some(&sig.to_string()), &identity(), &image(), keys)
@@ -697,18 +389,6 @@ mod tests {
     }
 
     #[test]
-    fn keys_parse_to_a_stable_id_and_unsupported_ones_are_named() {
-        let a = key(EC);
-        let rewrapped = EC.replace('\n', "\r\n");
-        assert_eq!(key(&rewrapped).id(), a.id());
-        assert_eq!(key(a.pem()).id(), a.id());
-        assert_ne!(key(ED).id(), a.id());
-        let p384 = VerificationKey::from_pem(P384).unwrap_err().to_string();
-        assert!(p384.contains("ECDSA on curve 1.3.132.0.34"), "{p384}");
-        assert!(VerificationKey::from_pem("hello").is_err());
-    }
-
-    #[test]
     fn a_referrer_keeps_the_signed_layers_and_names_its_subject() {
         let signature = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":2},"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":3,"annotations":{"dev.cosignproject.cosign/signature":"c2ln"}}]}"#;
         let subject = Descriptor {
@@ -732,27 +412,6 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(&back).unwrap(),
             original
         );
-    }
-
-    #[test]
-    fn an_attestation_is_accepted_only_signed_by_a_policy_key_and_about_the_image() {
-        // DSSE over an in-toto statement, signed the way cosign signs attestations: openssl
-        // signed the pre-authentication encoding with the EC key, apart from this code.
-        let envelope = include_bytes!("../testdata/cosign/attestation.json");
-        let keys = [key(EC)];
-        assert_eq!(
-            check_attestation(image(), envelope, &image(), &keys).unwrap(),
-            "https://cyclonedx.org/bom"
-        );
-        let e = check_attestation(image(), envelope, &image(), &[key(ED)]).unwrap_err();
-        assert!(e.to_string().contains("signed by no key"), "{e}");
-        let e = check_attestation(image(), envelope, &Digest::of(b"y"), &keys).unwrap_err();
-        assert!(e.to_string().contains("about another image"), "{e}");
-        let mut altered: serde_json::Value = serde_json::from_slice(envelope).unwrap();
-        altered["payloadType"] = "text/plain".into();
-        let altered = serde_json::to_vec(&altered).unwrap();
-        assert!(check_attestation(image(), &altered, &image(), &keys).is_err());
-        assert_eq!(pae("t", b"ab"), b"DSSEv1 1 t 2 ab");
     }
 
     #[test]
