@@ -538,6 +538,26 @@ fn a_signed_image_carries_its_signature_to_a_mirror_where_skopeo_verifies_it_off
     );
     let e = t.skopeo_verifies(&mirrored, "cosign", remap).unwrap_err();
     assert!(e.contains("signature"), "{e}");
+
+    // So is an attacker's attestation put over the carried one.
+    t.attest(&worker_digest, "attacker", &other_mirror_repo);
+    let out = verify(true);
+    assert!(!out.status.success());
+    let report = json_checked("registry-verify", &out.stdout);
+    let problems = report["releases"][0]["unverifiedSignatures"]
+        .as_array()
+        .unwrap();
+    let attestation = problems
+        .iter()
+        .find(|p| p["what"] == "attestations")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert!(
+        attestation["detail"]
+            .as_str()
+            .unwrap()
+            .contains("signed by no key the policy names"),
+        "{attestation}"
+    );
 }
 
 #[test]

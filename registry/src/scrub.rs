@@ -75,15 +75,22 @@ impl fmt::Display for ExtraTag {
 #[serde(rename_all = "camelCase")]
 pub struct SignatureProblem {
     pub image: String,
+    /// `signature` or `attestations`.
+    pub what: &'static str,
     pub detail: String,
 }
 
 impl fmt::Display for SignatureProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.what == "signature" {
+            "does"
+        } else {
+            "do"
+        };
         write!(
             f,
-            "image {}: its upstream signature does not verify: {}",
-            self.image, self.detail
+            "image {}: its upstream {} {verb} not verify: {}",
+            self.image, self.what, self.detail
         )
     }
 }
@@ -219,8 +226,12 @@ enum RecheckError {
     Reference(#[from] airgap::reference::ReferenceError),
     #[error(transparent)]
     Signature(#[from] crate::cosign::SignatureError),
-    #[error("the registry's signature manifest is {found}, the bundle carried {carried}")]
+    #[error("the registry's manifest is {found}, the bundle carried {carried}")]
     Replaced { found: Digest, carried: Digest },
+    #[error(transparent)]
+    Attestation(#[from] crate::cosign::AttestationProblem),
+    #[error("the registry has none at {0}")]
+    AttestationsGone(String),
 }
 
 /// Verifies every carried upstream signature again where clients will read it: the
@@ -255,19 +266,24 @@ async fn check_signatures(
             continue;
         };
         checked += 1;
-        let outcome: Result<(), RecheckError> = async {
-            let policy = signature
+        let repository = at.repository(&image.mirror_repository);
+        // Parsed where each check runs: a key that does not parse is that check's finding.
+        let policy = || {
+            signature
                 .keys
                 .iter()
                 .map(key)
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let outcome: Result<(), RecheckError> = async {
+            let policy = &policy()?;
             let identity = airgap::ImageReference::parse(&image.reference)?;
             let verified = cosign::verify(
                 client,
-                &at.repository(&image.mirror_repository),
+                &repository,
                 &identity,
                 &image.upstream_digest,
-                &policy,
+                policy,
             )
             .await?;
             if verified.manifest.digest != signature.digest {
@@ -282,6 +298,32 @@ async fn check_signatures(
         if let Err(e) = outcome {
             problems.push(SignatureProblem {
                 image: image.reference.clone(),
+                what: "signature",
+                detail: airgap::error_chain::chain(&e),
+            });
+        }
+        let Some(carried) = &image.attestations else {
+            continue;
+        };
+        let outcome: Result<(), RecheckError> = async {
+            let policy = &policy()?;
+            let found =
+                cosign::verify_attestations(client, &repository, &image.upstream_digest, policy)
+                    .await?
+                    .ok_or_else(|| RecheckError::AttestationsGone(carried.reference.clone()))?;
+            if found.manifest.digest != carried.digest {
+                return Err(RecheckError::Replaced {
+                    found: found.manifest.digest,
+                    carried: carried.digest,
+                });
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            problems.push(SignatureProblem {
+                image: image.reference.clone(),
+                what: "attestations",
                 detail: airgap::error_chain::chain(&e),
             });
         }
