@@ -411,6 +411,12 @@ fn a_signed_image_carries_its_signature_to_a_mirror_where_skopeo_verifies_it_off
         .images
         .iter()
         .any(|i| i.reference == att_reference && i.digest == attestations.digest));
+    let shown = ok(airgap().args(["bundle", "inspect"]).arg(&bundle));
+    let line = shown.lines().find(|l| l.contains(&worker)).unwrap();
+    assert!(
+        line.ends_with("signed upstream, attested (https://cyclonedx.org/bom)"),
+        "{shown}"
+    );
     let inspect = ok(airgap().args(["bundle", "inspect", "--json"]).arg(&bundle));
     let inspect = json_checked("bundle-inspect", inspect.as_bytes());
     assert_eq!(inspect["signatureKeys"].as_array().unwrap().len(), 2);

@@ -467,10 +467,13 @@ fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             i.reference,
             i.digest,
             HumanBytes(i.size).to_string(),
-            if i.signature.is_some() {
-                "  signed upstream"
-            } else {
-                ""
+            match (&i.signature, &i.attestations) {
+                (Some(_), Some(a)) => format!(
+                    "  signed upstream, attested ({})",
+                    a.predicate_types.join(", ")
+                ),
+                (Some(_), None) => "  signed upstream".to_string(),
+                _ => String::new(),
             }
         );
     }
