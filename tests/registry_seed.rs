@@ -659,3 +659,87 @@ fn a_registry_that_refuses_sparse_indexes_is_named_in_the_output() {
     );
     assert_mirrored(&pki, &archive, &format!("{}/m", registry.host()), true);
 }
+
+/// The release's SBOM travels with it: `registry seed` attaches a CycloneDX document of the
+/// verified bundle to the release artifact as an OCI 1.1 referrer, which the referrers API of
+/// the built-in registry lists and the CycloneDX validator accepts.
+#[test]
+fn the_release_carries_its_sbom_as_a_referrer() {
+    let setup = Setup::new(4096);
+    let bundle = setup.build("b.tar");
+    let pki = Pki::new(&setup.path("pki"));
+    let htpasswd = setup.path("htpasswd");
+    common::registries::write_htpasswd(&htpasswd);
+    let server = common::registries::airgap_serve(
+        &setup.path("store"),
+        &pki,
+        &["--htpasswd", htpasswd.to_str().unwrap()],
+    );
+    let host = format!("127.0.0.1:{}", server.port);
+    let ca = pki.ca.to_str().unwrap().to_string();
+    let (done, out, err) = seed(
+        &bundle,
+        &setup.public(),
+        &format!("https://{host}/airgap"),
+        &["--ca", &ca, "--json"],
+        PASSWORD,
+    );
+    assert!(done, "{out}{err}");
+    let report = common::json_checked("registry-seed", out.as_bytes());
+    let sbom_reference = report["sbom"].as_str().unwrap();
+    let (repository, sbom_digest) = sbom_reference.split_once('@').unwrap();
+    assert_eq!(repository, format!("{host}/airgap/airgap/releases"));
+
+    let index = archive(&bundle, &setup.public()).verified().index().clone();
+    let release = skopeo_raw(
+        &pki,
+        &format!("{host}/airgap/airgap/releases:{}", index.version),
+        true,
+    )
+    .unwrap();
+    let api = |path: &str| {
+        let (status, body) = curl(
+            &pki,
+            &[
+                "-u",
+                &creds(),
+                &format!("https://{host}/v2/airgap/airgap/releases/{path}"),
+            ],
+        );
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    };
+    let listed: serde_json::Value = serde_json::from_str(&api(&format!(
+        "referrers/{}?artifactType=application/vnd.cyclonedx%2Bjson",
+        Digest::of(&release)
+    )))
+    .unwrap();
+    assert_eq!(listed["manifests"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["manifests"][0]["digest"], sbom_digest, "{listed}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&api(&format!("manifests/{sbom_digest}"))).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let document = api(&format!("blobs/{layer}"));
+    let file = setup.path("sbom.cdx.json");
+    std::fs::write(&file, &document).unwrap();
+    let python = std::env::var("AIRGAP_SBOM_PYTHON")
+        .unwrap_or_else(|_| "/var/tmp/airgap-sbom-venv/bin/python".into());
+    let checked = std::process::Command::new(&python)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate-sbom.py"))
+        .args(["cyclonedx"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("{python} (scripts/test.sh makes it): {e}"));
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    for image in &index.images {
+        assert!(
+            document.contains(&image.digest.hex()),
+            "the SBOM does not list {}",
+            image.reference
+        );
+    }
+}

@@ -191,6 +191,56 @@ pub async fn publish(
     Ok(false)
 }
 
+/// Media type of the empty config an attached artifact carries (OCI 1.1).
+const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
+
+/// Something attached to a release: its `artifactType` and one layer.
+pub struct Attachment<'a> {
+    pub artifact_type: &'a str,
+    pub media_type: &'a str,
+    pub content: &'a [u8],
+}
+
+/// Attaches `attachment` to release `version` as an OCI 1.1 referrer of its artifact
+/// manifest: how an SBOM of the release travels with it, found by
+/// `GET /v2/<repo>/referrers/<release digest>`. Pushed by digest; returns it.
+pub async fn attach(
+    client: &RegistryClient,
+    repo: &str,
+    parts: &ReleaseParts,
+    name: &str,
+    version: &str,
+    attachment: &Attachment<'_>,
+) -> Result<Digest, RegistryError> {
+    let Attachment {
+        artifact_type,
+        media_type,
+        content,
+    } = *attachment;
+    let release = manifest(parts, name, version);
+    let config = b"{}";
+    put_blob(client, repo, config).await?;
+    put_blob(client, repo, content).await?;
+    let referrer = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": EMPTY_CONFIG, "digest": Digest::of(config), "size": config.len()},
+        "layers": [{"mediaType": media_type, "digest": Digest::of(content), "size": content.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": Digest::of(&release), "size": release.len()},
+        "annotations": {
+            "org.opencontainers.image.title": name,
+            "org.opencontainers.image.version": version,
+        },
+    }))
+    .unwrap_or_default();
+    let digest = Digest::of(&referrer);
+    client
+        .put_manifest(repo, &digest.to_string(), OCI_MANIFEST, &referrer)
+        .await?;
+    Ok(digest)
+}
+
 /// The tags of the releases repository (empty when it does not exist).
 pub async fn list(client: &RegistryClient, repo: &str) -> Result<Vec<String>, RegistryError> {
     Ok(client.list_tags(repo).await?.unwrap_or_default())

@@ -308,7 +308,8 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let key = PublicKey::load(&args.public_key).context("loading the public key")?;
     let archive = BundleArchive::open(&args.bundle, &key)
         .with_context(|| format!("verifying {}", args.bundle.display()))?;
-    let source = ReleaseSource::Archive(Arc::new(archive));
+    let archive = Arc::new(archive);
+    let source = ReleaseSource::Archive(archive.clone());
     let plan = SeedPlan::new(&source, &target)
         .await
         .with_context(|| format!("reading {}", args.bundle.display()))?;
@@ -317,10 +318,18 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         bail!("--with-credentials: no login for {} (give --username with --password-stdin, or log in with `skopeo login`)", target.host);
     }
     let client = Arc::new(client_for(&args.login, &target, login.clone())?);
-    let report = run_seeder(&source, client, &plan, args.jobs, "seeding")
+    let report = run_seeder(&source, client.clone(), &plan, args.jobs, "seeding")
         .await
         .with_context(|| format!("seeding {target}"))?;
     let index = source.verified().index();
+    let sbom = attach_sbom(
+        &archive,
+        &client,
+        &plan.releases_repository,
+        &source.parts(),
+    )
+    .await
+    .with_context(|| format!("attaching the release's SBOM in {target}"))?;
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
         let login = login.filter(|_| args.with_credentials);
@@ -343,6 +352,7 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
                 "published": report.release_published,
                 "reference": format!("{}/{}:{}", target.host, plan.releases_repository, index.version),
             },
+            "sbom": format!("{}/{}@{sbom}", target.host, plan.releases_repository),
             "mirrorConfig": mirror,
             "seconds": seconds,
         }));
@@ -378,6 +388,10 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         target.host,
         plan.releases_repository,
         index.version
+    );
+    println!(
+        "SBOM (CycloneDX 1.5) attached to the release as {}/{}@{sbom} (GET /v2/{}/referrers/<release digest> finds it)",
+        target.host, plan.releases_repository, plan.releases_repository
     );
     let login = login.filter(|_| args.with_credentials);
     let mirror = write_mirror_config(&args, index, &target, login.as_ref())?;
@@ -415,6 +429,31 @@ async fn run_seeder(
     bar.finish_and_clear();
     report
 }
+
+/// The release's SBOM (CycloneDX 1.5, from the verified bundle), attached to its release
+/// artifact as an OCI 1.1 referrer, so the registry holds what the release brought in beside
+/// the release itself. Returns the referrer's digest.
+async fn attach_sbom(
+    archive: &BundleArchive,
+    client: &RegistryClient,
+    releases: &str,
+    parts: &registry::release_artifact::ReleaseParts,
+) -> anyhow::Result<airgap::Digest> {
+    use registry::release_artifact::{attach, Attachment};
+    let index = archive.verified().index();
+    let inventory = installer::sbom::Inventory::read(archive)?;
+    let document = serde_json::to_vec_pretty(&inventory.cyclonedx())?;
+    let attachment = Attachment {
+        artifact_type: SBOM_MEDIA_TYPE,
+        media_type: SBOM_MEDIA_TYPE,
+        content: &document,
+    };
+    let version = index.version.to_string();
+    Ok(attach(client, releases, parts, &index.name, &version, &attachment).await?)
+}
+
+/// CycloneDX JSON, as its media type says it.
+const SBOM_MEDIA_TYPE: &str = "application/vnd.cyclonedx+json";
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     use registry::release_artifact::{self, PublishedRelease};
