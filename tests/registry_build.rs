@@ -446,8 +446,11 @@ fn a_delta_leaves_out_what_its_base_holds_and_seeds_on_top_of_it() {
     let to = format!("https://{}/m", target.host());
     let ca = ["--ca", up.pki.ca.to_str().unwrap()];
     for bundle in [&base, &delta] {
-        let (done, _, err) = seed(bundle, &up.s.public(), &to, &ca, PASSWORD);
+        let (done, out, err) = seed(bundle, &up.s.public(), &to, &ca, PASSWORD);
         assert!(done, "{err}");
+        // The base's SBOM is attached to its release; a delta lacks the blobs it would read.
+        let attached = out.contains("SBOM (CycloneDX 1.5) attached to the release");
+        assert_eq!(attached, bundle == &base, "{out}");
     }
     let multi = full_index
         .images

@@ -322,14 +322,24 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("seeding {target}"))?;
     let index = source.verified().index();
-    let sbom = attach_sbom(
-        &archive,
-        &client,
-        &plan.releases_repository,
-        &source.parts(),
-    )
-    .await
-    .with_context(|| format!("attaching the release's SBOM in {target}"))?;
+    // A delta leaves out the blobs its base delivered (configs, pack layers) that an SBOM
+    // reads: its SBOM is the full bundle's (`airgap bundle sbom`).
+    let sbom = if index.base.is_none() {
+        let digest = attach_sbom(
+            &archive,
+            &client,
+            &plan.releases_repository,
+            &source.parts(),
+        )
+        .await
+        .with_context(|| format!("attaching the release's SBOM in {target}"))?;
+        Some(format!(
+            "{}/{}@{digest}",
+            target.host, plan.releases_repository
+        ))
+    } else {
+        None
+    };
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
         let login = login.filter(|_| args.with_credentials);
@@ -352,7 +362,7 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
                 "published": report.release_published,
                 "reference": format!("{}/{}:{}", target.host, plan.releases_repository, index.version),
             },
-            "sbom": format!("{}/{}@{sbom}", target.host, plan.releases_repository),
+            "sbom": sbom,
             "mirrorConfig": mirror,
             "seconds": seconds,
         }));
@@ -389,10 +399,15 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         plan.releases_repository,
         index.version
     );
-    println!(
-        "SBOM (CycloneDX 1.5) attached to the release as {}/{}@{sbom} (GET /v2/{}/referrers/<release digest> finds it)",
-        target.host, plan.releases_repository, plan.releases_repository
-    );
+    match &sbom {
+        Some(reference) => println!(
+            "SBOM (CycloneDX 1.5) attached to the release as {reference} (GET /v2/{}/referrers/<release digest> finds it)",
+            plan.releases_repository
+        ),
+        None => println!(
+            "no SBOM attached: a delta bundle lacks its base's blobs; `airgap bundle sbom` of the full bundle writes it"
+        ),
+    }
     let login = login.filter(|_| args.with_credentials);
     let mirror = write_mirror_config(&args, index, &target, login.as_ref())?;
     println!(
