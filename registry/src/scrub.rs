@@ -234,6 +234,28 @@ enum RecheckError {
     AttestationsGone(String),
 }
 
+/// The registry serves the manifest the bundle carried.
+fn same_manifest(found: Digest, carried: Digest) -> Result<(), RecheckError> {
+    if found == carried {
+        Ok(())
+    } else {
+        Err(RecheckError::Replaced { found, carried })
+    }
+}
+
+/// A failed recheck of `image`'s `what` as a finding.
+fn problem(
+    image: &airgap::index::ImageRecord,
+    what: &'static str,
+    outcome: Result<(), RecheckError>,
+) -> Option<SignatureProblem> {
+    outcome.err().map(|e| SignatureProblem {
+        image: image.reference.clone(),
+        what,
+        detail: airgap::error_chain::chain(&e),
+    })
+}
+
 /// Verifies every carried upstream signature again where clients will read it: the
 /// signature tag in the image's mirrored repository, against the image's upstream digest and
 /// original name, with the keys the signed index carries (nothing from outside).
@@ -286,22 +308,10 @@ async fn check_signatures(
                 policy,
             )
             .await?;
-            if verified.manifest.digest != signature.digest {
-                return Err(RecheckError::Replaced {
-                    found: verified.manifest.digest,
-                    carried: signature.digest,
-                });
-            }
-            Ok(())
+            same_manifest(verified.manifest.digest, signature.digest)
         }
         .await;
-        if let Err(e) = outcome {
-            problems.push(SignatureProblem {
-                image: image.reference.clone(),
-                what: "signature",
-                detail: airgap::error_chain::chain(&e),
-            });
-        }
+        problems.extend(problem(image, "signature", outcome));
         let Some(carried) = &image.attestations else {
             continue;
         };
@@ -311,22 +321,10 @@ async fn check_signatures(
                 cosign::verify_attestations(client, &repository, &image.upstream_digest, policy)
                     .await?
                     .ok_or_else(|| RecheckError::AttestationsGone(carried.reference.clone()))?;
-            if found.manifest.digest != carried.digest {
-                return Err(RecheckError::Replaced {
-                    found: found.manifest.digest,
-                    carried: carried.digest,
-                });
-            }
-            Ok(())
+            same_manifest(found.manifest.digest, carried.digest)
         }
         .await;
-        if let Err(e) = outcome {
-            problems.push(SignatureProblem {
-                image: image.reference.clone(),
-                what: "attestations",
-                detail: airgap::error_chain::chain(&e),
-            });
-        }
+        problems.extend(problem(image, "attestations", outcome));
     }
     (checked, problems)
 }

@@ -168,14 +168,7 @@ pub async fn verify_attestations(
         predicate_types.push(check_attestation(layer.digest, &envelope, image, keys)?);
     }
     Ok(Some(VerifiedAttestations {
-        manifest: Descriptor {
-            media_type: OCI_MANIFEST.into(),
-            digest: fetched.digest,
-            size: fetched.bytes.len() as u64,
-            platform: None,
-            artifact_type: None,
-            annotations: Default::default(),
-        },
+        manifest: super::manifest_descriptor(&fetched, None),
         bytes: fetched.bytes,
         predicate_types,
     }))

@@ -35,6 +35,21 @@ pub use signature::{
 /// Layers read from one signature or attestation manifest.
 const MAX_LAYERS: usize = 64;
 
+/// The descriptor of a fetched OCI manifest (signature or attestations).
+fn manifest_descriptor(
+    fetched: &crate::client::FetchedManifest,
+    artifact_type: Option<&str>,
+) -> airgap::oci::Descriptor {
+    airgap::oci::Descriptor {
+        media_type: airgap::oci::OCI_MANIFEST.into(),
+        digest: fetched.digest,
+        size: fetched.bytes.len() as u64,
+        platform: None,
+        artifact_type: artifact_type.map(Into::into),
+        annotations: Default::default(),
+    }
+}
+
 /// Test vectors made apart from this code: keys by openssl, signatures by `openssl dgst -sha256
 /// -sign` (ECDSA, RSA) and `openssl pkeyutl -sign -rawin` (Ed25519) over PAYLOAD, and an
 /// attestation whose DSSE encoding openssl signed with the EC key.

@@ -280,15 +280,10 @@ impl Check<'_> {
 impl VerifiedSignature {
     fn new(fetched: FetchedManifest, key: Digest, published: Published) -> Self {
         VerifiedSignature {
-            manifest: Descriptor {
-                media_type: OCI_MANIFEST.into(),
-                digest: fetched.digest,
-                size: fetched.bytes.len() as u64,
-                platform: None,
-                artifact_type: (published == Published::Referrer)
-                    .then(|| SIGNATURE_ARTIFACT_TYPE.to_string()),
-                annotations: Default::default(),
-            },
+            manifest: super::manifest_descriptor(
+                &fetched,
+                (published == Published::Referrer).then_some(SIGNATURE_ARTIFACT_TYPE),
+            ),
             bytes: fetched.bytes,
             key,
             published,
