@@ -43,6 +43,10 @@ export AIRGAP_SBOM_PYTHON=$venv/bin/python
 # Debian 13's package on its own libc, unpacked once, nothing installed into the system.
 AIRGAP_SIGSTORE_SKOPEO=$(scripts/sigstore-skopeo.sh)
 export AIRGAP_SIGSTORE_SKOPEO
+# etcd 3.5 (Debian 12's is 3.4) for the rolling-upgrade test, whose etcd clients must see no
+# failure while members restart: Debian 13's package, unpacked once, nothing installed.
+AIRGAP_ETCD35=$(scripts/etcd35.sh)
+export AIRGAP_ETCD35
 # No doc-tests: the crates document with prose, not runnable examples. --no-fail-fast: one
 # failing test binary must not hide the results of the others. The last line totals every
 # binary's results and names each failed test; the exit status is cargo's.

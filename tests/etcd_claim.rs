@@ -3,7 +3,8 @@
 //! revision it wrote, which is the key's mod revision; a renewal naming that revision
 //! succeeds and answers the next one; a takeover naming a revision the holder has renewed
 //! past fails and writes nothing; one naming the current revision wins, and the old holder's
-//! next renewal then fails.
+//! next renewal then fails. And a client reaches its member at the alternate URL when the
+//! endpoint refuses, as a member configured before the gateway had a port of its own needs.
 
 mod common;
 
@@ -70,4 +71,47 @@ fn a_claim_is_renewed_and_taken_over_only_at_the_revision_it_was_last_written() 
         assert!(!client.txn(&at(renewed), &put("node1")).await.unwrap());
     });
     drop(server);
+}
+
+/// A member's JSON gateway has a port of its own since etcd 3.5 members got one; a member
+/// configured by an older release serves it only on its client port. A client whose endpoint
+/// refuses connections asks the same member at its alternate URL, requests and health checks
+/// alike; without the alternate the same client fails.
+#[test]
+fn a_refused_endpoint_is_asked_again_at_the_same_members_alternate_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let server = etcd(dir.path(), &pki);
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap();
+    // A loopback port nothing listens on: connections to it are refused.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = EtcdClient::new(
+        &format!("https://127.0.0.1:{refused}"),
+        &read(&pki.ca),
+        &read(&pki.cert),
+        &read(&pki.key),
+    )
+    .unwrap();
+    let with_alternate = client
+        .clone()
+        .with_alternate(&format!("https://127.0.0.1:{}", server.port));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        assert!(client.health().await.is_err());
+        assert!(client.get("/airgap/test/k").await.is_err());
+        with_alternate.health().await.unwrap();
+        with_alternate
+            .txn_at(&[], &[Op::Put("/airgap/test/k".into(), b"v".to_vec())])
+            .await
+            .unwrap();
+        let kv = with_alternate.get("/airgap/test/k").await.unwrap().unwrap();
+        assert_eq!(kv.value, b"v");
+    });
 }

@@ -1,5 +1,5 @@
-//! A small etcd v3 client over etcd's JSON gateway (`/v3/kv/...`, `/v3/watch` on the client
-//! port), with mutual TLS. The installer needs health, range, create-only and compare-and-swap
+//! A small etcd v3 client over etcd's JSON gateway (`/v3/kv/...`, `/v3/watch`: on the client
+//! port, or on etcd 3.5's `--listen-client-http-urls`), with mutual TLS. The installer needs health, range, create-only and compare-and-swap
 //! transactions; the registry's metadata backend adds prefix ranges, multi-key transactions
 //! and a watch. The gateway gives all of them without a protobuf toolchain or a gRPC stack in
 //! the build.
@@ -79,6 +79,9 @@ pub struct EtcdClient {
     /// The same TLS identity without a whole-request timeout, for watches that stream.
     streaming: reqwest::Client,
     endpoint: String,
+    /// The same member at another URL, tried when `endpoint` refuses connections (see
+    /// [`EtcdClient::with_alternate`]).
+    alternate: Option<String>,
     /// Other members' endpoints, tried in turn when `endpoint` cannot be reached.
     fallbacks: Vec<String>,
     /// The user this client authenticates as, and its tokens ([`auth`]).
@@ -154,6 +157,7 @@ impl EtcdClient {
             http,
             streaming,
             endpoint: endpoint.trim_end_matches('/').to_string(),
+            alternate: None,
             fallbacks: Vec::new(),
             session: None,
         })
@@ -166,9 +170,23 @@ impl EtcdClient {
         self.fallbacks = others
             .into_iter()
             .map(|e| e.trim_end_matches('/').to_string())
-            .filter(|e| *e != self.endpoint)
+            .filter(|e| *e != self.endpoint && Some(e) != self.alternate.as_ref())
             .collect();
         self
+    }
+
+    /// The same client that, when its endpoint refuses the connection, asks the same member
+    /// at `url`: a member can serve its JSON gateway on more than one port, and one configured
+    /// by an older release only on the other. Health checks try it too: it is the same member.
+    pub fn with_alternate(mut self, url: &str) -> Self {
+        let url = url.trim_end_matches('/');
+        self.alternate = (url != self.endpoint).then(|| url.to_string());
+        self
+    }
+
+    /// The endpoint, then the alternate: the URLs of this client's own member.
+    fn own_urls(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.endpoint).chain(&self.alternate)
     }
 
     pub fn endpoint(&self) -> &str {
@@ -215,17 +233,14 @@ impl EtcdClient {
         path: &str,
         body: &str,
     ) -> Result<(String, reqwest::StatusCode, Vec<u8>), EtcdError> {
+        let candidates: Vec<&String> = self.own_urls().chain(&self.fallbacks).collect();
         let mut tried = 0;
         loop {
-            let endpoint = match tried {
-                0 => &self.endpoint,
-                n => &self.fallbacks[n - 1],
-            };
+            let endpoint = candidates[tried];
+            let more = tried + 1 < candidates.len();
             let token = match self.token_for(endpoint).await {
                 Ok(t) => t,
-                Err(EtcdError::Request { source, .. })
-                    if source.is_connect() && tried < self.fallbacks.len() =>
-                {
+                Err(EtcdError::Request { source, .. }) if source.is_connect() && more => {
                     tried += 1;
                     continue;
                 }
@@ -245,7 +260,7 @@ impl EtcdClient {
                     let bytes = r.bytes().await.map_err(|e| self.request_error(e))?;
                     return Ok((endpoint.clone(), status, bytes.to_vec()));
                 }
-                Err(e) if e.is_connect() && tried < self.fallbacks.len() => tried += 1,
+                Err(e) if e.is_connect() && more => tried += 1,
                 Err(e) => return Err(self.request_error(e)),
             }
         }
@@ -260,12 +275,19 @@ impl EtcdClient {
 
     /// `GET /health`: etcd's own view (a member with a leader, serving).
     pub async fn health(&self) -> Result<(), EtcdError> {
-        let response = self
-            .http
-            .get(format!("{}/health", self.endpoint))
-            .send()
-            .await
-            .map_err(|e| self.request_error(e))?;
+        let urls: Vec<&String> = self.own_urls().collect();
+        let mut tried = 0;
+        let response = loop {
+            match self
+                .http
+                .get(format!("{}/health", urls[tried]))
+                .send()
+                .await
+            {
+                Err(e) if e.is_connect() && tried + 1 < urls.len() => tried += 1,
+                answer => break answer.map_err(|e| self.request_error(e))?,
+            }
+        };
         let body = response.text().await.map_err(|e| self.request_error(e))?;
         let healthy = serde_json::from_str::<serde_json::Value>(&body)
             .ok()

@@ -432,7 +432,7 @@ impl EtcdProbe<'_> {
         if let Some(b) = body {
             cmd.args(["-X", "POST", "-d", b]);
         }
-        cmd.arg(format!("https://{}:2379{path}", self.ns.address))
+        cmd.arg(format!("https://{}:2382{path}", self.ns.address))
             .output()
             .expect("curl")
     }

@@ -80,7 +80,7 @@ pub fn etcd_of(
     config: &InstallConfig,
     node: &crate::config::Node,
 ) -> Result<crate::etcd::client::EtcdClient, crate::etcd::client::EtcdError> {
-    let others = config
+    let others: Vec<String> = config
         .spec
         .nodes
         .iter()
@@ -91,7 +91,7 @@ pub fn etcd_of(
         layout,
         &crate::etcd::url(node.address, crate::etcd::CLIENT_PORT),
     )?
-    .with_fallbacks(others))
+    .with_fallbacks(crate::etcd::client::fallbacks(&others)))
 }
 
 /// The `cluster` service: the join API and the VIP election, until killed. SIGTERM removes

@@ -2,9 +2,11 @@
 
 pub use ::etcd::{Create, EtcdClient, EtcdError, KeyValue};
 
-/// The client a node's installer, services and status use: this node's etcd endpoint, the
-/// etcd CA, and etcd's `root` user with the gateway certificate (see [`super::auth`]). A node
-/// installed before etcd authentication existed has neither: it uses the
+/// The client a node's installer, services and status use: the member whose client URL is
+/// `endpoint`, reached on its JSON gateway ([`super::GATEWAY_PORT`]) and, when that refuses,
+/// on the client URL itself (a member configured before the gateway had a port of its own);
+/// the etcd CA, and etcd's `root` user with the gateway certificate (see [`super::auth`]). A
+/// node installed before etcd authentication existed has neither: it uses the
 /// `apiserver-etcd-client` certificate, as then.
 pub fn for_node(
     layout: &crate::layout::NodeLayout,
@@ -30,13 +32,21 @@ pub fn as_user(
     };
     let key = zeroize::Zeroizing::new(read(pair.key)?);
     let client = EtcdClient::new(
-        endpoint,
+        &super::gateway_of(endpoint),
         &read(layout.etcd_pki_dir().join("ca.crt"))?,
         &read(pair.cert)?,
         &key,
-    )?;
+    )?
+    .with_alternate(endpoint);
     Ok(match super::auth::credentials(layout, user) {
         Some(credentials) => client.with_credentials(credentials),
         None => client,
     })
+}
+
+/// Other members to fall back to, from their client URLs: every gateway first, then each
+/// client URL for members configured before the gateway had a port of its own.
+pub fn fallbacks(client_urls: &[String]) -> Vec<String> {
+    let gateways = client_urls.iter().map(|u| super::gateway_of(u));
+    gateways.chain(client_urls.iter().cloned()).collect()
 }

@@ -27,7 +27,11 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
     let from = binary.describe();
     let member = ctx.member();
     let running_before = supervised_pid(ctx);
-    let spec = member.service(&ctx.layout, &binary.path);
+    let spec = member.service(
+        &ctx.layout,
+        &binary.path,
+        gateway_listener(ctx.host.as_ref(), &binary.path),
+    );
     // A running member about to restart on a new definition (an upgrade) leaves gracefully:
     // leadership moves to another voter first, so the cluster never waits out an election.
     let restarting = running_before.is_some()
@@ -77,6 +81,18 @@ pub(super) async fn run(ctx: &mut InstallContext) -> Result<String, PhaseError> 
         member.name,
         member.client_url()
     ))
+}
+
+/// How the etcd at `program` can serve the JSON gateway, by the version it reports.
+fn gateway_listener(
+    host: &dyn crate::host::Host,
+    program: &std::path::Path,
+) -> crate::etcd::GatewayListener {
+    let output = host
+        .run(program, &["--version".to_string()])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    crate::etcd::GatewayListener::from_version_output(&output)
 }
 
 /// On the node that founds the cluster: the users and roles of [`crate::etcd::auth`], then

@@ -259,7 +259,7 @@ fn builtin_registry(ctx: &mut InstallContext, access: &RegistryAccess) -> Result
             pull_htpasswd.display().to_string(),
             // Metadata in etcd: every node's registry shows one catalog.
             "--etcd".into(),
-            ctx.member().client_url(),
+            ctx.member().gateway_url(),
             "--etcd-ca".into(),
             ctx.layout
                 .etcd_pki_dir()
