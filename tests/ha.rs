@@ -1229,9 +1229,10 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
             i + 1
         );
     }
-    // 4.5.1 carries a broken etcd in its k8s pack (a test pack: it exits at once); 4.6.0
-    // carries the working one again. Each has a k8s pack version of its own, so each etcd has
-    // a binary path of its own and every member restarts on 4.6.0's.
+    // 4.5.1 carries a broken etcd in its k8s pack (a test pack: it exits at once) under the
+    // same pack version as 4.5.0's, as a rebuilt pack would: the rollback must still find
+    // 4.5.0's etcd as it was. 4.6.0 carries the working one under a new pack version, so every
+    // member restarts on it.
     let pack_bin = c.setup.path("packs/kubernetes/bin");
     let spec = std::fs::read_to_string(&c.setup.fixture.spec).unwrap();
     let build = |version: &str| {
@@ -1260,7 +1261,6 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
         "#!/bin/sh\necho 'broken etcd (a test pack)' >&2\nexit 1\n",
     )
     .unwrap();
-    k8s_pack("1.34.3-rc.1");
     let v451 = build("4.5.1");
     std::fs::remove_file(pack_bin.join("etcd")).unwrap();
     std::fs::copy(&etcd35, pack_bin.join("etcd")).unwrap();
@@ -1428,7 +1428,7 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
         let after =
             std::fs::read_to_string(c.root(i).join("etc/airgap/services/etcd.json")).unwrap();
         assert!(
-            before.contains("/etcd/1.34.2/") && after.contains("/etcd/1.34.3/"),
+            before.contains("/etcd/1.34.2-") && after.contains("/etcd/1.34.3-"),
             "node{} does not run 4.6.0's etcd: {after}",
             i + 1
         );

@@ -802,12 +802,12 @@ fn a_stand_in_kubeadm_from_the_bundle_is_run_with_the_rendered_configuration_the
     assert!(out.contains("applied with kubectl"), "{out}");
     let audit = std::fs::read_to_string(root.join("var/log/airgap/audit.log")).unwrap();
     assert!(
-        audit.contains("var/lib/airgap/bin/kubeadm/1.34.2/kubeadm"),
+        audit.contains("var/lib/airgap/bin/kubeadm/1.34.2-"),
         "kubeadm did not run from the bundle: {audit}"
     );
     let unit = std::fs::read_to_string(root.join("etc/systemd/system/kubelet.service")).unwrap();
     assert!(
-        unit.contains("ExecStart=\"/var/lib/airgap/bin/kubelet/1.34.2/kubelet\""),
+        unit.contains("ExecStart=\"/var/lib/airgap/bin/kubelet/1.34.2-"),
         "{unit}"
     );
     let dropin =

@@ -159,7 +159,7 @@ fn containerd_from_the_bundle_pulls_every_image_through_cri_and_runs_a_pod() {
     );
     for (at, from) in NODE_FILES {
         let name = at.trim_start_matches("bin/");
-        let installed = root.join(format!("var/lib/airgap/bin/{name}/{K8S_VERSION}/{name}"));
+        let installed = common::installed_binary(&root, name, K8S_VERSION);
         assert_eq!(
             std::fs::read(&installed).unwrap(),
             std::fs::read(from).unwrap(),
@@ -283,7 +283,7 @@ fn containerd_from_the_bundle_pulls_every_image_through_cri_and_runs_a_pod() {
     rt.block_on(cri.pull_image(api)).unwrap();
 
     // A changed binary on disk is found and replaced by the re-run.
-    let ctr = root.join(format!("var/lib/airgap/bin/ctr/{K8S_VERSION}/ctr"));
+    let ctr = common::installed_binary(&root, "ctr", K8S_VERSION);
     std::fs::write(&ctr, b"#!/bin/sh\necho tampered\n").unwrap();
     let out = output_ok(&run().output().unwrap(), "re-run");
     assert!(

@@ -1,8 +1,10 @@
 //! The programs a node runs, taken from the bundle: `bin/<name>` files of its packs (etcd;
 //! the `k8s` pack's containerd, shim, runc, ctr, crictl, kubeadm, kubelet, kubectl) and CNI
-//! plugins under `cni/bin/`. Each lands at `var/lib/airgap/bin/<name>/<pack version>/<name>`
-//! (CNI plugins together under `bin/cni/<version>/`), so an upgrade puts the next version
-//! beside the running one instead of overwriting a busy executable.
+//! plugins under `cni/bin/`. Each lands at `var/lib/airgap/bin/<name>/<pack dir>/<name>` (CNI
+//! plugins together under `bin/cni/<pack dir>/`), where the pack directory is the pack's
+//! version and the start of its signed manifest digest ([`pack_dir`]): an upgrade puts the
+//! next pack beside the running one instead of overwriting a busy executable, even when a
+//! rebuilt pack keeps its version, so rolling back finds the previous bytes where they were.
 //!
 //! Files are streamed out of the pack's layer while it is hashed and appear only once the
 //! whole layer matched the signed index. A file already in place is compared by content: the
@@ -135,7 +137,7 @@ impl NodeBinaries {
                         (name, name)
                     }
                 };
-                let target = store.join(group).join(&pack.version).join(file);
+                let target = store.join(group).join(pack_dir(pack)).join(file);
                 let partial = target.with_file_name(format!(".{file}.partial"));
                 write_executable(&partial, contents).map_err(|source| PackFileCause::Write {
                     what: "writing",
@@ -217,7 +219,7 @@ pub fn locate(
         .packs
         .iter()
         .find_map(|pack| {
-            let path = store.join(name).join(&pack.version).join(name);
+            let path = store.join(name).join(pack_dir(pack)).join(name);
             path.is_file().then(|| Binary {
                 name: name.to_string(),
                 path,
@@ -228,6 +230,13 @@ pub fn locate(
             })
         })
         .or_else(|| NodeBinaries::default().resolve(name, host))
+}
+
+/// The directory of `pack`'s programs under each name: its version and the first 12 hex
+/// digits of its manifest digest, which the signed index holds.
+pub fn pack_dir(pack: &PackRecord) -> String {
+    let hex = pack.digest.hex();
+    format!("{}-{}", pack.version, &hex[..hex.len().min(12)])
 }
 
 /// Moves `partial` to `target` unless `target` already has the same bytes.

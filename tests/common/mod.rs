@@ -54,6 +54,29 @@ pub fn fails(cmd: &mut Command) -> String {
     lines[0].to_string()
 }
 
+/// Where a node installed program `name` from the bundle's pack of `version`:
+/// `var/lib/airgap/bin/<name>/<version>-<manifest digest prefix>/<name>`, the one such
+/// directory there.
+pub fn installed_binary(root: &Path, name: &str, version: &str) -> PathBuf {
+    let dir = root.join("var/lib/airgap/bin").join(name);
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{version}-")))
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{name} {version} under {}: {found:?}",
+        dir.display()
+    );
+    found.remove(0).join(name)
+}
+
 /// Every file under `path` (or `path` itself, when it is a file) with its content: what
 /// "nothing changed" and "nothing left behind" compare. Nothing there is an empty map.
 pub fn snapshot(path: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
