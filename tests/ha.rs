@@ -1452,6 +1452,10 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
     let rounds = watcher.join().unwrap();
     let failures = failures.lock().unwrap().clone();
     assert!(rounds > 5, "the watcher barely ran ({rounds} rounds)");
+    println!(
+        "watcher: {rounds} rounds (an etcd write through any member and a pull through the VIP), {} failed",
+        failures.len()
+    );
     assert!(
         failures.is_empty(),
         "quorum or the VIP was lost during the roll ({} of {rounds} rounds): {failures:?}",
