@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::registries::{etcd, Pki};
+use common::registries::{etcd, free_port, Pki};
 use etcd::{Compare, EtcdClient, Op};
 
 #[test]
@@ -84,11 +84,7 @@ fn a_refused_endpoint_is_asked_again_at_the_same_members_alternate_url() {
     let server = etcd(dir.path(), &pki);
     let read = |p: &std::path::Path| std::fs::read(p).unwrap();
     // A loopback port nothing listens on: connections to it are refused.
-    let refused = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refused = free_port();
     let client = EtcdClient::new(
         &format!("https://127.0.0.1:{refused}"),
         &read(&pki.ca),

@@ -1248,14 +1248,6 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
         .unwrap();
         c.setup.build_spec(&path, &format!("v{version}.tar"))
     };
-    let k8s_pack = |version: &str| {
-        testkit::write_k8s_pack(
-            &c.setup.path("packs/kubernetes"),
-            version,
-            &testkit::FIXTURE_K8S_IMAGES,
-        )
-        .unwrap()
-    };
     std::fs::write(
         pack_bin.join("etcd"),
         "#!/bin/sh\necho 'broken etcd (a test pack)' >&2\nexit 1\n",
@@ -1264,7 +1256,12 @@ fn a_rolling_upgrade_moves_one_node_at_a_time_keeping_quorum_and_the_vip() {
     let v451 = build("4.5.1");
     std::fs::remove_file(pack_bin.join("etcd")).unwrap();
     std::fs::copy(&etcd35, pack_bin.join("etcd")).unwrap();
-    k8s_pack("1.34.3");
+    testkit::write_k8s_pack(
+        &c.setup.path("packs/kubernetes"),
+        "1.34.3",
+        &testkit::FIXTURE_K8S_IMAGES,
+    )
+    .unwrap();
     let v460 = build("4.6.0");
     let upgrade_to = |i: usize, bundle: &Path| {
         let mut cmd = c.nodes[i].airgap();

@@ -185,3 +185,22 @@ pub fn json_checked(schema: &str, stdout: &[u8]) -> serde_json::Value {
     );
     serde_json::from_slice(stdout).unwrap()
 }
+
+/// Asserts the SBOM at `file` is valid `format` (`cyclonedx` or `spdx`) by the format's own
+/// validator (cyclonedx-python-lib, spdx-tools) in the venv `scripts/test.sh` makes, or
+/// `AIRGAP_SBOM_PYTHON`.
+pub fn assert_valid_sbom(format: &str, file: &Path) {
+    let python = std::env::var("AIRGAP_SBOM_PYTHON")
+        .unwrap_or_else(|_| "/var/tmp/airgap-sbom-venv/bin/python".into());
+    let checked = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate-sbom.py"))
+        .arg(format)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("{python} (scripts/test.sh makes it): {e}"));
+    assert!(
+        checked.status.success(),
+        "{format}: {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
